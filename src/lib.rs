@@ -1,0 +1,12 @@
+//! Arc (`arc-gateway`): a Kubernetes Ingress controller with an embedded data plane.
+//!
+//! The crate is split into rooms with hard boundaries (see `ARCHITECTURE.md` in the shared docs):
+//! - [`config`] owns the configuration schema, loading (YAML, JSON, TOML), validation and the
+//!   restart-required diff;
+//! - [`routing`] turns a plain route model into an immutable, versioned [`routing::RoutingTable`]
+//!   and answers lookups; it is pure (no sockets, no clock);
+//! - [`proxy`] holds the data plane; [`proxy::http1`] is the sans-IO HTTP/1.1 codec.
+
+pub mod config;
+pub mod proxy;
+pub mod routing;
