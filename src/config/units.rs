@@ -95,14 +95,7 @@ impl fmt::Display for Duration {
         } else if ms % 1000 != 0 {
             write!(f, "{ms}ms")
         } else {
-            let s = d.as_secs();
-            if s != 0 && s % 3600 == 0 {
-                write!(f, "{}h", s / 3600)
-            } else if s != 0 && s % 60 == 0 {
-                write!(f, "{}m", s / 60)
-            } else {
-                write!(f, "{s}s")
-            }
+            write!(f, "{}s", d.as_secs())
         }
     }
 }

@@ -1,0 +1,94 @@
+//! The `arc-gateway` command line: `--check` on the shipped examples and on broken files.
+
+use std::net::TcpListener;
+use std::process::Command;
+
+fn arc() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_arc-gateway"))
+}
+
+fn repo(name: &str) -> String {
+    format!("{}/{}", env!("CARGO_MANIFEST_DIR"), name)
+}
+
+#[test]
+fn check_accepts_the_examples() {
+    for file in ["arc.example.yaml", "arc.example.json"] {
+        let out = arc().args(["--config", &repo(file), "--check"]).output().unwrap();
+        assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
+    }
+}
+
+#[test]
+fn check_lists_every_error_and_fails() {
+    let dir = std::env::temp_dir().join(format!("arc-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.toml");
+    std::fs::write(
+        &file,
+        "max_connections = 0\n\n[limits]\nmax_headers = \"many\"\n\n[[upstreams]]\nname = \"a\"\naddr = \"10.0.0.1\"\n",
+    )
+    .unwrap();
+    let out = arc().args(["--config", file.to_str().unwrap(), "--check"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let f = file.display();
+    assert!(err.contains(&format!("{f}:1: max_connections: must be at least 1")), "{err}");
+    assert!(err.contains(&format!("{f}:4: limits.max_headers: expected an integer")), "{err}");
+    assert!(err.contains(&format!("{f}:8: upstreams[0].addr: invalid address")), "{err}");
+    assert_eq!(err.lines().count(), 3, "{err}");
+    assert!(out.stdout.is_empty());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn check_never_binds_a_port() {
+    // The listener and admin addresses are taken by this test; --check must still say ok.
+    let a = TcpListener::bind("127.0.0.1:0").unwrap();
+    let b = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = std::env::temp_dir().join(format!("arc-cli-bind-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("arc.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "listeners: [{{name: http, bind: '{}', protocol: http}}]\nobservability: {{metrics_bind: '{}'}}\n",
+            a.local_addr().unwrap(),
+            b.local_addr().unwrap()
+        ),
+    )
+    .unwrap();
+    let out = arc().args(["--config", file.to_str().unwrap(), "--check"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn check_reports_missing_certificate_files() {
+    let dir = std::env::temp_dir().join(format!("arc-cli-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("arc.yaml");
+    std::fs::write(
+        &file,
+        "tls: {certificates: [{hosts: [a.example.com], cert: missing.crt, key: missing.key}]}\n",
+    )
+    .unwrap();
+    let out = arc().args(["--config", file.to_str().unwrap(), "--check"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tls.certificates[0].cert: cannot read"), "{err}");
+    assert!(err.contains(&format!("{}", dir.join("missing.key").display())), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn config_is_required_and_version_prints() {
+    let out = arc().output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--config"));
+    let out = arc().arg("version").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with(&format!("arc-gateway {}", env!("CARGO_PKG_VERSION"))), "{text}");
+}
