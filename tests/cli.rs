@@ -14,8 +14,15 @@ fn repo(name: &str) -> String {
 #[test]
 fn check_accepts_the_examples() {
     for file in ["arc.example.yaml", "arc.example.json"] {
-        let out = arc().args(["--config", &repo(file), "--check"]).output().unwrap();
-        assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = arc()
+            .args(["--config", &repo(file), "--check"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
     }
 }
@@ -30,13 +37,25 @@ fn check_lists_every_error_and_fails() {
         "max_connections = 0\n\n[limits]\nmax_headers = \"many\"\n\n[[upstreams]]\nname = \"a\"\naddr = \"10.0.0.1\"\n",
     )
     .unwrap();
-    let out = arc().args(["--config", file.to_str().unwrap(), "--check"]).output().unwrap();
+    let out = arc()
+        .args(["--config", file.to_str().unwrap(), "--check"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     let f = file.display();
-    assert!(err.contains(&format!("{f}:1: max_connections: must be at least 1")), "{err}");
-    assert!(err.contains(&format!("{f}:4: limits.max_headers: expected an integer")), "{err}");
-    assert!(err.contains(&format!("{f}:8: upstreams[0].addr: invalid address")), "{err}");
+    assert!(
+        err.contains(&format!("{f}:1: max_connections: must be at least 1")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{f}:4: limits.max_headers: expected an integer")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{f}:8: upstreams[0].addr: invalid address")),
+        "{err}"
+    );
     assert_eq!(err.lines().count(), 3, "{err}");
     assert!(out.stdout.is_empty());
     std::fs::remove_dir_all(&dir).ok();
@@ -59,8 +78,15 @@ fn check_never_binds_a_port() {
         ),
     )
     .unwrap();
-    let out = arc().args(["--config", file.to_str().unwrap(), "--check"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = arc()
+        .args(["--config", file.to_str().unwrap(), "--check"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -74,11 +100,20 @@ fn check_reports_missing_certificate_files() {
         "tls: {certificates: [{hosts: [a.example.com], cert: missing.crt, key: missing.key}]}\n",
     )
     .unwrap();
-    let out = arc().args(["--config", file.to_str().unwrap(), "--check"]).output().unwrap();
+    let out = arc()
+        .args(["--config", file.to_str().unwrap(), "--check"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("tls.certificates[0].cert: cannot read"), "{err}");
-    assert!(err.contains(&format!("{}", dir.join("missing.key").display())), "{err}");
+    assert!(
+        err.contains("tls.certificates[0].cert: cannot read"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{}", dir.join("missing.key").display())),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -90,5 +125,8 @@ fn config_is_required_and_version_prints() {
     let out = arc().arg("version").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.starts_with(&format!("arc-gateway {}", env!("CARGO_PKG_VERSION"))), "{text}");
+    assert!(
+        text.starts_with(&format!("arc-gateway {}", env!("CARGO_PKG_VERSION"))),
+        "{text}"
+    );
 }

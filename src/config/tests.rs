@@ -25,9 +25,15 @@ fn repo_file(name: &str) -> std::path::PathBuf {
 fn examples_load_and_agree() {
     let y = load(&repo_file("arc.example.yaml")).unwrap_or_else(|e| panic!("{e}"));
     let j = load(&repo_file("arc.example.json")).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(y, j, "arc.example.yaml and arc.example.json must describe the same config");
+    assert_eq!(
+        y, j,
+        "arc.example.yaml and arc.example.json must describe the same config"
+    );
     assert_eq!(y.routes.len(), 3);
-    assert_eq!(y.upstreams[0].endpoints(), vec!["10.0.0.5:8080", "10.0.0.6:8080"]);
+    assert_eq!(
+        y.upstreams[0].endpoints(),
+        vec!["10.0.0.5:8080", "10.0.0.6:8080"]
+    );
     assert_eq!(y.observability.metrics_bind, "127.0.0.1:9090");
 }
 
@@ -36,9 +42,14 @@ fn example_documents_every_key_of_the_schema() {
     // Every key the serialized defaults contain must appear in the YAML example, so the example
     // stays the reference of the schema.
     let text = std::fs::read_to_string(repo_file("arc.example.yaml")).unwrap();
-    let mut cfg = Config::default();
-    cfg.workers = Some(0);
-    cfg.tls.default_certificate = Some(CertFiles { cert: "c".into(), key: "k".into() });
+    let mut cfg = Config {
+        workers: Some(0),
+        ..Config::default()
+    };
+    cfg.tls.default_certificate = Some(CertFiles {
+        cert: "c".into(),
+        key: "k".into(),
+    });
     cfg.control_plane.auth_token = Some("t".into());
     cfg.redis.url = Some("redis://x".into());
     cfg.xdp.syn_limit = Some(SynLimit { rate: 1, burst: 1 });
@@ -60,7 +71,10 @@ fn example_documents_every_key_of_the_schema() {
     }
     walk(&value, &text, &mut missing);
     // Keys of list entries (listeners, upstreams, routes, certificates) are checked by loading.
-    assert!(missing.is_empty(), "keys missing from arc.example.yaml: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "keys missing from arc.example.yaml: {missing:?}"
+    );
 }
 
 #[test]
@@ -75,13 +89,25 @@ fn empty_document_gives_defaults() {
     assert_eq!(cfg.listeners[1].protocol, Protocol::Https);
     assert_eq!(cfg.limits.max_head, ByteSize(32 * 1024));
     assert_eq!(cfg.limits.max_headers, 100);
-    assert_eq!(cfg.limits.header_read_timeout.get(), std::time::Duration::from_secs(10));
-    assert_eq!(cfg.lifecycle.drain_timeout.get(), std::time::Duration::from_secs(30));
+    assert_eq!(
+        cfg.limits.header_read_timeout.get(),
+        std::time::Duration::from_secs(10)
+    );
+    assert_eq!(
+        cfg.lifecycle.drain_timeout.get(),
+        std::time::Duration::from_secs(30)
+    );
     assert_eq!(cfg.logging.output.rotation.max_size, ByteSize(100 << 20));
     assert_eq!(cfg.logging.output.rotation.max_files, 5);
     assert_eq!(cfg.kubernetes.ingress_class, "arc");
-    assert_eq!(cfg.kubernetes.controller_name, "arc-gateway.io/ingress-controller");
-    assert_eq!(cfg.kubernetes.debounce.get(), std::time::Duration::from_millis(100));
+    assert_eq!(
+        cfg.kubernetes.controller_name,
+        "arc-gateway.io/ingress-controller"
+    );
+    assert_eq!(
+        cfg.kubernetes.debounce.get(),
+        std::time::Duration::from_millis(100)
+    );
     assert_eq!(cfg.xdp.interface, "auto");
 }
 
@@ -111,12 +137,20 @@ fn the_three_formats_share_one_schema() {
 
 #[test]
 fn io_uring_enabled_accepts_auto_true_false() {
-    for (v, want) in [("auto", IoUringMode::Auto), ("true", IoUringMode::True), ("false", IoUringMode::False), ("'true'", IoUringMode::True)] {
+    for (v, want) in [
+        ("auto", IoUringMode::Auto),
+        ("true", IoUringMode::True),
+        ("false", IoUringMode::False),
+        ("'true'", IoUringMode::True),
+    ] {
         let cfg = yaml(&format!("io_uring: {{enabled: {v}}}")).unwrap();
         assert_eq!(cfg.io_uring.enabled, want, "{v}");
     }
     let err = yaml("io_uring: {enabled: maybe}").unwrap_err();
-    assert!(problem(&err, "io_uring.enabled").message.contains("auto"), "{err}");
+    assert!(
+        problem(&err, "io_uring.enabled").message.contains("auto"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -133,14 +167,32 @@ fn unknown_keys_are_named_with_lines_in_every_format() {
     let err = yaml("node:\n  workers: 1\n  wrokers: 2\n").unwrap_err();
     let p = problem(&err, "node.wrokers");
     assert_eq!(p.line, Some(3));
-    assert!(p.message.contains("did you mean `workers`"), "{}", p.message);
+    assert!(
+        p.message.contains("did you mean `workers`"),
+        "{}",
+        p.message
+    );
 
-    let err = parse_str("{\n  \"limits\": {\n    \"max_heda\": 5\n  }\n}", Format::Json, "c.json").unwrap_err();
+    let err = parse_str(
+        "{\n  \"limits\": {\n    \"max_heda\": 5\n  }\n}",
+        Format::Json,
+        "c.json",
+    )
+    .unwrap_err();
     let p = problem(&err, "limits.max_heda");
     assert_eq!(p.line, Some(3));
-    assert!(err.to_string().starts_with("c.json:3: limits.max_heda: unknown key"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("c.json:3: limits.max_heda: unknown key"),
+        "{err}"
+    );
 
-    let err = parse_str("[limits]\nmax_head = \"1KiB\"\n\n[bogus]\nx = 1\n", Format::Toml, "c.toml").unwrap_err();
+    let err = parse_str(
+        "[limits]\nmax_head = \"1KiB\"\n\n[bogus]\nx = 1\n",
+        Format::Toml,
+        "c.toml",
+    )
+    .unwrap_err();
     assert_eq!(problem(&err, "bogus").line, Some(4));
 }
 
@@ -174,9 +226,21 @@ extra: 1
         assert!(got.contains(&want.to_string()), "missing {want} in:\n{err}");
     }
     assert_eq!(problem(&err, "listeners[1].name").line, Some(4));
-    assert!(problem(&err, "upstreams[1].name").message.contains("duplicate upstream name `app`"));
-    assert!(problem(&err, "routes[0].upstream").message.contains("no upstream named `nope`"));
-    assert!(problem(&err, "limits.idle_timeout").message.contains("unit"));
+    assert!(
+        problem(&err, "upstreams[1].name")
+            .message
+            .contains("duplicate upstream name `app`")
+    );
+    assert!(
+        problem(&err, "routes[0].upstream")
+            .message
+            .contains("no upstream named `nope`")
+    );
+    assert!(
+        problem(&err, "limits.idle_timeout")
+            .message
+            .contains("unit")
+    );
     // Sorted by line, one line each in the rendered form.
     let lines: Vec<usize> = err.problems.iter().filter_map(|p| p.line).collect();
     assert!(lines.windows(2).all(|w| w[0] <= w[1]), "{lines:?}");
@@ -188,7 +252,12 @@ fn wrong_types_in_independent_places_are_all_reported() {
     let err = yaml("max_connections: many\nio_uring: {sqpoll: 3}\nlimits: {max_headers: [1]}\nlogging: {level: loud}\n").unwrap_err();
     assert_eq!(
         keys(&err),
-        vec!["max_connections", "io_uring.sqpoll", "limits.max_headers", "logging.level"]
+        vec![
+            "max_connections",
+            "io_uring.sqpoll",
+            "limits.max_headers",
+            "logging.level"
+        ]
     );
     assert!(problem(&err, "io_uring.sqpoll").message.contains("boolean"));
     assert!(problem(&err, "logging.level").message.contains("info"));
@@ -215,16 +284,24 @@ fn bad_socket_addresses() {
         assert_eq!(keys(&err), vec!["observability.metrics_bind"], "{bad}");
     }
     for good in ["127.0.0.1:9090", "[::]:9090", "0.0.0.0:0"] {
-        yaml(&format!("observability: {{metrics_bind: '{good}'}}")).unwrap_or_else(|e| panic!("{good}: {e}"));
+        yaml(&format!("observability: {{metrics_bind: '{good}'}}"))
+            .unwrap_or_else(|e| panic!("{good}: {e}"));
     }
 }
 
 #[test]
 fn upstream_addresses() {
-    for good in ["10.0.0.1:80", "[::1]:8080", "backend.svc.cluster.local:8080", "b:1"] {
+    for good in [
+        "10.0.0.1:80",
+        "[::1]:8080",
+        "backend.svc.cluster.local:8080",
+        "b:1",
+    ] {
         validate::check_endpoint(good).unwrap_or_else(|e| panic!("{good}: {e}"));
     }
-    for bad in ["10.0.0.1", "b:0", "b:x", ":80", "a..b:80", "-a:80", "[::1:80", "a b:80"] {
+    for bad in [
+        "10.0.0.1", "b:0", "b:x", ":80", "a..b:80", "-a:80", "[::1:80", "a b:80",
+    ] {
         assert!(validate::check_endpoint(bad).is_err(), "{bad}");
     }
     let err = yaml("upstreams: [{name: a}]").unwrap_err();
@@ -238,16 +315,37 @@ fn route_rules() {
     let base = "upstreams: [{name: a, addr: 'b:80'}]\n";
     let cases = [
         ("routes: [{path: /x}]", "routes[0]"),
-        ("routes: [{path: /x, upstream: a, direct_response: {status: 200}}]", "routes[0]"),
+        (
+            "routes: [{path: /x, upstream: a, direct_response: {status: 200}}]",
+            "routes[0]",
+        ),
         ("routes: [{path: x, upstream: a}]", "routes[0].path"),
         ("routes: [{host: 'a.*.com', upstream: a}]", "routes[0].host"),
         ("routes: [{host: '*', upstream: a}]", "routes[0].host"),
-        ("routes: [{host: 'exa mple.com', upstream: a}]", "routes[0].host"),
-        ("routes: [{path: /, direct_response: {status: 99}}]", "routes[0].direct_response.status"),
-        ("routes: [{path: /, redirect: {location: /x, code: 200}}]", "routes[0].redirect.code"),
-        ("routes: [{path: /, redirect: {location: ''}}]", "routes[0].redirect.location"),
-        ("routes: [{path: /, path_type: prefix, upstream: a}]", "routes[0].path_type"),
-        ("routes: [{path: /, regex: true, upstream: a}]", "routes[0].regex"),
+        (
+            "routes: [{host: 'exa mple.com', upstream: a}]",
+            "routes[0].host",
+        ),
+        (
+            "routes: [{path: /, direct_response: {status: 99}}]",
+            "routes[0].direct_response.status",
+        ),
+        (
+            "routes: [{path: /, redirect: {location: /x, code: 200}}]",
+            "routes[0].redirect.code",
+        ),
+        (
+            "routes: [{path: /, redirect: {location: ''}}]",
+            "routes[0].redirect.location",
+        ),
+        (
+            "routes: [{path: /, path_type: prefix, upstream: a}]",
+            "routes[0].path_type",
+        ),
+        (
+            "routes: [{path: /, regex: true, upstream: a}]",
+            "routes[0].regex",
+        ),
     ];
     for (text, key) in cases {
         let err = yaml(&format!("{base}{text}")).unwrap_err();
@@ -265,9 +363,17 @@ fn route_rules() {
 #[test]
 fn placeholder_token_is_refused_anywhere() {
     let err = yaml("control_plane: {auth_token: __ARC_TOKEN__}").unwrap_err();
-    assert!(problem(&err, "control_plane.auth_token").message.contains("__ARC_TOKEN__"));
+    assert!(
+        problem(&err, "control_plane.auth_token")
+            .message
+            .contains("__ARC_TOKEN__")
+    );
     let err = yaml("upstreams: [{name: '__ARC_TOKEN__', addr: 'a:1'}]").unwrap_err();
-    assert!(problem(&err, "upstreams[0].name").message.contains("placeholder"));
+    assert!(
+        problem(&err, "upstreams[0].name")
+            .message
+            .contains("placeholder")
+    );
 }
 
 #[test]
@@ -277,16 +383,34 @@ fn keys_not_built_yet_are_refused() {
         ("xdp: {enabled: true}", "xdp.enabled"),
         ("xdp: {deny_cidrs: ['10.0.0.0/8']}", "xdp.deny_cidrs"),
         ("kubernetes: {enabled: true}", "kubernetes.enabled"),
-        ("logging: {output: {path: /var/log/arc}}", "logging.output.path"),
-        ("control_plane: {auth_token: s3cr3t-t0ken-value}", "control_plane.auth_token"),
-        ("listeners: [{name: a, bind: '0.0.0.0:1', protocol: http, proxy_protocol: true}]", "listeners[0].proxy_protocol"),
-        ("upstreams: [{name: a, addr: 'b:1', lb: least_request}]", "upstreams[0].lb"),
-        ("upstreams: [{name: a, addr: 'b:1', health_check: {path: /h}}]", "upstreams[0].health_check"),
+        (
+            "logging: {output: {path: /var/log/arc}}",
+            "logging.output.path",
+        ),
+        (
+            "control_plane: {auth_token: s3cr3t-t0ken-value}",
+            "control_plane.auth_token",
+        ),
+        (
+            "listeners: [{name: a, bind: '0.0.0.0:1', protocol: http, proxy_protocol: true}]",
+            "listeners[0].proxy_protocol",
+        ),
+        (
+            "upstreams: [{name: a, addr: 'b:1', lb: least_request}]",
+            "upstreams[0].lb",
+        ),
+        (
+            "upstreams: [{name: a, addr: 'b:1', health_check: {path: /h}}]",
+            "upstreams[0].health_check",
+        ),
     ] {
         let err = yaml(text).unwrap_err();
         let p = problem(&err, key);
         assert_eq!(p.message, "not supported yet", "{text}");
-        assert!(err.to_string().contains(&format!("{key}: not supported yet")));
+        assert!(
+            err.to_string()
+                .contains(&format!("{key}: not supported yet"))
+        );
     }
 }
 
@@ -298,7 +422,14 @@ fn limits_and_units() {
     assert_eq!(cfg.limits.idle_timeout.get().as_secs(), 90);
     assert_eq!(cfg.limits.header_read_timeout.get().as_millis(), 500);
     assert_eq!(cfg.limits.max_connection_age.unwrap().get().as_secs(), 3600);
-    assert_eq!(yaml("limits: {max_head: 4096}").unwrap().limits.max_head.get(), 4096);
+    assert_eq!(
+        yaml("limits: {max_head: 4096}")
+            .unwrap()
+            .limits
+            .max_head
+            .get(),
+        4096
+    );
     for (text, key) in [
         ("limits: {max_head: 10}", "limits.max_head"),
         ("limits: {max_head: 2GiB}", "limits.max_head"),
@@ -306,9 +437,18 @@ fn limits_and_units() {
         ("limits: {max_headers: 0}", "limits.max_headers"),
         ("limits: {idle_timeout: 0s}", "limits.idle_timeout"),
         ("limits: {idle_timeout: '-1s'}", "limits.idle_timeout"),
-        ("limits: {max_requests_per_connection: 0}", "limits.max_requests_per_connection"),
-        ("limits: {max_requests_per_connection: -1}", "limits.max_requests_per_connection"),
-        ("io_uring: {uring_entries: 1000000}", "io_uring.uring_entries"),
+        (
+            "limits: {max_requests_per_connection: 0}",
+            "limits.max_requests_per_connection",
+        ),
+        (
+            "limits: {max_requests_per_connection: -1}",
+            "limits.max_requests_per_connection",
+        ),
+        (
+            "io_uring: {uring_entries: 1000000}",
+            "io_uring.uring_entries",
+        ),
         ("lifecycle: {drain_timeout: 30}", "lifecycle.drain_timeout"),
     ] {
         let err = yaml(text).unwrap_err();
@@ -346,17 +486,30 @@ fn syntax_errors_name_the_line() {
     let err = parse_str("a = 1\nb = \n", Format::Toml, "x.toml").unwrap_err();
     assert_eq!(err.problems[0].line, Some(2));
     let err = yaml("node: {workers: 1}\nnode: {workers: 2}\n").unwrap_err();
-    assert!(err.problems[0].message.contains("duplicate key `node`"), "{err}");
+    assert!(
+        err.problems[0].message.contains("duplicate key `node`"),
+        "{err}"
+    );
     let err = yaml("a: 1\n---\nb: 2\n").unwrap_err();
-    assert!(err.problems[0].message.contains("one YAML document"), "{err}");
+    assert!(
+        err.problems[0].message.contains("one YAML document"),
+        "{err}"
+    );
 }
 
 #[test]
 fn unknown_file_extension_and_missing_file() {
     let err = load(std::path::Path::new("/nonexistent/arc.conf")).unwrap_err();
-    assert!(err.to_string().contains(".yaml, .yml, .json or .toml"), "{err}");
+    assert!(
+        err.to_string().contains(".yaml, .yml, .json or .toml"),
+        "{err}"
+    );
     let err = load(std::path::Path::new("/nonexistent/arc.yaml")).unwrap_err();
-    assert!(err.to_string().starts_with("/nonexistent/arc.yaml: (document): cannot read the file"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("/nonexistent/arc.yaml: (document): cannot read the file"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -364,7 +517,10 @@ fn referenced_files_are_checked() {
     let cfg = yaml("tls: {certificates: [{hosts: [a.example.com], cert: /nonexistent/a.crt, key: /nonexistent/a.key}]}").unwrap();
     let problems = check_referenced_files(&cfg, std::path::Path::new("."));
     let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
-    assert_eq!(keys, vec!["tls.certificates[0].cert", "tls.certificates[0].key"]);
+    assert_eq!(
+        keys,
+        vec!["tls.certificates[0].cert", "tls.certificates[0].key"]
+    );
 }
 
 #[test]
@@ -376,7 +532,10 @@ fn restart_required_diff_names_changed_keys() {
         "node: {workers: 4}\nio_uring: {sqpoll: true, uring_entries: 1024}\nobservability: {metrics_bind: '0.0.0.0:9191'}\nlisteners:\n  - {name: http, bind: '0.0.0.0:8081', protocol: http}\n  - {name: extra, bind: '0.0.0.0:9000', protocol: http}\n",
     )
     .unwrap();
-    let keys: Vec<String> = restart_required_changes(&old, &new).into_iter().map(|c| c.key).collect();
+    let keys: Vec<String> = restart_required_changes(&old, &new)
+        .into_iter()
+        .map(|c| c.key)
+        .collect();
     assert_eq!(
         keys,
         vec![
@@ -395,12 +554,16 @@ fn restart_required_diff_names_changed_keys() {
     assert!(restart_required_changes(&old, &hot).is_empty());
     // The alias counts as node.workers.
     let alias = yaml("workers: 2").unwrap();
-    assert_eq!(restart_required_changes(&old, &alias)[0].key, "node.workers");
+    assert_eq!(
+        restart_required_changes(&old, &alias)[0].key,
+        "node.workers"
+    );
 }
 
 #[test]
 fn yaml_anchors_and_numbers_as_text() {
-    let cfg = yaml("upstreams:\n  - &u {name: a, addr: 'b:1'}\n  - {name: 2024, addr: 'c:1'}\n").unwrap();
+    let cfg =
+        yaml("upstreams:\n  - &u {name: a, addr: 'b:1'}\n  - {name: 2024, addr: 'c:1'}\n").unwrap();
     assert_eq!(cfg.upstreams[1].name, "2024");
     let cfg = yaml("x: &p {max_idle: 3, idle_timeout: 5s}\n").unwrap_err();
     assert_eq!(keys(&cfg), vec!["x"]);
