@@ -3,3 +3,4 @@
 //! than the io drivers may touch sockets or read the clock.
 
 pub mod http1;
+pub mod io;

@@ -1,0 +1,120 @@
+//! The seam between the io drivers (`proxy::epoll`, `proxy::uring`) and the proxy core.
+//!
+//! A downstream connection is a sans-IO state machine (a [`ConnHandler`]): the driver tells it
+//! what happened (bytes arrived, an upstream connected, a timer fired, ...) and then asks it what
+//! to do next — bytes to write ([`ConnHandler::downstream_out`], [`ConnHandler::upstream_out`]),
+//! discrete [`Action`]s, which sides to read ([`Interest`]) and when to wake it
+//! ([`ConnHandler::deadline`]). Both drivers run the same handler, so they share every byte of
+//! proxy behaviour; the handler is tested without sockets, with virtual time.
+//!
+//! Driver contract, after *every* callback on a connection:
+//! 1. drain [`ConnHandler::poll_action`] until `None` and carry each action out;
+//! 2. write whatever `downstream_out()` / `upstream_out()` hold (possibly partially), then report
+//!    what was written with `downstream_written(n)` / `upstream_written(n)` — the handler keeps
+//!    the bytes until then, so a slow peer holds back the handler through its bounded buffers;
+//! 3. read a side only while [`ConnHandler::interest`] asks for it (this is the back-pressure);
+//! 4. (re)arm a timer for [`ConnHandler::deadline`] and call `on_timer` when it passes;
+//! 5. when the handler says [`ConnHandler::is_closed`], flush nothing more and release the
+//!    connection's resources (an attached upstream is closed unless it was released first).
+//!
+//! TLS is the driver's business (it wraps the downstream socket); the handler sees plaintext.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// What the driver knows about a new downstream connection.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    /// Index of the listener in the configuration's `listeners[]`.
+    pub listener: usize,
+    /// True when the connection arrived on a TLS listener (after the handshake).
+    pub tls: bool,
+    /// SNI host name the client sent, if any.
+    pub sni: Option<String>,
+}
+
+/// Identifies a pool of reusable upstream connections (per worker): one endpoint of one upstream.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    pub endpoint: SocketAddr,
+    /// The upstream's name; pools are kept per (upstream, endpoint) so per-upstream limits apply.
+    pub upstream: std::sync::Arc<str>,
+}
+
+/// Pool limits for one upstream, carried with the connect request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolLimits {
+    pub max_idle: usize,
+    pub idle_timeout: std::time::Duration,
+    pub connect_timeout: std::time::Duration,
+}
+
+/// A discrete request from the handler to its driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Attach an upstream connection to `key.endpoint`: an idle one from the worker's pool if
+    /// there is a live one, else a new TCP connection (non-blocking, `TCP_NODELAY`), failing
+    /// with [`UpstreamError::ConnectTimeout`] after `limits.connect_timeout`. Answer with
+    /// `on_upstream_connected(reused)` or `on_upstream_error`.
+    ConnectUpstream { key: PoolKey, limits: PoolLimits },
+    /// The handler is done with the attached upstream connection: put it back in the pool when
+    /// `reusable` (and the pool has room), else close it.
+    ReleaseUpstream { reusable: bool },
+    /// Close the downstream connection once `downstream_out()` has been written (`flush`), or
+    /// at once. The handler reports `is_closed()` after this.
+    CloseDownstream { flush: bool },
+}
+
+/// Why an upstream connection failed, as the driver saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamError {
+    /// Connection refused, unreachable, reset before connecting.
+    Connect,
+    /// The connect did not finish within the timeout.
+    ConnectTimeout,
+    /// Reset or another error on an established connection.
+    Io,
+}
+
+/// Which sides the handler wants to read now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Interest {
+    pub downstream_read: bool,
+    pub upstream_read: bool,
+}
+
+/// One downstream connection's proxy logic, driven by an io driver (see the module doc).
+///
+/// `Cx` is the worker-wide context the driver owns and lends to every call (routing snapshot,
+/// per-worker metrics, load-balancing state); nothing in it is shared with other workers.
+pub trait ConnHandler {
+    type Cx;
+
+    fn on_downstream_data(&mut self, cx: &mut Self::Cx, data: &[u8], now: Instant);
+    /// The client closed its sending side (read returned 0).
+    fn on_downstream_eof(&mut self, cx: &mut Self::Cx, now: Instant);
+    /// The downstream socket failed (reset, ...); the handler closes.
+    fn on_downstream_error(&mut self, cx: &mut Self::Cx, now: Instant);
+    fn on_upstream_connected(&mut self, cx: &mut Self::Cx, reused: bool, now: Instant);
+    fn on_upstream_data(&mut self, cx: &mut Self::Cx, data: &[u8], now: Instant);
+    /// The upstream closed its sending side.
+    fn on_upstream_eof(&mut self, cx: &mut Self::Cx, now: Instant);
+    fn on_upstream_error(&mut self, cx: &mut Self::Cx, err: UpstreamError, now: Instant);
+    fn on_timer(&mut self, cx: &mut Self::Cx, now: Instant);
+
+    /// Bytes to write to the client; the driver reports progress with `downstream_written`.
+    fn downstream_out(&self) -> &[u8];
+    fn downstream_written(&mut self, cx: &mut Self::Cx, n: usize, now: Instant);
+    /// Bytes to write to the attached upstream connection.
+    fn upstream_out(&self) -> &[u8];
+    fn upstream_written(&mut self, cx: &mut Self::Cx, n: usize, now: Instant);
+
+    fn poll_action(&mut self) -> Option<Action>;
+    fn interest(&self) -> Interest;
+    /// The earliest time `on_timer` must be called, if any.
+    fn deadline(&self) -> Option<Instant>;
+    /// True once the connection is finished; the driver frees it.
+    fn is_closed(&self) -> bool;
+}
