@@ -89,8 +89,11 @@ pub struct Interest {
 ///
 /// `Cx` is the worker-wide context the driver owns and lends to every call (routing snapshot,
 /// per-worker metrics, load-balancing state); nothing in it is shared with other workers.
-pub trait ConnHandler {
+pub trait ConnHandler: Sized {
     type Cx;
+
+    /// A new downstream connection was accepted (and its TLS handshake, if any, finished).
+    fn new(cx: &mut Self::Cx, info: ConnInfo, now: Instant) -> Self;
 
     fn on_downstream_data(&mut self, cx: &mut Self::Cx, data: &[u8], now: Instant);
     /// The client closed its sending side (read returned 0).
@@ -117,4 +120,65 @@ pub trait ConnHandler {
     fn deadline(&self) -> Option<Instant>;
     /// True once the connection is finished; the driver frees it.
     fn is_closed(&self) -> bool;
+}
+
+/// Process-wide bound on downstream connections (`max_connections`), shared by the workers.
+/// Touched once per accepted and once per closed connection, never per request.
+#[derive(Debug)]
+pub struct ConnLimit {
+    max: u64,
+    active: std::sync::atomic::AtomicU64,
+}
+
+impl ConnLimit {
+    pub fn new(max: u64) -> Self {
+        ConnLimit {
+            max,
+            active: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Takes a slot for a new connection; false = over the limit (close it at once, count it).
+    pub fn try_acquire(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.active
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Gives back the slot of a closed connection.
+    pub fn release(&self) {
+        use std::sync::atomic::Ordering;
+        let _ = self
+            .active
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(1))
+            });
+    }
+
+    pub fn active(&self) -> u64 {
+        self.active.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conn_limit_refuses_over_max_and_recovers() {
+        let l = ConnLimit::new(2);
+        assert!(l.try_acquire());
+        assert!(l.try_acquire());
+        assert!(!l.try_acquire());
+        assert_eq!(l.active(), 2);
+        l.release();
+        assert!(l.try_acquire());
+        l.release();
+        l.release();
+        l.release();
+        assert_eq!(l.active(), 0);
+    }
 }

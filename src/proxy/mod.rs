@@ -4,3 +4,4 @@
 
 pub mod http1;
 pub mod io;
+pub mod upstream;

@@ -1,0 +1,245 @@
+//! A per-worker pool of idle keep-alive upstream connections.
+//!
+//! Generic over the driver's connection handle `S` so that both io drivers share the policy:
+//! at most `max_idle` idle connections per [`PoolKey`], most recently used first (warm
+//! connections are reused, cold ones age out), expiry after `idle_timeout`. The pool never
+//! touches sockets: the driver closes what [`Pool::expire`] and [`Pool::remove_where`] hand
+//! back, and tells the pool when an idle connection turned stale (peer closed, data arrived).
+//! Time is an argument. Owned by one worker: no locks.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::proxy::io::PoolKey;
+
+struct Idle<S> {
+    conn: S,
+    since: Instant,
+    timeout: Duration,
+}
+
+/// Idle upstream connections of one worker.
+pub struct Pool<S> {
+    idle: HashMap<PoolKey, Vec<Idle<S>>>,
+    count: usize,
+    hits: u64,
+    misses: u64,
+}
+
+impl<S> Default for Pool<S> {
+    fn default() -> Self {
+        Pool {
+            idle: HashMap::new(),
+            count: 0,
+            hits: 0,
+            misses: 0,
+        }
+    }
+}
+
+impl<S> Pool<S> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Takes the most recently returned live connection for `key`, if any (a hit), discarding
+    /// entries whose idle timeout has passed into `expired` for the caller to close.
+    pub fn checkout(&mut self, key: &PoolKey, now: Instant, expired: &mut Vec<S>) -> Option<S> {
+        let mut found = None;
+        if let Some(list) = self.idle.get_mut(key) {
+            while let Some(entry) = list.pop() {
+                self.count -= 1;
+                if now.saturating_duration_since(entry.since) < entry.timeout {
+                    found = Some(entry.conn);
+                    break;
+                }
+                expired.push(entry.conn);
+            }
+            if list.is_empty() {
+                self.idle.remove(key);
+            }
+        }
+        if found.is_some() {
+            self.hits += 1;
+        } else {
+            self.misses += 1;
+        }
+        found
+    }
+
+    /// Returns a reusable connection to the pool. When the key already holds `max_idle`
+    /// connections the oldest one is handed back for closing (or `conn` itself when
+    /// `max_idle == 0`).
+    pub fn checkin(
+        &mut self,
+        key: PoolKey,
+        conn: S,
+        max_idle: usize,
+        idle_timeout: Duration,
+        now: Instant,
+    ) -> Option<S> {
+        if max_idle == 0 || idle_timeout.is_zero() {
+            return Some(conn);
+        }
+        let list = self.idle.entry(key).or_default();
+        list.push(Idle {
+            conn,
+            since: now,
+            timeout: idle_timeout,
+        });
+        self.count += 1;
+        if list.len() > max_idle {
+            self.count -= 1;
+            return Some(list.remove(0).conn);
+        }
+        None
+    }
+
+    /// Removes idle connections matching `pred` (e.g. the one the driver saw close, or all of an
+    /// endpoint that left the routing table) and returns them for closing.
+    pub fn remove_where(&mut self, mut pred: impl FnMut(&PoolKey, &S) -> bool) -> Vec<S> {
+        let mut out = Vec::new();
+        self.idle.retain(|key, list| {
+            let mut i = 0;
+            while i < list.len() {
+                if pred(key, &list[i].conn) {
+                    out.push(list.remove(i).conn);
+                } else {
+                    i += 1;
+                }
+            }
+            !list.is_empty()
+        });
+        self.count -= out.len();
+        out
+    }
+
+    /// Removes every connection whose idle timeout has passed and returns them for closing.
+    pub fn expire(&mut self, now: Instant) -> Vec<S> {
+        let mut out = Vec::new();
+        self.idle.retain(|_, list| {
+            let mut i = 0;
+            while i < list.len() {
+                if now.saturating_duration_since(list[i].since) >= list[i].timeout {
+                    out.push(list.remove(i).conn);
+                } else {
+                    i += 1;
+                }
+            }
+            !list.is_empty()
+        });
+        self.count -= out.len();
+        out
+    }
+
+    /// The earliest time an idle connection expires, to arm the worker's timer.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.idle
+            .values()
+            .flat_map(|l| l.iter().map(|e| e.since + e.timeout))
+            .min()
+    }
+
+    /// Idle connections held.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// (hits, misses) of `checkout` since the pool was made.
+    pub fn stats(&self) -> (u64, u64) {
+        (self.hits, self.misses)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+
+    fn key(port: u16) -> PoolKey {
+        PoolKey {
+            endpoint: SocketAddr::from(([10, 0, 0, 1], port)),
+            upstream: Arc::from("app"),
+        }
+    }
+
+    #[test]
+    fn reuses_most_recent_first_and_counts_hits() {
+        let t0 = Instant::now();
+        let mut p = Pool::new();
+        let mut dead = Vec::new();
+        assert_eq!(p.checkout(&key(1), t0, &mut dead), None);
+        assert_eq!(p.checkin(key(1), "a", 4, Duration::from_secs(60), t0), None);
+        assert_eq!(p.checkin(key(1), "b", 4, Duration::from_secs(60), t0), None);
+        assert_eq!(p.len(), 2);
+        assert_eq!(p.checkout(&key(2), t0, &mut dead), None, "other endpoint");
+        assert_eq!(p.checkout(&key(1), t0, &mut dead), Some("b"));
+        assert_eq!(p.checkout(&key(1), t0, &mut dead), Some("a"));
+        assert_eq!(p.checkout(&key(1), t0, &mut dead), None);
+        assert!(dead.is_empty());
+        assert_eq!(p.stats(), (2, 3));
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn max_idle_hands_back_the_oldest() {
+        let t0 = Instant::now();
+        let mut p = Pool::new();
+        assert_eq!(p.checkin(key(1), 1, 2, Duration::from_secs(60), t0), None);
+        assert_eq!(p.checkin(key(1), 2, 2, Duration::from_secs(60), t0), None);
+        assert_eq!(
+            p.checkin(key(1), 3, 2, Duration::from_secs(60), t0),
+            Some(1)
+        );
+        assert_eq!(p.len(), 2);
+        assert_eq!(
+            p.checkin(key(1), 4, 0, Duration::from_secs(60), t0),
+            Some(4)
+        );
+    }
+
+    #[test]
+    fn idle_timeout_expires_connections() {
+        let t0 = Instant::now();
+        let mut p = Pool::new();
+        p.checkin(key(1), "old", 4, Duration::from_secs(10), t0);
+        p.checkin(
+            key(1),
+            "new",
+            4,
+            Duration::from_secs(10),
+            t0 + Duration::from_secs(5),
+        );
+        assert_eq!(p.next_expiry(), Some(t0 + Duration::from_secs(10)));
+        assert_eq!(p.expire(t0 + Duration::from_secs(9)), Vec::<&str>::new());
+        assert_eq!(p.expire(t0 + Duration::from_secs(10)), vec!["old"]);
+        let mut dead = Vec::new();
+        // At checkout, an expired entry is handed back for closing instead of reused.
+        p.checkin(key(2), "x", 4, Duration::from_secs(1), t0);
+        assert_eq!(
+            p.checkout(&key(2), t0 + Duration::from_secs(2), &mut dead),
+            None
+        );
+        assert_eq!(dead, vec!["x"]);
+        assert_eq!(p.len(), 1);
+    }
+
+    #[test]
+    fn remove_where_drops_stale_and_departed_endpoints() {
+        let t0 = Instant::now();
+        let mut p = Pool::new();
+        p.checkin(key(1), 10, 4, Duration::from_secs(60), t0);
+        p.checkin(key(1), 11, 4, Duration::from_secs(60), t0);
+        p.checkin(key(2), 20, 4, Duration::from_secs(60), t0);
+        assert_eq!(p.remove_where(|_, c| *c == 11), vec![11]);
+        assert_eq!(p.remove_where(|k, _| k.endpoint.port() == 2), vec![20]);
+        assert_eq!(p.len(), 1);
+        let mut dead = Vec::new();
+        assert_eq!(p.checkout(&key(1), t0, &mut dead), Some(10));
+    }
+}
