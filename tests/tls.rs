@@ -401,6 +401,7 @@ fn sni_lookup_ignores_case() {
     let f = fixture();
     let pair = connect_verified(&f, "A.EXAMPLE.com");
     assert_eq!(pair.presented_leaf(), leaf_of(&f.a));
+    assert_eq!(pair.server.sni(), Some("a.example.com"));
 }
 
 #[test]
@@ -926,7 +927,21 @@ fn cert_info_reports_names_and_expiry() {
     let dir = ScratchDir::new();
     let cert_path = dir.write("tls.crt", cert.as_bytes());
     let key_path = dir.write("tls.key", key.as_bytes());
-    let loaded = LoadedCert::from_files(&cert_path, &key_path).unwrap();
+    let mut builder = CertStore::builder(LoadedCert::generate_default().unwrap());
+    builder
+        .add_files::<&str>(&[], &cert_path, &key_path)
+        .unwrap();
+    let store = builder.build();
+    assert_eq!(
+        store.entries()[0].hosts,
+        vec!["www.example.com".to_owned(), "*.example.com".to_owned()],
+        "hosts default to the DNS names of the certificate"
+    );
+    let loaded = store.entries()[0].cert.clone();
+    assert!(Arc::ptr_eq(
+        store.lookup("api.example.com").unwrap(),
+        loaded.certified_key()
+    ));
     let info = loaded.info();
     assert_eq!(
         info.dns_names,
@@ -968,7 +983,11 @@ fn bad_pem_inputs_name_their_source() {
     let ca = TestCa::new();
     let (cert, key) = ca.leaf(&["x.example"]);
 
-    let err = LoadedCert::from_pem(secret("no-cert"), b"hello", key.as_bytes()).unwrap_err();
+    let mut builder = CertStore::builder(LoadedCert::generate_default().unwrap());
+    let err = builder
+        .add_pem(&["x.example"], secret("no-cert"), b"hello", key.as_bytes())
+        .unwrap_err();
+    assert!(builder.build().is_empty());
     assert!(matches!(err, CertError::NoCertificate { .. }), "{err:?}");
     assert!(
         err.to_string().contains("secret shop/no-cert (tls.crt)"),

@@ -592,6 +592,30 @@ impl CertStoreBuilder {
         Ok(self)
     }
 
+    /// Loads PEM bytes (see [`LoadedCert::from_pem`]) and adds them for `hosts`.
+    pub fn add_pem<S: AsRef<str>>(
+        &mut self,
+        hosts: &[S],
+        origin: CertOrigin,
+        cert_pem: &[u8],
+        key_pem: &[u8],
+    ) -> Result<&mut Self, CertError> {
+        let cert = LoadedCert::from_pem(origin, cert_pem, key_pem)?;
+        self.add(hosts, cert)
+    }
+
+    /// Loads PEM files (see [`LoadedCert::from_files`]) and adds them for `hosts`: one
+    /// `tls.certificates[]` entry of the config file.
+    pub fn add_files<S: AsRef<str>>(
+        &mut self,
+        hosts: &[S],
+        cert: &Path,
+        key: &Path,
+    ) -> Result<&mut Self, CertError> {
+        let cert = LoadedCert::from_files(cert, key)?;
+        self.add(hosts, cert)
+    }
+
     /// Finishes the store.
     pub fn build(self) -> CertStore {
         self.store
