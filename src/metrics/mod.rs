@@ -123,23 +123,23 @@ impl ControlMetrics {
         }
         registry.register(
             "arc_config_reload",
-            "Configuration reloads, by result.",
+            "Configuration reloads, by result",
             self.config_reload.clone(),
         );
         registry.register(
             "arc_routing_table_version",
-            "Version of the routing table the workers serve.",
+            "Version of the routing table the workers serve",
             self.routing_table_version.clone(),
         );
         registry.register_with_unit(
             "arc_routing_table_compile",
-            "Time the last routing table took to compile.",
+            "Time the last routing table took to compile",
             Unit::Seconds,
             self.routing_table_compile_seconds.clone(),
         );
         registry.register(
             "arc_io_driver",
-            "The io driver in use (1) and the ones not in use (0).",
+            "The io driver in use (1) and the ones not in use (0)",
             self.io_driver.clone(),
         );
     }
@@ -233,7 +233,8 @@ impl Metrics {
         self.plane.snapshot()
     }
 
-    /// Registers a further metric (name without `_total` / unit suffix).
+    /// Registers a further metric (name without `_total` / unit suffix; prometheus-client ends
+    /// the help text with a period itself).
     pub fn register(&self, name: &str, help: &str, metric: impl Metric) {
         self.lock().register(name, help, metric);
     }
@@ -374,7 +375,7 @@ mod tests {
         let events: Family<[(&'static str, &'static str); 1], Counter> = Family::default();
         m.register(
             "arc_kubernetes_watch_events",
-            "Watch events.",
+            "Watch events",
             events.clone(),
         );
         events.get_or_create(&[("kind", "Ingress")]).inc();
