@@ -325,6 +325,12 @@ async fn scrape_sums_workers_on_different_threads() {
     assert!(t.contains("# TYPE arc_request_duration_seconds histogram\n"));
     assert!(t.contains("# TYPE arc_io_driver gauge\n"));
     assert!(t.ends_with("# EOF\n"));
+    assert!(
+        t.lines()
+            .filter(|l| l.starts_with("# HELP"))
+            .all(|l| !l.ends_with("..")),
+        "help texts end with a single period"
+    );
     s.stop.send_replace(true);
 }
 

@@ -462,7 +462,7 @@ const _: () = {
         fn check() {}
     }
     impl<T: ?Sized> AmbiguousIfClone<()> for T {}
-    impl<T: ?Sized + Clone> AmbiguousIfClone<u8> for T {}
+    impl<T: Clone> AmbiguousIfClone<u8> for T {}
     let _ = <WorkerMetrics as AmbiguousIfSync<_>>::check;
     let _ = <WorkerMetrics as AmbiguousIfClone<_>>::check;
 };
