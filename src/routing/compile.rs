@@ -111,20 +111,22 @@ pub fn compile(model: &RouteModel, version: u64) -> Compiled {
     for host_rules in &model.hosts {
         builder.add_host_rules(host_rules);
     }
-    let default_backend = model.default_backend.as_ref().and_then(|backend| {
-        match check_backend(backend) {
-            Ok(()) => Some(Arc::new(backend.clone())),
-            Err(why) => {
-                builder.problems.push(RouteProblem {
-                    name: DEFAULT_BACKEND_NAME.to_string(),
-                    host: None,
-                    path: None,
-                    kind: ProblemKind::InvalidBackend(why),
-                });
-                None
-            }
-        }
-    });
+    let default_backend =
+        model
+            .default_backend
+            .as_ref()
+            .and_then(|backend| match check_backend(backend) {
+                Ok(()) => Some(Arc::new(backend.clone())),
+                Err(why) => {
+                    builder.problems.push(RouteProblem {
+                        name: DEFAULT_BACKEND_NAME.to_string(),
+                        host: None,
+                        path: None,
+                        kind: ProblemKind::InvalidBackend(why),
+                    });
+                    None
+                }
+            });
     builder.finish(version, default_backend)
 }
 
@@ -322,7 +324,7 @@ impl HostBuilder {
     fn finish(self) -> HostEntry {
         let mut regexes = self.regexes;
         // Longest pattern first, then input order (the sort is stable).
-        regexes.sort_by(|a, b| b.pattern_len.cmp(&a.pattern_len));
+        regexes.sort_by_key(|r| std::cmp::Reverse(r.pattern_len));
         let regex_filter = if regexes.len() > 1 {
             build_regex_set(regexes.iter().map(|r| r.regex.as_str()))
         } else {

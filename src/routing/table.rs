@@ -135,7 +135,9 @@ impl HostEntry {
         // i == 0 probes the root key "".
         let bytes = path.as_bytes();
         let mut end = bytes.len().min(self.max_prefix_len.saturating_add(1));
-        while let Some(slash) = bytes.get(..end).and_then(|b| b.iter().rposition(|&c| c == b'/'))
+        while let Some(slash) = bytes
+            .get(..end)
+            .and_then(|b| b.iter().rposition(|&c| c == b'/'))
         {
             if let Some(slot) = path.get(..slash).and_then(|key| self.prefix.get(key)) {
                 return Some(*slot);
