@@ -59,7 +59,7 @@ fn service_host(i: usize, paths: usize) -> HostRules {
             .map(|(p, t)| rule(format!("ns/svc{i}{p}"), p, *t))
             .collect(),
         default_backend: None,
-        tls: i % 2 == 0,
+        tls: i.is_multiple_of(2),
     }
 }
 
