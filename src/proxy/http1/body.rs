@@ -58,6 +58,9 @@ pub struct BodyDecoder {
     trailer_bytes: usize,
     trailer_buf: Vec<u8>,
     trailers: Option<Headers>,
+    /// An error met after data in the same call: the data is returned first, the error on
+    /// the next call, so the events do not depend on how the input was split.
+    pending: Option<Http1Error>,
 }
 
 impl BodyDecoder {
@@ -92,6 +95,7 @@ impl BodyDecoder {
             trailer_bytes: 0,
             trailer_buf: Vec::new(),
             trailers: None,
+            pending: None,
         })
     }
 
@@ -125,7 +129,19 @@ impl BodyDecoder {
 
     /// Consumes body bytes from the front of `input`: framing bytes, then at most one run of
     /// data (returned as a range of `input`), then framing bytes up to the next data or the end.
+    /// After an error the decoder stays failed: the same error comes back on every call.
     pub fn decode(&mut self, input: &[u8]) -> Result<BodyStep, Http1Error> {
+        if let Some(e) = &self.pending {
+            return Err(e.clone());
+        }
+        let result = self.decode_inner(input);
+        if let Err(e) = &result {
+            self.pending = Some(e.clone());
+        }
+        result
+    }
+
+    fn decode_inner(&mut self, input: &[u8]) -> Result<BodyStep, Http1Error> {
         let mut i = 0usize;
         let mut data = 0..0;
         loop {
@@ -177,8 +193,14 @@ impl BodyDecoder {
                 }
                 _ => {
                     let b = input.get(i).copied().unwrap_or(0);
+                    if let Err(e) = self.byte(b) {
+                        if data.is_empty() {
+                            return Err(e);
+                        }
+                        self.pending = Some(e);
+                        break;
+                    }
                     i += 1;
-                    self.byte(b)?;
                 }
             }
         }
@@ -291,11 +313,11 @@ impl BodyDecoder {
                 if b != b'\n' {
                     return Err(ErrorKind::InvalidChunk.into());
                 }
-                self.state = State::Done;
                 if self.keep_trailers && !self.trailer_buf.is_empty() {
                     let buf = std::mem::take(&mut self.trailer_buf);
                     self.trailers = Some(parse::parse_trailers(buf)?);
                 }
+                self.state = State::Done;
             }
             State::Length { .. } | State::UntilClose | State::Data { .. } | State::Done => {}
         }

@@ -126,8 +126,7 @@ fn listed_in_connection(headers: &Headers, name: &str) -> bool {
 /// or quoting characters.
 fn valid_request_id(v: &[u8]) -> bool {
     (1..=128).contains(&v.len())
-        && v
-            .iter()
+        && v.iter()
             .all(|&b| (0x21..=0x7e).contains(&b) && !matches!(b, b'"' | b',' | b';' | b'\\'))
 }
 
@@ -320,8 +319,7 @@ pub fn write_request_head(
         out.extend_from_slice(b"X-Forwarded-For: ");
         if trusted {
             for v in headers.get_all("x-forwarded-for") {
-                if list_elements(v).next().is_some() && v.iter().all(|&b| b >= 0x20 && b != 0x7f)
-                {
+                if list_elements(v).next().is_some() && v.iter().all(|&b| b >= 0x20 && b != 0x7f) {
                     out.extend_from_slice(v);
                     out.extend_from_slice(b", ");
                 }

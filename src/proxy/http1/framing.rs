@@ -59,13 +59,7 @@ pub(crate) fn connection_flags(v: &[u8]) -> u8 {
 }
 
 /// Transfer codings Arc forwards without understanding them (it only frames on chunked).
-const KNOWN_CODINGS: &[&[u8]] = &[
-    b"gzip",
-    b"x-gzip",
-    b"deflate",
-    b"compress",
-    b"x-compress",
-];
+const KNOWN_CODINGS: &[&[u8]] = &[b"gzip", b"x-gzip", b"deflate", b"compress", b"x-compress"];
 
 /// Shape of a Transfer-Encoding list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -117,7 +117,11 @@ fn parse_field(line: &[u8], offset: usize) -> Result<Field, Http1Error> {
         let b = name.get(bad).copied().unwrap_or(0);
         let kind = if is_ows(b)
             && colon.is_some()
-            && name.get(bad..).unwrap_or_default().iter().all(|&c| is_ows(c))
+            && name
+                .get(bad..)
+                .unwrap_or_default()
+                .iter()
+                .all(|&c| is_ows(c))
         {
             ErrorKind::WhitespaceBeforeColon
         } else {
@@ -266,22 +270,19 @@ pub(crate) fn build_request(buf: Vec<u8>, limits: &Limits) -> Result<RequestHead
                 }
                 host = Some(field.value);
             }
-            6 if name.eq_ignore_ascii_case(b"expect") => {
-                if version == Version::Http11 {
-                    if value.eq_ignore_ascii_case(b"100-continue") {
-                        f |= flags::EXPECT_CONTINUE;
-                    } else {
-                        return Err(Http1Error::with_header(
-                            ErrorKind::UnsupportedExpectation,
-                            name,
-                        ));
-                    }
+            // Expect is ignored on HTTP/1.0 (RFC 9110 §10.1.1).
+            6 if name.eq_ignore_ascii_case(b"expect") && version == Version::Http11 => {
+                if value.eq_ignore_ascii_case(b"100-continue") {
+                    f |= flags::EXPECT_CONTINUE;
+                } else {
+                    return Err(Http1Error::with_header(
+                        ErrorKind::UnsupportedExpectation,
+                        name,
+                    ));
                 }
             }
-            7 if name.eq_ignore_ascii_case(b"upgrade") => {
-                if !value.is_empty() {
-                    f |= flags::HAS_UPGRADE;
-                }
+            7 if name.eq_ignore_ascii_case(b"upgrade") && !value.is_empty() => {
+                f |= flags::HAS_UPGRADE;
             }
             10 if name.eq_ignore_ascii_case(b"connection") => {
                 f |= framing::connection_flags(value);
@@ -425,10 +426,10 @@ pub(crate) fn valid_host(v: &[u8]) -> bool {
         return true;
     }
     let (host, port) = split_host_port(v);
-    if let Some(p) = port {
-        if !p.iter().all(u8::is_ascii_digit) || p.len() > 5 {
-            return false;
-        }
+    if let Some(p) = port
+        && (!p.iter().all(u8::is_ascii_digit) || p.len() > 5)
+    {
+        return false;
     }
     if let Some(inner) = host.strip_prefix(b"[") {
         let Some(inner) = inner.strip_suffix(b"]") else {
@@ -521,7 +522,11 @@ pub(crate) fn build_response(buf: Vec<u8>) -> Result<ResponseHead, Http1Error> {
     let version = match line.get(..8) {
         Some(b"HTTP/1.1") => Version::Http11,
         Some(b"HTTP/1.0") => Version::Http10,
-        Some(v) => return Err(parse_version(v).err().unwrap_or(ErrorKind::InvalidVersion.into())),
+        Some(v) => {
+            return Err(parse_version(v)
+                .err()
+                .unwrap_or(ErrorKind::InvalidVersion.into()));
+        }
         None => return Err(ErrorKind::InvalidStatus.into()),
     };
     let code = match line.get(8..12) {

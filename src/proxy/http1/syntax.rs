@@ -119,7 +119,8 @@ pub(crate) fn push_hex_fixed(out: &mut Vec<u8>, n: u128, digits: u32) {
 /// True when `s` is lowercase hex of exactly `len` digits, not all zero.
 pub(crate) fn is_nonzero_lower_hex(s: &[u8], len: usize) -> bool {
     s.len() == len
-        && s.iter().all(|&b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && s.iter()
+            .all(|&b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         && s.iter().any(|&b| b != b'0')
 }
 
@@ -132,7 +133,15 @@ mod tests {
         assert_eq!(parse_decimal(b"0"), Some(0));
         assert_eq!(parse_decimal(b"0042"), Some(42));
         assert_eq!(parse_decimal(b"18446744073709551615"), Some(u64::MAX));
-        for bad in [&b""[..], b"+5", b"-1", b" 5", b"5 ", b"0x5", b"18446744073709551616"] {
+        for bad in [
+            &b""[..],
+            b"+5",
+            b"-1",
+            b" 5",
+            b"5 ",
+            b"0x5",
+            b"18446744073709551616",
+        ] {
             assert_eq!(parse_decimal(bad), None, "{bad:?}");
         }
     }
