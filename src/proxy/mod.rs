@@ -3,7 +3,8 @@
 //! than the io drivers may touch sockets or read the clock. [`tls`] terminates TLS over in-memory
 //! buffers (rustls), so the drivers keep moving raw bytes.
 
+pub mod core;
 pub mod http1;
 pub mod io;
-pub mod upstream;
 pub mod tls;
+pub mod upstream;
