@@ -408,7 +408,7 @@ pub fn openapi_v3_doc(path: &str) -> Option<Value> {
     }
     Some(json!({
         "openapi": "3.0.0",
-        "info": {"title": "Kubernetes (Arc emulator)", "version": "v1.34.0"},
+        "info": {"title": "Kubernetes (Arc emulator)", "version": "v1.36.0"},
         "paths": paths,
         "components": {"schemas": schemas}
     }))
@@ -418,8 +418,8 @@ pub fn openapi_v3_doc(path: &str) -> Option<Value> {
 pub fn version_doc() -> Value {
     json!({
         "major": "1",
-        "minor": "34",
-        "gitVersion": "v1.34.0-arc-emulator",
+        "minor": "36",
+        "gitVersion": "v1.36.0-arc-emulator",
         "gitCommit": "0000000000000000000000000000000000000000",
         "gitTreeState": "clean",
         "buildDate": "2026-01-01T00:00:00Z",
