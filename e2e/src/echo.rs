@@ -7,7 +7,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU16, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU16, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -127,7 +127,11 @@ async fn handle(
                 None => return respond(404, json!({"error": "unknown control"}), &state.name),
             },
         }
-        return respond(200, json!({"mode": format!("{:?}", state.mode())}), &state.name);
+        return respond(
+            200,
+            json!({"mode": format!("{:?}", state.mode())}),
+            &state.name,
+        );
     }
     state.count.fetch_add(1, Ordering::SeqCst);
     let method = req.method().to_string();

@@ -79,11 +79,7 @@ fn pid_alive(pid: i32) -> bool {
 }
 
 fn names(x: u8) -> (String, String, String) {
-    (
-        format!("arc-e2e-{x}"),
-        format!("ae{x}h"),
-        format!("ae{x}n"),
-    )
+    (format!("arc-e2e-{x}"), format!("ae{x}h"), format!("ae{x}n"))
 }
 
 fn remove_leftovers(x: u8) {
@@ -175,7 +171,15 @@ impl TestNet {
         let ns_cidr = format!("{}/30", net.backend_ip());
         ip(&["netns", "add", &net.ns])?;
         ip(&[
-            "link", "add", &net.host_if, "type", "veth", "peer", "name", &net.ns_if, "netns",
+            "link",
+            "add",
+            &net.host_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &net.ns_if,
+            "netns",
             &net.ns,
         ])?;
         ip(&["addr", "add", &host_cidr, "dev", &net.host_if])?;
@@ -211,7 +215,12 @@ impl TestNet {
     /// namespace's way back uses its end of it.
     pub fn verify_route(&self) -> Result<(), NetError> {
         let there = ip(&["route", "get", &self.backend_ip().to_string()])?;
-        if !there.split_whitespace().collect::<Vec<_>>().windows(2).any(|w| w == ["dev", self.host_if.as_str()]) {
+        if !there
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .windows(2)
+            .any(|w| w == ["dev", self.host_if.as_str()])
+        {
             return Err(NetError::Route {
                 addr: self.backend_ip(),
                 dev: self.host_if.clone(),
@@ -219,7 +228,12 @@ impl TestNet {
             });
         }
         let back = ip(&["-n", &self.ns, "route", "get", &self.host_ip().to_string()])?;
-        if !back.split_whitespace().collect::<Vec<_>>().windows(2).any(|w| w == ["dev", self.ns_if.as_str()]) {
+        if !back
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .windows(2)
+            .any(|w| w == ["dev", self.ns_if.as_str()])
+        {
             return Err(NetError::Route {
                 addr: self.host_ip(),
                 dev: self.ns_if.clone(),
@@ -235,13 +249,15 @@ impl TestNet {
         let path = PathBuf::from(format!("/var/run/netns/{}", self.ns));
         let addr = SocketAddr::from((self.backend_ip(), port));
         let joined = std::thread::spawn(move || -> Result<std::net::TcpListener, NetError> {
-            let f = std::fs::File::open(&path).map_err(io(format!("opening {}", path.display())))?;
+            let f =
+                std::fs::File::open(&path).map_err(io(format!("opening {}", path.display())))?;
             // SAFETY: setns on a valid namespace fd affects only this short-lived thread.
             let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
             if rc != 0 {
                 return Err(io("setns")(std::io::Error::last_os_error()));
             }
-            let l = std::net::TcpListener::bind(addr).map_err(io(format!("binding {addr} in the namespace")))?;
+            let l = std::net::TcpListener::bind(addr)
+                .map_err(io(format!("binding {addr} in the namespace")))?;
             l.set_nonblocking(true).map_err(io("set_nonblocking"))?;
             Ok(l)
         })
@@ -257,7 +273,8 @@ impl TestNet {
     pub fn start_echo(&self, name: &str, port: u16) -> Result<SocketAddr, NetError> {
         let std_listener = self.bind_inside(port)?;
         let addr = std_listener.local_addr().map_err(io("local_addr"))?;
-        let listener = tokio::net::TcpListener::from_std(std_listener).map_err(io("registering the listener"))?;
+        let listener = tokio::net::TcpListener::from_std(std_listener)
+            .map_err(io("registering the listener"))?;
         let state = EchoState::new(name);
         let task = tokio::spawn(crate::echo::serve(listener, state.clone()));
         self.lock_backends().push(Backend {
@@ -272,7 +289,12 @@ impl TestNet {
 
     /// Starts the `arc-e2e-echo` binary inside the namespace with `ip netns exec`; returns its
     /// address once it reports listening.
-    pub fn spawn_echo_process(&self, bin: &Path, name: &str, port: u16) -> Result<SocketAddr, NetError> {
+    pub fn spawn_echo_process(
+        &self,
+        bin: &Path,
+        name: &str,
+        port: u16,
+    ) -> Result<SocketAddr, NetError> {
         use std::io::BufRead;
         let listen = SocketAddr::from((self.backend_ip(), port)).to_string();
         let mut child = Command::new("ip")
@@ -294,9 +316,9 @@ impl TestNet {
         let Some(addr) = addr else {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(io(format!("starting {}", bin.display()))(std::io::Error::other(format!(
-                "unexpected first line {line:?}"
-            ))));
+            return Err(io(format!("starting {}", bin.display()))(
+                std::io::Error::other(format!("unexpected first line {line:?}")),
+            ));
         };
         self.lock_backends().push(Backend {
             name: name.to_string(),
@@ -335,7 +357,10 @@ impl TestNet {
     pub fn set_mode(&self, name: &str, mode: Mode) -> bool {
         let backends = self.lock_backends();
         let mut found = false;
-        for b in backends.iter().filter(|b| b.name == name && b.child.is_none()) {
+        for b in backends
+            .iter()
+            .filter(|b| b.name == name && b.child.is_none())
+        {
             b.state.set_mode(mode);
             found = true;
         }
@@ -361,7 +386,11 @@ impl TestNet {
 
 impl Drop for TestNet {
     fn drop(&mut self) {
-        let names: Vec<String> = self.lock_backends().iter().map(|b| b.name.clone()).collect();
+        let names: Vec<String> = self
+            .lock_backends()
+            .iter()
+            .map(|b| b.name.clone())
+            .collect();
         for n in names {
             self.kill(&n);
         }

@@ -11,10 +11,16 @@ use arc_e2e::env::require_privileged;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// One HTTP/1.1 request over a fresh connection; returns (status, body).
-async fn http_get(addr: SocketAddr, path: &str, limit: Duration) -> anyhow::Result<(u16, serde_json::Value)> {
+async fn http_get(
+    addr: SocketAddr,
+    path: &str,
+    limit: Duration,
+) -> anyhow::Result<(u16, serde_json::Value)> {
     let fut = async {
         let mut s = tokio::net::TcpStream::connect(addr).await?;
-        let req = format!("GET {path} HTTP/1.1\r\nHost: backend.test\r\nX-Probe: 1\r\nConnection: close\r\n\r\n");
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: backend.test\r\nX-Probe: 1\r\nConnection: close\r\n\r\n"
+        );
         s.write_all(req.as_bytes()).await?;
         let mut buf = Vec::new();
         s.read_to_end(&mut buf).await?;
@@ -28,7 +34,9 @@ async fn http_get(addr: SocketAddr, path: &str, limit: Duration) -> anyhow::Resu
 }
 
 fn netns_exists(name: &str) -> anyhow::Result<bool> {
-    let out = std::process::Command::new("ip").args(["netns", "list"]).output()?;
+    let out = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()?;
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
         .any(|l| l.split_whitespace().next() == Some(name)))
@@ -62,9 +70,19 @@ async fn echo_backend_over_veth() -> anyhow::Result<()> {
     let host_only = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let port = host_only.local_addr()?.port();
     let probe = std::process::Command::new("ip")
-        .args(["netns", "exec", &ns_name, "bash", "-c", &format!("exec 3<>/dev/tcp/127.0.0.1/{port}")])
+        .args([
+            "netns",
+            "exec",
+            &ns_name,
+            "bash",
+            "-c",
+            &format!("exec 3<>/dev/tcp/127.0.0.1/{port}"),
+        ])
         .output()?;
-    assert!(!probe.status.success(), "host loopback must not be reachable from the namespace");
+    assert!(
+        !probe.status.success(),
+        "host loopback must not be reachable from the namespace"
+    );
 
     net.set_mode("backend-a", Mode::Error(503));
     let (code, body) = http_get(a, "/", Duration::from_secs(5)).await?;

@@ -11,9 +11,9 @@ use common::{api_code, config_map, create_cm};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent, ObjectReference};
 use k8s_openapi::api::networking::v1::Ingress;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::ResourceExt;
 use serde_json::json;
 
 fn ingress(name: &str, host: &str) -> anyhow::Result<Ingress> {
@@ -40,18 +40,29 @@ async fn stale_update_is_a_conflict() -> anyhow::Result<()> {
     let mut stale = first.clone();
     stale.data = Some([("k".to_string(), "3".to_string())].into());
     let r = api.replace("cm", &PostParams::default(), &stale).await;
-    let (code, reason, message) = api_code(&r).ok_or_else(|| anyhow::anyhow!("expected an API error, got {r:?}"))?;
+    let (code, reason, message) =
+        api_code(&r).ok_or_else(|| anyhow::anyhow!("expected an API error, got {r:?}"))?;
     assert_eq!((code, reason.as_str()), (409, "Conflict"));
-    assert!(message.contains("the object has been modified"), "{message}");
+    assert!(
+        message.contains("the object has been modified"),
+        "{message}"
+    );
 
     // A merge patch carrying the stale resourceVersion is refused the same way.
     let p = json!({"metadata": {"resourceVersion": first.resource_version()}, "data": {"k": "4"}});
-    let r = api.patch("cm", &PatchParams::default(), &Patch::Merge(&p)).await;
+    let r = api
+        .patch("cm", &PatchParams::default(), &Patch::Merge(&p))
+        .await;
     assert_eq!(api_code(&r).map(|c| c.0), Some(409));
 
     // Creating the same name again is AlreadyExists.
-    let r = api.create(&PostParams::default(), &config_map("cm", "x", "v")).await;
-    assert_eq!(api_code(&r).map(|c| (c.0, c.1)), Some((409, "AlreadyExists".to_string())));
+    let r = api
+        .create(&PostParams::default(), &config_map("cm", "x", "v"))
+        .await;
+    assert_eq!(
+        api_code(&r).map(|c| (c.0, c.1)),
+        Some((409, "AlreadyExists".to_string()))
+    );
     env.cleanup().await?;
     Ok(())
 }
@@ -60,7 +71,9 @@ async fn stale_update_is_a_conflict() -> anyhow::Result<()> {
 async fn status_subresource_and_generation() -> anyhow::Result<()> {
     let env = TestEnv::new("status-generation").await?;
     let api: Api<Ingress> = Api::namespaced(env.client(), env.namespace());
-    let created = api.create(&PostParams::default(), &ingress("web", "a.example.com")?).await?;
+    let created = api
+        .create(&PostParams::default(), &ingress("web", "a.example.com")?)
+        .await?;
     assert_eq!(created.metadata.generation, Some(1));
 
     // Server-side apply of status, as Arc's leader does.
@@ -70,7 +83,11 @@ async fn status_subresource_and_generation() -> anyhow::Result<()> {
     });
     let pp = PatchParams::apply("arc-gateway").force();
     let after_status = api.patch_status("web", &pp, &Patch::Apply(&status)).await?;
-    assert_eq!(after_status.metadata.generation, Some(1), "status does not bump generation");
+    assert_eq!(
+        after_status.metadata.generation,
+        Some(1),
+        "status does not bump generation"
+    );
     let ip = after_status
         .status
         .as_ref()
@@ -88,19 +105,33 @@ async fn status_subresource_and_generation() -> anyhow::Result<()> {
     changed.status = None;
     let replaced = api.replace("web", &PostParams::default(), &changed).await?;
     assert_eq!(replaced.metadata.generation, Some(2));
-    assert!(replaced.status.as_ref().and_then(|s| s.load_balancer.as_ref()).is_some(), "status kept");
+    assert!(
+        replaced
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .is_some(),
+        "status kept"
+    );
 
     // A status write ignores spec changes.
     let sneaky = json!({"spec": {"ingressClassName": "sneaky"}, "status": {"loadBalancer": {"ingress": [{"hostname": "lb.example.com"}]}}});
-    let st = api.patch_status("web", &PatchParams::default(), &Patch::Merge(&sneaky)).await?;
-    assert_eq!(st.spec.and_then(|s| s.ingress_class_name).as_deref(), Some("other"));
+    let st = api
+        .patch_status("web", &PatchParams::default(), &Patch::Merge(&sneaky))
+        .await?;
+    assert_eq!(
+        st.spec.and_then(|s| s.ingress_class_name).as_deref(),
+        Some("other")
+    );
     assert_eq!(st.metadata.generation, Some(2));
 
     // JSON patch on the main resource.
     let jp: json_patch::Patch = serde_json::from_value(json!([
         {"op": "replace", "path": "/spec/rules/0/host", "value": "b.example.com"}
     ]))?;
-    let patched = api.patch("web", &PatchParams::default(), &Patch::Json::<()>(jp)).await?;
+    let patched = api
+        .patch("web", &PatchParams::default(), &Patch::Json::<()>(jp))
+        .await?;
     assert_eq!(patched.metadata.generation, Some(3));
     env.cleanup().await?;
     Ok(())
@@ -114,14 +145,40 @@ async fn lease_apply_and_conflicting_managers() -> anyhow::Result<()> {
         json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "arc-leader"},
                "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15}})
     };
-    let a = api.patch("arc-leader", &PatchParams::apply("pod-a"), &Patch::Apply(&lease("pod-a"))).await?;
-    assert_eq!(a.spec.and_then(|s| s.holder_identity).as_deref(), Some("pod-a"));
-    let r = api.patch("arc-leader", &PatchParams::apply("pod-b"), &Patch::Apply(&lease("pod-b"))).await;
-    assert_eq!(api_code(&r).map(|c| c.0), Some(409), "unforced apply over another manager conflicts");
-    let b = api
-        .patch("arc-leader", &PatchParams::apply("pod-b").force(), &Patch::Apply(&lease("pod-b")))
+    let a = api
+        .patch(
+            "arc-leader",
+            &PatchParams::apply("pod-a"),
+            &Patch::Apply(&lease("pod-a")),
+        )
         .await?;
-    assert_eq!(b.spec.and_then(|s| s.holder_identity).as_deref(), Some("pod-b"));
+    assert_eq!(
+        a.spec.and_then(|s| s.holder_identity).as_deref(),
+        Some("pod-a")
+    );
+    let r = api
+        .patch(
+            "arc-leader",
+            &PatchParams::apply("pod-b"),
+            &Patch::Apply(&lease("pod-b")),
+        )
+        .await;
+    assert_eq!(
+        api_code(&r).map(|c| c.0),
+        Some(409),
+        "unforced apply over another manager conflicts"
+    );
+    let b = api
+        .patch(
+            "arc-leader",
+            &PatchParams::apply("pod-b").force(),
+            &Patch::Apply(&lease("pod-b")),
+        )
+        .await?;
+    assert_eq!(
+        b.spec.and_then(|s| s.holder_identity).as_deref(),
+        Some("pod-b")
+    );
     env.cleanup().await?;
     Ok(())
 }
@@ -131,7 +188,12 @@ async fn list_pagination_and_selectors() -> anyhow::Result<()> {
     let env = TestEnv::new("pagination").await?;
     let api: Api<ConfigMap> = Api::namespaced(env.client(), env.namespace());
     for i in 0..5 {
-        create_cm(&api, &format!("cm-{i}"), if i % 2 == 0 { "even" } else { "odd" }).await?;
+        create_cm(
+            &api,
+            &format!("cm-{i}"),
+            if i % 2 == 0 { "even" } else { "odd" },
+        )
+        .await?;
     }
     let mut names = Vec::new();
     let mut token: Option<String> = None;
@@ -158,10 +220,17 @@ async fn list_pagination_and_selectors() -> anyhow::Result<()> {
     assert_eq!(names, vec!["cm-0", "cm-1", "cm-2", "cm-3", "cm-4"]);
     let even = api.list(&ListParams::default().labels("app=even")).await?;
     assert_eq!(even.items.len(), 3);
-    let set = api.list(&ListParams::default().labels("app in (odd),app!=even")).await?;
+    let set = api
+        .list(&ListParams::default().labels("app in (odd),app!=even"))
+        .await?;
     assert_eq!(set.items.len(), 3, "cm-1, cm-3, cm-late");
-    let one = api.list(&ListParams::default().fields("metadata.name=cm-2")).await?;
-    assert_eq!(one.items.iter().map(|c| c.name_any()).collect::<Vec<_>>(), vec!["cm-2"]);
+    let one = api
+        .list(&ListParams::default().fields("metadata.name=cm-2"))
+        .await?;
+    assert_eq!(
+        one.items.iter().map(|c| c.name_any()).collect::<Vec<_>>(),
+        vec!["cm-2"]
+    );
     env.cleanup().await?;
     Ok(())
 }
@@ -170,7 +239,9 @@ async fn list_pagination_and_selectors() -> anyhow::Result<()> {
 async fn events_are_shared_between_both_event_apis() -> anyhow::Result<()> {
     let env = TestEnv::new("events").await?;
     let ing: Api<Ingress> = Api::namespaced(env.client(), env.namespace());
-    let created = ing.create(&PostParams::default(), &ingress("web", "a.example.com")?).await?;
+    let created = ing
+        .create(&PostParams::default(), &ingress("web", "a.example.com")?)
+        .await?;
     let reference = ObjectReference {
         api_version: Some("networking.k8s.io/v1".into()),
         kind: Some("Ingress".into()),
@@ -179,7 +250,13 @@ async fn events_are_shared_between_both_event_apis() -> anyhow::Result<()> {
         uid: created.metadata.uid.clone(),
         ..ObjectReference::default()
     };
-    let recorder = Recorder::new(env.client(), Reporter { controller: "arc-gateway".into(), instance: None });
+    let recorder = Recorder::new(
+        env.client(),
+        Reporter {
+            controller: "arc-gateway".into(),
+            instance: None,
+        },
+    );
     let ev = Event {
         type_: EventType::Warning,
         reason: "InvalidAnnotation".into(),
@@ -198,7 +275,11 @@ async fn events_are_shared_between_both_event_apis() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("event not visible through core/v1"))?;
     assert_eq!(found.message.as_deref(), Some("bad value"));
     assert_eq!(found.involved_object.name.as_deref(), Some("web"));
-    assert_eq!(found.series.as_ref().and_then(|s| s.count), Some(2), "second publish patched the series");
+    assert_eq!(
+        found.series.as_ref().and_then(|s| s.count),
+        Some(2),
+        "second publish patched the series"
+    );
     env.cleanup().await?;
     Ok(())
 }
@@ -216,9 +297,20 @@ async fn request_record_and_fault_controls() -> anyhow::Result<()> {
     create_cm(&api, "cm", "x").await?;
     api.get("cm").await?;
     api.list(&ListParams::default()).await?;
-    api.patch("cm", &PatchParams::default(), &Patch::Merge(json!({"data": {"k": "2"}}))).await?;
-    ing.create(&PostParams::default(), &ingress("web", "a.example.com")?).await?;
-    ing.patch_status("web", &PatchParams::default(), &Patch::Merge(json!({"status": {}}))).await?;
+    api.patch(
+        "cm",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"k": "2"}})),
+    )
+    .await?;
+    ing.create(&PostParams::default(), &ingress("web", "a.example.com")?)
+        .await?;
+    ing.patch_status(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {}})),
+    )
+    .await?;
     api.delete("cm", &DeleteParams::default()).await?;
     let got: Vec<(String, String, String, String)> = emu
         .requests()
@@ -226,7 +318,8 @@ async fn request_record_and_fault_controls() -> anyhow::Result<()> {
         .map(|r| (r.verb, r.resource, r.subresource, r.namespace))
         .collect();
     let ns = env.namespace().to_string();
-    let want = |v: &str, r: &str, s: &str| (v.to_string(), r.to_string(), s.to_string(), ns.clone());
+    let want =
+        |v: &str, r: &str, s: &str| (v.to_string(), r.to_string(), s.to_string(), ns.clone());
     assert_eq!(
         got,
         vec![
@@ -243,7 +336,10 @@ async fn request_record_and_fault_controls() -> anyhow::Result<()> {
     emu.fail_next(2, 500);
     for _ in 0..2 {
         let r = api.list(&ListParams::default()).await;
-        assert_eq!(api_code(&r).map(|c| (c.0, c.1)), Some((500, "InternalError".to_string())));
+        assert_eq!(
+            api_code(&r).map(|c| (c.0, c.1)),
+            Some((500, "InternalError".to_string()))
+        );
     }
     api.list(&ListParams::default()).await?;
     // kube-rs retries 429 by itself: the call succeeds, the record shows the refusal first.

@@ -9,10 +9,10 @@ use arc_e2e::{EmulatorConfig, TestEnv};
 use common::{collect_until, create_cm};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, DeleteParams, WatchEvent, WatchParams};
-use kube::runtime::watcher::{self, Event, watcher};
-use kube::runtime::WatchStreamExt;
 use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, WatchEvent, WatchParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event, watcher};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -32,23 +32,42 @@ async fn watcher_lists_then_streams_changes() -> anyhow::Result<()> {
     let env = TestEnv::new("watcher-lists").await?;
     let api: Api<ConfigMap> = Api::namespaced(env.client(), env.namespace());
     create_cm(&api, "before", "a").await?;
-    let mut stream = watcher(api.clone(), watcher::Config::default()).default_backoff().boxed();
+    let mut stream = watcher(api.clone(), watcher::Config::default())
+        .default_backoff()
+        .boxed();
     let init = collect_until(&mut stream, WAIT, |e| matches!(e, Ok(Event::InitDone))).await?;
     let names: Vec<_> = init.iter().filter_map(name_of).collect();
-    assert!(names.contains(&("init-apply", "before".into())), "{names:?}");
+    assert!(
+        names.contains(&("init-apply", "before".into())),
+        "{names:?}"
+    );
 
     create_cm(&api, "after", "a").await?;
-    collect_until(&mut stream, WAIT, |e| name_of(e) == Some(("apply", "after".into()))).await?;
+    collect_until(&mut stream, WAIT, |e| {
+        name_of(e) == Some(("apply", "after".into()))
+    })
+    .await?;
     api.delete("before", &DeleteParams::default()).await?;
-    collect_until(&mut stream, WAIT, |e| name_of(e) == Some(("delete", "before".into()))).await?;
+    collect_until(&mut stream, WAIT, |e| {
+        name_of(e) == Some(("delete", "before".into()))
+    })
+    .await?;
 
     // A label-selected watcher sees an object leave its selection as a delete.
     let selected = watcher(api.clone(), watcher::Config::default().labels("app=a"));
     let mut selected = selected.default_backoff().boxed();
     collect_until(&mut selected, WAIT, |e| matches!(e, Ok(Event::InitDone))).await?;
     let relabel = serde_json::json!({"metadata": {"labels": {"app": "b"}}});
-    api.patch("after", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&relabel)).await?;
-    collect_until(&mut selected, WAIT, |e| name_of(e) == Some(("delete", "after".into()))).await?;
+    api.patch(
+        "after",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&relabel),
+    )
+    .await?;
+    collect_until(&mut selected, WAIT, |e| {
+        name_of(e) == Some(("delete", "after".into()))
+    })
+    .await?;
     env.cleanup().await?;
     Ok(())
 }
@@ -62,10 +81,15 @@ async fn watcher_relists_after_410_when_history_is_compacted() -> anyhow::Result
     };
     let api: Api<ConfigMap> = Api::namespaced(env.client(), env.namespace());
     create_cm(&api, "one", "x").await?;
-    let mut stream = watcher(api.clone(), watcher::Config::default()).default_backoff().boxed();
+    let mut stream = watcher(api.clone(), watcher::Config::default())
+        .default_backoff()
+        .boxed();
     collect_until(&mut stream, WAIT, |e| matches!(e, Ok(Event::InitDone))).await?;
     create_cm(&api, "two", "x").await?;
-    collect_until(&mut stream, WAIT, |e| name_of(e) == Some(("apply", "two".into()))).await?;
+    collect_until(&mut stream, WAIT, |e| {
+        name_of(e) == Some(("apply", "two".into()))
+    })
+    .await?;
 
     emu.clear_requests();
     emu.compact();
@@ -82,7 +106,11 @@ async fn watcher_relists_after_410_when_history_is_compacted() -> anyhow::Result
         .filter(|r| r.resource == "configmaps")
         .map(|r| r.verb.as_str())
         .collect();
-    assert_eq!(verbs.first(), Some(&"watch"), "resumed watch first: {verbs:?}");
+    assert_eq!(
+        verbs.first(),
+        Some(&"watch"),
+        "resumed watch first: {verbs:?}"
+    );
     assert!(verbs.contains(&"list"), "re-listed: {verbs:?}");
 
     // A plain watch from an expired version gets the ERROR event with 410 Expired.
@@ -107,11 +135,16 @@ async fn watcher_reconnects_after_emulator_restart() -> anyhow::Result<()> {
         return Ok(());
     };
     let api: Api<ConfigMap> = Api::namespaced(env.client(), env.namespace());
-    let mut stream = watcher(api.clone(), watcher::Config::default()).default_backoff().boxed();
+    let mut stream = watcher(api.clone(), watcher::Config::default())
+        .default_backoff()
+        .boxed();
     collect_until(&mut stream, WAIT, |e| matches!(e, Ok(Event::InitDone))).await?;
     // Make sure the watch itself is open before the server goes away.
     create_cm(&api, "before-stop", "x").await?;
-    collect_until(&mut stream, WAIT, |e| name_of(e) == Some(("apply", "before-stop".into()))).await?;
+    collect_until(&mut stream, WAIT, |e| {
+        name_of(e) == Some(("apply", "before-stop".into()))
+    })
+    .await?;
     emu.clear_requests();
     emu.stop().await;
     assert!(!emu.is_running());
@@ -155,7 +188,10 @@ async fn streaming_list_uses_send_initial_events() -> anyhow::Result<()> {
         .collect();
     assert_eq!(got, vec!["s1", "s2", "s3"]);
     create_cm(&api, "s4", "s").await?;
-    collect_until(&mut stream, WAIT, |e| name_of(e) == Some(("apply", "s4".into()))).await?;
+    collect_until(&mut stream, WAIT, |e| {
+        name_of(e) == Some(("apply", "s4".into()))
+    })
+    .await?;
     if let Some(emu) = env.emulator() {
         let verbs: Vec<String> = emu
             .requests()
@@ -164,7 +200,10 @@ async fn streaming_list_uses_send_initial_events() -> anyhow::Result<()> {
             .map(|r| r.verb)
             .collect();
         assert!(verbs.contains(&"watch".to_string()), "{verbs:?}");
-        assert!(!verbs.contains(&"list".to_string()), "no list call: {verbs:?}");
+        assert!(
+            !verbs.contains(&"list".to_string()),
+            "no list call: {verbs:?}"
+        );
     }
     env.cleanup().await?;
     Ok(())

@@ -16,12 +16,7 @@ async fn main() {
     while let Some(a) = args.next() {
         match a.as_str() {
             "--name" => name = args.next().unwrap_or_else(|| usage()),
-            "--listen" => {
-                listen = args
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .or_else(|| usage())
-            }
+            "--listen" => listen = args.next().and_then(|v| v.parse().ok()).or_else(|| usage()),
             _ => usage(),
         }
     }

@@ -99,7 +99,9 @@ fn percent_decode(s: &str) -> String {
         match b.get(i) {
             Some(b'+') => out.push(b' '),
             Some(b'%') => {
-                let hex = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+                let hex = b
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok());
                 match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
                     Some(v) => {
                         out.push(v);
@@ -213,7 +215,7 @@ fn route_resource(group: &str, version: &str, rest: &[&str]) -> Target {
     if r.namespaced && namespace.is_none() && name.is_some() {
         return Target::NotFound;
     }
-    if !sub.is_empty() && !(sub == "status" && r.has_status) {
+    if !(sub.is_empty() || (sub == "status" && r.has_status)) {
         return Target::NotFound;
     }
     Target::Resource(ResReq {
@@ -286,7 +288,10 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         rec.namespace = rr.namespace.clone().unwrap_or_default();
         rec.name = rr.name.clone().unwrap_or_default();
     }
-    let public = matches!(path.as_str(), "/version" | "/healthz" | "/livez" | "/readyz");
+    let public = matches!(
+        path.as_str(),
+        "/version" | "/healthz" | "/livez" | "/readyz"
+    );
     let resp = if !public && !authorized(&req, &shared.token) {
         error_response(&ApiError::unauthorized())
     } else {
@@ -319,10 +324,9 @@ async fn dispatch(
 ) -> Response<Body> {
     match target {
         Target::NotFound => error_response(&ApiError::path_not_found()),
-        Target::Discovery(Value::Null) => json_response(
-            200,
-            &resources::api_versions(&shared.addr.to_string()),
-        ),
+        Target::Discovery(Value::Null) => {
+            json_response(200, &resources::api_versions(&shared.addr.to_string()))
+        }
         Target::Discovery(Value::String(s)) => Response::builder()
             .header("content-type", "text/plain; charset=utf-8")
             .body(full(s.into_bytes()))
@@ -362,7 +366,13 @@ async fn dispatch(
             let manager = q
                 .get("fieldManager")
                 .map(str::to_string)
-                .unwrap_or_else(|| user_agent.split('/').next().unwrap_or("unknown").to_string());
+                .unwrap_or_else(|| {
+                    user_agent
+                        .split('/')
+                        .next()
+                        .unwrap_or("unknown")
+                        .to_string()
+                });
             let res = match verb {
                 "watch" => watch(shared, &rr, q),
                 "list" => list(shared, &rr, q).map(|v| {
@@ -430,7 +440,10 @@ fn age(created: &str, now: SystemTime) -> String {
     let Some(t) = parse_rfc3339(created) else {
         return "<unknown>".into();
     };
-    let now = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let s = now.saturating_sub(t);
     match s {
         0..=119 => format!("{s}s"),
@@ -497,7 +510,11 @@ fn encode_continue(rv: u64, key: &ObjKey) -> String {
 }
 
 fn decode_continue(s: &str) -> Result<(u64, ObjKey), ApiError> {
-    let bad = || ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)");
+    let bad = || {
+        ApiError::bad_request(
+            "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
+        )
+    };
     let raw = base64::engine::general_purpose::URL_SAFE
         .decode(s)
         .map_err(|_| bad())?;
@@ -668,8 +685,7 @@ fn watch(shared: &Arc<Shared>, rr: &ResReq, q: &Query) -> Result<Response<Body>,
     let bookmarks = q.flag("allowWatchBookmarks");
     let rv_text = q.str("resourceVersion");
     let send_initial = q.get("sendInitialEvents").map(|v| v == "true");
-    if send_initial == Some(true)
-        && (!bookmarks || q.str("resourceVersionMatch") != "NotOlderThan")
+    if send_initial == Some(true) && (!bookmarks || q.str("resourceVersionMatch") != "NotOlderThan")
     {
         return Err(ApiError::bad_request(
             "sendInitialEvents requires allowWatchBookmarks=true and resourceVersionMatch=NotOlderThan",
@@ -825,7 +841,9 @@ fn write(
     let parse_json = |b: &[u8]| -> Result<Value, ApiError> {
         let v: Value = serde_json::from_slice(b)
             .or_else(|_| serde_yaml_ng::from_slice(b))
-            .map_err(|e| ApiError::bad_request(format!("the body of the request could not be decoded: {e}")))?;
+            .map_err(|e| {
+                ApiError::bad_request(format!("the body of the request could not be decoded: {e}"))
+            })?;
         Ok(if rr.r.events_v1_view {
             events::to_core(&v)
         } else {
@@ -891,7 +909,10 @@ fn write(
                 .collect();
             let mut deleted = Vec::new();
             for n in targets {
-                deleted.push(present(rr.r, &ops::delete(&mut store, &ctx, &n, &Value::Null)?));
+                deleted.push(present(
+                    rr.r,
+                    &ops::delete(&mut store, &ctx, &n, &Value::Null)?,
+                ));
             }
             Ok(json_response(
                 200,
@@ -919,10 +940,11 @@ fn convert_event_patch(kind: PatchKind, body: &[u8]) -> Result<Vec<u8>, ApiError
                         let mut segs: Vec<String> = p.split('/').map(str::to_string).collect();
                         if let Some(first) = segs.get_mut(1) {
                             let probe = json!({first.as_str(): 0});
-                            if let Some(k) = events::to_core(&probe)
-                                .as_object()
-                                .and_then(|m| m.keys().find(|k| *k != "apiVersion" && *k != "kind").cloned())
-                            {
+                            if let Some(k) = events::to_core(&probe).as_object().and_then(|m| {
+                                m.keys()
+                                    .find(|k| *k != "apiVersion" && *k != "kind")
+                                    .cloned()
+                            }) {
                                 *first = k;
                             }
                         }
@@ -1006,11 +1028,20 @@ mod tests {
 
     #[test]
     fn routes() {
-        let Target::Resource(rr) = route("/apis/networking.k8s.io/v1/namespaces/a/ingresses/web/status")
+        let Target::Resource(rr) =
+            route("/apis/networking.k8s.io/v1/namespaces/a/ingresses/web/status")
         else {
             panic!("resource")
         };
-        assert_eq!((rr.r.plural, rr.namespace.as_deref(), rr.name.as_deref(), rr.subresource.as_str()), ("ingresses", Some("a"), Some("web"), "status"));
+        assert_eq!(
+            (
+                rr.r.plural,
+                rr.namespace.as_deref(),
+                rr.name.as_deref(),
+                rr.subresource.as_str()
+            ),
+            ("ingresses", Some("a"), Some("web"), "status")
+        );
         let Target::Resource(rr) = route("/api/v1/namespaces/a") else {
             panic!("namespace object")
         };
@@ -1023,7 +1054,10 @@ mod tests {
             panic!("watch path")
         };
         assert!(rr.watch_path && rr.r.plural == "configmaps");
-        assert!(matches!(route("/api/v1/namespaces/a/configmaps/x/status"), Target::NotFound));
+        assert!(matches!(
+            route("/api/v1/namespaces/a/configmaps/x/status"),
+            Target::NotFound
+        ));
         assert!(matches!(route("/api/v1/pods"), Target::NotFound));
         assert!(matches!(route("/api/v1/configmaps"), Target::Resource(_)));
     }

@@ -56,7 +56,10 @@ mod tests {
         assert_eq!(core["apiVersion"], "v1");
         assert_eq!(core["involvedObject"]["name"], "web");
         assert_eq!(core["message"], "bad annotation");
-        assert_eq!(core["reportingComponent"], "arc-gateway.io/ingress-controller");
+        assert_eq!(
+            core["reportingComponent"],
+            "arc-gateway.io/ingress-controller"
+        );
         assert_eq!(to_events_v1(&core), v1);
     }
 }

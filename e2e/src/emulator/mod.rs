@@ -414,7 +414,10 @@ impl Emulator {
     ) -> Option<Value> {
         let r = resources::lookup(group, version, plural)?;
         let key = (namespace.unwrap_or("").to_string(), name.to_string());
-        self.shared.store().get(r.storage, &key).map(|v| (*v).clone())
+        self.shared
+            .store()
+            .get(r.storage, &key)
+            .map(|v| (*v).clone())
     }
 }
 

@@ -15,7 +15,10 @@ use super::validate;
 
 /// Formats a time as RFC 3339 with second precision (`2026-01-02T03:04:05Z`).
 pub fn rfc3339(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     // Civil-from-days (proleptic Gregorian).
@@ -147,7 +150,9 @@ fn comparable(v: &Value) -> Value {
 
 fn check_type(ctx: &WriteCtx<'_>, body: &mut Value) -> Result<(), ApiError> {
     if !body.is_object() {
-        return Err(ApiError::bad_request("the request body must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
     }
     let want_av = ctx.r.api_version();
     if let Some(av) = body.get("apiVersion").and_then(Value::as_str)
@@ -207,7 +212,10 @@ fn allocate_service_fields(store: &mut Store, obj: &mut Value, old: Option<&Valu
     obj["spec"]["type"] = json!(ty);
     if ty != "ExternalName" {
         let old_ip = old.and_then(|o| o.pointer("/spec/clusterIP")).cloned();
-        let ip = match (obj.pointer("/spec/clusterIP").and_then(Value::as_str), old_ip) {
+        let ip = match (
+            obj.pointer("/spec/clusterIP").and_then(Value::as_str),
+            old_ip,
+        ) {
             (Some(ip), _) if !ip.is_empty() => json!(ip),
             (_, Some(old)) => old,
             _ => {
@@ -301,10 +309,12 @@ pub fn create(
     if ctx.r.generation {
         meta.insert("generation".into(), json!(1));
     }
-    if ctx.r.has_status && !matches!(ctx.r.plural, "nodes" | "namespaces") && !from_apply {
-        if let Some(o) = body.as_object_mut() {
-            o.remove("status");
-        }
+    if ctx.r.has_status
+        && !matches!(ctx.r.plural, "nodes" | "namespaces")
+        && !from_apply
+        && let Some(o) = body.as_object_mut()
+    {
+        o.remove("status");
     }
     validate::normalize(ctx.r, &mut body);
     if ctx.r.plural == "services" && ctx.r.group.is_empty() {
@@ -427,11 +437,18 @@ fn commit_update(
     if ctx.r.plural == "services" && ctx.r.group.is_empty() {
         allocate_service_fields(store, &mut new, Some(&old));
         if old.pointer("/spec/clusterIP") != new.pointer("/spec/clusterIP") {
-            let ip = new.pointer("/spec/clusterIP").and_then(Value::as_str).unwrap_or("");
+            let ip = new
+                .pointer("/spec/clusterIP")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             return Err(ApiError::invalid(
                 ctx.r,
                 name,
-                &[Cause::invalid("spec.clusterIPs[0]", ip, "may not change once set")],
+                &[Cause::invalid(
+                    "spec.clusterIPs[0]",
+                    ip,
+                    "may not change once set",
+                )],
             ));
         }
     }
@@ -539,7 +556,9 @@ pub fn patch(
                 && let Some(o) = config.as_object_mut()
             {
                 if ctx.subresource == "status" {
-                    o.retain(|k, _| matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "status"));
+                    o.retain(|k, _| {
+                        matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "status")
+                    });
                     if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
                         m.retain(|k, _| matches!(k.as_str(), "name" | "namespace"));
                     }
@@ -548,7 +567,13 @@ pub fn patch(
                 }
             }
             if let Some(m) = config.get_mut("metadata").and_then(Value::as_object_mut) {
-                for f in ["resourceVersion", "managedFields", "uid", "creationTimestamp", "generation"] {
+                for f in [
+                    "resourceVersion",
+                    "managedFields",
+                    "uid",
+                    "creationTimestamp",
+                    "generation",
+                ] {
                     m.remove(f);
                 }
             }
@@ -597,13 +622,18 @@ pub fn delete(
     options: &Value,
 ) -> Result<Value, ApiError> {
     let old = existing(store, ctx, name)?;
-    if let Some(uid) = options.pointer("/preconditions/uid").and_then(Value::as_str) {
+    if let Some(uid) = options
+        .pointer("/preconditions/uid")
+        .and_then(Value::as_str)
+    {
         let actual = meta_str(&old, "uid").unwrap_or("");
         if uid != actual {
             return Err(ApiError::conflict_msg(
                 ctx.r,
                 name,
-                &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"),
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"
+                ),
             ));
         }
     }
@@ -616,7 +646,9 @@ pub fn delete(
             return Err(ApiError::conflict_msg(
                 ctx.r,
                 name,
-                &format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {actual}"),
+                &format!(
+                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {actual}"
+                ),
             ));
         }
     }
@@ -634,10 +666,19 @@ pub fn delete(
         let mut new = old;
         let rv = store.next_rv();
         let meta = meta_mut(&mut new);
-        meta.insert("deletionTimestamp".into(), json!(rfc3339(SystemTime::now())));
+        meta.insert(
+            "deletionTimestamp".into(),
+            json!(rfc3339(SystemTime::now())),
+        );
         meta.insert("deletionGracePeriodSeconds".into(), json!(0));
         meta.insert("resourceVersion".into(), json!(rv.to_string()));
-        let stored = store.commit(ctx.r.storage, key_of(ctx, name), EventType::Modified, rv, new);
+        let stored = store.commit(
+            ctx.r.storage,
+            key_of(ctx, name),
+            EventType::Modified,
+            rv,
+            new,
+        );
         return Ok((*stored).clone());
     }
     if ctx.r.storage == resources::namespaces().storage {
@@ -653,7 +694,13 @@ pub fn delete(
     let mut gone = old;
     let rv = store.next_rv();
     meta_mut(&mut gone).insert("resourceVersion".into(), json!(rv.to_string()));
-    let stored = store.commit(ctx.r.storage, key_of(ctx, name), EventType::Deleted, rv, gone);
+    let stored = store.commit(
+        ctx.r.storage,
+        key_of(ctx, name),
+        EventType::Deleted,
+        rv,
+        gone,
+    );
     Ok((*stored).clone())
 }
 
@@ -676,7 +723,11 @@ mod tests {
     }
 
     fn ctx<'a>(g: &str, p: &str, ns: Option<&'a str>, sub: &'a str) -> WriteCtx<'a> {
-        let v = if g == resources::ARC_GROUP { "v1alpha1" } else { "v1" };
+        let v = if g == resources::ARC_GROUP {
+            "v1alpha1"
+        } else {
+            "v1"
+        };
         let Some(r) = resources::lookup(g, v, p) else {
             panic!("{p} served")
         };
@@ -708,37 +759,73 @@ mod tests {
     fn generation_follows_spec_not_status() {
         let mut s = store_with_ns();
         let c = ctx("networking.k8s.io", "ingresses", Some("ns"), "");
-        let created = create(&mut s, &c, ingress("Prefix"), false).unwrap_or_else(|e| panic!("{e}"));
+        let created =
+            create(&mut s, &c, ingress("Prefix"), false).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(created["metadata"]["generation"], 1);
         assert!(created.get("status").is_none(), "status dropped on create");
         let cs = ctx("networking.k8s.io", "ingresses", Some("ns"), "status");
-        let st = patch(&mut s, &cs, "web", PatchKind::Merge, br#"{"status":{"loadBalancer":{"ingress":[{"ip":"10.0.0.1"}]}},"spec":{"rules":[]}}"#)
-            .unwrap_or_else(|e| panic!("{e}")).0;
+        let st = patch(
+            &mut s,
+            &cs,
+            "web",
+            PatchKind::Merge,
+            br#"{"status":{"loadBalancer":{"ingress":[{"ip":"10.0.0.1"}]}},"spec":{"rules":[]}}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+        .0;
         assert_eq!(st["metadata"]["generation"], 1);
         assert_eq!(st["status"]["loadBalancer"]["ingress"][0]["ip"], "10.0.0.1");
-        assert_eq!(st["spec"]["rules"].as_array().map(Vec::len), Some(1), "status write ignores spec");
+        assert_eq!(
+            st["spec"]["rules"].as_array().map(Vec::len),
+            Some(1),
+            "status write ignores spec"
+        );
         let sp = patch(&mut s, &c, "web", PatchKind::Merge, br#"{"spec":{"rules":[{"http":{"paths":[{"path":"/x","pathType":"Exact","backend":{"service":{"name":"web","port":{"number":80}}}}]}}]},"status":null}"#)
             .unwrap_or_else(|e| panic!("{e}")).0;
         assert_eq!(sp["metadata"]["generation"], 2);
-        assert_eq!(sp["status"]["loadBalancer"]["ingress"][0]["ip"], "10.0.0.1", "main write ignores status");
+        assert_eq!(
+            sp["status"]["loadBalancer"]["ingress"][0]["ip"], "10.0.0.1",
+            "main write ignores status"
+        );
     }
 
     #[test]
     fn stale_update_conflicts_and_noop_keeps_rv() {
         let mut s = store_with_ns();
         let c = ctx("", "configmaps", Some("ns"), "");
-        let a = create(&mut s, &c, json!({"metadata": {"name": "cm"}, "data": {"a": "1"}}), false)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let a = create(
+            &mut s,
+            &c,
+            json!({"metadata": {"name": "cm"}, "data": {"a": "1"}}),
+            false,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         let mut b = a.clone();
         b["data"]["a"] = json!("2");
         let b = update(&mut s, &c, "cm", b).unwrap_or_else(|e| panic!("{e}"));
-        assert_ne!(a["metadata"]["resourceVersion"], b["metadata"]["resourceVersion"]);
+        assert_ne!(
+            a["metadata"]["resourceVersion"],
+            b["metadata"]["resourceVersion"]
+        );
         let mut stale = a.clone();
         stale["data"]["a"] = json!("3");
         let err = update(&mut s, &c, "cm", stale);
-        assert!(matches!(err, Err(ApiError { code: 409, reason: "Conflict", .. })), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                Err(ApiError {
+                    code: 409,
+                    reason: "Conflict",
+                    ..
+                })
+            ),
+            "{err:?}"
+        );
         let same = update(&mut s, &c, "cm", b.clone()).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(same["metadata"]["resourceVersion"], b["metadata"]["resourceVersion"]);
+        assert_eq!(
+            same["metadata"]["resourceVersion"],
+            b["metadata"]["resourceVersion"]
+        );
     }
 
     #[test]
@@ -748,8 +835,13 @@ mod tests {
         let err = create(&mut s, &c, json!({"metadata": {"name": "cm"}}), false);
         assert!(matches!(err, Err(ApiError { code: 404, .. })));
         let c = ctx("", "configmaps", Some("ns"), "");
-        let made = create(&mut s, &c, json!({"metadata": {"generateName": "cm-"}}), false)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let made = create(
+            &mut s,
+            &c,
+            json!({"metadata": {"generateName": "cm-"}}),
+            false,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         let name = made["metadata"]["name"].as_str().unwrap_or("").to_string();
         assert!(name.starts_with("cm-") && name.len() == 8, "{name}");
         let nsc = ctx("", "namespaces", None, "");
@@ -763,13 +855,24 @@ mod tests {
     fn finalizers_hold_deletion_until_removed() {
         let mut s = store_with_ns();
         let c = ctx("", "configmaps", Some("ns"), "");
-        if let Err(e) = create(&mut s, &c, json!({"metadata": {"name": "cm", "finalizers": ["x/y"]}}), false) {
+        if let Err(e) = create(
+            &mut s,
+            &c,
+            json!({"metadata": {"name": "cm", "finalizers": ["x/y"]}}),
+            false,
+        ) {
             panic!("{e}");
         }
         let d = delete(&mut s, &c, "cm", &Value::Null).unwrap_or_else(|e| panic!("{e}"));
         assert!(d["metadata"]["deletionTimestamp"].is_string());
         assert_eq!(s.list_current("configmaps", Some("ns")).len(), 1);
-        if let Err(e) = patch(&mut s, &c, "cm", PatchKind::Merge, br#"{"metadata":{"finalizers":null}}"#) {
+        if let Err(e) = patch(
+            &mut s,
+            &c,
+            "cm",
+            PatchKind::Merge,
+            br#"{"metadata":{"finalizers":null}}"#,
+        ) {
             panic!("{e}");
         }
         assert!(s.list_current("configmaps", Some("ns")).is_empty());

@@ -42,7 +42,9 @@ pub fn json_patch(target: &mut Value, body: &[u8]) -> Result<(), ApiError> {
     let patch: json_patch::Patch = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
     json_patch::patch(target, &patch).map_err(|e| {
-        let mut err = ApiError::bad_request(format!("the server rejected our request due to an error in our request: {e}"));
+        let mut err = ApiError::bad_request(format!(
+            "the server rejected our request due to an error in our request: {e}"
+        ));
         err.code = 422;
         err.reason = "Invalid";
         err
@@ -86,7 +88,12 @@ pub fn leaf_paths(v: &Value) -> BTreeSet<FieldPath> {
     out
 }
 
-fn diff_leaves(a: Option<&Value>, b: Option<&Value>, prefix: &mut FieldPath, out: &mut BTreeSet<FieldPath>) {
+fn diff_leaves(
+    a: Option<&Value>,
+    b: Option<&Value>,
+    prefix: &mut FieldPath,
+    out: &mut BTreeSet<FieldPath>,
+) {
     match (a, b) {
         (Some(Value::Object(x)), Some(Value::Object(y))) if !x.is_empty() || !y.is_empty() => {
             let keys: BTreeSet<&String> = x.keys().chain(y.keys()).collect();
@@ -198,7 +205,10 @@ fn fields_to_paths(v: &Value, prefix: &mut FieldPath, out: &mut BTreeSet<FieldPa
 
 /// Reads the emulator-written `metadata.managedFields` of a stored object.
 pub fn read_managed(obj: &Value) -> Vec<ManagedEntry> {
-    let Some(list) = obj.pointer("/metadata/managedFields").and_then(Value::as_array) else {
+    let Some(list) = obj
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+    else {
         return Vec::new();
     };
     list.iter()
@@ -297,7 +307,12 @@ pub fn record_update(old: Option<&Value>, new: &mut Value, w: &Writer<'_>) {
 }
 
 /// Server-side apply of `config` onto `current` (an empty object when creating).
-pub fn apply(current: &Value, config: &Value, w: &Writer<'_>, force: bool) -> Result<Value, ApiError> {
+pub fn apply(
+    current: &Value,
+    config: &Value,
+    w: &Writer<'_>,
+    force: bool,
+) -> Result<Value, ApiError> {
     let mut entries = read_managed(current);
     let new_paths = leaf_paths(config);
     let mut conflicts = Vec::new();
@@ -309,9 +324,9 @@ pub fn apply(current: &Value, config: &Value, w: &Writer<'_>, force: bool) -> Re
             .paths
             .iter()
             .filter(|p| {
-                new_paths.iter().any(|n| {
-                    related(p, n) && get_path(current, n) != get_path(config, n)
-                })
+                new_paths
+                    .iter()
+                    .any(|n| related(p, n) && get_path(current, n) != get_path(config, n))
             })
             .cloned()
             .collect();
@@ -332,12 +347,15 @@ pub fn apply(current: &Value, config: &Value, w: &Writer<'_>, force: bool) -> Re
     let mut result = current.clone();
     let previous: BTreeSet<FieldPath> = entries
         .iter()
-        .find(|e| e.manager == w.manager && e.operation == "Apply" && e.subresource == w.subresource)
+        .find(|e| {
+            e.manager == w.manager && e.operation == "Apply" && e.subresource == w.subresource
+        })
         .map(|e| e.paths.clone())
         .unwrap_or_default();
     for p in previous.difference(&new_paths) {
         let owned_elsewhere = entries.iter().any(|e| {
-            !(e.manager == w.manager && e.operation == "Apply") && e.paths.iter().any(|q| related(p, q))
+            !(e.manager == w.manager && e.operation == "Apply")
+                && e.paths.iter().any(|q| related(p, q))
         });
         if !owned_elsewhere && !new_paths.iter().any(|n| n.starts_with(p)) {
             remove_path(&mut result, p);
@@ -381,13 +399,21 @@ mod tests {
     #[test]
     fn apply_merges_and_removes_fields_no_longer_applied() {
         let cur = json!({"metadata": {"name": "a"}, "data": {"keep": "1"}});
-        let first = apply(&cur, &json!({"data": {"x": "1", "y": "2"}}), &w("m1"), false)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let first = apply(
+            &cur,
+            &json!({"data": {"x": "1", "y": "2"}}),
+            &w("m1"),
+            false,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(first["data"], json!({"keep": "1", "x": "1", "y": "2"}));
         let second = apply(&first, &json!({"data": {"x": "1"}}), &w("m1"), false)
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(second["data"], json!({"keep": "1", "x": "1"}));
-        assert_eq!(second["metadata"]["managedFields"][0]["fieldsV1"], json!({"f:data": {"f:x": {}}}));
+        assert_eq!(
+            second["metadata"]["managedFields"][0]["fieldsV1"],
+            json!({"f:data": {"f:x": {}}})
+        );
     }
 
     #[test]
@@ -413,7 +439,10 @@ mod tests {
         let mut new = json!({"metadata": {"name": "a"}, "spec": {"a": 1, "b": 3}});
         record_update(Some(&old), &mut new, &w("kubectl"));
         let owners = read_managed(&new);
-        assert_eq!(owners[0].paths.iter().next().cloned(), Some(vec!["spec".to_string(), "b".to_string()]));
+        assert_eq!(
+            owners[0].paths.iter().next().cloned(),
+            Some(vec!["spec".to_string(), "b".to_string()])
+        );
     }
 
     #[test]

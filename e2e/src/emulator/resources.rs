@@ -126,7 +126,14 @@ pub static RESOURCES: &[ResourceKind] = &[
         short_names: &["ing"],
         has_status: true,
         generation: true,
-        ..kind("networking.k8s.io", "v1", "ingresses", "ingress", "Ingress", true)
+        ..kind(
+            "networking.k8s.io",
+            "v1",
+            "ingresses",
+            "ingress",
+            "Ingress",
+            true,
+        )
     },
     ResourceKind {
         generation: true,
@@ -150,7 +157,14 @@ pub static RESOURCES: &[ResourceKind] = &[
             true,
         )
     },
-    kind("coordination.k8s.io", "v1", "leases", "lease", "Lease", true),
+    kind(
+        "coordination.k8s.io",
+        "v1",
+        "leases",
+        "lease",
+        "Lease",
+        true,
+    ),
     ResourceKind {
         short_names: &["ev"],
         storage: "events",

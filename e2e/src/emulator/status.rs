@@ -238,7 +238,9 @@ impl ApiError {
         Self::new(
             415,
             "UnsupportedMediaType",
-            format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {ct:?})"),
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {ct:?})"
+            ),
         )
     }
 
@@ -321,7 +323,10 @@ mod tests {
             e.message,
             "Secret \"tls\" is invalid: [data[tls.crt]: Required value, data[tls.key]: Required value]"
         );
-        assert_eq!(e.to_status()["details"]["causes"][0]["field"], "data[tls.crt]");
+        assert_eq!(
+            e.to_status()["details"]["causes"][0]["field"],
+            "data[tls.crt]"
+        );
     }
 
     #[test]
@@ -330,7 +335,10 @@ mod tests {
             panic!("ingresses served")
         };
         let s = ApiError::not_found(r, "web").to_status();
-        assert_eq!(s["message"], "ingresses.networking.k8s.io \"web\" not found");
+        assert_eq!(
+            s["message"],
+            "ingresses.networking.k8s.io \"web\" not found"
+        );
         assert_eq!(s["reason"], "NotFound");
         assert_eq!(s["code"], 404);
     }

@@ -142,11 +142,8 @@ impl Store {
         if rv < self.floor {
             return Err(TooOld { oldest: self.floor });
         }
-        let mut map: BTreeMap<ObjKey, Arc<Value>> = self
-            .objects
-            .get(storage)
-            .cloned()
-            .unwrap_or_default();
+        let mut map: BTreeMap<ObjKey, Arc<Value>> =
+            self.objects.get(storage).cloned().unwrap_or_default();
         for ev in self.history.iter().rev().take_while(|e| e.rv > rv) {
             if ev.storage != storage {
                 continue;

@@ -59,9 +59,9 @@ pub fn generate() -> Result<Identity, TlsError> {
     params
         .subject_alt_names
         .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
-    params
-        .subject_alt_names
-        .push(SanType::IpAddress("::1".parse().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))));
+    params.subject_alt_names.push(SanType::IpAddress(
+        "::1".parse().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+    ));
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,

@@ -54,7 +54,10 @@ pub fn validate_name(r: &ResourceKind, name: &str) -> Vec<Cause> {
         (is_dns1123_subdomain(name), DNS1123_SUBDOMAIN_MSG)
     };
     if name.is_empty() {
-        vec![Cause::required("metadata.name", "name or generateName is required")]
+        vec![Cause::required(
+            "metadata.name",
+            "name or generateName is required",
+        )]
     } else if ok {
         Vec::new()
     } else {
@@ -73,7 +76,9 @@ pub fn validate_object(r: &ResourceKind, obj: &Value, old: Option<&Value>) -> Ve
         ("", "configmaps") => validate_immutable_data(obj, old, &mut causes),
         ("", "services") => validate_service(obj, &mut causes),
         ("coordination.k8s.io", "leases") => {
-            if let Some(d) = obj.pointer("/spec/leaseDurationSeconds").and_then(Value::as_i64)
+            if let Some(d) = obj
+                .pointer("/spec/leaseDurationSeconds")
+                .and_then(Value::as_i64)
                 && d <= 0
             {
                 causes.push(Cause::invalid(
@@ -317,7 +322,10 @@ fn validate_endpoint_slice(obj: &Value, causes: &mut Vec<Cause>) {
     for (i, ep) in arr_at(obj, "/endpoints").iter().enumerate() {
         let addrs = arr_at(ep, "/addresses");
         if addrs.is_empty() {
-            causes.push(Cause::required(format!("endpoints[{i}].addresses"), "must contain at least 1 address"));
+            causes.push(Cause::required(
+                format!("endpoints[{i}].addresses"),
+                "must contain at least 1 address",
+            ));
         }
         for (j, a) in addrs.iter().enumerate() {
             let field = format!("endpoints[{i}].addresses[{j}]");
@@ -343,11 +351,9 @@ fn validate_endpoint_slice(obj: &Value, causes: &mut Vec<Cause>) {
                                 causes.push(Cause::invalid(field.clone(), a, p));
                             }
                         }
-                        Err(_) => causes.push(Cause::invalid(
-                            field,
-                            a,
-                            "must be a valid IP address",
-                        )),
+                        Err(_) => {
+                            causes.push(Cause::invalid(field, a, "must be a valid IP address"))
+                        }
                     }
                 }
                 Some("FQDN") if !is_dns1123_subdomain(a) => {
@@ -386,7 +392,11 @@ fn validate_secret(obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
                 ));
             }
             if !v.is_string() && !v.is_null() {
-                causes.push(Cause::invalid(format!("data[{k}]"), "", "must be base64-encoded bytes"));
+                causes.push(Cause::invalid(
+                    format!("data[{k}]"),
+                    "",
+                    "must be base64-encoded bytes",
+                ));
             }
         }
     }
@@ -464,7 +474,11 @@ fn validate_service(obj: &Value, causes: &mut Vec<Cause>) {
             )),
             None => causes.push(Cause::required(format!("spec.ports[{i}].port"), "")),
         }
-        if ports.len() > 1 && p.get("name").and_then(Value::as_str).is_none_or(str::is_empty) {
+        if ports.len() > 1
+            && p.get("name")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+        {
             causes.push(Cause::required(format!("spec.ports[{i}].name"), ""));
         }
     }
@@ -495,7 +509,10 @@ pub fn normalize(r: &ResourceKind, obj: &mut Value) {
         }
         ("", "namespaces") => {
             if let Some(name) = str_at(obj, "/metadata/name").map(str::to_string) {
-                if !obj.pointer("/metadata/labels").is_some_and(Value::is_object) {
+                if !obj
+                    .pointer("/metadata/labels")
+                    .is_some_and(Value::is_object)
+                {
                     obj["metadata"]["labels"] = json!({});
                 }
                 obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
@@ -517,7 +534,11 @@ mod tests {
     use crate::emulator::resources::lookup;
 
     fn kind(g: &str, p: &str) -> &'static ResourceKind {
-        let v = if g == "arc-gateway.io" { "v1alpha1" } else { "v1" };
+        let v = if g == "arc-gateway.io" {
+            "v1alpha1"
+        } else {
+            "v1"
+        };
         match lookup(g, v, p) {
             Some(r) => r,
             None => panic!("{g}/{p} served"),
@@ -559,7 +580,10 @@ mod tests {
         let causes = validate_object(kind("networking.k8s.io", "ingresses"), &obj, None);
         assert_eq!(causes.len(), 2, "{causes:?}");
         assert_eq!(causes[0].field, "spec.rules[0].http.paths[0].pathType");
-        assert_eq!(causes[0].message, "Required value: pathType must be specified");
+        assert_eq!(
+            causes[0].message,
+            "Required value: pathType must be specified"
+        );
         assert_eq!(causes[1].field, "spec.rules[0].http.paths[1].path");
     }
 

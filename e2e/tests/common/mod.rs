@@ -8,7 +8,11 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
 
 /// Waits (bounded) for the first stream item satisfying `pred`, returning every item seen.
-pub async fn collect_until<S, T, F>(stream: &mut S, limit: Duration, mut pred: F) -> anyhow::Result<Vec<T>>
+pub async fn collect_until<S, T, F>(
+    stream: &mut S,
+    limit: Duration,
+    mut pred: F,
+) -> anyhow::Result<Vec<T>>
 where
     S: Stream<Item = T> + Unpin,
     F: FnMut(&T) -> bool,
