@@ -248,6 +248,15 @@ impl Emulator {
     /// Starts an emulator: generates the CA, binds, seeds the default namespaces and writes the
     /// kubeconfig.
     pub async fn start_with(config: EmulatorConfig) -> Result<Emulator, EmulatorError> {
+        if !config.bind.ip().is_loopback() {
+            return Err(EmulatorError::Io {
+                context: format!("binding {}", config.bind),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "the emulator only listens on loopback addresses",
+                ),
+            });
+        }
         let identity = tls::generate()?;
         let listener = bind_with_retry(config.bind).await?;
         let addr = listener
