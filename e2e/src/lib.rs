@@ -1,1 +1,12 @@
-//! End-to-end test ground (being written).
+//! End-to-end test ground for Arc: a Kubernetes API server emulator ([`emulator`]), the test
+//! environment that starts it or uses a real cluster ([`env`]), network-namespace test hosts
+//! ([`netns`]) and the echo backend they run ([`echo`]).
+
+pub mod echo;
+pub mod emulator;
+pub mod env;
+pub mod netns;
+
+pub use emulator::{Emulator, EmulatorConfig, RecordedRequest};
+pub use env::TestEnv;
+pub use netns::TestNet;
