@@ -216,6 +216,9 @@ fn push_framing(
 }
 
 /// Appends the request head to send upstream (HTTP/1.1, origin-form target, Host first).
+/// Dropped: hop-by-hop headers (Connection, Keep-Alive, Proxy-Connection, TE, Trailer,
+/// Upgrade unless tunnelling, and every header Connection names), the received framing
+/// headers (rewritten per [`OutFraming`]) and `Expect` (Arc answers `100-continue` itself).
 /// Returns where the request id and traceparent values landed in `out`.
 pub fn write_request_head(
     out: &mut Vec<u8>,

@@ -1,0 +1,9 @@
+//! Fuzz target: `arc_gateway::proxy::http1::fuzzing::request` (see that function for the
+//! invariants checked).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    arc_gateway::proxy::http1::fuzzing::request(data);
+});
