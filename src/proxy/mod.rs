@@ -2,6 +2,8 @@
 //! time in, parsed heads, body events and serialized bytes out. No module under `proxy` other
 //! than the io drivers may touch sockets or read the clock.
 
+pub mod epoll;
 pub mod http1;
 pub mod io;
 pub mod upstream;
+pub mod worker;
