@@ -271,10 +271,7 @@ pub enum DriverError {
     },
     /// The kernel lacks a feature the driver needs.
     #[error("{driver} driver unavailable: {reason}")]
-    Unsupported {
-        driver: DriverKind,
-        reason: String,
-    },
+    Unsupported { driver: DriverKind, reason: String },
 }
 
 /// Why the worker set could not start or finished with an error.
@@ -328,8 +325,12 @@ pub fn bind_listener(spec: &ListenerSpec) -> Result<TcpListener, WorkerError> {
         }
     };
     let domain = Domain::for_address(spec.addr);
-    let socket = Socket::new(domain, Type::STREAM.nonblocking().cloexec(), Some(Protocol::TCP))
-        .map_err(err("create the socket"))?;
+    let socket = Socket::new(
+        domain,
+        Type::STREAM.nonblocking().cloexec(),
+        Some(Protocol::TCP),
+    )
+    .map_err(err("create the socket"))?;
     socket
         .set_reuse_address(true)
         .map_err(err("set SO_REUSEADDR"))?;
@@ -337,7 +338,9 @@ pub fn bind_listener(spec: &ListenerSpec) -> Result<TcpListener, WorkerError> {
         .set_reuse_port(true)
         .map_err(err("set SO_REUSEPORT"))?;
     if spec.addr.is_ipv6() {
-        socket.set_only_v6(false).map_err(err("clear IPV6_V6ONLY"))?;
+        socket
+            .set_only_v6(false)
+            .map_err(err("clear IPV6_V6ONLY"))?;
     }
     socket
         .bind(&SockAddr::from(spec.addr))
@@ -573,7 +576,10 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("public-https"), "{text}");
         assert!(text.contains(&addr.to_string()), "{text}");
-        assert!(matches!(err, WorkerError::Bind { step: "bind", .. }), "{err:?}");
+        assert!(
+            matches!(err, WorkerError::Bind { step: "bind", .. }),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -581,7 +587,10 @@ mod tests {
         let (handle, signals) = StopHandle::new(2).unwrap();
         assert!(signals.iter().all(|s| !s.is_stopped()));
         let mut buf = [0u8; 8];
-        assert!(rustix::io::read(signals[0].fd(), &mut buf).is_err(), "not yet readable");
+        assert!(
+            rustix::io::read(signals[0].fd(), &mut buf).is_err(),
+            "not yet readable"
+        );
         handle.stop();
         for s in &signals {
             assert!(s.is_stopped());

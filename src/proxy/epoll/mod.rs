@@ -482,7 +482,8 @@ impl<H: ConnHandler> Worker<H> {
                         return;
                     }
                     if d.handler.downstream_out().is_empty() {
-                        if d.read_done {
+                        // No lingering after EOF, nor while stopping (the grace is for work).
+                        if d.read_done || self.stop_deadline.is_some() {
                             self.free(id);
                             return;
                         }
@@ -523,7 +524,9 @@ impl<H: ConnHandler> Worker<H> {
                 return;
             };
             match action {
-                Action::ConnectUpstream { key, limits } => self.connect_upstream(id, key, limits, now),
+                Action::ConnectUpstream { key, limits } => {
+                    self.connect_upstream(id, key, limits, now)
+                }
                 Action::ReleaseUpstream { reusable } => self.release_upstream(id, reusable, now),
                 Action::CloseDownstream { flush } => {
                     if let Some(d) = self.downs.get_mut(id) {
@@ -1000,6 +1003,11 @@ impl<H: ConnHandler> Worker<H> {
             self.close_up(uid);
         }
         self.pool_next = None;
+        for id in self.downs.ids() {
+            if matches!(self.downs.get(id), Some(d) if matches!(d.phase, Phase::Lingering { .. })) {
+                self.free(id);
+            }
+        }
     }
 }
 

@@ -164,7 +164,10 @@ mod tests {
         for s in [
             Source::Listener(7),
             Source::Down(id),
-            Source::Up(SlotId { index: 0, generation: 3 }),
+            Source::Up(SlotId {
+                index: 0,
+                generation: 3,
+            }),
             Source::Wake,
         ] {
             assert_eq!(Source::from_token(s.token()), s);

@@ -71,7 +71,10 @@ mod tests {
     use std::time::Duration;
 
     fn id(i: u32) -> SlotId {
-        SlotId { index: i, generation: 0 }
+        SlotId {
+            index: i,
+            generation: 0,
+        }
     }
 
     #[test]
@@ -84,7 +87,10 @@ mod tests {
         assert_eq!(t.next(), Some(t0 + Duration::from_millis(10)));
         assert_eq!(t.pop_due(t0), None);
         let now = t0 + Duration::from_millis(25);
-        assert_eq!(t.pop_due(now).map(|e| e.1), Some(TimerKind::UpConnect(id(1))));
+        assert_eq!(
+            t.pop_due(now).map(|e| e.1),
+            Some(TimerKind::UpConnect(id(1)))
+        );
         assert_eq!(t.pop_due(now).map(|e| e.1), Some(TimerKind::Down(id(2))));
         assert_eq!(t.pop_due(now), None);
         assert_eq!(t.len(), 1);
@@ -96,8 +102,16 @@ mod tests {
         let later = t0 + Duration::from_secs(5);
         assert_eq!(rearm(None, None), None);
         assert_eq!(rearm(None, Some(t0)), Some(t0));
-        assert_eq!(rearm(Some(t0), Some(later)), None, "fires early, re-arms then");
+        assert_eq!(
+            rearm(Some(t0), Some(later)),
+            None,
+            "fires early, re-arms then"
+        );
         assert_eq!(rearm(Some(later), Some(t0)), Some(t0));
-        assert_eq!(rearm(Some(t0), None), None, "stale entry is ignored when it fires");
+        assert_eq!(
+            rearm(Some(t0), None),
+            None,
+            "stale entry is ignored when it fires"
+        );
     }
 }
