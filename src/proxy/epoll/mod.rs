@@ -82,6 +82,9 @@ struct Down<H> {
     phase: Phase,
     readable: bool,
     writable: bool,
+    /// The peer's FIN (or an error) was reported: a short read does not prove the socket
+    /// drained, the EOF is still to be read.
+    hup: bool,
     /// The client's EOF was seen (or reading is pointless after an error).
     read_done: bool,
     /// A socket error was seen: no more syscalls on it besides close.
@@ -108,6 +111,8 @@ struct Up {
     owner: Option<SlotId>,
     readable: bool,
     writable: bool,
+    /// See `Down::hup`.
+    hup: bool,
     eof: bool,
 }
 
@@ -301,6 +306,7 @@ impl<H: ConnHandler> Worker<H> {
     fn dispatch(&mut self, src: Source, flags: epoll::EventFlags, now: Instant) {
         use epoll::EventFlags as F;
         let read_ready = flags.intersects(F::IN | F::RDHUP | F::HUP | F::ERR);
+        let hup = flags.intersects(F::RDHUP | F::HUP | F::ERR);
         let write_ready = flags.intersects(F::OUT | F::HUP | F::ERR);
         match src {
             Source::Listener(i) => self.accept(i as usize, now),
@@ -316,6 +322,13 @@ impl<H: ConnHandler> Worker<H> {
                 };
                 d.readable |= read_ready;
                 d.writable |= write_ready;
+                d.hup |= hup;
+                // A reset client is gone: tell the handler now rather than when it next
+                // reads or writes (it may be waiting on its upstream).
+                if flags.contains(F::ERR) && !d.failed && matches!(d.sock.take_error(), Ok(Some(_)))
+                {
+                    self.fail_down(id, now);
+                }
                 self.drive(id, now);
             }
             Source::Up(uid) => {
@@ -324,6 +337,7 @@ impl<H: ConnHandler> Worker<H> {
                 };
                 up.readable |= read_ready;
                 up.writable |= write_ready;
+                up.hup |= hup;
                 match (up.owner, up.state) {
                     (None, _) => {
                         // Idle in the pool: anything but a bare write edge means the peer
@@ -408,6 +422,7 @@ impl<H: ConnHandler> Worker<H> {
             phase: Phase::Open,
             readable: false,
             writable: false,
+            hup: false,
             read_done: false,
             failed: false,
             close_requested: None,
@@ -580,6 +595,11 @@ impl<H: ConnHandler> Worker<H> {
                 true
             }
             Ok(n) => {
+                // Edge-triggered: new bytes raise a new event, so a short read without a
+                // pending FIN means drained, which saves the read that would say EAGAIN.
+                if n < self.buf.len() && !d.hup {
+                    d.readable = false;
+                }
                 let data = self.buf.get(..n).unwrap_or_default();
                 d.handler.on_downstream_data(&mut self.cx, data, now);
                 true
@@ -686,6 +706,9 @@ impl<H: ConnHandler> Worker<H> {
                 true
             }
             Ok(n) => {
+                if n < self.buf.len() && !up.hup {
+                    up.readable = false;
+                }
                 let data = self.buf.get(..n).unwrap_or_default();
                 d.handler.on_upstream_data(&mut self.cx, data, now);
                 true
@@ -812,6 +835,7 @@ impl<H: ConnHandler> Worker<H> {
             owner: Some(owner),
             readable: false,
             writable: false,
+            hup: false,
             eof: false,
         };
         let uid = self
@@ -1017,5 +1041,32 @@ impl<H: ConnHandler> Drop for Worker<H> {
         for id in self.downs.ids() {
             self.free(id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_timeout_rounds_up_to_whole_milliseconds() {
+        let now = Instant::now();
+        assert_eq!(wait_timeout(now, None), None);
+        let t = wait_timeout(now, Some(now + Duration::from_micros(1500))).unwrap();
+        assert_eq!((t.tv_sec, t.tv_nsec), (0, 2_000_000));
+        let t = wait_timeout(now, Some(now + Duration::from_millis(2500))).unwrap();
+        assert_eq!((t.tv_sec, t.tv_nsec), (2, 500_000_000));
+        let t = wait_timeout(now + Duration::from_secs(1), Some(now)).unwrap();
+        assert_eq!((t.tv_sec, t.tv_nsec), (0, 0), "past deadlines do not block");
+    }
+
+    #[test]
+    fn min_opt_ignores_absent_values() {
+        let a = Instant::now();
+        let b = a + Duration::from_secs(1);
+        assert_eq!(min_opt(Some(b), Some(a)), Some(a));
+        assert_eq!(min_opt(None, Some(b)), Some(b));
+        assert_eq!(min_opt(Some(a), None), Some(a));
+        assert_eq!(min_opt(None, None), None);
     }
 }
