@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 use arc_gateway::proxy::io::{
     Action, ConnHandler, ConnInfo, ConnLimit, Interest, PoolKey, PoolLimits, UpstreamError,
 };
+use arc_gateway::proxy::tls::{
+    self as arc_tls, CertOrigin, CertResolver, CertStore, LoadedCert, TlsAcceptor,
+    TlsAcceptorConfig,
+};
 use arc_gateway::proxy::worker::{
     DriverKind, ListenerSpec, Tuning, WorkerConfig, WorkerError, WorkerSet,
 };
@@ -39,6 +43,8 @@ struct Shared {
     connected_fresh: AtomicU64,
     connected_reused: AtomicU64,
     errors: Mutex<Vec<UpstreamError>>,
+    /// (tls, sni) of every connection handed to a handler.
+    infos: Mutex<Vec<(bool, Option<String>)>>,
 }
 
 impl Shared {
@@ -57,6 +63,7 @@ impl Shared {
             connected_fresh: AtomicU64::new(0),
             connected_reused: AtomicU64::new(0),
             errors: Mutex::new(Vec::new()),
+            infos: Mutex::new(Vec::new()),
         }
     }
 }
@@ -112,7 +119,8 @@ impl Relay {
 impl ConnHandler for Relay {
     type Cx = Cx;
 
-    fn new(cx: &mut Cx, _info: ConnInfo, now: Instant) -> Self {
+    fn new(cx: &mut Cx, info: ConnInfo, now: Instant) -> Self {
+        cx.shared.infos.lock().unwrap().push((info.tls, info.sni));
         Relay {
             shared: Arc::clone(&cx.shared),
             to_up: Vec::new(),
@@ -248,6 +256,16 @@ fn start_with(
     limit: u64,
     tuning: Tuning,
 ) -> Result<Proxy, WorkerError> {
+    start_full(shared, workers, limit, tuning, None)
+}
+
+fn start_full(
+    shared: &Arc<Shared>,
+    workers: usize,
+    limit: u64,
+    tuning: Tuning,
+    tls: Option<Arc<TlsAcceptor>>,
+) -> Result<Proxy, WorkerError> {
     let config = WorkerConfig {
         driver: DriverKind::Epoll,
         workers,
@@ -255,6 +273,7 @@ fn start_with(
             index: 0,
             name: Arc::from("test"),
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            tls,
         }],
         conn_limit: Arc::new(ConnLimit::new(limit)),
         tuning,
@@ -744,4 +763,132 @@ fn uring_driver_absent_is_a_clear_error() {
     .err()
     .expect("io_uring is not built in yet");
     assert!(err.to_string().contains("io_uring"), "{err}");
+}
+
+// ---------- TLS ----------
+
+/// A test CA, a leaf for `proxy.test` under it, the acceptor serving it, and a client config
+/// trusting the CA.
+fn tls_fixture() -> (Arc<TlsAcceptor>, Arc<rustls::ClientConfig>) {
+    let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "epoll test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let leaf_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["proxy.test".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let loaded = LoadedCert::from_pem(
+        CertOrigin::Other("epoll test".into()),
+        leaf.pem().as_bytes(),
+        leaf_key.serialize_pem().as_bytes(),
+    )
+    .unwrap();
+    let mut store = CertStore::builder(LoadedCert::generate_default().unwrap());
+    store.add(&["proxy.test"], loaded).unwrap();
+    let resolver = CertResolver::new(store.build());
+    let acceptor = TlsAcceptor::new(&TlsAcceptorConfig::default(), resolver).unwrap();
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca_cert.der().clone()).unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(arc_tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    (Arc::new(acceptor), Arc::new(client))
+}
+
+type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+fn tls_client(addr: SocketAddr, config: &Arc<rustls::ClientConfig>) -> TlsStream {
+    let name = rustls::pki_types::ServerName::try_from("proxy.test").unwrap();
+    let conn = rustls::ClientConnection::new(Arc::clone(config), name).unwrap();
+    rustls::StreamOwned::new(conn, client(addr))
+}
+
+#[test]
+fn tls_listener_terminates_tls_and_relays_plaintext() {
+    let _g = serial();
+    let backend = line_backend(None);
+    let shared = Arc::new(Shared::new(backend.addr));
+    let (acceptor, client_config) = tls_fixture();
+    let proxy = start_full(&shared, 1, 100, tuning(), Some(acceptor)).unwrap();
+
+    let mut c = BufReader::new(tls_client(proxy.addr, &client_config));
+    c.get_mut().write_all(b"REQ\n").unwrap();
+    let mut line = String::new();
+    c.read_line(&mut line).unwrap();
+    assert_eq!(line, "OK 1\n");
+    c.get_mut().write_all(b"REQ\n").unwrap();
+    line.clear();
+    c.read_line(&mut line).unwrap();
+    assert_eq!(line, "OK 1\n", "pooled upstream behind a TLS client");
+    assert_eq!(
+        *shared.infos.lock().unwrap(),
+        vec![(true, Some("proxy.test".to_string()))]
+    );
+    // A clean TLS close from the client ends the connection.
+    c.get_mut().conn.send_close_notify();
+    c.get_mut().flush().unwrap();
+    wait_until("TLS connection closed", || {
+        proxy.set.total(|s| &s.closed) == 1
+    });
+    finish(proxy);
+}
+
+#[test]
+fn tls_bulk_echo_round_trips_in_order() {
+    let _g = serial();
+    let shared = Arc::new(Shared::new(echo_backend()));
+    let (acceptor, client_config) = tls_fixture();
+    let proxy = start_full(&shared, 1, 100, tuning(), Some(acceptor)).unwrap();
+    let mut c = tls_client(proxy.addr, &client_config);
+    let chunk = 48 * 1024;
+    let mut back = vec![0u8; chunk];
+    for round in 0..40u32 {
+        let data: Vec<u8> = (0..chunk as u32).map(|i| (i ^ round) as u8).collect();
+        c.write_all(&data).unwrap();
+        c.read_exact(&mut back).unwrap();
+        assert!(back == data, "round {round} came back different");
+    }
+    drop(c);
+    finish(proxy);
+}
+
+#[test]
+fn failed_tls_handshake_closes_only_that_connection() {
+    let _g = serial();
+    let backend = line_backend(None);
+    let shared = Arc::new(Shared::new(backend.addr));
+    let (acceptor, client_config) = tls_fixture();
+    let proxy = start_full(&shared, 1, 100, tuning(), Some(acceptor)).unwrap();
+
+    let mut plain = client(proxy.addr);
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = plain.read_to_end(&mut got);
+    assert!(
+        got.first() == Some(&0x15) || got.is_empty(),
+        "expected a TLS alert or nothing, got {got:?}"
+    );
+    assert!(
+        shared.infos.lock().unwrap().is_empty(),
+        "no handler was made"
+    );
+
+    let mut c = BufReader::new(tls_client(proxy.addr, &client_config));
+    c.get_mut().write_all(b"REQ\n").unwrap();
+    let mut line = String::new();
+    c.read_line(&mut line).unwrap();
+    assert_eq!(line, "OK 1\n", "the worker still serves TLS clients");
+    drop(c);
+    finish(proxy);
 }

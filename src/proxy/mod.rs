@@ -6,6 +6,6 @@
 pub mod epoll;
 pub mod http1;
 pub mod io;
-pub mod upstream;
 pub mod tls;
+pub mod upstream;
 pub mod worker;

@@ -24,6 +24,7 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::proxy::io::{ConnHandler, ConnLimit};
+use crate::proxy::tls::TlsAcceptor;
 
 /// Which io driver the workers run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -59,6 +60,9 @@ pub struct ListenerSpec {
     pub name: Arc<str>,
     /// Address to bind; port 0 picks one port shared by every worker.
     pub addr: SocketAddr,
+    /// Set on https listeners: the driver terminates TLS with it before the handler sees
+    /// the connection.
+    pub tls: Option<Arc<TlsAcceptor>>,
 }
 
 /// A listener socket bound for one worker: non-blocking, `SO_REUSEPORT`, listening.
@@ -82,6 +86,8 @@ pub struct Tuning {
     pub sqpoll: bool,
     /// After stop: how long connections already open may still finish before they are cut.
     pub stop_grace: Duration,
+    /// Most time a TLS handshake may take before the connection is dropped.
+    pub tls_handshake_timeout: Duration,
     /// After the handler closed with flush: how long its remaining output may take to write.
     pub close_flush_timeout: Duration,
     /// After a flushed close: how long the driver keeps reading and discarding what the client
@@ -98,6 +104,7 @@ impl Default for Tuning {
             sqpoll: false,
             stop_grace: Duration::from_secs(10),
             close_flush_timeout: Duration::from_secs(10),
+            tls_handshake_timeout: Duration::from_secs(10),
             lingering_close: Duration::from_secs(2),
         }
     }
@@ -540,6 +547,7 @@ mod tests {
             index: 0,
             name: Arc::from(name),
             addr,
+            tls: None,
         }
     }
 

@@ -42,6 +42,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use crate::proxy::io::{
     Action, ConnHandler, ConnInfo, ConnLimit, PoolKey, PoolLimits, UpstreamError,
 };
+use crate::proxy::tls::{TlsError, TlsSession};
 use crate::proxy::upstream::pool::Pool;
 use crate::proxy::worker::{
     BoundListener, DriverError, DriverKind, DriverParams, DriverStats, StopSignal, Tuning,
@@ -68,6 +69,8 @@ pub fn run<H: ConnHandler>(params: DriverParams<H::Cx>) -> Result<(), DriverErro
 /// Where a downstream connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
+    /// TLS handshake in progress (no handler yet) until `until`.
+    Handshake { until: Instant },
     /// The handler runs it.
     Open,
     /// The handler closed with flush: write its remaining output until `until`.
@@ -78,7 +81,10 @@ enum Phase {
 
 struct Down<H> {
     sock: TcpStream,
-    handler: H,
+    /// `None` only while the TLS handshake runs.
+    handler: Option<H>,
+    /// TLS state on https listeners.
+    tls: Option<Box<TlsConn>>,
     phase: Phase,
     readable: bool,
     writable: bool,
@@ -94,6 +100,30 @@ struct Down<H> {
     upstream: Option<SlotId>,
     /// The deadline this connection has an entry for in the timer heap.
     scheduled: Option<Instant>,
+}
+
+/// The TLS side of a downstream connection: the session plus ciphertext in flight.
+struct TlsConn {
+    session: TlsSession,
+    /// Ciphertext read but not yet consumed by the session (it stops while plaintext waits).
+    cipher_in: Vec<u8>,
+    /// Ciphertext the socket has not taken yet.
+    cipher_out: Vec<u8>,
+    /// The socket's EOF was fed to the session.
+    eof_fed: bool,
+    /// `close_notify` was queued.
+    close_queued: bool,
+    /// The session failed (not the socket): its alert is still worth sending.
+    broken: bool,
+    /// What the handler will be created with once the handshake completes.
+    info: Option<ConnInfo>,
+}
+
+impl TlsConn {
+    /// Ciphertext waits to be written.
+    fn output_pending(&self) -> bool {
+        !self.cipher_out.is_empty() || self.session.wants_write()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +168,8 @@ struct Worker<H: ConnHandler> {
     pool_next: Option<Instant>,
     timers: Timers,
     buf: Vec<u8>,
+    /// Decrypted plaintext on its way to a handler (TLS), reused.
+    plain: Vec<u8>,
     events: Vec<epoll::Event>,
     again: Vec<Again>,
     accept_retry_at: Option<Instant>,
@@ -225,6 +257,7 @@ impl<H: ConnHandler> Worker<H> {
             pool_next: None,
             timers: Timers::new(),
             buf: vec![0; tuning.read_buffer.max(512)],
+            plain: Vec::new(),
             events: Vec::with_capacity(tuning.max_events.max(16)),
             again: Vec::new(),
             accept_retry_at: None,
@@ -407,19 +440,43 @@ impl<H: ConnHandler> Worker<H> {
             peer,
             local,
             listener: spec.index,
-            tls: false,
+            tls: spec.tls.is_some(),
             sni: None,
+        };
+        let tls = match spec.tls.as_ref().map(|acceptor| acceptor.accept()) {
+            None => None,
+            Some(Ok(session)) => Some(Box::new(TlsConn {
+                session,
+                cipher_in: Vec::new(),
+                cipher_out: Vec::new(),
+                eof_fed: false,
+                close_queued: false,
+                broken: false,
+                info: None,
+            })),
+            Some(Err(_)) => {
+                self.conn_limit.release();
+                return;
+            }
         };
         if sock.set_nonblocking(true).is_err() {
             self.conn_limit.release();
             return;
         }
         let _ = sock.set_nodelay(true);
-        let handler = H::new(&mut self.cx, info, now);
+        let (handler, tls, phase) = match tls {
+            None => (Some(H::new(&mut self.cx, info, now)), None, Phase::Open),
+            Some(mut tls) => {
+                tls.info = Some(info);
+                let until = now + self.tuning.tls_handshake_timeout;
+                (None, Some(tls), Phase::Handshake { until })
+            }
+        };
         let down = Down {
             sock,
             handler,
-            phase: Phase::Open,
+            tls,
+            phase,
             readable: false,
             writable: false,
             hup: false,
@@ -462,8 +519,19 @@ impl<H: ConnHandler> Worker<H> {
             };
             let mut progress = false;
             match d.phase {
+                Phase::Handshake { .. } => {
+                    progress |= self.read_down(id, now);
+                    progress |= self.write_down(id, now);
+                    let Some(d) = self.downs.get_mut(id) else {
+                        return;
+                    };
+                    if d.failed {
+                        self.free(id);
+                        return;
+                    }
+                }
                 Phase::Open => {
-                    if d.handler.is_closed() {
+                    if d.handler.as_ref().is_none_or(|h| h.is_closed()) {
                         match d.close_requested {
                             Some(true) if !d.failed => {
                                 d.phase = Phase::Flushing {
@@ -496,7 +564,20 @@ impl<H: ConnHandler> Worker<H> {
                         self.free(id);
                         return;
                     }
-                    if d.handler.downstream_out().is_empty() {
+                    let plain_done = d
+                        .handler
+                        .as_ref()
+                        .is_none_or(|h| h.downstream_out().is_empty());
+                    if plain_done
+                        && let Some(tls) = d.tls.as_mut()
+                        && !tls.close_queued
+                    {
+                        tls.close_queued = true;
+                        tls.session.close();
+                        continue;
+                    }
+                    let tls_done = d.tls.as_ref().is_none_or(|t| !t.output_pending());
+                    if plain_done && tls_done {
                         // No lingering after EOF, nor while stopping (the grace is for work).
                         if d.read_done || self.stop_deadline.is_some() {
                             self.free(id);
@@ -532,7 +613,9 @@ impl<H: ConnHandler> Worker<H> {
         // Bounded: a handler that keeps producing actions is cut off after many.
         for _ in 0..1024 {
             let action = match self.downs.get_mut(id) {
-                Some(d) if d.phase == Phase::Open => d.handler.poll_action(),
+                Some(d) if d.phase == Phase::Open => {
+                    d.handler.as_mut().and_then(|h| h.poll_action())
+                }
                 _ => return,
             };
             let Some(action) = action else {
@@ -556,16 +639,22 @@ impl<H: ConnHandler> Worker<H> {
         let Some(d) = self.downs.get_mut(id) else {
             return false;
         };
+        if d.tls.is_some() {
+            return self.write_down_tls(id, now);
+        }
+        let Some(h) = d.handler.as_mut() else {
+            return false;
+        };
         if !d.writable || d.failed {
             return false;
         }
-        let out = d.handler.downstream_out();
+        let out = h.downstream_out();
         if out.is_empty() {
             return false;
         }
         match (&d.sock).write(out) {
             Ok(n) if n > 0 => {
-                d.handler.downstream_written(&mut self.cx, n, now);
+                h.downstream_written(&mut self.cx, n, now);
                 true
             }
             Ok(_) => false,
@@ -585,13 +674,19 @@ impl<H: ConnHandler> Worker<H> {
         let Some(d) = self.downs.get_mut(id) else {
             return false;
         };
-        if !d.readable || d.read_done || d.failed || !d.handler.interest().downstream_read {
+        if d.tls.is_some() {
+            return self.read_down_tls(id, now);
+        }
+        let Some(h) = d.handler.as_mut() else {
+            return false;
+        };
+        if !d.readable || d.read_done || d.failed || !h.interest().downstream_read {
             return false;
         }
         match (&d.sock).read(&mut self.buf) {
             Ok(0) => {
                 d.read_done = true;
-                d.handler.on_downstream_eof(&mut self.cx, now);
+                h.on_downstream_eof(&mut self.cx, now);
                 true
             }
             Ok(n) => {
@@ -601,7 +696,7 @@ impl<H: ConnHandler> Worker<H> {
                     d.readable = false;
                 }
                 let data = self.buf.get(..n).unwrap_or_default();
-                d.handler.on_downstream_data(&mut self.cx, data, now);
+                h.on_downstream_data(&mut self.cx, data, now);
                 true
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -637,12 +732,172 @@ impl<H: ConnHandler> Worker<H> {
         false
     }
 
+    /// TLS output: hands the handler's plaintext to the session, writes ciphertext.
+    fn write_down_tls(&mut self, id: SlotId, now: Instant) -> bool {
+        let Some(d) = self.downs.get_mut(id) else {
+            return false;
+        };
+        let Some(tls) = d.tls.as_mut() else {
+            return false;
+        };
+        if d.failed {
+            return false;
+        }
+        let mut progress = false;
+        let mut broken = false;
+        if let Some(h) = d.handler.as_mut()
+            && !tls.close_queued
+        {
+            let out = h.downstream_out();
+            if !out.is_empty() {
+                match tls.session.write_plaintext(out) {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        h.downstream_written(&mut self.cx, n, now);
+                        progress = true;
+                    }
+                    Err(_) => broken = true,
+                }
+            }
+        }
+        if tls.cipher_out.is_empty() {
+            tls.session.write_ciphertext(&mut tls.cipher_out);
+        }
+        if d.writable && !tls.cipher_out.is_empty() {
+            match (&d.sock).write(&tls.cipher_out) {
+                Ok(n) if n > 0 => {
+                    tls.cipher_out.drain(..n);
+                    progress = true;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => d.writable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
+                Err(_) => {
+                    self.fail_down(id, now);
+                    return true;
+                }
+            }
+        }
+        if broken {
+            tls.broken = true;
+            self.fail_down(id, now);
+            return true;
+        }
+        progress
+    }
+
+    /// TLS input: reads ciphertext, feeds the session, completes the handshake (creating the
+    /// handler), and hands decrypted plaintext to the handler while it wants to read.
+    fn read_down_tls(&mut self, id: SlotId, now: Instant) -> bool {
+        let Some(d) = self.downs.get_mut(id) else {
+            return false;
+        };
+        let Some(tls) = d.tls.as_mut() else {
+            return false;
+        };
+        let wants = match d.handler.as_ref() {
+            None => true,
+            Some(h) => h.interest().downstream_read,
+        };
+        if !wants || d.read_done || d.failed {
+            return false;
+        }
+        let mut progress = false;
+        let mut broken = false;
+        if !tls.cipher_in.is_empty() {
+            match tls.session.feed(&tls.cipher_in) {
+                Ok(used) => {
+                    tls.cipher_in.drain(..used.min(tls.cipher_in.len()));
+                    progress |= used > 0;
+                }
+                Err(_) => broken = true,
+            }
+        } else if d.readable && !tls.eof_fed {
+            match (&d.sock).read(&mut self.buf) {
+                Ok(0) => {
+                    tls.session.feed_eof();
+                    tls.eof_fed = true;
+                    progress = true;
+                }
+                Ok(n) => {
+                    if n < self.buf.len() && !d.hup {
+                        d.readable = false;
+                    }
+                    let data = self.buf.get(..n).unwrap_or_default();
+                    match tls.session.feed(data) {
+                        Ok(used) => tls
+                            .cipher_in
+                            .extend_from_slice(data.get(used..).unwrap_or_default()),
+                        Err(_) => broken = true,
+                    }
+                    progress = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => d.readable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
+                Err(_) => broken = true,
+            }
+        }
+        if broken {
+            tls.broken = true;
+            self.fail_down(id, now);
+            return true;
+        }
+        if d.handler.is_none() {
+            if tls.eof_fed {
+                // The client left during the handshake.
+                d.failed = true;
+                return true;
+            }
+            if !tls.session.handshake_complete() {
+                return progress;
+            }
+            let Some(mut info) = tls.info.take() else {
+                d.failed = true;
+                return true;
+            };
+            info.sni = tls.session.sni().map(str::to_owned);
+            d.handler = Some(H::new(&mut self.cx, info, now));
+            d.phase = Phase::Open;
+            d.scheduled = None;
+            progress = true;
+        }
+        let Some(h) = d.handler.as_mut() else {
+            return progress;
+        };
+        self.plain.clear();
+        match tls.session.read_plaintext(&mut self.plain) {
+            Ok(0) if tls.session.peer_closed() => {
+                d.read_done = true;
+                h.on_downstream_eof(&mut self.cx, now);
+                true
+            }
+            Ok(0) => progress,
+            Ok(_) => {
+                h.on_downstream_data(&mut self.cx, &self.plain, now);
+                true
+            }
+            Err(TlsError::Truncated) => {
+                // Most HTTP clients close without close_notify: an ordinary EOF.
+                d.read_done = true;
+                h.on_downstream_eof(&mut self.cx, now);
+                true
+            }
+            Err(_) => {
+                tls.broken = true;
+                self.fail_down(id, now);
+                true
+            }
+        }
+    }
+
     fn fail_down(&mut self, id: SlotId, now: Instant) {
         if let Some(d) = self.downs.get_mut(id) {
             d.failed = true;
             d.read_done = true;
-            if d.phase == Phase::Open {
-                d.handler.on_downstream_error(&mut self.cx, now);
+            if d.phase == Phase::Open
+                && let Some(h) = d.handler.as_mut()
+            {
+                h.on_downstream_error(&mut self.cx, now);
             }
         }
     }
@@ -651,7 +906,7 @@ impl<H: ConnHandler> Worker<H> {
         let Some(d) = self.downs.get_mut(id) else {
             return false;
         };
-        let Some(uid) = d.upstream else {
+        let (Some(uid), Some(h)) = (d.upstream, d.handler.as_mut()) else {
             return false;
         };
         let Some(up) = self.ups.get_mut(uid) else {
@@ -660,13 +915,13 @@ impl<H: ConnHandler> Worker<H> {
         if up.state != UpState::Open || !up.writable {
             return false;
         }
-        let out = d.handler.upstream_out();
+        let out = h.upstream_out();
         if out.is_empty() {
             return false;
         }
         match (&up.sock).write(out) {
             Ok(n) if n > 0 => {
-                d.handler.upstream_written(&mut self.cx, n, now);
+                h.upstream_written(&mut self.cx, n, now);
                 true
             }
             Ok(_) => false,
@@ -686,23 +941,19 @@ impl<H: ConnHandler> Worker<H> {
         let Some(d) = self.downs.get_mut(id) else {
             return false;
         };
-        let Some(uid) = d.upstream else {
+        let (Some(uid), Some(h)) = (d.upstream, d.handler.as_mut()) else {
             return false;
         };
         let Some(up) = self.ups.get_mut(uid) else {
             return false;
         };
-        if up.state != UpState::Open
-            || !up.readable
-            || up.eof
-            || !d.handler.interest().upstream_read
-        {
+        if up.state != UpState::Open || !up.readable || up.eof || !h.interest().upstream_read {
             return false;
         }
         match (&up.sock).read(&mut self.buf) {
             Ok(0) => {
                 up.eof = true;
-                d.handler.on_upstream_eof(&mut self.cx, now);
+                h.on_upstream_eof(&mut self.cx, now);
                 true
             }
             Ok(n) => {
@@ -710,7 +961,7 @@ impl<H: ConnHandler> Worker<H> {
                     up.readable = false;
                 }
                 let data = self.buf.get(..n).unwrap_or_default();
-                d.handler.on_upstream_data(&mut self.cx, data, now);
+                h.on_upstream_data(&mut self.cx, data, now);
                 true
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -732,8 +983,10 @@ impl<H: ConnHandler> Worker<H> {
             if d.upstream == Some(uid) {
                 d.upstream = None;
             }
-            if d.phase == Phase::Open {
-                d.handler.on_upstream_error(&mut self.cx, err, now);
+            if d.phase == Phase::Open
+                && let Some(h) = d.handler.as_mut()
+            {
+                h.on_upstream_error(&mut self.cx, err, now);
             }
         }
     }
@@ -754,7 +1007,9 @@ impl<H: ConnHandler> Worker<H> {
             DriverStats::bump(&self.stats.pool_reused);
             if let Some(d) = self.downs.get_mut(id) {
                 d.upstream = Some(uid);
-                d.handler.on_upstream_connected(&mut self.cx, true, now);
+                if let Some(h) = d.handler.as_mut() {
+                    h.on_upstream_connected(&mut self.cx, true, now);
+                }
             }
             return;
         }
@@ -764,7 +1019,9 @@ impl<H: ConnHandler> Worker<H> {
                 if let Some(d) = self.downs.get_mut(id) {
                     d.upstream = Some(uid);
                     if connected {
-                        d.handler.on_upstream_connected(&mut self.cx, false, now);
+                        if let Some(h) = d.handler.as_mut() {
+                            h.on_upstream_connected(&mut self.cx, false, now);
+                        }
                     } else {
                         self.timers
                             .push(now + limits.connect_timeout, TimerKind::UpConnect(uid));
@@ -773,9 +1030,8 @@ impl<H: ConnHandler> Worker<H> {
             }
             Err(_) => {
                 DriverStats::bump(&self.stats.upstream_connect_errors);
-                if let Some(d) = self.downs.get_mut(id) {
-                    d.handler
-                        .on_upstream_error(&mut self.cx, UpstreamError::Connect, now);
+                if let Some(h) = self.downs.get_mut(id).and_then(|d| d.handler.as_mut()) {
+                    h.on_upstream_error(&mut self.cx, UpstreamError::Connect, now);
                 }
             }
         }
@@ -865,8 +1121,8 @@ impl<H: ConnHandler> Worker<H> {
         match outcome {
             Ok(()) => {
                 up.state = UpState::Open;
-                if let Some(d) = self.downs.get_mut(owner) {
-                    d.handler.on_upstream_connected(&mut self.cx, false, now);
+                if let Some(h) = self.downs.get_mut(owner).and_then(|d| d.handler.as_mut()) {
+                    h.on_upstream_connected(&mut self.cx, false, now);
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::NotConnected && !up.readable => {
@@ -924,8 +1180,10 @@ impl<H: ConnHandler> Worker<H> {
 
     fn deadline_of(&self, d: &Down<H>) -> Option<Instant> {
         match d.phase {
-            Phase::Open => d.handler.deadline(),
-            Phase::Flushing { until } | Phase::Lingering { until } => Some(until),
+            Phase::Open => d.handler.as_ref().and_then(|h| h.deadline()),
+            Phase::Handshake { until } | Phase::Flushing { until } | Phase::Lingering { until } => {
+                Some(until)
+            }
         }
     }
 
@@ -990,12 +1248,14 @@ impl<H: ConnHandler> Worker<H> {
         match self.deadline_of(d) {
             Some(t) if t <= now => match d.phase {
                 Phase::Open => {
-                    if let Some(d) = self.downs.get_mut(id) {
-                        d.handler.on_timer(&mut self.cx, now);
+                    if let Some(h) = self.downs.get_mut(id).and_then(|d| d.handler.as_mut()) {
+                        h.on_timer(&mut self.cx, now);
                     }
                     self.drive(id, now);
                 }
-                Phase::Flushing { .. } | Phase::Lingering { .. } => self.free(id),
+                Phase::Handshake { .. } | Phase::Flushing { .. } | Phase::Lingering { .. } => {
+                    self.free(id)
+                }
             },
             // Not due yet (the deadline moved later) or none: re-arm as needed.
             _ => self.arm_timer(id, now),
@@ -1004,11 +1264,22 @@ impl<H: ConnHandler> Worker<H> {
 
     /// Releases a downstream connection: its socket, its attached upstream, its slot.
     fn free(&mut self, id: SlotId) {
-        let Some(d) = self.downs.remove(id) else {
+        let Some(mut d) = self.downs.remove(id) else {
             return;
         };
         if let Some(uid) = d.upstream {
             self.close_up(uid);
+        }
+        // Best effort: a pending TLS alert or close_notify tells the client why.
+        if let Some(tls) = d.tls.as_mut()
+            && (!d.failed || tls.broken)
+        {
+            if tls.cipher_out.is_empty() {
+                tls.session.write_ciphertext(&mut tls.cipher_out);
+            }
+            if !tls.cipher_out.is_empty() {
+                let _ = (&d.sock).write(&tls.cipher_out);
+            }
         }
         drop(d);
         self.conn_limit.release();
