@@ -3,6 +3,7 @@
 //! than the io drivers may touch sockets or read the clock. [`tls`] terminates TLS over in-memory
 //! buffers (rustls), so the drivers keep moving raw bytes.
 
+pub mod core;
 pub mod epoll;
 pub mod http1;
 pub mod io;
