@@ -4,7 +4,9 @@
 //! buffers (rustls), so the drivers keep moving raw bytes.
 
 pub mod core;
+pub mod epoll;
 pub mod http1;
 pub mod io;
 pub mod tls;
 pub mod upstream;
+pub mod worker;

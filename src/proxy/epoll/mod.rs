@@ -1,0 +1,1343 @@
+//! The epoll io driver: one event loop per worker thread over non-blocking sockets, running
+//! [`ConnHandler`]s by the driver contract of [`crate::proxy::io`].
+//!
+//! Readiness model: every socket is registered once, edge-triggered, for
+//! `IN | OUT | RDHUP`, and never modified. The driver keeps a readiness flag per socket and
+//! direction: an event sets it, a read or write that returns `EAGAIN` clears it. A side is read
+//! only while the handler's [`Interest`](crate::proxy::io::Interest) asks for it and written
+//! only while the handler holds output, so back-pressure costs no `epoll_ctl` calls: a paused
+//! side simply keeps its flag until the handler wants it again. A connection that still has
+//! work after a fixed budget of steps is queued to run again after the next (non-blocking)
+//! wait, so one busy connection cannot starve the others.
+//!
+//! Buffers: reads go into one worker-wide buffer (`Tuning::read_buffer`) handed to the
+//! handler as a slice; writes go straight from `downstream_out()` / `upstream_out()`. The
+//! driver holds no per-connection data buffer.
+//!
+//! Upstreams: connects are non-blocking with a timer for the connect timeout. Released
+//! reusable connections go to the worker's [`Pool`] and stay registered, so an idle
+//! connection that the peer closes (or that receives unexpected bytes) raises an event and is
+//! dropped at once; a checkout also peeks the socket (`MSG_PEEK`, non-blocking) before reuse.
+//!
+//! Closing: `CloseDownstream { flush: true }` writes what the handler still holds (bounded by
+//! `Tuning::close_flush_timeout`), shuts down the sending side, then reads and discards what
+//! the client still sends until its EOF or `Tuning::lingering_close`, so the last response is
+//! not destroyed by a reset.
+//!
+//! Stop: the worker's eventfd wakes the loop; listeners and idle pooled connections close at
+//! once, open connections get `Tuning::stop_grace` to finish, then are cut.
+
+mod slab;
+mod timers;
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustix::event::epoll;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use crate::proxy::io::{
+    Action, ConnHandler, ConnInfo, ConnLimit, PoolKey, PoolLimits, UpstreamError,
+};
+use crate::proxy::tls::{TlsError, TlsSession};
+use crate::proxy::upstream::pool::Pool;
+use crate::proxy::worker::{
+    BoundListener, DriverError, DriverKind, DriverParams, DriverStats, StopSignal, Tuning,
+};
+
+use slab::{Slab, SlotId, Source};
+use timers::{TimerKind, Timers, rearm};
+
+const DRIVER: DriverKind = DriverKind::Epoll;
+/// Read/write/callback rounds one connection gets per turn before yielding to the others.
+const DRIVE_BUDGET: u32 = 32;
+/// Connections accepted from one listener per turn before yielding.
+const ACCEPT_BUDGET: u32 = 64;
+/// Timers fired per turn at most (the rest fire next turn, which then does not block).
+const TIMER_BUDGET: u32 = 1024;
+/// Pause before accepting again after the process ran out of file descriptors.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// Runs the epoll driver on the calling thread until stopped (see [`DriverParams`]).
+pub fn run<H: ConnHandler>(params: DriverParams<H::Cx>) -> Result<(), DriverError> {
+    Worker::<H>::new(params)?.run()
+}
+
+/// Where a downstream connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// TLS handshake in progress (no handler yet) until `until`.
+    Handshake { until: Instant },
+    /// The handler runs it.
+    Open,
+    /// The handler closed with flush: write its remaining output until `until`.
+    Flushing { until: Instant },
+    /// Output done and sending side shut: discard input until the client's EOF or `until`.
+    Lingering { until: Instant },
+}
+
+struct Down<H> {
+    sock: TcpStream,
+    /// `None` only while the TLS handshake runs.
+    handler: Option<H>,
+    /// TLS state on https listeners.
+    tls: Option<Box<TlsConn>>,
+    phase: Phase,
+    readable: bool,
+    writable: bool,
+    /// The peer's FIN (or an error) was reported: a short read does not prove the socket
+    /// drained, the EOF is still to be read.
+    hup: bool,
+    /// The client's EOF was seen (or reading is pointless after an error).
+    read_done: bool,
+    /// A socket error was seen: no more syscalls on it besides close.
+    failed: bool,
+    /// `CloseDownstream` received (`Some(flush)`).
+    close_requested: Option<bool>,
+    upstream: Option<SlotId>,
+    /// The deadline this connection has an entry for in the timer heap.
+    scheduled: Option<Instant>,
+}
+
+/// The TLS side of a downstream connection: the session plus ciphertext in flight.
+struct TlsConn {
+    session: TlsSession,
+    /// Ciphertext read but not yet consumed by the session (it stops while plaintext waits).
+    cipher_in: Vec<u8>,
+    /// Ciphertext the socket has not taken yet.
+    cipher_out: Vec<u8>,
+    /// The socket's EOF was fed to the session.
+    eof_fed: bool,
+    /// `close_notify` was queued.
+    close_queued: bool,
+    /// The session failed (not the socket): its alert is still worth sending.
+    broken: bool,
+    /// What the handler will be created with once the handshake completes.
+    info: Option<ConnInfo>,
+}
+
+impl TlsConn {
+    /// Ciphertext waits to be written.
+    fn output_pending(&self) -> bool {
+        !self.cipher_out.is_empty() || self.session.wants_write()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UpState {
+    Connecting,
+    Open,
+}
+
+struct Up {
+    sock: TcpStream,
+    key: PoolKey,
+    limits: PoolLimits,
+    state: UpState,
+    /// The downstream connection it is attached to; `None` while idle in the pool.
+    owner: Option<SlotId>,
+    readable: bool,
+    writable: bool,
+    /// See `Down::hup`.
+    hup: bool,
+    eof: bool,
+}
+
+/// What is queued to run again after the next wait.
+#[derive(Debug, Clone, Copy)]
+enum Again {
+    Down(SlotId),
+    Listener(usize),
+}
+
+struct Worker<H: ConnHandler> {
+    epoll: rustix::fd::OwnedFd,
+    listeners: Vec<BoundListener>,
+    conn_limit: Arc<ConnLimit>,
+    stop: StopSignal,
+    cx: H::Cx,
+    tuning: Tuning,
+    stats: Arc<DriverStats>,
+    downs: Slab<Down<H>>,
+    ups: Slab<Up>,
+    pool: Pool<SlotId>,
+    /// Earliest time an idle pooled connection may expire (early is harmless).
+    pool_next: Option<Instant>,
+    timers: Timers,
+    buf: Vec<u8>,
+    /// Decrypted plaintext on its way to a handler (TLS), reused.
+    plain: Vec<u8>,
+    events: Vec<epoll::Event>,
+    again: Vec<Again>,
+    accept_retry_at: Option<Instant>,
+    stop_deadline: Option<Instant>,
+    scratch: Vec<SlotId>,
+}
+
+fn setup_err(what: &'static str) -> impl FnOnce(io::Error) -> DriverError {
+    move |source| DriverError::Setup {
+        driver: DRIVER,
+        what,
+        source,
+    }
+}
+
+fn register(ep: &rustix::fd::OwnedFd, fd: impl AsFd, src: Source) -> io::Result<()> {
+    let flags = epoll::EventFlags::IN
+        | epoll::EventFlags::OUT
+        | epoll::EventFlags::RDHUP
+        | epoll::EventFlags::ET;
+    epoll::add(ep, fd, epoll::EventData::new_u64(src.token()), flags).map_err(io::Error::from)
+}
+
+/// True when an idle connection looks reusable: nothing to read and no EOF or error pending.
+fn is_idle_live(sock: &TcpStream) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(sock.peek(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+}
+
+/// Milliseconds until `at`, rounded up so the wait never returns just before a deadline.
+fn wait_timeout(now: Instant, at: Option<Instant>) -> Option<rustix::event::Timespec> {
+    let at = at?;
+    let d = at.saturating_duration_since(now);
+    let ms = d.as_micros().div_ceil(1000).min(i32::MAX as u128) as i64;
+    Some(rustix::event::Timespec {
+        tv_sec: ms / 1000,
+        tv_nsec: (ms % 1000) * 1_000_000,
+    })
+}
+
+fn min_opt(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+impl<H: ConnHandler> Worker<H> {
+    fn new(params: DriverParams<H::Cx>) -> Result<Self, DriverError> {
+        let ep = epoll::create(epoll::CreateFlags::CLOEXEC)
+            .map_err(|e| setup_err("the epoll instance")(e.into()))?;
+        for (i, l) in params.listeners.iter().enumerate() {
+            let index = u32::try_from(i).map_err(|_| DriverError::Unsupported {
+                driver: DRIVER,
+                reason: "too many listeners".into(),
+            })?;
+            epoll::add(
+                &ep,
+                &l.socket,
+                epoll::EventData::new_u64(Source::Listener(index).token()),
+                epoll::EventFlags::IN | epoll::EventFlags::ET,
+            )
+            .map_err(|e| setup_err("listener registration")(e.into()))?;
+        }
+        epoll::add(
+            &ep,
+            params.stop.fd(),
+            epoll::EventData::new_u64(Source::Wake.token()),
+            epoll::EventFlags::IN | epoll::EventFlags::ET,
+        )
+        .map_err(|e| setup_err("stop signal registration")(e.into()))?;
+        let tuning = params.tuning;
+        Ok(Worker {
+            epoll: ep,
+            listeners: params.listeners,
+            conn_limit: params.conn_limit,
+            stop: params.stop,
+            cx: params.cx,
+            tuning,
+            stats: params.stats,
+            downs: Slab::new(),
+            ups: Slab::new(),
+            pool: Pool::new(),
+            pool_next: None,
+            timers: Timers::new(),
+            buf: vec![0; tuning.read_buffer.max(512)],
+            plain: Vec::new(),
+            events: Vec::with_capacity(tuning.max_events.max(16)),
+            again: Vec::new(),
+            accept_retry_at: None,
+            stop_deadline: None,
+            scratch: Vec::new(),
+        })
+    }
+
+    fn run(&mut self) -> Result<(), DriverError> {
+        // A stop requested before the loop started left the eventfd readable already.
+        if self.stop.is_stopped() {
+            self.begin_stop(Instant::now());
+        }
+        loop {
+            let now = Instant::now();
+            self.fire_timers(now);
+            if let Some(at) = self.accept_retry_at
+                && at <= now
+            {
+                self.accept_retry_at = None;
+                for i in 0..self.listeners.len() {
+                    self.accept(i, now);
+                }
+            }
+            if let Some(deadline) = self.stop_deadline {
+                if now >= deadline {
+                    for id in self.downs.ids() {
+                        self.free(id);
+                    }
+                }
+                if self.downs.is_empty() {
+                    self.close_all_upstreams();
+                    return Ok(());
+                }
+            }
+            let timeout = if self.again.is_empty() {
+                let next = min_opt(self.timers.next(), self.pool_next);
+                let next = min_opt(next, self.accept_retry_at);
+                wait_timeout(now, min_opt(next, self.stop_deadline))
+            } else {
+                Some(rustix::event::Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                })
+            };
+            let mut events = std::mem::take(&mut self.events);
+            events.clear();
+            let waited = epoll::wait(
+                &self.epoll,
+                rustix::buffer::spare_capacity(&mut events),
+                timeout.as_ref(),
+            );
+            match waited {
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => {
+                    return Err(DriverError::Wait {
+                        driver: DRIVER,
+                        source: e.into(),
+                    });
+                }
+            }
+            let now = Instant::now();
+            for ev in &events {
+                let flags = ev.flags;
+                self.dispatch(Source::from_token(ev.data.u64()), flags, now);
+            }
+            self.events = events;
+            let again = std::mem::take(&mut self.again);
+            for item in again {
+                match item {
+                    Again::Down(id) => self.drive(id, now),
+                    Again::Listener(i) => self.accept(i, now),
+                }
+            }
+        }
+    }
+
+    fn dispatch(&mut self, src: Source, flags: epoll::EventFlags, now: Instant) {
+        use epoll::EventFlags as F;
+        let read_ready = flags.intersects(F::IN | F::RDHUP | F::HUP | F::ERR);
+        let hup = flags.intersects(F::RDHUP | F::HUP | F::ERR);
+        let write_ready = flags.intersects(F::OUT | F::HUP | F::ERR);
+        match src {
+            Source::Listener(i) => self.accept(i as usize, now),
+            Source::Wake => {
+                self.stop.clear();
+                if self.stop.is_stopped() {
+                    self.begin_stop(now);
+                }
+            }
+            Source::Down(id) => {
+                let Some(d) = self.downs.get_mut(id) else {
+                    return;
+                };
+                d.readable |= read_ready;
+                d.writable |= write_ready;
+                d.hup |= hup;
+                // A reset client is gone: tell the handler now rather than when it next
+                // reads or writes (it may be waiting on its upstream).
+                if flags.contains(F::ERR) && !d.failed && matches!(d.sock.take_error(), Ok(Some(_)))
+                {
+                    self.fail_down(id, now);
+                }
+                self.drive(id, now);
+            }
+            Source::Up(uid) => {
+                let Some(up) = self.ups.get_mut(uid) else {
+                    return;
+                };
+                up.readable |= read_ready;
+                up.writable |= write_ready;
+                up.hup |= hup;
+                match (up.owner, up.state) {
+                    (None, _) => {
+                        // Idle in the pool: anything but a bare write edge means the peer
+                        // closed or sent bytes nobody asked for.
+                        if read_ready && !is_idle_live(&up.sock) {
+                            self.pool.remove_where(|_, s| *s == uid);
+                            self.close_up(uid);
+                            DriverStats::bump(&self.stats.pool_stale);
+                        }
+                    }
+                    (Some(owner), UpState::Connecting) => {
+                        if write_ready || read_ready {
+                            self.finish_connect(uid, owner, now);
+                        }
+                        self.drive(owner, now);
+                    }
+                    (Some(owner), UpState::Open) => self.drive(owner, now),
+                }
+            }
+        }
+    }
+
+    // ---- accepting ----
+
+    fn accept(&mut self, li: usize, now: Instant) {
+        if self.stop_deadline.is_some() {
+            return;
+        }
+        for _ in 0..ACCEPT_BUDGET {
+            let Some(l) = self.listeners.get(li) else {
+                return;
+            };
+            match l.socket.accept() {
+                Ok((sock, peer)) => self.on_accept(li, sock, peer, now),
+                Err(e) => match e.kind() {
+                    io::ErrorKind::WouldBlock => return,
+                    io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted => continue,
+                    _ => {
+                        // Out of descriptors or memory: the pending connections stay queued;
+                        // an edge-triggered listener would not report them again, so retry
+                        // on a timer.
+                        self.accept_retry_at = Some(now + ACCEPT_RETRY);
+                        return;
+                    }
+                },
+            }
+        }
+        self.again.push(Again::Listener(li));
+    }
+
+    fn on_accept(&mut self, li: usize, sock: TcpStream, peer: SocketAddr, now: Instant) {
+        if !self.conn_limit.try_acquire() {
+            DriverStats::bump(&self.stats.refused);
+            drop(sock);
+            return;
+        }
+        let Some(spec) = self.listeners.get(li).map(|l| &l.spec) else {
+            self.conn_limit.release();
+            return;
+        };
+        let local = if spec.addr.ip().is_unspecified() {
+            sock.local_addr().unwrap_or(spec.addr)
+        } else {
+            spec.addr
+        };
+        let info = ConnInfo {
+            peer,
+            local,
+            listener: spec.index,
+            tls: spec.tls.is_some(),
+            sni: None,
+        };
+        let tls = match spec.tls.as_ref().map(|acceptor| acceptor.accept()) {
+            None => None,
+            Some(Ok(session)) => Some(Box::new(TlsConn {
+                session,
+                cipher_in: Vec::new(),
+                cipher_out: Vec::new(),
+                eof_fed: false,
+                close_queued: false,
+                broken: false,
+                info: None,
+            })),
+            Some(Err(_)) => {
+                self.conn_limit.release();
+                return;
+            }
+        };
+        if sock.set_nonblocking(true).is_err() {
+            self.conn_limit.release();
+            return;
+        }
+        let _ = sock.set_nodelay(true);
+        let (handler, tls, phase) = match tls {
+            None => (Some(H::new(&mut self.cx, info, now)), None, Phase::Open),
+            Some(mut tls) => {
+                tls.info = Some(info);
+                let until = now + self.tuning.tls_handshake_timeout;
+                (None, Some(tls), Phase::Handshake { until })
+            }
+        };
+        let down = Down {
+            sock,
+            handler,
+            tls,
+            phase,
+            readable: false,
+            writable: false,
+            hup: false,
+            read_done: false,
+            failed: false,
+            close_requested: None,
+            upstream: None,
+            scheduled: None,
+        };
+        let Some(id) = self.downs.insert(down) else {
+            self.conn_limit.release();
+            return;
+        };
+        let registered = match self.downs.get(id) {
+            Some(d) => register(&self.epoll, &d.sock, Source::Down(id)),
+            None => return,
+        };
+        if registered.is_err() {
+            self.downs.remove(id);
+            self.conn_limit.release();
+            return;
+        }
+        DriverStats::bump(&self.stats.accepted);
+        self.drive(id, now);
+    }
+
+    // ---- the per-connection pump ----
+
+    /// Carries out the driver contract for one connection until nothing more can be done
+    /// without new readiness, then re-arms its timer or frees it.
+    fn drive(&mut self, id: SlotId, now: Instant) {
+        let mut rounds = 0;
+        loop {
+            if self.downs.get(id).is_none() {
+                return;
+            }
+            self.run_actions(id, now);
+            let Some(d) = self.downs.get_mut(id) else {
+                return;
+            };
+            let mut progress = false;
+            match d.phase {
+                Phase::Handshake { .. } => {
+                    progress |= self.read_down(id, now);
+                    progress |= self.write_down(id, now);
+                    let Some(d) = self.downs.get_mut(id) else {
+                        return;
+                    };
+                    if d.failed {
+                        self.free(id);
+                        return;
+                    }
+                }
+                Phase::Open => {
+                    if d.handler.as_ref().is_none_or(|h| h.is_closed()) {
+                        match d.close_requested {
+                            Some(true) if !d.failed => {
+                                d.phase = Phase::Flushing {
+                                    until: now + self.tuning.close_flush_timeout,
+                                };
+                                // Not released by the handler, so not reusable.
+                                if let Some(uid) = d.upstream.take() {
+                                    self.close_up(uid);
+                                }
+                                progress = true;
+                            }
+                            _ => {
+                                self.free(id);
+                                return;
+                            }
+                        }
+                    } else {
+                        progress |= self.write_down(id, now);
+                        progress |= self.write_up(id, now);
+                        progress |= self.read_down(id, now);
+                        progress |= self.read_up(id, now);
+                    }
+                }
+                Phase::Flushing { .. } => {
+                    progress |= self.write_down(id, now);
+                    let Some(d) = self.downs.get_mut(id) else {
+                        return;
+                    };
+                    if d.failed {
+                        self.free(id);
+                        return;
+                    }
+                    let plain_done = d
+                        .handler
+                        .as_ref()
+                        .is_none_or(|h| h.downstream_out().is_empty());
+                    if plain_done
+                        && let Some(tls) = d.tls.as_mut()
+                        && !tls.close_queued
+                    {
+                        tls.close_queued = true;
+                        tls.session.close();
+                        continue;
+                    }
+                    let tls_done = d.tls.as_ref().is_none_or(|t| !t.output_pending());
+                    if plain_done && tls_done {
+                        // No lingering after EOF, nor while stopping (the grace is for work).
+                        if d.read_done || self.stop_deadline.is_some() {
+                            self.free(id);
+                            return;
+                        }
+                        let _ = d.sock.shutdown(Shutdown::Write);
+                        d.phase = Phase::Lingering {
+                            until: now + self.tuning.lingering_close,
+                        };
+                        progress = true;
+                    }
+                }
+                Phase::Lingering { .. } => {
+                    if self.discard_down(id) {
+                        self.free(id);
+                        return;
+                    }
+                }
+            }
+            if !progress {
+                break;
+            }
+            rounds += 1;
+            if rounds >= DRIVE_BUDGET {
+                self.again.push(Again::Down(id));
+                break;
+            }
+        }
+        self.arm_timer(id, now);
+    }
+
+    fn run_actions(&mut self, id: SlotId, now: Instant) {
+        // Bounded: a handler that keeps producing actions is cut off after many.
+        for _ in 0..1024 {
+            let action = match self.downs.get_mut(id) {
+                Some(d) if d.phase == Phase::Open => {
+                    d.handler.as_mut().and_then(|h| h.poll_action())
+                }
+                _ => return,
+            };
+            let Some(action) = action else {
+                return;
+            };
+            match action {
+                Action::ConnectUpstream { key, limits } => {
+                    self.connect_upstream(id, key, limits, now)
+                }
+                Action::ReleaseUpstream { reusable } => self.release_upstream(id, reusable, now),
+                Action::CloseDownstream { flush } => {
+                    if let Some(d) = self.downs.get_mut(id) {
+                        d.close_requested = Some(flush);
+                    }
+                }
+            }
+        }
+    }
+
+    fn write_down(&mut self, id: SlotId, now: Instant) -> bool {
+        let Some(d) = self.downs.get_mut(id) else {
+            return false;
+        };
+        if d.tls.is_some() {
+            return self.write_down_tls(id, now);
+        }
+        let Some(h) = d.handler.as_mut() else {
+            return false;
+        };
+        if !d.writable || d.failed {
+            return false;
+        }
+        let out = h.downstream_out();
+        if out.is_empty() {
+            return false;
+        }
+        match (&d.sock).write(out) {
+            Ok(n) if n > 0 => {
+                h.downstream_written(&mut self.cx, n, now);
+                true
+            }
+            Ok(_) => false,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                d.writable = false;
+                false
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => true,
+            Err(_) => {
+                self.fail_down(id, now);
+                true
+            }
+        }
+    }
+
+    fn read_down(&mut self, id: SlotId, now: Instant) -> bool {
+        let Some(d) = self.downs.get_mut(id) else {
+            return false;
+        };
+        if d.tls.is_some() {
+            return self.read_down_tls(id, now);
+        }
+        let Some(h) = d.handler.as_mut() else {
+            return false;
+        };
+        if !d.readable || d.read_done || d.failed || !h.interest().downstream_read {
+            return false;
+        }
+        match (&d.sock).read(&mut self.buf) {
+            Ok(0) => {
+                d.read_done = true;
+                h.on_downstream_eof(&mut self.cx, now);
+                true
+            }
+            Ok(n) => {
+                // Edge-triggered: new bytes raise a new event, so a short read without a
+                // pending FIN means drained, which saves the read that would say EAGAIN.
+                if n < self.buf.len() && !d.hup {
+                    d.readable = false;
+                }
+                let data = self.buf.get(..n).unwrap_or_default();
+                h.on_downstream_data(&mut self.cx, data, now);
+                true
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                d.readable = false;
+                false
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => true,
+            Err(_) => {
+                self.fail_down(id, now);
+                true
+            }
+        }
+    }
+
+    /// Reads and drops what a lingering client sends; true once it is done (EOF or error).
+    fn discard_down(&mut self, id: SlotId) -> bool {
+        let Some(d) = self.downs.get_mut(id) else {
+            return true;
+        };
+        for _ in 0..DRIVE_BUDGET {
+            if !d.readable {
+                return false;
+            }
+            match (&d.sock).read(&mut self.buf) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => d.readable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return true,
+            }
+        }
+        self.again.push(Again::Down(id));
+        false
+    }
+
+    /// TLS output: hands the handler's plaintext to the session, writes ciphertext.
+    fn write_down_tls(&mut self, id: SlotId, now: Instant) -> bool {
+        let Some(d) = self.downs.get_mut(id) else {
+            return false;
+        };
+        let Some(tls) = d.tls.as_mut() else {
+            return false;
+        };
+        if d.failed {
+            return false;
+        }
+        let mut progress = false;
+        let mut broken = false;
+        if let Some(h) = d.handler.as_mut()
+            && !tls.close_queued
+        {
+            let out = h.downstream_out();
+            if !out.is_empty() {
+                match tls.session.write_plaintext(out) {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        h.downstream_written(&mut self.cx, n, now);
+                        progress = true;
+                    }
+                    Err(_) => broken = true,
+                }
+            }
+        }
+        if tls.cipher_out.is_empty() {
+            tls.session.write_ciphertext(&mut tls.cipher_out);
+        }
+        if d.writable && !tls.cipher_out.is_empty() {
+            match (&d.sock).write(&tls.cipher_out) {
+                Ok(n) if n > 0 => {
+                    tls.cipher_out.drain(..n);
+                    progress = true;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => d.writable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
+                Err(_) => {
+                    self.fail_down(id, now);
+                    return true;
+                }
+            }
+        }
+        if broken {
+            tls.broken = true;
+            self.fail_down(id, now);
+            return true;
+        }
+        progress
+    }
+
+    /// TLS input: reads ciphertext, feeds the session, completes the handshake (creating the
+    /// handler), and hands decrypted plaintext to the handler while it wants to read.
+    fn read_down_tls(&mut self, id: SlotId, now: Instant) -> bool {
+        let Some(d) = self.downs.get_mut(id) else {
+            return false;
+        };
+        let Some(tls) = d.tls.as_mut() else {
+            return false;
+        };
+        let wants = match d.handler.as_ref() {
+            None => true,
+            Some(h) => h.interest().downstream_read,
+        };
+        if !wants || d.read_done || d.failed {
+            return false;
+        }
+        let mut progress = false;
+        let mut broken = false;
+        if !tls.cipher_in.is_empty() {
+            match tls.session.feed(&tls.cipher_in) {
+                Ok(used) => {
+                    tls.cipher_in.drain(..used.min(tls.cipher_in.len()));
+                    progress |= used > 0;
+                }
+                Err(_) => broken = true,
+            }
+        } else if d.readable && !tls.eof_fed {
+            match (&d.sock).read(&mut self.buf) {
+                Ok(0) => {
+                    tls.session.feed_eof();
+                    tls.eof_fed = true;
+                    progress = true;
+                }
+                Ok(n) => {
+                    if n < self.buf.len() && !d.hup {
+                        d.readable = false;
+                    }
+                    let data = self.buf.get(..n).unwrap_or_default();
+                    match tls.session.feed(data) {
+                        Ok(used) => tls
+                            .cipher_in
+                            .extend_from_slice(data.get(used..).unwrap_or_default()),
+                        Err(_) => broken = true,
+                    }
+                    progress = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => d.readable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
+                Err(_) => broken = true,
+            }
+        }
+        if broken {
+            tls.broken = true;
+            self.fail_down(id, now);
+            return true;
+        }
+        if d.handler.is_none() {
+            if tls.eof_fed {
+                // The client left during the handshake.
+                d.failed = true;
+                return true;
+            }
+            if !tls.session.handshake_complete() {
+                return progress;
+            }
+            let Some(mut info) = tls.info.take() else {
+                d.failed = true;
+                return true;
+            };
+            info.sni = tls.session.sni().map(str::to_owned);
+            d.handler = Some(H::new(&mut self.cx, info, now));
+            d.phase = Phase::Open;
+            d.scheduled = None;
+            progress = true;
+        }
+        let Some(h) = d.handler.as_mut() else {
+            return progress;
+        };
+        self.plain.clear();
+        match tls.session.read_plaintext(&mut self.plain) {
+            Ok(0) if tls.session.peer_closed() => {
+                d.read_done = true;
+                h.on_downstream_eof(&mut self.cx, now);
+                true
+            }
+            Ok(0) => progress,
+            Ok(_) => {
+                h.on_downstream_data(&mut self.cx, &self.plain, now);
+                true
+            }
+            Err(TlsError::Truncated) => {
+                // Most HTTP clients close without close_notify: an ordinary EOF.
+                d.read_done = true;
+                h.on_downstream_eof(&mut self.cx, now);
+                true
+            }
+            Err(_) => {
+                tls.broken = true;
+                self.fail_down(id, now);
+                true
+            }
+        }
+    }
+
+    fn fail_down(&mut self, id: SlotId, now: Instant) {
+        if let Some(d) = self.downs.get_mut(id) {
+            d.failed = true;
+            d.read_done = true;
+            if d.phase == Phase::Open
+                && let Some(h) = d.handler.as_mut()
+            {
+                h.on_downstream_error(&mut self.cx, now);
+            }
+        }
+    }
+
+    fn write_up(&mut self, id: SlotId, now: Instant) -> bool {
+        let Some(d) = self.downs.get_mut(id) else {
+            return false;
+        };
+        let (Some(uid), Some(h)) = (d.upstream, d.handler.as_mut()) else {
+            return false;
+        };
+        let Some(up) = self.ups.get_mut(uid) else {
+            return false;
+        };
+        if up.state != UpState::Open || !up.writable {
+            return false;
+        }
+        let out = h.upstream_out();
+        if out.is_empty() {
+            return false;
+        }
+        match (&up.sock).write(out) {
+            Ok(n) if n > 0 => {
+                h.upstream_written(&mut self.cx, n, now);
+                true
+            }
+            Ok(_) => false,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                up.writable = false;
+                false
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => true,
+            Err(_) => {
+                self.fail_up(id, uid, UpstreamError::Io, now);
+                true
+            }
+        }
+    }
+
+    fn read_up(&mut self, id: SlotId, now: Instant) -> bool {
+        let Some(d) = self.downs.get_mut(id) else {
+            return false;
+        };
+        let (Some(uid), Some(h)) = (d.upstream, d.handler.as_mut()) else {
+            return false;
+        };
+        let Some(up) = self.ups.get_mut(uid) else {
+            return false;
+        };
+        if up.state != UpState::Open || !up.readable || up.eof || !h.interest().upstream_read {
+            return false;
+        }
+        match (&up.sock).read(&mut self.buf) {
+            Ok(0) => {
+                up.eof = true;
+                h.on_upstream_eof(&mut self.cx, now);
+                true
+            }
+            Ok(n) => {
+                if n < self.buf.len() && !up.hup {
+                    up.readable = false;
+                }
+                let data = self.buf.get(..n).unwrap_or_default();
+                h.on_upstream_data(&mut self.cx, data, now);
+                true
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                up.readable = false;
+                false
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => true,
+            Err(_) => {
+                self.fail_up(id, uid, UpstreamError::Io, now);
+                true
+            }
+        }
+    }
+
+    /// Closes a failed upstream, detaches it and tells the handler.
+    fn fail_up(&mut self, id: SlotId, uid: SlotId, err: UpstreamError, now: Instant) {
+        self.close_up(uid);
+        if let Some(d) = self.downs.get_mut(id) {
+            if d.upstream == Some(uid) {
+                d.upstream = None;
+            }
+            if d.phase == Phase::Open
+                && let Some(h) = d.handler.as_mut()
+            {
+                h.on_upstream_error(&mut self.cx, err, now);
+            }
+        }
+    }
+
+    // ---- upstream connections ----
+
+    fn connect_upstream(&mut self, id: SlotId, key: PoolKey, limits: PoolLimits, now: Instant) {
+        // A handler asking again while attached gets a fresh attachment; the old one closes.
+        if let Some(old) = self.downs.get_mut(id).and_then(|d| d.upstream.take()) {
+            self.close_up(old);
+        }
+        if let Some(uid) = self.checkout(&key, now) {
+            let Some(up) = self.ups.get_mut(uid) else {
+                return;
+            };
+            up.owner = Some(id);
+            up.limits = limits;
+            DriverStats::bump(&self.stats.pool_reused);
+            if let Some(d) = self.downs.get_mut(id) {
+                d.upstream = Some(uid);
+                if let Some(h) = d.handler.as_mut() {
+                    h.on_upstream_connected(&mut self.cx, true, now);
+                }
+            }
+            return;
+        }
+        DriverStats::bump(&self.stats.upstream_connects);
+        match self.start_connect(id, &key, limits) {
+            Ok((uid, connected)) => {
+                if let Some(d) = self.downs.get_mut(id) {
+                    d.upstream = Some(uid);
+                    if connected {
+                        if let Some(h) = d.handler.as_mut() {
+                            h.on_upstream_connected(&mut self.cx, false, now);
+                        }
+                    } else {
+                        self.timers
+                            .push(now + limits.connect_timeout, TimerKind::UpConnect(uid));
+                    }
+                }
+            }
+            Err(_) => {
+                DriverStats::bump(&self.stats.upstream_connect_errors);
+                if let Some(h) = self.downs.get_mut(id).and_then(|d| d.handler.as_mut()) {
+                    h.on_upstream_error(&mut self.cx, UpstreamError::Connect, now);
+                }
+            }
+        }
+    }
+
+    /// Takes a live idle connection for `key` from the pool, closing expired or stale ones.
+    fn checkout(&mut self, key: &PoolKey, now: Instant) -> Option<SlotId> {
+        loop {
+            let mut expired = std::mem::take(&mut self.scratch);
+            let hit = self.pool.checkout(key, now, &mut expired);
+            for uid in expired.drain(..) {
+                self.close_up(uid);
+            }
+            self.scratch = expired;
+            let uid = hit?;
+            match self.ups.get(uid) {
+                Some(up) if is_idle_live(&up.sock) => return Some(uid),
+                _ => {
+                    DriverStats::bump(&self.stats.pool_stale);
+                    self.close_up(uid);
+                }
+            }
+        }
+    }
+
+    /// Starts a non-blocking connect; `Ok((slot, connected_already))`.
+    fn start_connect(
+        &mut self,
+        owner: SlotId,
+        key: &PoolKey,
+        limits: PoolLimits,
+    ) -> io::Result<(SlotId, bool)> {
+        let addr = key.endpoint;
+        let socket = Socket::new(
+            Domain::for_address(addr),
+            Type::STREAM.nonblocking().cloexec(),
+            Some(Protocol::TCP),
+        )?;
+        socket.set_tcp_nodelay(true)?;
+        let connected = match socket.connect(&SockAddr::from(addr)) {
+            Ok(()) => true,
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INPROGRESS.raw_os_error()) => {
+                false
+            }
+            Err(e) => return Err(e),
+        };
+        let sock: TcpStream = socket.into();
+        let up = Up {
+            sock,
+            key: key.clone(),
+            limits,
+            state: if connected {
+                UpState::Open
+            } else {
+                UpState::Connecting
+            },
+            owner: Some(owner),
+            readable: false,
+            writable: false,
+            hup: false,
+            eof: false,
+        };
+        let uid = self
+            .ups
+            .insert(up)
+            .ok_or_else(|| io::Error::other("upstream slots exhausted"))?;
+        let registered = match self.ups.get(uid) {
+            Some(up) => register(&self.epoll, &up.sock, Source::Up(uid)),
+            None => Err(io::Error::other("upstream slot vanished")),
+        };
+        if let Err(e) = registered {
+            self.ups.remove(uid);
+            return Err(e);
+        }
+        Ok((uid, connected))
+    }
+
+    /// The connecting socket became writable (or failed): connected, or a connect error.
+    fn finish_connect(&mut self, uid: SlotId, owner: SlotId, now: Instant) {
+        let Some(up) = self.ups.get_mut(uid) else {
+            return;
+        };
+        let outcome = match up.sock.take_error() {
+            Ok(None) => up.sock.peer_addr().map(|_| ()),
+            Ok(Some(e)) | Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(()) => {
+                up.state = UpState::Open;
+                if let Some(h) = self.downs.get_mut(owner).and_then(|d| d.handler.as_mut()) {
+                    h.on_upstream_connected(&mut self.cx, false, now);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotConnected && !up.readable => {
+                // Spurious wake-up before the handshake finished: keep waiting.
+            }
+            Err(_) => {
+                DriverStats::bump(&self.stats.upstream_connect_errors);
+                self.fail_up(owner, uid, UpstreamError::Connect, now);
+            }
+        }
+    }
+
+    fn release_upstream(&mut self, id: SlotId, reusable: bool, now: Instant) {
+        let Some(uid) = self.downs.get_mut(id).and_then(|d| d.upstream.take()) else {
+            return;
+        };
+        let Some(up) = self.ups.get_mut(uid) else {
+            return;
+        };
+        let keep = reusable
+            && self.stop_deadline.is_none()
+            && up.state == UpState::Open
+            && !up.eof
+            && (!up.readable || is_idle_live(&up.sock));
+        if !keep {
+            self.close_up(uid);
+            return;
+        }
+        up.owner = None;
+        let key = up.key.clone();
+        let limits = up.limits;
+        if let Some(evicted) =
+            self.pool
+                .checkin(key, uid, limits.max_idle, limits.idle_timeout, now)
+        {
+            self.close_up(evicted);
+        }
+        self.pool_next = min_opt(self.pool_next, Some(now + limits.idle_timeout));
+    }
+
+    fn close_up(&mut self, uid: SlotId) {
+        // Dropping the socket closes it, which also removes it from the epoll set.
+        self.ups.remove(uid);
+    }
+
+    fn close_all_upstreams(&mut self) {
+        self.pool.remove_where(|_, _| true);
+        self.pool_next = None;
+        for uid in self.ups.ids() {
+            self.close_up(uid);
+        }
+    }
+
+    // ---- timers, closing, stopping ----
+
+    fn deadline_of(&self, d: &Down<H>) -> Option<Instant> {
+        match d.phase {
+            Phase::Open => d.handler.as_ref().and_then(|h| h.deadline()),
+            Phase::Handshake { until } | Phase::Flushing { until } | Phase::Lingering { until } => {
+                Some(until)
+            }
+        }
+    }
+
+    fn arm_timer(&mut self, id: SlotId, now: Instant) {
+        let Some(d) = self.downs.get(id) else {
+            return;
+        };
+        // A deadline already passed fires on the next turn.
+        let wanted = self.deadline_of(d).map(|t| t.max(now));
+        if let Some(at) = rearm(d.scheduled, wanted) {
+            self.timers.push(at, TimerKind::Down(id));
+            if let Some(d) = self.downs.get_mut(id) {
+                d.scheduled = Some(at);
+            }
+        }
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        for _ in 0..TIMER_BUDGET {
+            let Some((at, kind)) = self.timers.pop_due(now) else {
+                break;
+            };
+            match kind {
+                TimerKind::Down(id) => self.fire_down(id, at, now),
+                TimerKind::UpConnect(uid) => {
+                    let owner = match self.ups.get(uid) {
+                        Some(up) if up.state == UpState::Connecting => up.owner,
+                        _ => continue,
+                    };
+                    DriverStats::bump(&self.stats.upstream_connect_errors);
+                    match owner {
+                        Some(owner) => {
+                            self.fail_up(owner, uid, UpstreamError::ConnectTimeout, now);
+                            self.drive(owner, now);
+                        }
+                        None => self.close_up(uid),
+                    }
+                }
+            }
+        }
+        if let Some(at) = self.pool_next
+            && at <= now
+        {
+            for uid in self.pool.expire(now) {
+                self.close_up(uid);
+            }
+            self.pool_next = self.pool.next_expiry();
+        }
+    }
+
+    fn fire_down(&mut self, id: SlotId, at: Instant, now: Instant) {
+        let Some(d) = self.downs.get_mut(id) else {
+            return;
+        };
+        if d.scheduled != Some(at) {
+            return; // superseded by an earlier entry
+        }
+        d.scheduled = None;
+        let Some(d) = self.downs.get(id) else {
+            return;
+        };
+        match self.deadline_of(d) {
+            Some(t) if t <= now => match d.phase {
+                Phase::Open => {
+                    if let Some(h) = self.downs.get_mut(id).and_then(|d| d.handler.as_mut()) {
+                        h.on_timer(&mut self.cx, now);
+                    }
+                    self.drive(id, now);
+                }
+                Phase::Handshake { .. } | Phase::Flushing { .. } | Phase::Lingering { .. } => {
+                    self.free(id)
+                }
+            },
+            // Not due yet (the deadline moved later) or none: re-arm as needed.
+            _ => self.arm_timer(id, now),
+        }
+    }
+
+    /// Releases a downstream connection: its socket, its attached upstream, its slot.
+    fn free(&mut self, id: SlotId) {
+        let Some(mut d) = self.downs.remove(id) else {
+            return;
+        };
+        if let Some(uid) = d.upstream {
+            self.close_up(uid);
+        }
+        // Best effort: a pending TLS alert or close_notify tells the client why.
+        if let Some(tls) = d.tls.as_mut()
+            && (!d.failed || tls.broken)
+        {
+            if tls.cipher_out.is_empty() {
+                tls.session.write_ciphertext(&mut tls.cipher_out);
+            }
+            if !tls.cipher_out.is_empty() {
+                let _ = (&d.sock).write(&tls.cipher_out);
+            }
+        }
+        drop(d);
+        self.conn_limit.release();
+        DriverStats::bump(&self.stats.closed);
+    }
+
+    fn begin_stop(&mut self, now: Instant) {
+        if self.stop_deadline.is_some() {
+            return;
+        }
+        self.stop_deadline = Some(now + self.tuning.stop_grace);
+        self.listeners.clear();
+        self.again.retain(|a| matches!(a, Again::Down(_)));
+        self.accept_retry_at = None;
+        for uid in self.pool.remove_where(|_, _| true) {
+            self.close_up(uid);
+        }
+        self.pool_next = None;
+        for id in self.downs.ids() {
+            if matches!(self.downs.get(id), Some(d) if matches!(d.phase, Phase::Lingering { .. })) {
+                self.free(id);
+            }
+        }
+    }
+}
+
+impl<H: ConnHandler> Drop for Worker<H> {
+    /// Gives back the connection slots of anything still open (an early error return).
+    fn drop(&mut self) {
+        for id in self.downs.ids() {
+            self.free(id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_timeout_rounds_up_to_whole_milliseconds() {
+        let now = Instant::now();
+        assert_eq!(wait_timeout(now, None), None);
+        let t = wait_timeout(now, Some(now + Duration::from_micros(1500))).unwrap();
+        assert_eq!((t.tv_sec, t.tv_nsec), (0, 2_000_000));
+        let t = wait_timeout(now, Some(now + Duration::from_millis(2500))).unwrap();
+        assert_eq!((t.tv_sec, t.tv_nsec), (2, 500_000_000));
+        let t = wait_timeout(now + Duration::from_secs(1), Some(now)).unwrap();
+        assert_eq!((t.tv_sec, t.tv_nsec), (0, 0), "past deadlines do not block");
+    }
+
+    #[test]
+    fn min_opt_ignores_absent_values() {
+        let a = Instant::now();
+        let b = a + Duration::from_secs(1);
+        assert_eq!(min_opt(Some(b), Some(a)), Some(a));
+        assert_eq!(min_opt(None, Some(b)), Some(b));
+        assert_eq!(min_opt(Some(a), None), Some(a));
+        assert_eq!(min_opt(None, None), None);
+    }
+}

@@ -1,0 +1,609 @@
+//! The data-plane runtime both io drivers share: listener sockets, worker threads, the stop
+//! signal, and the entry contract a driver implements.
+//!
+//! `node.workers` plain OS threads (`arc-worker-N`) each own one listener socket per configured
+//! listener (bound with `SO_REUSEPORT`, so the kernel spreads new connections over the
+//! workers), one event loop, one upstream pool and one worker context `Cx`. Nothing here is
+//! touched per request: [`ConnLimit`] once per connection, the stop signal once per shutdown,
+//! [`DriverStats`] once per connection by the owning worker only.
+//!
+//! A driver is a function with the shape of [`DriverEntry`]:
+//! `fn run<H: ConnHandler>(params: DriverParams<H::Cx>) -> Result<(), DriverError>`.
+//! It runs on the worker's thread until [`DriverParams::stop`] fires and every connection has
+//! finished (or the stop grace period passed), then returns. See [`DriverParams`] for what a
+//! driver receives and must honour.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use crate::proxy::io::{ConnHandler, ConnLimit};
+use crate::proxy::tls::TlsAcceptor;
+
+/// Which io driver the workers run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DriverKind {
+    /// Readiness-based driver over epoll; works on every Linux kernel Arc supports.
+    Epoll,
+    /// Completion-based driver over io_uring (`proxy::uring`).
+    Uring,
+}
+
+impl DriverKind {
+    /// The name used in logs and in `arc_io_driver{driver="..."}`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DriverKind::Epoll => "epoll",
+            DriverKind::Uring => "io_uring",
+        }
+    }
+}
+
+impl std::fmt::Display for DriverKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One configured listener, as the workers need it.
+#[derive(Debug, Clone)]
+pub struct ListenerSpec {
+    /// Index in the configuration's `listeners[]` (becomes [`crate::proxy::io::ConnInfo::listener`]).
+    pub index: usize,
+    /// The listener's configured name, for error messages.
+    pub name: Arc<str>,
+    /// Address to bind; port 0 picks one port shared by every worker.
+    pub addr: SocketAddr,
+    /// Set on https listeners: the driver terminates TLS with it before the handler sees
+    /// the connection.
+    pub tls: Option<Arc<TlsAcceptor>>,
+}
+
+/// A listener socket bound for one worker: non-blocking, `SO_REUSEPORT`, listening.
+#[derive(Debug)]
+pub struct BoundListener {
+    pub spec: ListenerSpec,
+    pub socket: TcpListener,
+}
+
+/// Tuning knobs of one worker's event loop. Drivers ignore knobs that do not apply to them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuning {
+    /// Size of the worker's reused read buffer (epoll) or of each provided buffer (io_uring):
+    /// the most one read hands to the handler.
+    pub read_buffer: usize,
+    /// Most readiness events (epoll) or completions (io_uring) taken per loop turn.
+    pub max_events: usize,
+    /// io_uring submission queue entries (`io_uring.uring_entries`).
+    pub uring_entries: u32,
+    /// io_uring kernel-side submission polling (`io_uring.sqpoll`).
+    pub sqpoll: bool,
+    /// After stop: how long connections already open may still finish before they are cut.
+    pub stop_grace: Duration,
+    /// Most time a TLS handshake may take before the connection is dropped.
+    pub tls_handshake_timeout: Duration,
+    /// After the handler closed with flush: how long its remaining output may take to write.
+    pub close_flush_timeout: Duration,
+    /// After a flushed close: how long the driver keeps reading and discarding what the client
+    /// still sends (so the response is not lost to a reset) before it closes the socket.
+    pub lingering_close: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            read_buffer: 64 * 1024,
+            max_events: 1024,
+            uring_entries: 4096,
+            sqpoll: false,
+            stop_grace: Duration::from_secs(10),
+            close_flush_timeout: Duration::from_secs(10),
+            tls_handshake_timeout: Duration::from_secs(10),
+            lingering_close: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Per-worker connection counters. Written only by the owning worker (relaxed atomics, once
+/// per connection or pooled upstream, never per request), summed by whoever scrapes.
+#[derive(Debug, Default)]
+pub struct DriverStats {
+    /// Downstream connections accepted and handed to a handler.
+    pub accepted: AtomicU64,
+    /// Downstream connections accepted and closed at once because of `max_connections`.
+    pub refused: AtomicU64,
+    /// Downstream connections finished.
+    pub closed: AtomicU64,
+    /// New upstream connections started.
+    pub upstream_connects: AtomicU64,
+    /// Upstream connects that failed or timed out.
+    pub upstream_connect_errors: AtomicU64,
+    /// Upstream connections taken from the pool instead of connecting.
+    pub pool_reused: AtomicU64,
+    /// Idle pooled connections dropped because the peer closed them or sent unexpected bytes.
+    pub pool_stale: AtomicU64,
+}
+
+impl DriverStats {
+    /// Adds one to a counter (only the owning worker writes, so relaxed suffices).
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Reads a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// One worker's view of the stop request: a shared flag plus the worker's own eventfd, which
+/// becomes readable when stop is requested so the event loop wakes from its wait.
+#[derive(Debug)]
+pub struct StopSignal {
+    flag: Arc<AtomicBool>,
+    event: OwnedFd,
+}
+
+impl StopSignal {
+    /// True once stop was requested.
+    pub fn is_stopped(&self) -> bool {
+        self.flag.load(Ordering::Acquire)
+    }
+
+    /// The eventfd (non-blocking) to register for readability in the event loop.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.event.as_fd()
+    }
+
+    /// Drains the eventfd after it was seen readable (so a level-triggered poll goes quiet).
+    pub fn clear(&self) {
+        let mut buf = [0u8; 8];
+        let _ = rustix::io::read(&self.event, &mut buf);
+    }
+}
+
+/// Requests every worker of a [`WorkerSet`] to stop. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct StopHandle {
+    flag: Arc<AtomicBool>,
+    wakers: Arc<Vec<OwnedFd>>,
+}
+
+impl StopHandle {
+    /// Makes a handle and one [`StopSignal`] per worker.
+    pub fn new(workers: usize) -> Result<(StopHandle, Vec<StopSignal>), WorkerError> {
+        let flag = Arc::new(AtomicBool::new(false));
+        let mut wakers = Vec::with_capacity(workers);
+        let mut signals = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let fd = rustix::event::eventfd(
+                0,
+                rustix::event::EventfdFlags::NONBLOCK | rustix::event::EventfdFlags::CLOEXEC,
+            )
+            .map_err(|e| WorkerError::Setup {
+                what: "eventfd for the stop signal",
+                source: e.into(),
+            })?;
+            let dup = fd.try_clone().map_err(|source| WorkerError::Setup {
+                what: "eventfd for the stop signal",
+                source,
+            })?;
+            wakers.push(dup);
+            signals.push(StopSignal {
+                flag: Arc::clone(&flag),
+                event: fd,
+            });
+        }
+        Ok((
+            StopHandle {
+                flag,
+                wakers: Arc::new(wakers),
+            },
+            signals,
+        ))
+    }
+
+    /// Sets the stop flag and wakes every worker. Idempotent.
+    pub fn stop(&self) {
+        self.flag.store(true, Ordering::Release);
+        for fd in self.wakers.iter() {
+            let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
+        }
+    }
+
+    /// True once [`StopHandle::stop`] was called.
+    pub fn is_stopped(&self) -> bool {
+        self.flag.load(Ordering::Acquire)
+    }
+}
+
+/// Everything a driver's `run` receives. The driver owns it for the worker's lifetime.
+///
+/// The driver must:
+/// - accept on every listener in `listeners` (already bound, listening and non-blocking);
+///   take a slot from `conn_limit` per accepted connection (over the limit: close it at once
+///   and bump `stats.refused`) and give it back when the connection is freed;
+/// - build each connection's handler with `H::new(&mut cx, ConnInfo { listener:
+///   spec.index, .. }, now)` and follow the driver contract in [`crate::proxy::io`];
+/// - keep its own upstream pool ([`crate::proxy::upstream::pool::Pool`]) with stale detection;
+/// - watch `stop.fd()`: once `stop.is_stopped()`, close the listeners and the idle pool, let
+///   open connections finish for at most `tuning.stop_grace`, then free the rest and return
+///   `Ok(())`;
+/// - keep `stats` up to date;
+/// - never panic on socket errors; return `Err` only when the event loop itself cannot go on.
+pub struct DriverParams<Cx> {
+    /// Worker number (0-based), as in the thread name `arc-worker-N`.
+    pub worker: usize,
+    /// This worker's own listener sockets, in configuration order.
+    pub listeners: Vec<BoundListener>,
+    /// Process-wide `max_connections`.
+    pub conn_limit: Arc<ConnLimit>,
+    /// This worker's stop signal.
+    pub stop: StopSignal,
+    /// The worker context lent to every handler call; created on the worker's thread.
+    pub cx: Cx,
+    /// Event-loop tuning.
+    pub tuning: Tuning,
+    /// This worker's counters.
+    pub stats: Arc<DriverStats>,
+}
+
+/// The signature every io driver's entry point has (`proxy::epoll::run::<H>`,
+/// `proxy::uring::run::<H>`).
+pub type DriverEntry<Cx> = fn(DriverParams<Cx>) -> Result<(), DriverError>;
+
+/// Why a driver's event loop stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// Creating or configuring a kernel object failed (epoll instance, ring, registration).
+    #[error("{driver} driver: cannot set up {what}: {source}")]
+    Setup {
+        driver: DriverKind,
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    /// Waiting for events failed.
+    #[error("{driver} driver: waiting for events failed: {source}")]
+    Wait {
+        driver: DriverKind,
+        #[source]
+        source: io::Error,
+    },
+    /// The kernel lacks a feature the driver needs.
+    #[error("{driver} driver unavailable: {reason}")]
+    Unsupported { driver: DriverKind, reason: String },
+}
+
+/// Why the worker set could not start or finished with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// A listener socket could not be created, bound or put to listening.
+    #[error("listener {name:?} on {addr}: cannot {step}: {source}")]
+    Bind {
+        name: Arc<str>,
+        addr: SocketAddr,
+        step: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    /// Another resource of the worker set could not be made.
+    #[error("cannot create {what}: {source}")]
+    Setup {
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    /// The requested driver is not compiled into this build.
+    #[error("the {0} io driver is not available in this build")]
+    DriverUnavailable(DriverKind),
+    /// A worker's driver stopped with an error.
+    #[error("worker {worker}: {source}")]
+    Driver {
+        worker: usize,
+        #[source]
+        source: DriverError,
+    },
+    /// A worker thread panicked.
+    #[error("worker {0} panicked")]
+    Panicked(usize),
+}
+
+/// Listen backlog of every listener socket (the kernel caps it at `somaxconn`).
+pub const LISTEN_BACKLOG: i32 = 4096;
+
+/// Binds one listener socket for one worker: `SO_REUSEADDR` + `SO_REUSEPORT`, non-blocking,
+/// dual-stack for IPv6 wildcard addresses, listening with [`LISTEN_BACKLOG`].
+pub fn bind_listener(spec: &ListenerSpec) -> Result<TcpListener, WorkerError> {
+    let err = |step: &'static str| {
+        let name = Arc::clone(&spec.name);
+        let addr = spec.addr;
+        move |source: io::Error| WorkerError::Bind {
+            name,
+            addr,
+            step,
+            source,
+        }
+    };
+    let domain = Domain::for_address(spec.addr);
+    let socket = Socket::new(
+        domain,
+        Type::STREAM.nonblocking().cloexec(),
+        Some(Protocol::TCP),
+    )
+    .map_err(err("create the socket"))?;
+    socket
+        .set_reuse_address(true)
+        .map_err(err("set SO_REUSEADDR"))?;
+    socket
+        .set_reuse_port(true)
+        .map_err(err("set SO_REUSEPORT"))?;
+    if spec.addr.is_ipv6() {
+        socket
+            .set_only_v6(false)
+            .map_err(err("clear IPV6_V6ONLY"))?;
+    }
+    socket
+        .bind(&SockAddr::from(spec.addr))
+        .map_err(err("bind"))?;
+    socket.listen(LISTEN_BACKLOG).map_err(err("listen"))?;
+    Ok(socket.into())
+}
+
+/// Binds `workers` sockets per listener. The first socket of a listener with port 0 picks the
+/// port; the others bind that same port so every worker serves the same address.
+pub fn bind_all(
+    specs: &[ListenerSpec],
+    workers: usize,
+) -> Result<Vec<Vec<BoundListener>>, WorkerError> {
+    let mut per_worker: Vec<Vec<BoundListener>> = (0..workers).map(|_| Vec::new()).collect();
+    for spec in specs {
+        let mut spec = spec.clone();
+        for (w, slot) in per_worker.iter_mut().enumerate() {
+            let socket = bind_listener(&spec)?;
+            if w == 0 {
+                spec.addr = socket.local_addr().map_err(|source| WorkerError::Bind {
+                    name: Arc::clone(&spec.name),
+                    addr: spec.addr,
+                    step: "read the bound address",
+                    source,
+                })?;
+            }
+            slot.push(BoundListener {
+                spec: spec.clone(),
+                socket,
+            });
+        }
+    }
+    Ok(per_worker)
+}
+
+/// The driver entry for `kind`, or an error when that driver is not part of this build.
+pub fn driver_entry<H>(kind: DriverKind) -> Result<DriverEntry<H::Cx>, WorkerError>
+where
+    H: ConnHandler + 'static,
+{
+    match kind {
+        DriverKind::Epoll => Ok(crate::proxy::epoll::run::<H>),
+        DriverKind::Uring => Err(WorkerError::DriverUnavailable(DriverKind::Uring)),
+    }
+}
+
+/// The running workers: their threads, the stop handle, the addresses they serve.
+pub struct WorkerSet {
+    threads: Vec<JoinHandle<Result<(), DriverError>>>,
+    stop: StopHandle,
+    stats: Vec<Arc<DriverStats>>,
+    local_addrs: Vec<SocketAddr>,
+    driver: DriverKind,
+}
+
+/// What a [`WorkerSet`] is started with (besides the handler type and the `Cx` factory).
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub driver: DriverKind,
+    /// Number of worker threads (at least 1).
+    pub workers: usize,
+    pub listeners: Vec<ListenerSpec>,
+    pub conn_limit: Arc<ConnLimit>,
+    pub tuning: Tuning,
+}
+
+impl WorkerSet {
+    /// Binds every listener once per worker, then starts `config.workers` threads named
+    /// `arc-worker-N`, each running the chosen driver with the `Cx` that `make_cx(N)` builds
+    /// on that thread. Bind errors are reported here, before any thread starts.
+    pub fn spawn<H, F>(config: WorkerConfig, make_cx: F) -> Result<WorkerSet, WorkerError>
+    where
+        H: ConnHandler + 'static,
+        H::Cx: 'static,
+        F: Fn(usize) -> H::Cx + Send + Sync + 'static,
+    {
+        let entry = driver_entry::<H>(config.driver)?;
+        let workers = config.workers.max(1);
+        let bound = bind_all(&config.listeners, workers)?;
+        let local_addrs = bound
+            .first()
+            .map(|l| l.iter().map(|b| b.spec.addr).collect())
+            .unwrap_or_default();
+        let (stop, signals) = StopHandle::new(workers)?;
+        let make_cx = Arc::new(make_cx);
+        let mut set = WorkerSet {
+            threads: Vec::with_capacity(workers),
+            stop,
+            stats: Vec::with_capacity(workers),
+            local_addrs,
+            driver: config.driver,
+        };
+        for (worker, (listeners, signal)) in bound.into_iter().zip(signals).enumerate() {
+            let stats = Arc::new(DriverStats::default());
+            set.stats.push(Arc::clone(&stats));
+            let conn_limit = Arc::clone(&config.conn_limit);
+            let tuning = config.tuning;
+            let make_cx = Arc::clone(&make_cx);
+            let spawned = std::thread::Builder::new()
+                .name(format!("arc-worker-{worker}"))
+                .spawn(move || {
+                    let cx = make_cx(worker);
+                    entry(DriverParams {
+                        worker,
+                        listeners,
+                        conn_limit,
+                        stop: signal,
+                        cx,
+                        tuning,
+                        stats,
+                    })
+                });
+            match spawned {
+                Ok(handle) => set.threads.push(handle),
+                Err(source) => {
+                    set.stop.stop();
+                    let _ = set.join_threads();
+                    return Err(WorkerError::Setup {
+                        what: "a worker thread",
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(set)
+    }
+
+    /// The address each listener serves (ports resolved when the config said 0), in order.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    /// The driver the workers run.
+    pub fn driver(&self) -> DriverKind {
+        self.driver
+    }
+
+    /// A handle that stops the workers (for signal handlers, admin endpoints, tests).
+    pub fn stop_handle(&self) -> StopHandle {
+        self.stop.clone()
+    }
+
+    /// Asks every worker to stop (see [`DriverParams`] for what stopping means).
+    pub fn stop(&self) {
+        self.stop.stop();
+    }
+
+    /// Per-worker counters, in worker order.
+    pub fn stats(&self) -> &[Arc<DriverStats>] {
+        &self.stats
+    }
+
+    /// Sum of one counter over all workers.
+    pub fn total(&self, pick: impl Fn(&DriverStats) -> &AtomicU64) -> u64 {
+        self.stats.iter().map(|s| DriverStats::get(pick(s))).sum()
+    }
+
+    /// Waits for every worker to finish; the first error (in worker order) is returned.
+    pub fn join(mut self) -> Result<(), WorkerError> {
+        self.join_threads()
+    }
+
+    fn join_threads(&mut self) -> Result<(), WorkerError> {
+        let mut first = Ok(());
+        for (worker, handle) in self.threads.drain(..).enumerate() {
+            let result = match handle.join() {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(source)) => Err(WorkerError::Driver { worker, source }),
+                Err(_) => Err(WorkerError::Panicked(worker)),
+            };
+            if first.is_ok() {
+                first = result;
+            }
+        }
+        first
+    }
+}
+
+impl Drop for WorkerSet {
+    /// Stops and joins the workers if the owner did not.
+    fn drop(&mut self) {
+        if !self.threads.is_empty() {
+            self.stop.stop();
+            let _ = self.join_threads();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn spec(name: &str, addr: SocketAddr) -> ListenerSpec {
+        ListenerSpec {
+            index: 0,
+            name: Arc::from(name),
+            addr,
+            tls: None,
+        }
+    }
+
+    #[test]
+    fn port_zero_is_shared_by_every_worker() {
+        let specs = [spec("http", SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))];
+        let bound = bind_all(&specs, 3).unwrap();
+        assert_eq!(bound.len(), 3);
+        let port = bound[0][0].socket.local_addr().unwrap().port();
+        assert_ne!(port, 0);
+        for worker in &bound {
+            assert_eq!(worker[0].socket.local_addr().unwrap().port(), port);
+            assert_eq!(worker[0].spec.addr.port(), port);
+        }
+    }
+
+    #[test]
+    fn ipv6_wildcard_accepts_ipv4_clients() {
+        let specs = [spec("v6", "[::]:0".parse().unwrap())];
+        let Ok(bound) = bind_all(&specs, 1) else {
+            // A host without IPv6 cannot run this check.
+            return;
+        };
+        let port = bound[0][0].spec.addr.port();
+        let client = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port));
+        assert!(client.is_ok(), "IPv4 client refused: {client:?}");
+    }
+
+    #[test]
+    fn bind_error_names_the_listener_and_address() {
+        let taken = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let addr = taken.local_addr().unwrap();
+        let err = bind_all(&[spec("public-https", addr)], 1).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("public-https"), "{text}");
+        assert!(text.contains(&addr.to_string()), "{text}");
+        assert!(
+            matches!(err, WorkerError::Bind { step: "bind", .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn stop_handle_wakes_every_signal() {
+        let (handle, signals) = StopHandle::new(2).unwrap();
+        assert!(signals.iter().all(|s| !s.is_stopped()));
+        let mut buf = [0u8; 8];
+        assert!(
+            rustix::io::read(signals[0].fd(), &mut buf).is_err(),
+            "not yet readable"
+        );
+        handle.stop();
+        for s in &signals {
+            assert!(s.is_stopped());
+            assert_eq!(rustix::io::read(s.fd(), &mut buf), Ok(8));
+        }
+        assert!(handle.is_stopped());
+    }
+}
