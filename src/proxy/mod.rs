@@ -5,3 +5,4 @@
 pub mod http1;
 pub mod io;
 pub mod upstream;
+pub mod uring;
