@@ -252,7 +252,10 @@ impl Proxy {
         self.stop.stop();
         let th = self.thread.take().expect("running");
         while !th.is_finished() {
-            assert!(t0.elapsed() < Duration::from_secs(10), "driver did not stop");
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "driver did not stop"
+            );
             thread::sleep(Duration::from_millis(5));
         }
         th.join().expect("driver thread").expect("driver result");
@@ -556,7 +559,11 @@ fn stale_pooled_connection_is_detected_and_replaced() {
         proxy.stat(|s| &s.pool_stale) == 1
     });
     s.write_all(b"two\n").expect("send");
-    assert_eq!(read_line(&mut s), "OK 2\n", "a fresh backend connection served it");
+    assert_eq!(
+        read_line(&mut s),
+        "OK 2\n",
+        "a fresh backend connection served it"
+    );
     assert!(errors.lock().expect("lock").is_empty(), "no request failed");
     assert_eq!(backend.connections(), 2);
     assert_eq!(proxy.stat(|s| &s.pool_hits), 0);
@@ -573,7 +580,11 @@ fn refused_connect_is_an_upstream_error() {
     s.write_all(b"x\n").expect("send");
     assert_eq!(read_line(&mut s), "ERR Connect\n");
     let mut rest = Vec::new();
-    assert_eq!(s.read_to_end(&mut rest).expect("eof"), 0, "closed after flush");
+    assert_eq!(
+        s.read_to_end(&mut rest).expect("eof"),
+        0,
+        "closed after flush"
+    );
     assert_eq!(*errors.lock().expect("lock"), vec![UpstreamError::Connect]);
     assert_eq!(proxy.stat(|s| &s.upstream_connect_errors), 1);
     proxy.shutdown();
@@ -690,7 +701,10 @@ fn graceful_stop_closes_listener_and_connections() {
     // The open connection is closed at the end of the (300 ms) drain.
     assert!(took < Duration::from_secs(3), "stop took {took:?}");
     let mut buf = [0u8; 4];
-    assert!(matches!(s.read(&mut buf), Ok(0) | Err(_)), "connection closed");
+    assert!(
+        matches!(s.read(&mut buf), Ok(0) | Err(_)),
+        "connection closed"
+    );
     assert!(
         TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_err(),
         "listener closed"

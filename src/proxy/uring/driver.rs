@@ -44,7 +44,10 @@ enum Side {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Owner {
-    Conn { conn: Id, side: Side },
+    Conn {
+        conn: Id,
+        side: Side,
+    },
     /// Released as reusable; waits for its receive to be cancelled before joining the pool.
     Parking,
     Pooled,
@@ -285,11 +288,15 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
     }
 
     fn cancel(&mut self, user_data: u64) {
-        let e = opcode::AsyncCancel::new(user_data)
-            .build()
-            .user_data(UserData::decode(user_data).map_or(0, |u| {
-                UserData { op: Op::Cancel, ..u }.encode()
-            }));
+        let e = opcode::AsyncCancel::new(user_data).build().user_data(
+            UserData::decode(user_data).map_or(0, |u| {
+                UserData {
+                    op: Op::Cancel,
+                    ..u
+                }
+                .encode()
+            }),
+        );
         self.push(e);
     }
 
@@ -465,7 +472,12 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         };
         match r {
             Ok(_) => Ok(()),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => {
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                ) =>
+            {
                 Ok(())
             }
             Err(e) => Err(UringError::Enter(e)),
@@ -1029,9 +1041,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             return;
         };
         let first = c.finishing.is_none();
-        let deadline = *c
-            .finishing
-            .get_or_insert(now + self.opts.flush_timeout);
+        let deadline = *c.finishing.get_or_insert(now + self.opts.flush_timeout);
         // An upstream still attached when the handler closes is not reusable.
         let up = c.up.take();
         let down = c.down;
@@ -1042,10 +1052,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         if first {
             self.cancel_recv(down);
         }
-        let usable = self
-            .socks
-            .get(down)
-            .is_some_and(|s| !s.failed && s.fd >= 0);
+        let usable = self.socks.get(down).is_some_and(|s| !s.failed && s.fd >= 0);
         if flush && usable && now < deadline {
             self.pump_send(cid, Side::Down);
             if let Some(c) = self.conns.get_mut(cid)

@@ -202,7 +202,10 @@ mod tests {
     #[test]
     fn messages_name_what_is_missing() {
         let e = UringUnavailable::Missing {
-            missing: vec!["IORING_OP_CONNECT".into(), "IORING_FEAT_EXT_ARG (5.11)".into()],
+            missing: vec![
+                "IORING_OP_CONNECT".into(),
+                "IORING_FEAT_EXT_ARG (5.11)".into(),
+            ],
         };
         assert_eq!(
             e.to_string(),
