@@ -121,6 +121,8 @@ struct Conn<H> {
     flush_on_close: bool,
     /// Set once the handler is closed: the flush deadline.
     finishing: Option<Instant>,
+    /// Set once a flushed close shut down the write side: end of the lingering read.
+    linger_until: Option<Instant>,
 }
 
 struct Listener {
@@ -157,7 +159,7 @@ pub(crate) struct Driver<'a, H: ConnHandler> {
 }
 
 fn bump(c: &std::sync::atomic::AtomicU64) {
-    c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    DriverStats::bump(c);
 }
 
 fn ud(op: Op, id: Id, aux: u8) -> u64 {
@@ -745,7 +747,6 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         };
         let _ = sock.set_tcp_nodelay(true);
         bump(&self.stats.accepted);
-        bump(&self.stats.active);
         let listener = self.listeners.get(li).map_or(li, |l| l.index);
         let sid = self.socks.insert(Sock::new(fd, Owner::Closing, true));
         let info = ConnInfo {
@@ -764,6 +765,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             timer_at: None,
             flush_on_close: false,
             finishing: None,
+            linger_until: None,
         });
         if let Some(s) = self.socks.get_mut(sid) {
             s.owner = Owner::Conn {
@@ -1036,6 +1038,9 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         }
     }
 
+    /// The handler is closed: flush its last bytes (when it asked for a flushed close), then
+    /// shut down the write side and keep reading and discarding what the client still sends
+    /// for `lingering_close` (so a reset does not destroy the response), then free it.
     fn sync_finishing(&mut self, cid: Id, now: Instant) {
         let Some(c) = self.conns.get_mut(cid) else {
             return;
@@ -1045,24 +1050,58 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         // An upstream still attached when the handler closes is not reusable.
         let up = c.up.take();
         let down = c.down;
-        let flush = c.flush_on_close && !c.h.downstream_out().is_empty();
+        let graceful = c.flush_on_close;
+        let flush = graceful && !c.h.downstream_out().is_empty();
+        let linger_until = c.linger_until;
         if let Some(up) = up {
             self.close_sock(up);
         }
-        if first {
+        if first && !graceful {
             self.cancel_recv(down);
         }
-        let usable = self.socks.get(down).is_some_and(|s| !s.failed && s.fd >= 0);
-        if flush && usable && now < deadline {
-            self.pump_send(cid, Side::Down);
-            if let Some(c) = self.conns.get_mut(cid)
-                && c.timer_at.is_none_or(|t| deadline < t)
-            {
-                c.timer_at = Some(deadline);
-                self.timers.push(deadline, cid);
-            }
-        } else {
+        let Some(s) = self.socks.get(down) else {
             self.finish_conn(cid);
+            return;
+        };
+        let usable = !s.failed && s.fd >= 0;
+        let readable = usable && !s.read_closed;
+        let fd = s.fd;
+        let wait_until = if flush {
+            (usable && now < deadline).then_some(deadline)
+        } else if graceful && readable && !self.opts.lingering_close.is_zero() {
+            let until = match linger_until {
+                Some(t) => t,
+                None => {
+                    // SAFETY: `fd` is open (owned by this socket slot until its ring close);
+                    // ManuallyDrop keeps the Socket from closing it.
+                    let sock = ManuallyDrop::new(unsafe { Socket::from_raw_fd(fd) });
+                    let _ = sock.shutdown(std::net::Shutdown::Write);
+                    let t = now + self.opts.lingering_close;
+                    if let Some(c) = self.conns.get_mut(cid) {
+                        c.linger_until = Some(t);
+                    }
+                    t
+                }
+            };
+            (now < until).then_some(until)
+        } else {
+            None
+        };
+        let Some(until) = wait_until else {
+            self.finish_conn(cid);
+            return;
+        };
+        if flush {
+            self.pump_send(cid, Side::Down);
+        } else {
+            // Lingering: keep a receive armed; what arrives is dropped.
+            self.arm_recv(down);
+        }
+        if let Some(c) = self.conns.get_mut(cid)
+            && c.timer_at.is_none_or(|t| until < t)
+        {
+            c.timer_at = Some(until);
+            self.timers.push(until, cid);
         }
     }
 
@@ -1075,9 +1114,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         }
         self.close_sock(c.down);
         self.limit.release();
-        self.stats
-            .active
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        bump(&self.stats.closed);
     }
 
     fn pump_send(&mut self, cid: Id, side: Side) {
@@ -1220,14 +1257,6 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             self.close_sock(sid);
         }
         self.scratch = dead;
-        let (hits, misses) = self.pool.stats();
-        self.stats
-            .pool_hits
-            .store(hits, std::sync::atomic::Ordering::Relaxed);
-        self.stats
-            .pool_misses
-            .store(misses, std::sync::atomic::Ordering::Relaxed);
-
         if let Some(sid) = reused {
             let mut cancel_idle = None;
             if let Some(s) = self.socks.get_mut(sid) {
@@ -1245,6 +1274,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             if let Some(u) = cancel_idle {
                 self.cancel(u);
             }
+            bump(&self.stats.pool_reused);
             let Driver { conns, cx, .. } = self;
             if let Some(c) = conns.get_mut(cid) {
                 c.up = Some(sid);

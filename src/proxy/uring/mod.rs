@@ -59,6 +59,9 @@ pub struct RingOptions {
     pub flush_timeout: Duration,
     /// After stop, how long open connections may take to finish before they are closed.
     pub drain_timeout: Duration,
+    /// After a flushed close: how long to keep reading and discarding what the client still
+    /// sends (so the response is not lost to a reset) before closing the socket.
+    pub lingering_close: Duration,
 }
 
 impl Default for RingOptions {
@@ -71,7 +74,8 @@ impl Default for RingOptions {
             recv_buffer_size: 16 * 1024,
             send_buffer_size: 64 * 1024,
             flush_timeout: Duration::from_secs(10),
-            drain_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(10),
+            lingering_close: Duration::from_secs(2),
         }
     }
 }
@@ -134,22 +138,32 @@ impl StopSignal {
 /// Counters of one worker's driver, written only by that worker (relaxed), read at scrape.
 #[derive(Debug, Default)]
 pub struct DriverStats {
+    /// Downstream connections accepted and handed to a handler.
     pub accepted: AtomicU64,
-    /// Connections closed at once because `max_connections` was reached (or while stopping).
+    /// Downstream connections accepted and closed at once because of `max_connections`
+    /// (or because the worker is stopping).
     pub refused: AtomicU64,
-    /// Downstream connections currently open on this worker.
-    pub active: AtomicU64,
-    pub pool_hits: AtomicU64,
-    pub pool_misses: AtomicU64,
-    /// Idle pooled upstream connections found closed or readable and dropped.
-    pub pool_stale: AtomicU64,
+    /// Downstream connections finished.
+    pub closed: AtomicU64,
+    /// New upstream connections started.
     pub upstream_connects: AtomicU64,
+    /// Upstream connects that failed or timed out.
     pub upstream_connect_errors: AtomicU64,
+    /// Upstream connections taken from the pool instead of connecting.
+    pub pool_reused: AtomicU64,
+    /// Idle pooled connections dropped because the peer closed them or sent unexpected bytes.
+    pub pool_stale: AtomicU64,
 }
 
 impl DriverStats {
-    pub fn get(c: &AtomicU64) -> u64 {
-        c.load(Ordering::Relaxed)
+    /// Adds one to a counter (only the owning worker writes, so relaxed suffices).
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Reads a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
     }
 }
 
