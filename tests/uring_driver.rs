@@ -15,6 +15,14 @@ use arc_gateway::proxy::io::{
 use arc_gateway::proxy::uring::{self, DriverStats, RingOptions, StopSignal, UringListener};
 
 const CAP: usize = 64 * 1024;
+
+/// Tests that move many megabytes take this so the memory figure of the back-pressure test
+/// is not blurred by another bulk test running at the same time.
+static HEAVY: Mutex<()> = Mutex::new(());
+
+fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+}
 const IO_TIMEOUT: Duration = Duration::from_secs(20);
 
 // ---------------------------------------------------------------- the relay handler
@@ -27,6 +35,8 @@ struct RelayCx {
     line_mode: bool,
     /// Close when the client half-closes (else keep relaying the response direction).
     close_on_eof: bool,
+    /// Answer `TIMEOUT` and close when the client sends nothing for this long.
+    idle_timeout: Option<Duration>,
     errors: Arc<Mutex<Vec<UpstreamError>>>,
     reused: Arc<AtomicUsize>,
 }
@@ -42,6 +52,7 @@ impl RelayCx {
             },
             line_mode: false,
             close_on_eof: true,
+            idle_timeout: None,
             errors: Arc::default(),
             reused: Arc::default(),
         }
@@ -65,6 +76,8 @@ struct Relay {
     up_eof: bool,
     line_mode: bool,
     close_on_eof: bool,
+    idle_timeout: Option<Duration>,
+    deadline: Option<Instant>,
 }
 
 impl Relay {
@@ -80,7 +93,7 @@ impl Relay {
 impl ConnHandler for Relay {
     type Cx = RelayCx;
 
-    fn new(cx: &mut RelayCx, _info: ConnInfo, _now: Instant) -> Self {
+    fn new(cx: &mut RelayCx, _info: ConnInfo, now: Instant) -> Self {
         Relay {
             to_up: Vec::new(),
             to_down: Vec::new(),
@@ -91,11 +104,14 @@ impl ConnHandler for Relay {
             up_eof: false,
             line_mode: cx.line_mode,
             close_on_eof: cx.close_on_eof,
+            idle_timeout: cx.idle_timeout,
+            deadline: cx.idle_timeout.map(|t| now + t),
         }
     }
 
-    fn on_downstream_data(&mut self, cx: &mut RelayCx, data: &[u8], _now: Instant) {
+    fn on_downstream_data(&mut self, cx: &mut RelayCx, data: &[u8], now: Instant) {
         self.to_up.extend_from_slice(data);
+        self.deadline = self.idle_timeout.map(|t| now + t);
         if self.up == Up::None {
             self.up = Up::Connecting;
             self.actions.push_back(Action::ConnectUpstream {
@@ -147,7 +163,13 @@ impl ConnHandler for Relay {
         self.close();
     }
 
-    fn on_timer(&mut self, _cx: &mut RelayCx, _now: Instant) {}
+    fn on_timer(&mut self, _cx: &mut RelayCx, now: Instant) {
+        if self.deadline.is_some_and(|d| d <= now) {
+            self.deadline = None;
+            self.to_down.extend_from_slice(b"TIMEOUT\n");
+            self.close();
+        }
+    }
 
     fn downstream_out(&self) -> &[u8] {
         &self.to_down
@@ -184,7 +206,7 @@ impl ConnHandler for Relay {
     }
 
     fn deadline(&self) -> Option<Instant> {
-        None
+        self.deadline
     }
 
     fn is_closed(&self) -> bool {
@@ -375,6 +397,7 @@ fn read_line(s: &mut TcpStream) -> String {
                     break;
                 }
             }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             _ => break,
         }
     }
@@ -401,6 +424,7 @@ fn probe_reports_support_on_this_kernel() {
 
 #[test]
 fn many_concurrent_connections_are_relayed() {
+    let _heavy = heavy();
     let backend = Backend::echo();
     let proxy = start_proxy(RelayCx::new(backend.addr), 10_000, test_opts());
     let clients: Vec<_> = (0..64u32)
@@ -436,6 +460,7 @@ fn many_concurrent_connections_are_relayed() {
 
 #[test]
 fn slow_client_is_back_pressured_with_bounded_memory() {
+    let _heavy = heavy();
     const TOTAL: u64 = 64 * 1024 * 1024;
     let sent = Arc::new(AtomicU64::new(0));
     let sent2 = Arc::clone(&sent);
@@ -722,6 +747,7 @@ fn idle_stop_is_prompt() {
 
 #[test]
 fn flushed_close_lingers_so_unread_client_bytes_do_not_reset_the_response() {
+    let _heavy = heavy();
     let proxy = start_proxy(RelayCx::new(closed_port()), 100, test_opts());
     let mut s = client(proxy.addr);
     let mut w = s.try_clone().expect("clone");
@@ -746,6 +772,7 @@ fn flushed_close_lingers_so_unread_client_bytes_do_not_reset_the_response() {
 #[test]
 #[ignore]
 fn measure_throughput_and_pooled_request_rate() {
+    let _heavy = heavy();
     const TOTAL: u64 = 1024 * 1024 * 1024;
     let backend = Backend::start(|mut s, _| {
         let mut go = [0u8; 1];
@@ -801,5 +828,51 @@ fn measure_throughput_and_pooled_request_rate() {
         backend.connections()
     );
     drop(s);
+    proxy.shutdown();
+}
+
+#[test]
+fn handler_deadline_fires_on_timer() {
+    let backend = Backend::echo();
+    let mut cx = RelayCx::new(backend.addr);
+    cx.idle_timeout = Some(Duration::from_millis(800));
+    let proxy = start_proxy(cx, 100, test_opts());
+    let mut s = client(proxy.addr);
+    let t0 = Instant::now();
+    // Activity pushes the deadline back.
+    for _ in 0..3 {
+        thread::sleep(Duration::from_millis(200));
+        s.write_all(b"tick\n").expect("send");
+        assert_eq!(read_line(&mut s), "tick\n");
+    }
+    assert_eq!(read_line(&mut s), "TIMEOUT\n");
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(1350) && took < Duration::from_secs(5),
+        "timer fired after {took:?}"
+    );
+    proxy.shutdown();
+}
+
+#[test]
+fn sqpoll_ring_relays_too() {
+    let support = uring::probe().expect("io_uring");
+    if !support.sqpoll {
+        eprintln!("skipped: this process may not create SQPOLL rings");
+        return;
+    }
+    let backend = Backend::echo();
+    let opts = RingOptions {
+        sqpoll: true,
+        sqpoll_idle: Duration::from_millis(20),
+        ..test_opts()
+    };
+    let proxy = start_proxy(RelayCx::new(backend.addr), 100, opts);
+    for i in 0..4 {
+        let mut s = client(proxy.addr);
+        let msg = format!("sqpoll {i}\n");
+        s.write_all(msg.as_bytes()).expect("send");
+        assert_eq!(read_line(&mut s), msg);
+    }
     proxy.shutdown();
 }

@@ -599,6 +599,8 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
     /// Cancels whatever is still in flight and waits (bounded) until the kernel no longer
     /// references our memory; only then is the buffer ring unregistered and freed.
     fn teardown(&mut self) {
+        // Nothing is re-armed from here on.
+        self.drain_until.get_or_insert_with(Instant::now);
         for cid in self.conns.ids() {
             self.finish_conn(cid);
         }

@@ -66,8 +66,27 @@ pub enum UringUnavailable {
 static PROBED: OnceLock<Result<Support, UringUnavailable>> = OnceLock::new();
 
 /// Checks (once per process) whether the io_uring driver can run on this kernel.
+///
+/// The probe rings live on a short-lived thread of their own, so whatever the kernel does
+/// when they are torn down (task work, an interrupted wait) never reaches the caller's thread.
 pub fn probe() -> Result<Support, UringUnavailable> {
-    PROBED.get_or_init(probe_now).clone()
+    PROBED
+        .get_or_init(|| {
+            std::thread::Builder::new()
+                .name("arc-uring-probe".into())
+                .spawn(probe_now)
+                .map_err(|e| UringUnavailable::Setup {
+                    reason: format!("cannot start the probe thread: {e}"),
+                })
+                .and_then(|t| {
+                    t.join().unwrap_or_else(|_| {
+                        Err(UringUnavailable::Setup {
+                            reason: "the probe thread panicked".into(),
+                        })
+                    })
+                })
+        })
+        .clone()
 }
 
 fn probe_now() -> Result<Support, UringUnavailable> {
