@@ -1287,9 +1287,13 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         }
 
         bump(&self.stats.upstream_connects);
+        // Not O_NONBLOCK: io_uring makes the connect asynchronous itself, while a non-blocking
+        // socket makes a connect the kernel runs from a worker (SQPOLL, punted requests) end
+        // with EINPROGRESS instead of the outcome. Every synchronous call the driver makes on
+        // it (peek, shutdown) is non-blocking by its flags.
         let socket = Socket::new(
             Domain::for_address(key.endpoint),
-            Type::STREAM.nonblocking().cloexec(),
+            Type::STREAM.cloexec(),
             Some(Protocol::TCP),
         );
         let socket = match socket {
