@@ -5,8 +5,12 @@
 //!   restart-required diff;
 //! - [`routing`] turns a plain route model into an immutable, versioned [`routing::RoutingTable`]
 //!   and answers lookups; it is pure (no sockets, no clock);
-//! - [`proxy`] holds the data plane; [`proxy::http1`] is the sans-IO HTTP/1.1 codec.
+//! - [`proxy`] holds the data plane; [`proxy::http1`] is the sans-IO HTTP/1.1 codec;
+//! - [`metrics`] owns the prometheus-client registry, typed labels and per-worker counters;
+//! - [`admin`] serves `/healthz`, `/readyz` and `/metrics` on the control-plane runtime.
 
+pub mod admin;
 pub mod config;
+pub mod metrics;
 pub mod proxy;
 pub mod routing;

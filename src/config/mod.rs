@@ -10,6 +10,7 @@
 pub mod de;
 pub mod diff;
 pub mod node;
+pub mod routes;
 pub mod schema;
 pub mod units;
 pub mod validate;
@@ -160,6 +161,23 @@ pub fn parse_str(text: &str, format: Format, origin: &str) -> Result<Config, Con
             .any(|p| p.iter().any(|s| matches!(s, Seg::Index(_))));
         for issue in validate::validate(cfg, seq_intact) {
             problems.push((issue.path, issue.message));
+        }
+        if seq_intact && problems.is_empty() {
+            // What only compiling the table finds: invalid regexes, conflicting routes.
+            let compiled = crate::routing::compile(&routes::route_model(cfg), 0);
+            for p in compiled.problems {
+                let index = p
+                    .name
+                    .strip_prefix("routes[")
+                    .and_then(|r| r.strip_suffix(']'))
+                    .and_then(|n| n.parse::<usize>().ok());
+                let mut path = vec![Seg::Key("routes".into())];
+                if let Some(i) = index {
+                    path.push(Seg::Index(i));
+                    path.push(Seg::Key("path".into()));
+                }
+                problems.push((path, p.to_string()));
+            }
         }
     }
 

@@ -568,3 +568,18 @@ fn yaml_anchors_and_numbers_as_text() {
     let cfg = yaml("x: &p {max_idle: 3, idle_timeout: 5s}\n").unwrap_err();
     assert_eq!(keys(&cfg), vec!["x"]);
 }
+
+#[test]
+fn route_compile_problems_are_reported_by_key() {
+    let err = yaml(
+        "upstreams: [{name: a, addr: 'b:1'}]\nroutes:\n  - {path: '/x[', path_type: ImplementationSpecific, regex: true, upstream: a}\n  - {path: /y, upstream: a}\n  - {path: /y, upstream: a}\n",
+    )
+    .unwrap_err();
+    let keys = keys(&err);
+    assert!(keys.contains(&"routes[0].path".to_string()), "{err}");
+    assert!(keys.contains(&"routes[2].path".to_string()), "{err}");
+    assert_eq!(problem(&err, "routes[0].path").line, Some(3));
+    let model = routes::route_model(&yaml("upstreams: [{name: a, addr: 'b:1'}]\nroutes: [{host: h.example.com, upstream: a}]\ntls: {certificates: [{hosts: [h.example.com], cert: c, key: k}]}").unwrap());
+    assert!(model.hosts[0].tls);
+    assert_eq!(model.hosts[0].rules[0].name, "routes[0]");
+}

@@ -1,0 +1,1055 @@
+//! The downstream connection state machine (see the parent module doc).
+
+use std::collections::HashMap;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::metrics::{ErrorReason, PoolResult, RouteMetricId, WorkerMetrics};
+use crate::proxy::http1::{
+    self, BodyKind, ClientInfo, ConnectionHeader, DirectResponse, DownstreamResponse, ErrorKind,
+    Http1Error, Method, OutFraming, RequestDecoder, RequestEvent, RequestHead, ResponseDecoder,
+    ResponseEvent, TraceBits, UpstreamRequest, Version,
+};
+use crate::proxy::io::{Action, ConnHandler, ConnInfo, Interest, PoolKey, UpstreamError};
+use crate::routing::{Backend, Lookup};
+
+use super::snapshot::{ConnLimits, SharedSnapshot, UpstreamSpec, Views};
+
+/// Output buffered per side before the other side stops being read (back-pressure bound).
+const OUT_HIGH_WATER: usize = 64 * 1024;
+/// Downstream input buffered beyond the head limit before reading pauses (pipelined requests).
+const IN_SLACK: usize = 16 * 1024;
+/// A request is replayed on a fresh connection (after a pooled one failed before answering)
+/// only while everything sent upstream for it fits in this many bytes.
+const REPLAY_LIMIT: usize = 64 * 1024;
+/// Attempts of one request on reused connections that failed before any response byte.
+const MAX_REPLAYS: u8 = 2;
+
+/// Worker-wide context lent to every connection of one worker (never shared across workers).
+pub struct WorkerCx {
+    views: Views,
+    pub metrics: WorkerMetrics,
+    rr: HashMap<Arc<str>, usize>,
+    rng: u64,
+}
+
+impl WorkerCx {
+    pub fn new(shared: SharedSnapshot, metrics: WorkerMetrics, seed: u64) -> Self {
+        WorkerCx {
+            views: Views::new(shared),
+            metrics,
+            rr: HashMap::new(),
+            rng: seed | 1,
+        }
+    }
+
+    /// The shared snapshot handle this worker reads from.
+    pub fn shared(&self) -> &SharedSnapshot {
+        self.views.shared()
+    }
+
+    fn random(&mut self) -> u64 {
+        // xorshift64*: request ids and trace ids need uniqueness, not secrecy.
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Round robin over an upstream's endpoints, per worker.
+    fn pick(&mut self, spec: &UpstreamSpec) -> Option<std::net::SocketAddr> {
+        let n = spec.endpoints.len();
+        if n == 0 {
+            return None;
+        }
+        let cursor = match self.rr.get_mut(&*spec.name) {
+            Some(c) => c,
+            None => self.rr.entry(Arc::clone(&spec.name)).or_insert(0),
+        };
+        let i = *cursor % n;
+        *cursor = cursor.wrapping_add(1);
+        spec.endpoints.get(i).copied()
+    }
+}
+
+/// Where the current exchange stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Waiting for a request head.
+    Idle,
+    /// Arc answered itself; the rest of the request body (if any) is read and dropped.
+    Local,
+    /// Proxying to an upstream.
+    Proxy,
+    /// A 101 turned the connection into a byte tunnel.
+    Tunnel,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UpState {
+    None,
+    Connecting,
+    Connected,
+}
+
+/// One downstream connection.
+pub struct Conn {
+    info: ConnInfo,
+    started: Instant,
+    limits: ConnLimits,
+
+    inbuf: Vec<u8>,
+    req: RequestDecoder,
+    down_out: Vec<u8>,
+    down_pos: usize,
+    idle_since: Instant,
+    head_started: Option<Instant>,
+
+    stage: Stage,
+    req_done: bool,
+    keep_alive: bool,
+    client_http10: bool,
+    method: Method,
+    head_request: bool,
+    expect_continue: bool,
+    upgrade: bool,
+    requests: u64,
+    req_started: Instant,
+    status: u16,
+    route: Option<RouteMetricId>,
+    resp_started: bool,
+    close_delimited: bool,
+
+    up_state: UpState,
+    up_key: Option<PoolKey>,
+    up_spec: Option<Arc<UpstreamSpec>>,
+    up_reused: bool,
+    up_out: Vec<u8>,
+    up_pos: usize,
+    up_in: Vec<u8>,
+    resp: Option<ResponseDecoder>,
+    replay: Option<Vec<u8>>,
+    replays: u8,
+    up_started: Instant,
+    up_deadline: Option<Instant>,
+
+    actions: VecDeque<Action>,
+    closed: bool,
+    close_counted: bool,
+    down_eof: bool,
+}
+
+impl Conn {
+    fn pending_down(&self) -> usize {
+        self.down_out.len() - self.down_pos
+    }
+
+    fn pending_up(&self) -> usize {
+        self.up_out.len() - self.up_pos
+    }
+
+    /// Queues bytes for the upstream, keeping a copy while the request may still be replayed.
+    fn push_up(&mut self, bytes: &[u8]) {
+        self.up_out.extend_from_slice(bytes);
+        if let Some(r) = &mut self.replay {
+            if r.len() + bytes.len() <= REPLAY_LIMIT {
+                r.extend_from_slice(bytes);
+            } else {
+                self.replay = None;
+            }
+        }
+    }
+
+    /// Counts the close once, at the end of the callback that closed the connection.
+    fn settle(&mut self, cx: &mut WorkerCx) {
+        if self.closed && !self.close_counted {
+            self.close_counted = true;
+            cx.metrics.connection_closed();
+        }
+    }
+
+    fn release_upstream(&mut self, reusable: bool) {
+        if self.up_state != UpState::None {
+            self.actions.push_back(Action::ReleaseUpstream { reusable });
+            self.up_state = UpState::None;
+        }
+        self.up_deadline = None;
+    }
+
+    fn close(&mut self, flush: bool) {
+        if self.closed {
+            return;
+        }
+        self.release_upstream(false);
+        self.actions.push_back(Action::CloseDownstream { flush });
+        self.closed = true;
+        self.head_started = None;
+    }
+
+    /// Whether the response being started must end the connection.
+    fn must_close_after(&self, now: Instant) -> bool {
+        !self.keep_alive
+            || self.down_eof
+            || self
+                .limits
+                .max_requests_per_connection
+                .is_some_and(|m| self.requests + 1 >= m)
+            || self
+                .limits
+                .max_connection_age
+                .is_some_and(|age| now.saturating_duration_since(self.started) >= age)
+    }
+
+    fn connection_header(&self, close: bool) -> ConnectionHeader {
+        if close {
+            ConnectionHeader::Close
+        } else if self.client_http10 {
+            ConnectionHeader::KeepAlive
+        } else {
+            ConnectionHeader::Omit
+        }
+    }
+
+    /// Arc's own response to the current request.
+    fn respond_local(
+        &mut self,
+        cx: &mut WorkerCx,
+        status: u16,
+        content_type: &str,
+        body: &[u8],
+        extra: &[(&str, &[u8])],
+        now: Instant,
+    ) {
+        // A client waiting for `100 Continue` may never send its body: close after answering.
+        let close = self.must_close_after(now) || (self.expect_continue && !self.req_done);
+        let mut extra_headers: Vec<(&str, &[u8])> = Vec::with_capacity(extra.len() + 1);
+        extra_headers.extend_from_slice(extra);
+        if self.client_http10 && !close {
+            extra_headers.push(("Connection", b"keep-alive"));
+        }
+        http1::write_direct_response(
+            &mut self.down_out,
+            &DirectResponse {
+                status,
+                content_type,
+                body,
+                close,
+                head_request: self.head_request,
+                extra_headers: &extra_headers,
+            },
+        );
+        self.status = status;
+        self.resp_started = true;
+        if close {
+            self.keep_alive = false;
+        }
+        self.release_upstream(false);
+        self.stage = Stage::Local;
+        if self.req_done {
+            self.finish_exchange(cx, now);
+        }
+    }
+
+    fn respond_error(&mut self, cx: &mut WorkerCx, status: u16, reason: ErrorReason, now: Instant) {
+        cx.metrics.error(reason);
+        let body = format!("{status} {}\n", http1::reason_phrase(status));
+        self.respond_local(
+            cx,
+            status,
+            "text/plain; charset=utf-8",
+            body.as_bytes(),
+            &[],
+            now,
+        );
+    }
+
+    /// A downstream protocol error: answer it (when nothing was sent yet) and close.
+    fn codec_error(&mut self, cx: &mut WorkerCx, err: &Http1Error, now: Instant) {
+        let reason = match err.kind() {
+            ErrorKind::HeadTooLarge => ErrorReason::HeadTooLarge,
+            ErrorKind::TooManyHeaders => ErrorReason::TooManyHeaders,
+            ErrorKind::BodyTooLarge => ErrorReason::BodyTooLarge,
+            _ => ErrorReason::BadRequest,
+        };
+        cx.metrics.error(reason);
+        if self.resp_started || self.stage == Stage::Proxy && self.req_done {
+            // A response is under way: nothing sensible can follow it.
+            self.close(true);
+            return;
+        }
+        let status = err.status();
+        let body = format!("{status} {}\n", http1::reason_phrase(status));
+        http1::write_direct_response(
+            &mut self.down_out,
+            &DirectResponse {
+                status,
+                content_type: "text/plain; charset=utf-8",
+                body: body.as_bytes(),
+                close: true,
+                head_request: false,
+                extra_headers: &[],
+            },
+        );
+        self.status = status;
+        self.record(cx, now);
+        self.close(true);
+    }
+
+    fn record(&mut self, cx: &mut WorkerCx, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.req_started);
+        cx.metrics.request_done(self.route, self.status, elapsed);
+    }
+
+    /// Both sides of the exchange are complete: account it and get ready for the next request
+    /// (the caller goes on decoding buffered input).
+    fn finish_exchange(&mut self, cx: &mut WorkerCx, now: Instant) {
+        self.record(cx, now);
+        self.requests += 1;
+        if !self.keep_alive || self.close_delimited || self.down_eof {
+            self.close(true);
+            return;
+        }
+        self.stage = Stage::Idle;
+        self.resp_started = false;
+        self.req_done = false;
+        self.idle_since = now;
+        self.head_started = None;
+    }
+
+    /// Runs the request decoder over buffered downstream input. Never re-entered: everything it
+    /// calls only changes state, and the loop picks the next request up itself.
+    fn process_downstream(&mut self, cx: &mut WorkerCx, now: Instant) {
+        let mut pos = 0;
+        while !self.closed {
+            if self.stage == Stage::Tunnel {
+                if pos < self.inbuf.len() {
+                    let rest = self.inbuf.get(pos..).unwrap_or_default().to_vec();
+                    self.up_out.extend_from_slice(&rest);
+                    pos = self.inbuf.len();
+                }
+                break;
+            }
+            // One exchange at a time: a pipelined request waits until this one is answered.
+            if self.req_done || self.pending_up() > OUT_HIGH_WATER {
+                break;
+            }
+            let Some(input) = self.inbuf.get(pos..) else {
+                break;
+            };
+            let decoded = match self.req.decode(input) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.codec_error(cx, &e, now);
+                    break;
+                }
+            };
+            let consumed = decoded.consumed;
+            let raw_end = (pos + consumed).min(self.inbuf.len());
+            match decoded.event {
+                RequestEvent::Head(head) => {
+                    pos = raw_end;
+                    self.start_request(cx, &head, now);
+                }
+                RequestEvent::Body(_) => {
+                    if self.stage == Stage::Proxy {
+                        let raw = self.inbuf.get(pos..raw_end).unwrap_or_default().to_vec();
+                        self.push_up(&raw);
+                    }
+                    pos = raw_end;
+                }
+                RequestEvent::End | RequestEvent::UpgradeRequested => {
+                    if self.stage == Stage::Proxy && raw_end > pos {
+                        let raw = self.inbuf.get(pos..raw_end).unwrap_or_default().to_vec();
+                        self.push_up(&raw);
+                    }
+                    pos = raw_end;
+                    self.req_done = true;
+                    if self.stage == Stage::Local {
+                        self.finish_exchange(cx, now);
+                        if self.stage == Stage::Idle {
+                            self.req.resume();
+                        }
+                    }
+                }
+                RequestEvent::NeedMore => {
+                    pos = raw_end;
+                    break;
+                }
+                RequestEvent::Paused => break,
+                RequestEvent::Closed => {
+                    // Bytes after a request that closes the connection are ignored.
+                    pos = self.inbuf.len();
+                    break;
+                }
+            }
+        }
+        if pos > 0 {
+            let n = pos.min(self.inbuf.len());
+            self.inbuf.drain(..n);
+        }
+        if self.stage == Stage::Idle && !self.inbuf.is_empty() && self.head_started.is_none() {
+            self.head_started = Some(now);
+        }
+    }
+
+    /// A request head arrived: route it and start answering.
+    fn start_request(&mut self, cx: &mut WorkerCx, head: &RequestHead, now: Instant) {
+        self.req_started = now;
+        self.head_started = None;
+        self.req_done = false;
+        self.status = 0;
+        self.route = None;
+        self.resp_started = false;
+        self.close_delimited = false;
+        self.keep_alive = head.keep_alive();
+        self.client_http10 = head.version() == Version::Http10;
+        self.method = head.method();
+        self.head_request = self.method == Method::Head;
+        self.expect_continue = head.expects_continue();
+        self.upgrade = head.upgrade_requested();
+
+        let view = cx.views.latest();
+        let snapshot = &view.snapshot;
+        self.limits = snapshot.limits;
+        let host = head.authority().or(head.host_header()).unwrap_or("");
+        let path = head.path();
+        let found = match snapshot.table.lookup(host, path) {
+            Lookup::Found(m) => m,
+            Lookup::NotFound => {
+                self.respond_error(cx, 404, ErrorReason::NoRoute, now);
+                return;
+            }
+        };
+        self.route = snapshot.route_ids.get(found.name()).copied();
+        if !self.info.tls && found.ssl_redirect(path) {
+            let bare_host = strip_port(host);
+            let mut location = Vec::with_capacity(8 + bare_host.len() + head.target().len());
+            location.extend_from_slice(b"https://");
+            location.extend_from_slice(bare_host.as_bytes());
+            location.extend_from_slice(head.target().as_bytes());
+            self.respond_local(cx, 308, "", b"", &[("Location", &location)], now);
+            return;
+        }
+        match &**found.backend {
+            Backend::DirectResponse {
+                status,
+                body,
+                content_type,
+            } => {
+                self.respond_local(cx, *status, content_type, body.as_bytes(), &[], now);
+            }
+            Backend::Redirect { location, code } => {
+                self.respond_local(
+                    cx,
+                    *code,
+                    "",
+                    b"",
+                    &[("Location", location.as_bytes())],
+                    now,
+                );
+            }
+            Backend::Upstream { name } => {
+                let Some(spec) = snapshot.upstreams.get(name.as_str()).cloned() else {
+                    self.respond_error(cx, 503, ErrorReason::NoEndpoints, now);
+                    return;
+                };
+                self.start_proxy(cx, head, spec, now);
+            }
+        }
+    }
+
+    fn start_proxy(
+        &mut self,
+        cx: &mut WorkerCx,
+        head: &RequestHead,
+        spec: Arc<UpstreamSpec>,
+        now: Instant,
+    ) {
+        let Some(endpoint) = cx.pick(&spec) else {
+            self.respond_error(cx, 503, ErrorReason::NoEndpoints, now);
+            return;
+        };
+        self.stage = Stage::Proxy;
+        self.up_key = Some(PoolKey {
+            endpoint,
+            upstream: Arc::clone(&spec.name),
+        });
+        let request_id = u128::from(cx.random()) << 64 | u128::from(cx.random());
+        let trace = TraceBits {
+            trace_id: u128::from(cx.random()) << 64 | u128::from(cx.random()),
+            span_id: cx.random(),
+            sampled: false,
+        };
+        let opts = UpstreamRequest {
+            framing: OutFraming::Keep,
+            tunnel: self.upgrade,
+            client: Some(ClientInfo {
+                addr: self.info.peer.ip(),
+                trusted: false,
+                proto: if self.info.tls { "https" } else { "http" },
+                port: self.info.local.port(),
+            }),
+            request_id: Some(request_id),
+            trace: Some(trace),
+            ..UpstreamRequest::default()
+        };
+        self.up_out.clear();
+        self.up_pos = 0;
+        self.up_in.clear();
+        self.replay = Some(Vec::new());
+        self.replays = 0;
+        let mut head_bytes = Vec::with_capacity(head.raw().len() + 256);
+        http1::write_request_head(&mut head_bytes, head, &opts);
+        self.push_up(&head_bytes);
+        self.resp = Some(self.response_decoder());
+        if self.expect_continue {
+            self.down_out.extend_from_slice(http1::CONTINUE_100);
+        }
+        self.up_spec = Some(spec);
+        self.connect(now);
+    }
+
+    fn response_decoder(&self) -> ResponseDecoder {
+        let limits = http1::Limits {
+            max_body: None,
+            ..self.limits.codec
+        };
+        ResponseDecoder::new(limits, self.method, self.upgrade)
+    }
+
+    fn connect(&mut self, now: Instant) {
+        let (Some(key), Some(spec)) = (self.up_key.clone(), self.up_spec.as_ref()) else {
+            return;
+        };
+        self.actions.push_back(Action::ConnectUpstream {
+            key,
+            limits: spec.pool,
+        });
+        self.up_state = UpState::Connecting;
+        self.up_reused = false;
+        self.up_started = now;
+        self.up_deadline = None;
+    }
+
+    fn read_timeout(&self) -> Duration {
+        self.up_spec
+            .as_ref()
+            .map_or(Duration::from_secs(60), |s| s.read_timeout)
+    }
+
+    /// The upstream failed before or while answering.
+    fn upstream_failed(&mut self, cx: &mut WorkerCx, err: UpstreamError, now: Instant) {
+        let was_reused = self.up_reused;
+        self.release_upstream(false);
+        if self.stage == Stage::Tunnel {
+            self.close(true);
+            return;
+        }
+        if self.stage != Stage::Proxy {
+            return;
+        }
+        if !self.resp_started {
+            // A pooled connection the peer had closed: replay on a fresh one when we can.
+            if was_reused
+                && err == UpstreamError::Io
+                && self.replays < MAX_REPLAYS
+                && let Some(replay) = self.replay.clone()
+            {
+                self.replays += 1;
+                self.up_out = replay;
+                self.up_pos = 0;
+                self.up_in.clear();
+                self.resp = Some(self.response_decoder());
+                self.connect(now);
+                return;
+            }
+            let (status, reason) = match err {
+                UpstreamError::Connect => (502, ErrorReason::UpstreamConnect),
+                UpstreamError::ConnectTimeout => (504, ErrorReason::UpstreamTimeout),
+                UpstreamError::Io => (502, ErrorReason::UpstreamReset),
+            };
+            self.resp = None;
+            self.respond_error(cx, status, reason, now);
+            return;
+        }
+        // The response is cut short: the client must see the truncation, not a complete answer.
+        cx.metrics.error(ErrorReason::UpstreamReset);
+        self.record(cx, now);
+        self.close(true);
+    }
+
+    /// Runs the response decoder over buffered upstream input.
+    fn process_upstream(&mut self, cx: &mut WorkerCx, now: Instant) {
+        let mut pos = 0;
+        while !self.closed {
+            if self.stage == Stage::Tunnel {
+                if pos < self.up_in.len() {
+                    let rest = self.up_in.get(pos..).unwrap_or_default().to_vec();
+                    self.down_out.extend_from_slice(&rest);
+                    pos = self.up_in.len();
+                }
+                break;
+            }
+            if self.stage != Stage::Proxy || self.pending_down() > OUT_HIGH_WATER {
+                break;
+            }
+            let Some(resp) = self.resp.as_mut() else {
+                break;
+            };
+            let input = self.up_in.get(pos..).unwrap_or_default();
+            let decoded = match resp.decode(input) {
+                Ok(d) => d,
+                Err(_) => {
+                    self.up_in.clear();
+                    pos = 0;
+                    if self.resp_started {
+                        cx.metrics.error(ErrorReason::UpstreamInvalidResponse);
+                        self.record(cx, now);
+                        self.close(true);
+                    } else {
+                        self.resp = None;
+                        self.respond_error(cx, 502, ErrorReason::UpstreamInvalidResponse, now);
+                    }
+                    break;
+                }
+            };
+            let raw_end = (pos + decoded.consumed).min(self.up_in.len());
+            match decoded.event {
+                ResponseEvent::Informational(head) => {
+                    // Arc answered `Expect: 100-continue` itself; other 1xx are passed on.
+                    if head.status() != 100 {
+                        http1::write_response_head(
+                            &mut self.down_out,
+                            &head,
+                            &DownstreamResponse {
+                                framing: OutFraming::Omit,
+                                connection: ConnectionHeader::Omit,
+                                extra_headers: &[],
+                            },
+                        );
+                    }
+                    pos = raw_end;
+                }
+                ResponseEvent::Head(head, framing) => {
+                    pos = raw_end;
+                    self.replay = None;
+                    self.status = head.status();
+                    self.resp_started = true;
+                    if framing.tunnel {
+                        http1::write_response_head(
+                            &mut self.down_out,
+                            &head,
+                            &DownstreamResponse {
+                                framing: OutFraming::Omit,
+                                connection: ConnectionHeader::Upgrade,
+                                extra_headers: &[],
+                            },
+                        );
+                        self.stage = Stage::Tunnel;
+                        self.up_deadline = None;
+                        self.record(cx, now);
+                        continue;
+                    }
+                    let until_close = framing.body == BodyKind::UntilClose;
+                    self.close_delimited = until_close;
+                    let close = until_close || self.must_close_after(now);
+                    if close {
+                        self.keep_alive = false;
+                    }
+                    let connection = self.connection_header(close);
+                    http1::write_response_head(
+                        &mut self.down_out,
+                        &head,
+                        &DownstreamResponse {
+                            framing: if until_close {
+                                OutFraming::Omit
+                            } else {
+                                OutFraming::Keep
+                            },
+                            connection,
+                            extra_headers: &[],
+                        },
+                    );
+                }
+                ResponseEvent::Body(_) => {
+                    let raw = self.up_in.get(pos..raw_end).unwrap_or_default();
+                    self.down_out.extend_from_slice(raw);
+                    pos = raw_end;
+                }
+                ResponseEvent::End { keep_alive } => {
+                    let raw = self.up_in.get(pos..raw_end).unwrap_or_default();
+                    self.down_out.extend_from_slice(raw);
+                    pos = raw_end;
+                    let clean = self.req_done && self.pending_up() == 0 && pos == self.up_in.len();
+                    self.release_upstream(keep_alive && clean);
+                    self.resp = None;
+                    cx.metrics
+                        .observe_upstream_duration(now.saturating_duration_since(self.up_started));
+                    if !self.req_done {
+                        // Answered before the request body ended: stop here.
+                        self.keep_alive = false;
+                    }
+                    self.finish_exchange(cx, now);
+                    if self.stage == Stage::Idle {
+                        self.req.resume();
+                    }
+                    break;
+                }
+                ResponseEvent::Tunnel | ResponseEvent::Done => break,
+                ResponseEvent::NeedMore => {
+                    pos = raw_end;
+                    break;
+                }
+            }
+        }
+        if pos > 0 {
+            let n = pos.min(self.up_in.len());
+            self.up_in.drain(..n);
+        }
+        if self.stage == Stage::Idle {
+            self.up_in.clear();
+            self.process_downstream(cx, now);
+        }
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return match host.find(']') {
+            Some(i) => &host[..=i],
+            None => host,
+        };
+    }
+    match host.rfind(':') {
+        Some(i) => &host[..i],
+        None => host,
+    }
+}
+
+impl Conn {
+    fn do_on_downstream_data(&mut self, cx: &mut WorkerCx, data: &[u8], now: Instant) {
+        if self.closed {
+            return;
+        }
+        if self.stage == Stage::Idle && self.head_started.is_none() {
+            self.head_started = Some(now);
+        }
+        self.inbuf.extend_from_slice(data);
+        self.process_downstream(cx, now);
+    }
+
+    fn do_on_downstream_eof(&mut self, cx: &mut WorkerCx, now: Instant) {
+        if self.closed {
+            return;
+        }
+        self.down_eof = true;
+        match self.stage {
+            Stage::Idle => self.close(true),
+            Stage::Tunnel => self.close(true),
+            Stage::Local | Stage::Proxy => {
+                if !self.req_done {
+                    // The request was cut short.
+                    cx.metrics.error(ErrorReason::BadRequest);
+                    self.close(false);
+                }
+                // Otherwise the response is finished first, then the connection closes.
+            }
+        }
+        let _ = now;
+    }
+
+    fn do_on_downstream_error(&mut self, _cx: &mut WorkerCx, _now: Instant) {
+        self.close(false);
+    }
+
+    fn do_on_upstream_connected(&mut self, cx: &mut WorkerCx, reused: bool, now: Instant) {
+        if self.up_state != UpState::Connecting {
+            return;
+        }
+        self.up_state = UpState::Connected;
+        self.up_reused = reused;
+        cx.metrics.upstream_pool(if reused {
+            PoolResult::Hit
+        } else {
+            PoolResult::Miss
+        });
+        self.up_deadline = Some(now + self.read_timeout());
+    }
+
+    fn do_on_upstream_data(&mut self, cx: &mut WorkerCx, data: &[u8], now: Instant) {
+        if self.closed || self.up_state != UpState::Connected {
+            return;
+        }
+        self.up_in.extend_from_slice(data);
+        if self.stage == Stage::Proxy {
+            self.up_deadline = Some(now + self.read_timeout());
+        }
+        self.process_upstream(cx, now);
+    }
+
+    fn do_on_upstream_eof(&mut self, cx: &mut WorkerCx, now: Instant) {
+        if self.closed || self.up_state != UpState::Connected {
+            return;
+        }
+        match self.stage {
+            Stage::Tunnel => self.close(true),
+            Stage::Proxy => {
+                let finished = self.resp.as_mut().map(|r| r.finish_eof());
+                match finished {
+                    Some(Ok(())) => {
+                        self.process_upstream(cx, now);
+                        if self.up_state != UpState::None {
+                            // The upstream cannot send more: anything still expected is lost.
+                            self.upstream_failed(cx, UpstreamError::Io, now);
+                        }
+                    }
+                    _ => self.upstream_failed(cx, UpstreamError::Io, now),
+                }
+            }
+            Stage::Idle | Stage::Local => self.release_upstream(false),
+        }
+    }
+
+    fn do_on_upstream_error(&mut self, cx: &mut WorkerCx, err: UpstreamError, now: Instant) {
+        if self.closed || self.up_state == UpState::None {
+            return;
+        }
+        self.upstream_failed(cx, err, now);
+    }
+
+    fn do_on_timer(&mut self, cx: &mut WorkerCx, now: Instant) {
+        if self.closed {
+            return;
+        }
+        if let Some(d) = self.up_deadline
+            && now >= d
+        {
+            self.up_deadline = None;
+            if self.stage == Stage::Proxy && !self.resp_started {
+                self.resp = None;
+                self.respond_error(cx, 504, ErrorReason::UpstreamTimeout, now);
+            } else {
+                cx.metrics.error(ErrorReason::UpstreamTimeout);
+                self.close(true);
+            }
+            return;
+        }
+        if self.stage == Stage::Idle {
+            match self.head_started {
+                Some(t) if now >= t + self.limits.header_read_timeout => {
+                    cx.metrics.error(ErrorReason::HeaderReadTimeout);
+                    self.keep_alive = false;
+                    self.status = 408;
+                    let body = b"408 Request Timeout\n";
+                    http1::write_direct_response(
+                        &mut self.down_out,
+                        &DirectResponse {
+                            status: 408,
+                            content_type: "text/plain; charset=utf-8",
+                            body,
+                            close: true,
+                            head_request: false,
+                            extra_headers: &[],
+                        },
+                    );
+                    self.close(true);
+                }
+                None if now >= self.idle_since + self.limits.idle_timeout => self.close(true),
+                _ => {}
+            }
+        }
+    }
+
+    fn do_downstream_written(&mut self, cx: &mut WorkerCx, n: usize, now: Instant) {
+        self.down_pos = (self.down_pos + n).min(self.down_out.len());
+        if self.down_pos == self.down_out.len() {
+            self.down_out.clear();
+            self.down_pos = 0;
+        } else if self.down_pos > OUT_HIGH_WATER {
+            self.down_out.drain(..self.down_pos);
+            self.down_pos = 0;
+        }
+        if self.closed {
+            return;
+        }
+        if matches!(self.stage, Stage::Proxy | Stage::Tunnel) && !self.up_in.is_empty() {
+            self.process_upstream(cx, now);
+        }
+    }
+
+    fn do_upstream_written(&mut self, cx: &mut WorkerCx, n: usize, now: Instant) {
+        self.up_pos = (self.up_pos + n).min(self.up_out.len());
+        if self.up_pos == self.up_out.len() {
+            self.up_out.clear();
+            self.up_pos = 0;
+        } else if self.up_pos > OUT_HIGH_WATER {
+            self.up_out.drain(..self.up_pos);
+            self.up_pos = 0;
+        }
+        if self.closed {
+            return;
+        }
+        if self.stage == Stage::Proxy && !self.resp_started {
+            self.up_deadline = Some(now + self.read_timeout());
+        }
+        if !self.inbuf.is_empty() {
+            self.process_downstream(cx, now);
+        }
+    }
+}
+
+impl ConnHandler for Conn {
+    type Cx = WorkerCx;
+
+    fn new(cx: &mut WorkerCx, info: ConnInfo, now: Instant) -> Self {
+        let limits = cx.views.latest().snapshot.limits;
+        cx.metrics.connection_opened();
+        Conn {
+            info,
+            started: now,
+            limits,
+            inbuf: Vec::new(),
+            req: RequestDecoder::new(limits.codec, false),
+            down_out: Vec::new(),
+            down_pos: 0,
+            idle_since: now,
+            head_started: None,
+            stage: Stage::Idle,
+            req_done: false,
+            keep_alive: true,
+            client_http10: false,
+            method: Method::Get,
+            head_request: false,
+            expect_continue: false,
+            upgrade: false,
+            requests: 0,
+            req_started: now,
+            status: 0,
+            route: None,
+            resp_started: false,
+            close_delimited: false,
+            up_state: UpState::None,
+            up_key: None,
+            up_spec: None,
+            up_reused: false,
+            up_out: Vec::new(),
+            up_pos: 0,
+            up_in: Vec::new(),
+            resp: None,
+            replay: None,
+            replays: 0,
+            up_started: now,
+            up_deadline: None,
+            actions: VecDeque::with_capacity(4),
+            closed: false,
+            close_counted: false,
+            down_eof: false,
+        }
+    }
+
+    fn on_downstream_data(&mut self, cx: &mut WorkerCx, data: &[u8], now: Instant) {
+        self.do_on_downstream_data(cx, data, now);
+        self.settle(cx);
+    }
+
+    fn on_downstream_eof(&mut self, cx: &mut WorkerCx, now: Instant) {
+        self.do_on_downstream_eof(cx, now);
+        self.settle(cx);
+    }
+
+    fn on_downstream_error(&mut self, cx: &mut WorkerCx, now: Instant) {
+        self.do_on_downstream_error(cx, now);
+        self.settle(cx);
+    }
+
+    fn on_upstream_connected(&mut self, cx: &mut WorkerCx, reused: bool, now: Instant) {
+        self.do_on_upstream_connected(cx, reused, now);
+        self.settle(cx);
+    }
+
+    fn on_upstream_data(&mut self, cx: &mut WorkerCx, data: &[u8], now: Instant) {
+        self.do_on_upstream_data(cx, data, now);
+        self.settle(cx);
+    }
+
+    fn on_upstream_eof(&mut self, cx: &mut WorkerCx, now: Instant) {
+        self.do_on_upstream_eof(cx, now);
+        self.settle(cx);
+    }
+
+    fn on_upstream_error(&mut self, cx: &mut WorkerCx, err: UpstreamError, now: Instant) {
+        self.do_on_upstream_error(cx, err, now);
+        self.settle(cx);
+    }
+
+    fn on_timer(&mut self, cx: &mut WorkerCx, now: Instant) {
+        self.do_on_timer(cx, now);
+        self.settle(cx);
+    }
+
+    fn downstream_out(&self) -> &[u8] {
+        self.down_out.get(self.down_pos..).unwrap_or_default()
+    }
+
+    fn downstream_written(&mut self, cx: &mut WorkerCx, n: usize, now: Instant) {
+        self.do_downstream_written(cx, n, now);
+        self.settle(cx);
+    }
+
+    fn upstream_out(&self) -> &[u8] {
+        if self.up_state == UpState::Connected {
+            self.up_out.get(self.up_pos..).unwrap_or_default()
+        } else {
+            &[]
+        }
+    }
+
+    fn upstream_written(&mut self, cx: &mut WorkerCx, n: usize, now: Instant) {
+        self.do_upstream_written(cx, n, now);
+        self.settle(cx);
+    }
+
+    fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    fn interest(&self) -> Interest {
+        if self.closed {
+            return Interest::default();
+        }
+        let down_room = self.pending_down() < OUT_HIGH_WATER;
+        Interest {
+            downstream_read: !self.down_eof
+                && down_room
+                && self.pending_up() < OUT_HIGH_WATER
+                && self.inbuf.len() < self.limits.codec.max_head + IN_SLACK,
+            upstream_read: self.up_state == UpState::Connected
+                && down_room
+                && self.up_in.len() < OUT_HIGH_WATER,
+        }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        if self.closed {
+            return None;
+        }
+        let down = match self.stage {
+            Stage::Idle => Some(match self.head_started {
+                Some(t) => t + self.limits.header_read_timeout,
+                None => self.idle_since + self.limits.idle_timeout,
+            }),
+            _ => None,
+        };
+        match (down, self.up_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed
+    }
+}

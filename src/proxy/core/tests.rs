@@ -1,0 +1,690 @@
+//! The proxy core driven by a simulated client and upstream, with virtual time.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+
+use super::*;
+use crate::metrics::{ErrorReason, Metrics, StatusClass};
+use crate::proxy::io::{Action, ConnHandler, ConnInfo, PoolLimits, UpstreamError};
+use crate::routing::{self, Backend, HostRules, PathType, RouteModel, RouteRule};
+
+const UP: &str = "app";
+
+fn endpoint(port: u16) -> SocketAddr {
+    SocketAddr::from(([10, 9, 0, 1], port))
+}
+
+fn model() -> RouteModel {
+    let mut tls_host = HostRules {
+        host: Some("secure.example.com".into()),
+        tls: true,
+        ..Default::default()
+    };
+    let mut rule = RouteRule::new("secure", "/", PathType::Prefix, Backend::upstream(UP));
+    rule.ssl_redirect = true;
+    tls_host.rules.push(rule);
+    RouteModel {
+        hosts: vec![
+            HostRules {
+                host: Some("app.example.com".into()),
+                rules: vec![RouteRule::new(
+                    "api",
+                    "/api",
+                    PathType::Prefix,
+                    Backend::upstream(UP),
+                )],
+                ..Default::default()
+            },
+            HostRules {
+                host: Some("empty.example.com".into()),
+                rules: vec![RouteRule::new(
+                    "none",
+                    "/",
+                    PathType::Prefix,
+                    Backend::upstream("empty"),
+                )],
+                ..Default::default()
+            },
+            HostRules {
+                host: Some("old.example.com".into()),
+                rules: vec![RouteRule::new(
+                    "old",
+                    "/",
+                    PathType::Prefix,
+                    Backend::Redirect {
+                        location: "https://app.example.com/".into(),
+                        code: 301,
+                    },
+                )],
+                ..Default::default()
+            },
+            tls_host,
+            HostRules {
+                host: None,
+                rules: vec![RouteRule::new(
+                    "root",
+                    "/",
+                    PathType::Exact,
+                    Backend::DirectResponse {
+                        status: 200,
+                        body: "Arc is running\n".into(),
+                        content_type: "text/plain".into(),
+                    },
+                )],
+                ..Default::default()
+            },
+        ],
+        default_backend: None,
+    }
+}
+
+fn spec(name: &str, endpoints: Vec<SocketAddr>) -> UpstreamSpec {
+    UpstreamSpec {
+        name: Arc::from(name),
+        endpoints,
+        pool: PoolLimits {
+            max_idle: 8,
+            idle_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(1),
+        },
+        read_timeout: Duration::from_secs(5),
+        send_timeout: Duration::from_secs(5),
+    }
+}
+
+struct Sim {
+    metrics: Arc<Metrics>,
+    cx: WorkerCx,
+    conn: Conn,
+    now: Instant,
+    /// Bytes the client received.
+    client: Vec<u8>,
+    /// Bytes the current upstream connection received.
+    upstream: Vec<u8>,
+    connects: Vec<SocketAddr>,
+    releases: Vec<bool>,
+    closed: Option<bool>,
+    /// Connect upstreams at once (as reused when `reuse`).
+    auto_connect: bool,
+    reuse: bool,
+    /// The client reads everything at once.
+    client_reads: bool,
+}
+
+impl Sim {
+    fn new(limits: ConnLimits) -> Sim {
+        Sim::with_tls(limits, false)
+    }
+
+    fn with_tls(limits: ConnLimits, tls: bool) -> Sim {
+        let table = routing::compile(&model(), 1).table;
+        let metrics = Arc::new(Metrics::new());
+        let snapshot = Snapshot::new(
+            table,
+            vec![
+                spec(UP, vec![endpoint(1), endpoint(2)]),
+                spec("empty", vec![]),
+            ],
+            limits,
+        )
+        .with_route_ids(|n| metrics.routes().intern(n));
+        let shared = Arc::new(ArcSwap::from_pointee(snapshot));
+        let mut cx = WorkerCx::new(shared, metrics.register_worker(), 7);
+        let now = Instant::now();
+        let info = ConnInfo {
+            peer: SocketAddr::from(([192, 0, 2, 7], 50000)),
+            local: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            listener: 0,
+            tls,
+            sni: None,
+        };
+        let conn = Conn::new(&mut cx, info, now);
+        Sim {
+            metrics,
+            cx,
+            conn,
+            now,
+            client: Vec::new(),
+            upstream: Vec::new(),
+            connects: Vec::new(),
+            releases: Vec::new(),
+            closed: None,
+            auto_connect: true,
+            reuse: false,
+            client_reads: true,
+        }
+    }
+
+    /// Carries out actions and moves bytes the way a driver would.
+    fn pump(&mut self) {
+        for _ in 0..1000 {
+            let mut progress = false;
+            while let Some(a) = self.conn.poll_action() {
+                progress = true;
+                match a {
+                    Action::ConnectUpstream { key, .. } => {
+                        self.connects.push(key.endpoint);
+                        self.upstream.clear();
+                        if self.auto_connect {
+                            self.conn
+                                .on_upstream_connected(&mut self.cx, self.reuse, self.now);
+                        }
+                    }
+                    Action::ReleaseUpstream { reusable } => self.releases.push(reusable),
+                    Action::CloseDownstream { flush } => self.closed = Some(flush),
+                }
+            }
+            let up = self.conn.upstream_out().to_vec();
+            if !up.is_empty() {
+                self.upstream.extend_from_slice(&up);
+                self.conn.upstream_written(&mut self.cx, up.len(), self.now);
+                progress = true;
+            }
+            if self.client_reads {
+                let down = self.conn.downstream_out().to_vec();
+                if !down.is_empty() {
+                    self.client.extend_from_slice(&down);
+                    self.conn
+                        .downstream_written(&mut self.cx, down.len(), self.now);
+                    progress = true;
+                }
+            }
+            if !progress {
+                return;
+            }
+        }
+        panic!("no quiescence");
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.conn.on_downstream_data(&mut self.cx, bytes, self.now);
+        self.pump();
+    }
+
+    fn reply(&mut self, bytes: &[u8]) {
+        self.conn.on_upstream_data(&mut self.cx, bytes, self.now);
+        self.pump();
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        if self.conn.deadline().is_some_and(|t| t <= self.now) {
+            self.conn.on_timer(&mut self.cx, self.now);
+        }
+        self.pump();
+    }
+
+    fn client_text(&self) -> String {
+        String::from_utf8_lossy(&self.client).into_owned()
+    }
+
+    fn upstream_text(&self) -> String {
+        String::from_utf8_lossy(&self.upstream).into_owned()
+    }
+
+    fn take_client(&mut self) -> String {
+        let t = self.client_text();
+        self.client.clear();
+        t
+    }
+
+    fn errors(&self, r: ErrorReason) -> u64 {
+        self.metrics.data_plane_snapshot().error_count(r)
+    }
+}
+
+const GET_API: &[u8] =
+    b"GET /api/items?x=1 HTTP/1.1\r\nHost: app.example.com\r\nUser-Agent: t\r\n\r\n";
+const OK_5: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+
+#[test]
+fn direct_response_and_404() {
+    let mut s = Sim::new(ConnLimits::default());
+    s.send(b"GET / HTTP/1.1\r\nHost: anything\r\n\r\n");
+    let t = s.take_client();
+    assert!(t.starts_with("HTTP/1.1 200 OK\r\n"), "{t}");
+    assert!(t.contains("Content-Type: text/plain\r\n"));
+    assert!(t.ends_with("\r\n\r\nArc is running\n"), "{t}");
+    assert!(!t.contains("Connection: close"));
+    // Host-less rule is Exact `/`: other paths are 404; a matched host never falls through.
+    s.send(b"GET /other HTTP/1.1\r\nHost: anything\r\n\r\n");
+    assert!(s.take_client().starts_with("HTTP/1.1 404 Not Found\r\n"));
+    s.send(b"GET / HTTP/1.1\r\nHost: app.example.com\r\n\r\n");
+    assert!(s.take_client().starts_with("HTTP/1.1 404 "));
+    assert_eq!(s.errors(ErrorReason::NoRoute), 2);
+    assert!(s.connects.is_empty());
+    assert_eq!(s.closed, None);
+    let snap = s.metrics.data_plane_snapshot();
+    assert_eq!(
+        snap.route_requests("root", StatusClass::from_status(200)),
+        1
+    );
+}
+
+#[test]
+fn redirect_and_head_request() {
+    let mut s = Sim::new(ConnLimits::default());
+    s.send(b"HEAD /x HTTP/1.1\r\nHost: old.example.com\r\n\r\n");
+    let t = s.take_client();
+    assert!(t.starts_with("HTTP/1.1 301 Moved Permanently\r\n"), "{t}");
+    assert!(t.contains("Location: https://app.example.com/\r\n"), "{t}");
+    assert!(t.ends_with("\r\n\r\n"), "HEAD gets no body: {t}");
+}
+
+#[test]
+fn ssl_redirect_for_tls_hosts_on_plain_http_only() {
+    let mut s = Sim::new(ConnLimits::default());
+    s.send(b"GET /a?b=1 HTTP/1.1\r\nHost: secure.example.com:8080\r\n\r\n");
+    let t = s.take_client();
+    assert!(t.starts_with("HTTP/1.1 308 Permanent Redirect\r\n"), "{t}");
+    assert!(
+        t.contains("Location: https://secure.example.com/a?b=1\r\n"),
+        "{t}"
+    );
+    // ACME HTTP-01 challenges are never redirected.
+    s.send(b"GET /.well-known/acme-challenge/tok HTTP/1.1\r\nHost: secure.example.com\r\n\r\n");
+    assert_eq!(s.connects.len(), 1);
+    // Over TLS the same request is proxied.
+    let mut s = Sim::with_tls(ConnLimits::default(), true);
+    s.send(b"GET /a HTTP/1.1\r\nHost: secure.example.com\r\n\r\n");
+    assert_eq!(s.connects.len(), 1);
+    assert!(
+        s.upstream_text().contains("X-Forwarded-Proto: https\r\n"),
+        "{}",
+        s.upstream_text()
+    );
+}
+
+#[test]
+fn proxies_with_forwarding_headers_and_keeps_alive() {
+    let mut s = Sim::new(ConnLimits::default());
+    s.send(GET_API);
+    assert_eq!(s.connects, vec![endpoint(1)]);
+    let up = s.upstream_text();
+    assert!(up.starts_with("GET /api/items?x=1 HTTP/1.1\r\n"), "{up}");
+    assert!(up.contains("Host: app.example.com\r\n"));
+    assert!(up.contains("X-Forwarded-For: 192.0.2.7\r\n"), "{up}");
+    assert!(up.contains("X-Forwarded-Proto: http\r\n"));
+    assert!(up.contains("X-Forwarded-Port: 8080\r\n"));
+    assert!(up.contains("X-Request-ID: "));
+    assert!(up.contains("traceparent: 00-"), "{up}");
+    s.reply(OK_5);
+    assert_eq!(
+        s.take_client(),
+        "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+    );
+    assert_eq!(s.releases, vec![true]);
+    // Next request on the same connection goes to the next endpoint (round robin).
+    s.send(GET_API);
+    s.reply(OK_5);
+    assert_eq!(s.connects, vec![endpoint(1), endpoint(2)]);
+    assert_eq!(s.releases, vec![true, true]);
+    assert_eq!(s.closed, None);
+    let snap = s.metrics.data_plane_snapshot();
+    assert_eq!(snap.route_requests("api", StatusClass::from_status(200)), 2);
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let mut s = Sim::new(ConnLimits::default());
+    let mut two = GET_API.to_vec();
+    two.extend_from_slice(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    two.extend_from_slice(GET_API);
+    s.send(&two);
+    // Only the first request went upstream; nothing answered yet.
+    assert_eq!(s.connects.len(), 1);
+    assert!(s.client.is_empty());
+    s.reply(OK_5);
+    // First response, then the local answer, then the third request goes upstream.
+    let t = s.take_client();
+    assert!(
+        t.starts_with("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"),
+        "{t}"
+    );
+    assert!(t.ends_with("Arc is running\n"), "{t}");
+    assert_eq!(s.connects.len(), 2);
+    s.reply(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nbye");
+    assert!(s.take_client().ends_with("bye"));
+}
+
+#[test]
+fn chunked_bodies_are_relayed_verbatim_both_ways() {
+    let mut s = Sim::new(ConnLimits::default());
+    let req =
+        b"POST /api/up HTTP/1.1\r\nHost: app.example.com\r\nTransfer-Encoding: chunked\r\n\r\n";
+    s.send(req);
+    s.send(b"5;ext=1\r\nhello\r\n");
+    s.send(b"0\r\nX-Trailer: t\r\n\r\n");
+    let up = s.upstream_text();
+    assert!(up.contains("Transfer-Encoding: chunked\r\n"), "{up}");
+    assert!(
+        up.ends_with("\r\n\r\n5;ext=1\r\nhello\r\n0\r\nX-Trailer: t\r\n\r\n"),
+        "{up}"
+    );
+    s.reply(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n");
+    s.reply(b"0\r\n\r\n");
+    let t = s.take_client();
+    assert!(t.contains("Transfer-Encoding: chunked\r\n"), "{t}");
+    assert!(t.ends_with("\r\n\r\n3\r\nabc\r\n0\r\n\r\n"), "{t}");
+    assert_eq!(s.releases, vec![true]);
+}
+
+#[test]
+fn content_length_request_body_streams_upstream() {
+    let mut s = Sim::new(ConnLimits::default());
+    s.send(b"PUT /api/x HTTP/1.1\r\nHost: app.example.com\r\nContent-Length: 10\r\n\r\n01234");
+    assert!(s.upstream_text().ends_with("\r\n\r\n01234"));
+    s.send(b"56789");
+    assert!(s.upstream_text().ends_with("0123456789"));
+    s.reply(OK_5);
+    assert_eq!(s.releases, vec![true]);
+}
+
+#[test]
+fn response_until_close_closes_the_client_connection() {
+    let mut s = Sim::new(ConnLimits::default());
+    s.send(GET_API);
+    s.reply(b"HTTP/1.1 200 OK\r\n\r\npartial");
+    s.conn.on_upstream_eof(&mut s.cx, s.now);
+    s.pump();
+    let t = s.take_client();
+    assert!(t.contains("Connection: close\r\n"), "{t}");
+    assert!(t.ends_with("\r\n\r\npartial"));
+    assert_eq!(s.releases, vec![false]);
+    assert_eq!(s.closed, Some(true));
+}
+
+#[test]
+fn connect_failures_map_to_502_and_504() {
+    let mut s = Sim::new(ConnLimits::default());
+    s.auto_connect = false;
+    s.send(GET_API);
+    s.conn
+        .on_upstream_error(&mut s.cx, UpstreamError::Connect, s.now);
+    s.pump();
+    assert!(s.take_client().starts_with("HTTP/1.1 502 Bad Gateway\r\n"));
+    assert_eq!(s.errors(ErrorReason::UpstreamConnect), 1);
+    s.send(GET_API);
+    s.conn
+        .on_upstream_error(&mut s.cx, UpstreamError::ConnectTimeout, s.now);
+    s.pump();
+    assert!(
+        s.take_client()
+            .starts_with("HTTP/1.1 504 Gateway Timeout\r\n")
+    );
+    assert_eq!(
+        s.closed, None,
+        "the client connection survives upstream failures"
+    );
+    // No endpoints: 503.
+    s.send(b"GET / HTTP/1.1\r\nHost: empty.example.com\r\n\r\n");
+    assert!(
+        s.take_client()
+            .starts_with("HTTP/1.1 503 Service Unavailable\r\n")
+    );
+    assert_eq!(s.errors(ErrorReason::NoEndpoints), 1);
+}
+
+#[test]
+fn upstream_read_timeout_gives_504() {
+    let mut s = Sim::new(ConnLimits::default());
+    s.send(GET_API);
+    s.advance(Duration::from_secs(4));
+    assert!(s.client.is_empty());
+    s.advance(Duration::from_secs(2));
+    assert!(s.take_client().starts_with("HTTP/1.1 504 "));
+    assert_eq!(s.releases, vec![false]);
+    assert_eq!(s.errors(ErrorReason::UpstreamTimeout), 1);
+}
+
+#[test]
+fn stale_pooled_connection_is_replayed_on_a_fresh_one() {
+    let mut s = Sim::new(ConnLimits::default());
+    s.reuse = true;
+    s.send(b"POST /api/x HTTP/1.1\r\nHost: app.example.com\r\nContent-Length: 3\r\n\r\nabc");
+    let first = s.upstream_text();
+    s.reuse = false;
+    s.conn.on_upstream_eof(&mut s.cx, s.now);
+    s.pump();
+    assert_eq!(s.connects.len(), 2, "replayed on a new connection");
+    assert_eq!(s.upstream_text(), first, "the same bytes are sent again");
+    assert!(s.client.is_empty(), "the client sees no error");
+    s.reply(OK_5);
+    assert!(s.take_client().ends_with("hello"));
+    // A fresh connection that fails is not replayed.
+    s.send(GET_API);
+    s.conn
+        .on_upstream_error(&mut s.cx, UpstreamError::Io, s.now);
+    s.pump();
+    assert!(s.take_client().starts_with("HTTP/1.1 502 "));
+}
+
+#[test]
+fn upstream_dying_mid_body_truncates_and_closes() {
+    let mut s = Sim::new(ConnLimits::default());
+    s.send(GET_API);
+    s.reply(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly-some");
+    s.conn.on_upstream_eof(&mut s.cx, s.now);
+    s.pump();
+    assert!(s.client_text().ends_with("only-some"));
+    assert_eq!(s.closed, Some(true));
+    assert_eq!(s.releases, vec![false]);
+}
+
+#[test]
+fn invalid_upstream_response_is_502() {
+    let mut s = Sim::new(ConnLimits::default());
+    s.send(GET_API);
+    s.reply(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n");
+    assert!(s.take_client().starts_with("HTTP/1.1 502 "));
+    assert_eq!(s.errors(ErrorReason::UpstreamInvalidResponse), 1);
+    assert_eq!(s.releases, vec![false]);
+}
+
+#[test]
+fn malformed_and_smuggling_requests_get_400_and_close() {
+    for bad in [
+        &b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n",
+        b"GET / HTTP/1.1\nHost: a\r\n\r\n",
+        b"GET / HTTP/1.1\r\n\r\n",
+    ] {
+        let mut s = Sim::new(ConnLimits::default());
+        s.send(bad);
+        let t = s.take_client();
+        assert!(t.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{t}");
+        assert!(t.contains("Connection: close\r\n"));
+        assert_eq!(s.closed, Some(true));
+        assert!(s.connects.is_empty());
+    }
+}
+
+#[test]
+fn head_and_body_limits() {
+    let limits = ConnLimits {
+        codec: crate::proxy::http1::Limits {
+            max_head: 1024,
+            max_headers: 10,
+            max_body: Some(4),
+        },
+        ..ConnLimits::default()
+    };
+    let mut s = Sim::new(limits);
+    let mut big = b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: ".to_vec();
+    big.extend(std::iter::repeat_n(b'a', 2000));
+    s.send(&big);
+    assert!(s.take_client().starts_with("HTTP/1.1 431 "));
+    let mut s = Sim::new(limits);
+    s.send(b"POST /api HTTP/1.1\r\nHost: app.example.com\r\nContent-Length: 5\r\n\r\n");
+    assert!(s.take_client().starts_with("HTTP/1.1 413 "));
+    assert_eq!(s.errors(ErrorReason::BodyTooLarge), 1);
+}
+
+#[test]
+fn header_read_and_idle_timeouts() {
+    let mut s = Sim::new(ConnLimits::default());
+    s.send(b"GET / HTTP/1.1\r\nHost: slow");
+    s.advance(Duration::from_secs(9));
+    assert_eq!(s.closed, None);
+    s.advance(Duration::from_secs(2));
+    assert!(s.take_client().starts_with("HTTP/1.1 408 "));
+    assert_eq!(s.closed, Some(true));
+    assert_eq!(s.errors(ErrorReason::HeaderReadTimeout), 1);
+
+    let mut s = Sim::new(ConnLimits::default());
+    s.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    s.take_client();
+    s.advance(Duration::from_secs(59));
+    assert_eq!(s.closed, None);
+    s.advance(Duration::from_secs(2));
+    assert_eq!(s.closed, Some(true));
+    assert!(s.client.is_empty(), "an idle close sends nothing");
+}
+
+#[test]
+fn back_pressure_bounds_buffers_when_the_client_does_not_read() {
+    let mut s = Sim::new(ConnLimits::default());
+    s.send(GET_API);
+    s.client_reads = false;
+    s.reply(b"HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\n\r\n");
+    let chunk = vec![b'x'; 16 * 1024];
+    let mut fed = 0;
+    while s.conn.interest().upstream_read && fed < 10_000_000 {
+        s.reply(&chunk);
+        fed += chunk.len();
+    }
+    assert!(fed < 512 * 1024, "upstream reading must pause, fed {fed}");
+    assert!(s.conn.downstream_out().len() < 256 * 1024);
+    // The client reads: upstream reading resumes.
+    s.client_reads = true;
+    s.pump();
+    assert!(s.conn.interest().upstream_read);
+}
+
+#[test]
+fn expect_continue_is_answered_by_arc() {
+    let mut s = Sim::new(ConnLimits::default());
+    s.send(b"POST /api HTTP/1.1\r\nHost: app.example.com\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n");
+    assert_eq!(s.take_client(), "HTTP/1.1 100 Continue\r\n\r\n");
+    assert!(!s.upstream_text().to_ascii_lowercase().contains("expect"));
+    s.send(b"ok");
+    s.reply(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(
+        s.take_client(),
+        "HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"
+    );
+}
+
+#[test]
+fn websocket_upgrade_becomes_a_tunnel() {
+    let mut s = Sim::new(ConnLimits::default());
+    s.send(b"GET /api/ws HTTP/1.1\r\nHost: app.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\n\r\n");
+    let up = s.upstream_text();
+    assert!(up.contains("Upgrade: websocket\r\n"), "{up}");
+    assert!(
+        up.to_ascii_lowercase().contains("connection: upgrade\r\n"),
+        "{up}"
+    );
+    s.reply(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nserver-frame");
+    let t = s.take_client();
+    assert!(t.starts_with("HTTP/1.1 101 Switching Protocols\r\n"), "{t}");
+    assert!(t.ends_with("\r\n\r\nserver-frame"), "{t}");
+    s.upstream.clear();
+    s.send(b"\x81\x05hello");
+    assert_eq!(s.upstream, b"\x81\x05hello");
+    s.reply(b"more");
+    assert_eq!(s.take_client(), "more");
+    s.conn.on_upstream_eof(&mut s.cx, s.now);
+    s.pump();
+    assert_eq!(s.closed, Some(true));
+}
+
+#[test]
+fn max_requests_per_connection_sends_connection_close() {
+    let limits = ConnLimits {
+        max_requests_per_connection: Some(2),
+        ..ConnLimits::default()
+    };
+    let mut s = Sim::new(limits);
+    s.send(GET_API);
+    s.reply(OK_5);
+    assert!(!s.take_client().contains("Connection: close"));
+    s.send(GET_API);
+    s.reply(OK_5);
+    assert!(s.take_client().contains("Connection: close\r\n"));
+    assert_eq!(s.closed, Some(true));
+}
+
+#[test]
+fn max_connection_age_closes_after_the_current_response() {
+    let limits = ConnLimits {
+        max_connection_age: Some(Duration::from_secs(30)),
+        ..ConnLimits::default()
+    };
+    let mut s = Sim::new(limits);
+    s.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert!(!s.take_client().contains("Connection: close"));
+    s.now += Duration::from_secs(31);
+    s.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert!(s.take_client().contains("Connection: close\r\n"));
+    assert_eq!(s.closed, Some(true));
+}
+
+#[test]
+fn http10_keep_alive_and_close() {
+    let mut s = Sim::new(ConnLimits::default());
+    s.send(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    let t = s.take_client();
+    assert!(t.contains("Connection: keep-alive\r\n"), "{t}");
+    assert_eq!(s.closed, None);
+    s.send(b"GET / HTTP/1.0\r\n\r\n");
+    assert!(s.take_client().contains("Connection: close\r\n"));
+    assert_eq!(s.closed, Some(true));
+}
+
+#[test]
+fn client_connection_close_is_honoured_after_proxying() {
+    let mut s = Sim::new(ConnLimits::default());
+    s.send(b"GET /api HTTP/1.1\r\nHost: app.example.com\r\nConnection: close\r\n\r\n");
+    assert!(
+        !s.upstream_text()
+            .to_ascii_lowercase()
+            .contains("connection: close")
+    );
+    s.reply(OK_5);
+    let t = s.take_client();
+    assert!(t.contains("Connection: close\r\n"), "{t}");
+    assert_eq!(
+        s.releases,
+        vec![true],
+        "the upstream connection stays reusable"
+    );
+    assert_eq!(s.closed, Some(true));
+}
+
+#[test]
+fn a_new_snapshot_applies_to_the_next_request_only() {
+    let mut s = Sim::new(ConnLimits::default());
+    s.send(GET_API);
+    // Swap in a table where the API route is gone.
+    let table = routing::compile(&RouteModel::default(), 2).table;
+    let snapshot = Snapshot::new(table, vec![], ConnLimits::default());
+    s.cx_swap(snapshot);
+    s.reply(OK_5);
+    assert!(
+        s.take_client().ends_with("hello"),
+        "the request in flight finishes"
+    );
+    s.send(GET_API);
+    assert!(s.take_client().starts_with("HTTP/1.1 404 "));
+}
+
+impl Sim {
+    fn cx_swap(&mut self, snapshot: Snapshot) {
+        self.cx.shared().store(Arc::new(snapshot));
+    }
+}

@@ -1,0 +1,433 @@
+//! Serialization of forwarded heads: the upstream request (hop-by-hop headers removed,
+//! X-Forwarded-*, X-Request-ID, W3C traceparent, optional Host/path rewrite) and the
+//! downstream response (hop-by-hop removed, Connection decided by the core).
+
+use std::io::Write as _;
+use std::net::IpAddr;
+use std::ops::Range;
+
+use super::encode::{push_header, push_header_u64, push_status_line};
+use super::framing::BodyKind;
+use super::head::{Headers, RequestHead, ResponseHead};
+use super::syntax::{is_nonzero_lower_hex, is_target_byte, list_elements, push_hex_fixed};
+
+/// How the framing headers (Content-Length / Transfer-Encoding) of a forwarded head are
+/// written. Received CL/TE headers are always dropped first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutFraming {
+    /// Same framing as received: the body bytes are relayed verbatim (a chunked body with its
+    /// chunk framing). Duplicate Content-Length headers are written once.
+    Keep,
+    /// `Content-Length: n`.
+    Length(u64),
+    /// `Transfer-Encoding: chunked` (other received codings kept before it).
+    Chunked,
+    /// No framing header: no body, or (responses) a body delimited by closing.
+    Omit,
+}
+
+/// The downstream client, for X-Forwarded-*.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientInfo<'a> {
+    /// The peer's address (after PROXY protocol, if any).
+    pub addr: IpAddr,
+    /// The peer is a trusted proxy: its X-Forwarded-For is extended and its
+    /// X-Forwarded-Proto/-Host/-Port are kept; otherwise all four are replaced.
+    pub trusted: bool,
+    /// `http` or `https`.
+    pub proto: &'a str,
+    /// The listener port the request arrived on.
+    pub port: u16,
+}
+
+/// Random bits for a new trace, when the request carries no valid `traceparent`.
+#[derive(Debug, Clone, Copy)]
+pub struct TraceBits {
+    /// New trace id (an all-zero value is made non-zero).
+    pub trace_id: u128,
+    /// New parent (span) id (an all-zero value is made non-zero).
+    pub span_id: u64,
+    /// The sampled flag of a started trace.
+    pub sampled: bool,
+}
+
+/// What to change while forwarding a request head upstream.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamRequest<'a> {
+    /// Framing headers to write.
+    pub framing: OutFraming,
+    /// The request is an upgrade being tunnelled: keep `Upgrade` and send
+    /// `Connection: upgrade`.
+    pub tunnel: bool,
+    /// Host rewrite (`upstream-vhost`); `None` keeps the client's authority.
+    pub host: Option<&'a [u8]>,
+    /// Path (and query) rewrite; `None` sends the origin-form target received.
+    pub path: Option<&'a [u8]>,
+    /// Client facts for X-Forwarded-*; `None` leaves those headers untouched.
+    pub client: Option<ClientInfo<'a>>,
+    /// Random bits for a generated X-Request-ID; `None` leaves X-Request-ID untouched.
+    pub request_id: Option<u128>,
+    /// Random bits for a started trace; `None` leaves traceparent/tracestate untouched.
+    pub trace: Option<TraceBits>,
+    /// More headers to add at the end (header rules, auth results...).
+    pub extra_headers: &'a [(&'a str, &'a [u8])],
+}
+
+impl Default for UpstreamRequest<'_> {
+    fn default() -> Self {
+        UpstreamRequest {
+            framing: OutFraming::Keep,
+            tunnel: false,
+            host: None,
+            path: None,
+            client: None,
+            request_id: None,
+            trace: None,
+            extra_headers: &[],
+        }
+    }
+}
+
+/// Where the request id and traceparent sent upstream sit in the output buffer (for logs and
+/// for echoing X-Request-ID downstream).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Written {
+    /// The X-Request-ID value written, as a range of the output buffer.
+    pub request_id: Option<Range<usize>>,
+    /// The traceparent value written, as a range of the output buffer.
+    pub traceparent: Option<Range<usize>>,
+}
+
+/// Headers that describe one connection and never cross a proxy (RFC 9110 §7.6.1), plus the
+/// framing headers which [`OutFraming`] rewrites.
+fn is_hop_by_hop(name: &str) -> bool {
+    [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "content-length",
+        "upgrade",
+    ]
+    .iter()
+    .any(|h| name.eq_ignore_ascii_case(h))
+}
+
+/// True when `name` is listed as a connection option in any Connection header.
+fn listed_in_connection(headers: &Headers, name: &str) -> bool {
+    headers
+        .get_all("connection")
+        .any(|v| list_elements(v).any(|t| t.eq_ignore_ascii_case(name.as_bytes())))
+}
+
+/// A request id received from a client is kept when it is short visible ASCII without list
+/// or quoting characters.
+fn valid_request_id(v: &[u8]) -> bool {
+    (1..=128).contains(&v.len())
+        && v.iter()
+            .all(|&b| (0x21..=0x7e).contains(&b) && !matches!(b, b'"' | b',' | b';' | b'\\'))
+}
+
+/// W3C trace-context `traceparent`: `00-<32 hex>-<16 hex>-<2 hex>`, lowercase, ids not all
+/// zero, version `ff` invalid; a higher version may append `-...` fields.
+pub fn valid_traceparent(v: &[u8]) -> bool {
+    let (Some(version), Some(trace), Some(parent), Some(flags)) =
+        (v.get(0..2), v.get(3..35), v.get(36..52), v.get(53..55))
+    else {
+        return false;
+    };
+    let lower_hex = |s: &[u8]| {
+        s.iter()
+            .all(|&b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    if !lower_hex(version) || version == b"ff" || !lower_hex(flags) {
+        return false;
+    }
+    if [v.get(2), v.get(35), v.get(52)]
+        .iter()
+        .any(|&c| c != Some(&b'-'))
+    {
+        return false;
+    }
+    if !is_nonzero_lower_hex(trace, 32) || !is_nonzero_lower_hex(parent, 16) {
+        return false;
+    }
+    match version {
+        b"00" => v.len() == 55,
+        _ => v.len() == 55 || v.get(55) == Some(&b'-'),
+    }
+}
+
+/// Appends `bytes` as a request target, percent-encoding anything that is not allowed there.
+fn push_target(out: &mut Vec<u8>, bytes: &[u8]) {
+    if bytes.is_empty() {
+        out.push(b'/');
+        return;
+    }
+    for &b in bytes {
+        if is_target_byte(b) {
+            out.push(b);
+        } else {
+            out.push(b'%');
+            push_hex_fixed(out, u128::from(b), 2);
+        }
+    }
+}
+
+/// Writes the framing headers of `out_framing` given the received framing.
+fn push_framing(
+    out: &mut Vec<u8>,
+    out_framing: OutFraming,
+    received: BodyKind,
+    received_length: Option<u64>,
+    headers: &Headers,
+) {
+    let push_te = |out: &mut Vec<u8>, must_end_chunked: bool| {
+        let mut any = false;
+        let mut last_chunked = false;
+        for v in headers.get_all("transfer-encoding") {
+            push_header(out, "Transfer-Encoding", v);
+            any = true;
+            last_chunked = list_elements(v)
+                .last()
+                .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
+        }
+        if must_end_chunked && !(any && last_chunked) {
+            out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+        }
+    };
+    match out_framing {
+        OutFraming::Keep => match (received, received_length) {
+            (BodyKind::Chunked, _) | (BodyKind::UntilClose, _)
+                if headers.contains("transfer-encoding") =>
+            {
+                push_te(out, false)
+            }
+            (_, Some(n)) => push_header_u64(out, "Content-Length", n),
+            (BodyKind::Length(n), None) => push_header_u64(out, "Content-Length", n),
+            _ => {}
+        },
+        OutFraming::Length(n) => push_header_u64(out, "Content-Length", n),
+        OutFraming::Chunked => push_te(out, true),
+        OutFraming::Omit => {}
+    }
+}
+
+/// Appends the request head to send upstream (HTTP/1.1, origin-form target, Host first).
+/// Returns where the request id and traceparent values landed in `out`.
+pub fn write_request_head(
+    out: &mut Vec<u8>,
+    head: &RequestHead,
+    opts: &UpstreamRequest<'_>,
+) -> Written {
+    let headers = head.headers();
+    let mut written = Written::default();
+
+    out.extend_from_slice(head.method_str().as_bytes());
+    out.push(b' ');
+    match opts.path {
+        Some(p) => push_target(out, p),
+        None => out.extend_from_slice(head.path().as_bytes()),
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+
+    let original_host = head.authority().unwrap_or("").as_bytes();
+    push_header(out, "Host", opts.host.unwrap_or(original_host));
+
+    let keep_trace = opts.trace.is_none() || {
+        let mut tps = headers.get_all("traceparent");
+        matches!((tps.next(), tps.next()), (Some(v), None) if valid_traceparent(v))
+    };
+    let keep_request_id = opts.request_id.is_none() || {
+        let mut ids = headers.get_all("x-request-id");
+        matches!((ids.next(), ids.next()), (Some(v), None) if valid_request_id(v))
+    };
+    let client = opts.client;
+    let trusted = client.is_some_and(|c| c.trusted);
+
+    for h in headers.iter() {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("host") {
+            continue;
+        }
+        if is_hop_by_hop(name) {
+            if opts.tunnel && name.eq_ignore_ascii_case("upgrade") {
+                push_header(out, name, h.value);
+            }
+            continue;
+        }
+        // Arc answers `Expect: 100-continue` itself (see `CONTINUE_100`); forwarding it would
+        // make the upstream send a second interim response.
+        if listed_in_connection(headers, name) || name.eq_ignore_ascii_case("expect") {
+            continue;
+        }
+        if client.is_some() {
+            if name.eq_ignore_ascii_case("x-forwarded-for") {
+                continue;
+            }
+            if !trusted
+                && ["x-forwarded-proto", "x-forwarded-host", "x-forwarded-port"]
+                    .iter()
+                    .any(|x| name.eq_ignore_ascii_case(x))
+            {
+                continue;
+            }
+        }
+        if name.eq_ignore_ascii_case("x-request-id") {
+            if keep_request_id {
+                let start = out.len() + name.len() + 2;
+                push_header(out, name, h.value);
+                if opts.request_id.is_some() {
+                    written.request_id = Some(start..out.len() - 2);
+                }
+            }
+            continue;
+        }
+        if name.eq_ignore_ascii_case("traceparent") {
+            if keep_trace {
+                let start = out.len() + name.len() + 2;
+                push_header(out, name, h.value);
+                if opts.trace.is_some() {
+                    written.traceparent = Some(start..out.len() - 2);
+                }
+            }
+            continue;
+        }
+        if name.eq_ignore_ascii_case("tracestate") && !keep_trace {
+            continue;
+        }
+        push_header(out, name, h.value);
+    }
+
+    if opts.tunnel {
+        out.extend_from_slice(b"Connection: upgrade\r\n");
+    }
+    push_framing(
+        out,
+        opts.framing,
+        head.body_kind(),
+        match head.body_kind() {
+            BodyKind::Length(n) => Some(n),
+            _ => None,
+        },
+        headers,
+    );
+
+    if let Some(c) = client {
+        out.extend_from_slice(b"X-Forwarded-For: ");
+        if trusted {
+            for v in headers.get_all("x-forwarded-for") {
+                if list_elements(v).next().is_some() && v.iter().all(|&b| b >= 0x20 && b != 0x7f) {
+                    out.extend_from_slice(v);
+                    out.extend_from_slice(b", ");
+                }
+            }
+        }
+        // Writing to a Vec cannot fail.
+        let _ = write!(out, "{}", c.addr);
+        out.extend_from_slice(b"\r\n");
+        if !(trusted && headers.contains("x-forwarded-proto")) {
+            push_header(out, "X-Forwarded-Proto", c.proto.as_bytes());
+        }
+        if !(trusted && headers.contains("x-forwarded-host")) {
+            push_header(out, "X-Forwarded-Host", original_host);
+        }
+        if !(trusted && headers.contains("x-forwarded-port")) {
+            push_header_u64(out, "X-Forwarded-Port", u64::from(c.port));
+        }
+    }
+    if let (Some(bits), false) = (opts.request_id, keep_request_id) {
+        out.extend_from_slice(b"X-Request-ID: ");
+        let start = out.len();
+        push_hex_fixed(out, bits, 32);
+        written.request_id = Some(start..out.len());
+        out.extend_from_slice(b"\r\n");
+    }
+    if let (Some(t), false) = (opts.trace, keep_trace) {
+        out.extend_from_slice(b"traceparent: 00-");
+        let start = out.len() - 3;
+        push_hex_fixed(out, t.trace_id.max(1), 32);
+        out.push(b'-');
+        push_hex_fixed(out, u128::from(t.span_id.max(1)), 16);
+        out.extend_from_slice(if t.sampled { b"-01" } else { b"-00" });
+        written.traceparent = Some(start..out.len());
+        out.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in opts.extra_headers {
+        push_header(out, name, value);
+    }
+    out.extend_from_slice(b"\r\n");
+    written
+}
+
+/// The Connection header of a response sent downstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionHeader {
+    /// No Connection header (HTTP/1.1 keep-alive).
+    Omit,
+    /// `Connection: close`: the connection ends after this response.
+    Close,
+    /// `Connection: keep-alive` (for HTTP/1.0 clients that asked for it).
+    KeepAlive,
+    /// `Connection: upgrade`, keeping the `Upgrade` header (101 tunnels).
+    Upgrade,
+}
+
+/// What to change while forwarding a response head downstream.
+#[derive(Debug, Clone, Copy)]
+pub struct DownstreamResponse<'a> {
+    /// Framing headers to write.
+    pub framing: OutFraming,
+    /// Connection header to write.
+    pub connection: ConnectionHeader,
+    /// More headers (`Server`, `Date`, HSTS, X-Request-ID...).
+    pub extra_headers: &'a [(&'a str, &'a [u8])],
+}
+
+/// Appends the response head to send downstream: `HTTP/1.1`, the received status and reason,
+/// headers without hop-by-hop ones, framing and Connection as asked.
+pub fn write_response_head(out: &mut Vec<u8>, head: &ResponseHead, opts: &DownstreamResponse<'_>) {
+    let headers = head.headers();
+    let reason = head.reason();
+    if reason.is_empty() {
+        push_status_line(
+            out,
+            head.status(),
+            super::encode::reason_phrase(head.status()).as_bytes(),
+        );
+    } else {
+        push_status_line(out, head.status(), reason);
+    }
+    let upgrade = opts.connection == ConnectionHeader::Upgrade;
+    for h in headers.iter() {
+        if is_hop_by_hop(h.name) {
+            if upgrade && h.name.eq_ignore_ascii_case("upgrade") {
+                push_header(out, h.name, h.value);
+            }
+            continue;
+        }
+        if listed_in_connection(headers, h.name) {
+            continue;
+        }
+        push_header(out, h.name, h.value);
+    }
+    match opts.connection {
+        ConnectionHeader::Omit => {}
+        ConnectionHeader::Close => out.extend_from_slice(b"Connection: close\r\n"),
+        ConnectionHeader::KeepAlive => out.extend_from_slice(b"Connection: keep-alive\r\n"),
+        ConnectionHeader::Upgrade => out.extend_from_slice(b"Connection: upgrade\r\n"),
+    }
+    let received = match (head.chunked, head.content_length) {
+        (Some(true), _) => BodyKind::Chunked,
+        (Some(false), _) => BodyKind::UntilClose,
+        (None, Some(n)) => BodyKind::Length(n),
+        (None, None) => BodyKind::None,
+    };
+    push_framing(out, opts.framing, received, head.content_length, headers);
+    for (name, value) in opts.extra_headers {
+        push_header(out, name, value);
+    }
+    out.extend_from_slice(b"\r\n");
+}

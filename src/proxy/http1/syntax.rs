@@ -1,0 +1,171 @@
+//! Byte classes and small number codecs of the RFC 9110 / RFC 9112 grammar, shared by the
+//! parsers and the writers.
+
+/// `tchar` of RFC 9110 §5.6.2: the bytes of methods, header names and coding names.
+pub(crate) fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'!' | b'#'
+                | b'$'
+                | b'%'
+                | b'&'
+                | b'\''
+                | b'*'
+                | b'+'
+                | b'-'
+                | b'.'
+                | b'^'
+                | b'_'
+                | b'`'
+                | b'|'
+                | b'~'
+        )
+}
+
+/// A byte allowed inside a field value: HTAB, SP, VCHAR, obs-text.
+pub(crate) fn is_field_byte(b: u8) -> bool {
+    b == b'\t' || (0x20..=0x7e).contains(&b) || b >= 0x80
+}
+
+/// A byte allowed in a request target (visible ASCII; Arc refuses raw non-ASCII targets).
+pub(crate) fn is_target_byte(b: u8) -> bool {
+    (0x21..=0x7e).contains(&b)
+}
+
+/// SP or HTAB.
+pub(crate) fn is_ows(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+/// `s` without leading and trailing SP/HTAB.
+pub(crate) fn trim_ows(s: &[u8]) -> &[u8] {
+    let start = s.iter().position(|&b| !is_ows(b)).unwrap_or(s.len());
+    let end = s.iter().rposition(|&b| !is_ows(b)).map_or(start, |i| i + 1);
+    s.get(start..end).unwrap_or_default()
+}
+
+/// The non-empty elements of a comma-separated list, each trimmed of OWS.
+pub(crate) fn list_elements(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+    v.split(|&b| b == b',')
+        .map(trim_ows)
+        .filter(|e| !e.is_empty())
+}
+
+/// `1*DIGIT` as a u64; `None` for anything else (sign, spaces, hex, overflow, empty).
+pub(crate) fn parse_decimal(v: &[u8]) -> Option<u64> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &b in v {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    Some(n)
+}
+
+/// The value of one hex digit.
+pub(crate) fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Appends `n` in decimal.
+pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Appends `n` in lowercase hex without leading zeros.
+pub(crate) fn push_hex(out: &mut Vec<u8>, mut n: u64) {
+    let mut buf = [0u8; 16];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = HEX[(n & 0xf) as usize];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+/// Appends the low `digits` hex digits of `n`, zero-padded, lowercase.
+pub(crate) fn push_hex_fixed(out: &mut Vec<u8>, n: u128, digits: u32) {
+    for i in (0..digits).rev() {
+        out.push(HEX[((n >> (i * 4)) & 0xf) as usize]);
+    }
+}
+
+/// True when `s` is lowercase hex of exactly `len` digits, not all zero.
+pub(crate) fn is_nonzero_lower_hex(s: &[u8], len: usize) -> bool {
+    s.len() == len
+        && s.iter()
+            .all(|&b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && s.iter().any(|&b| b != b'0')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_refuses_signs_spaces_and_overflow() {
+        assert_eq!(parse_decimal(b"0"), Some(0));
+        assert_eq!(parse_decimal(b"0042"), Some(42));
+        assert_eq!(parse_decimal(b"18446744073709551615"), Some(u64::MAX));
+        for bad in [
+            &b""[..],
+            b"+5",
+            b"-1",
+            b" 5",
+            b"5 ",
+            b"0x5",
+            b"18446744073709551616",
+        ] {
+            assert_eq!(parse_decimal(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn number_writers() {
+        let mut out = Vec::new();
+        push_decimal(&mut out, 0);
+        out.push(b' ');
+        push_decimal(&mut out, u64::MAX);
+        out.push(b' ');
+        push_hex(&mut out, 0);
+        out.push(b' ');
+        push_hex(&mut out, 0x1a2b);
+        out.push(b' ');
+        push_hex_fixed(&mut out, 0xab, 4);
+        assert_eq!(out, b"0 18446744073709551615 0 1a2b 00ab");
+    }
+
+    #[test]
+    fn trims_and_lists() {
+        assert_eq!(trim_ows(b" \t a b \t"), b"a b");
+        assert_eq!(trim_ows(b"  "), b"");
+        let items: Vec<&[u8]> = list_elements(b" close ,, Upgrade,").collect();
+        assert_eq!(items, vec![&b"close"[..], b"Upgrade"]);
+    }
+}
