@@ -10,3 +10,4 @@ pub mod io;
 pub mod tls;
 pub mod upstream;
 pub mod worker;
+pub mod uring;

@@ -1,0 +1,1449 @@
+//! The event loop of one worker: sockets, connections, the pool and the completion handlers.
+//!
+//! Ownership model: a [`Sock`] is one TCP socket (downstream or upstream) with the operations
+//! in flight on it; a [`Conn`] is one downstream connection's handler plus its sockets. Pooled
+//! upstream sockets belong to no connection. A socket slot is freed only once every operation
+//! submitted for it has completed, so the memory those operations point at (send buffer,
+//! connect address, timeout) stays valid, and a late completion is matched by generation.
+//! Sockets are closed with `IORING_OP_CLOSE` queued after their last operation, so a
+//! descriptor number cannot be reused while an earlier queued operation still names it.
+
+use std::collections::VecDeque;
+use std::mem::{ManuallyDrop, MaybeUninit};
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use io_uring::{IoUring, cqueue, opcode, squeue, types};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use crate::proxy::io::{
+    Action, ConnHandler, ConnInfo, ConnLimit, PoolKey, PoolLimits, UpstreamError,
+};
+use crate::proxy::upstream::pool::Pool;
+
+use super::bufring::BufRing;
+use super::slab::{Id, Op, Slab, UserData};
+use super::timers::Timers;
+use super::{DriverStats, RingOptions, StopSignal, Support, UringError, UringListener};
+
+const BGID: u16 = 0;
+/// Callback rounds per `sync` before the rest is deferred to the next loop iteration.
+const SYNC_ROUNDS: usize = 64;
+/// Delay before re-arming an accept that failed for lack of descriptors or memory.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Send buffers kept for reuse (the rest are freed).
+const SEND_FREE_MAX: usize = 1024;
+/// How long teardown waits for cancelled operations to complete.
+const TEARDOWN_WAIT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Down,
+    Up,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    Conn {
+        conn: Id,
+        side: Side,
+    },
+    /// Released as reusable; waits for its receive to be cancelled before joining the pool.
+    Parking,
+    Pooled,
+    Closing,
+}
+
+/// Memory an operation points at; boxed so it stays put while the slab grows.
+struct SockArgs {
+    addr: Option<SockAddr>,
+    timeout: types::Timespec,
+    peek: [u8; 1],
+}
+
+struct Sock {
+    fd: RawFd,
+    owner: Owner,
+    /// Submitted operations on this socket whose final completion has not arrived.
+    inflight: u32,
+    connected: bool,
+    connecting: bool,
+    recv_armed: bool,
+    recv_cancelling: bool,
+    /// EOF or an error was seen: never read again.
+    read_closed: bool,
+    failed: bool,
+    /// Bytes that arrived while the handler did not want them (receive being cancelled).
+    stash: Vec<u8>,
+    stash_eof: bool,
+    /// The bytes of the send in flight (owned here so the kernel never points into the handler).
+    send_buf: Option<Vec<u8>>,
+    idle_armed: bool,
+    pool_epoch: u8,
+    park: Option<(PoolKey, PoolLimits)>,
+    args: Box<SockArgs>,
+}
+
+impl Sock {
+    fn new(fd: RawFd, owner: Owner, connected: bool) -> Self {
+        Sock {
+            fd,
+            owner,
+            inflight: 0,
+            connected,
+            connecting: false,
+            recv_armed: false,
+            recv_cancelling: false,
+            read_closed: false,
+            failed: false,
+            stash: Vec::new(),
+            stash_eof: false,
+            send_buf: None,
+            idle_armed: false,
+            pool_epoch: 0,
+            park: None,
+            args: Box::new(SockArgs {
+                addr: None,
+                timeout: types::Timespec::new(),
+                peek: [0],
+            }),
+        }
+    }
+}
+
+struct Conn<H> {
+    h: H,
+    down: Id,
+    up: Option<Id>,
+    up_key: Option<(PoolKey, PoolLimits)>,
+    /// Earliest deadline this connection has in the timer heap.
+    timer_at: Option<Instant>,
+    flush_on_close: bool,
+    /// Set once the handler is closed: the flush deadline.
+    finishing: Option<Instant>,
+    /// Set once a flushed close shut down the write side: end of the lingering read.
+    linger_until: Option<Instant>,
+}
+
+struct Listener {
+    fd: Option<OwnedFd>,
+    index: usize,
+    armed: bool,
+    rearm_at: Option<Instant>,
+}
+
+/// One worker's ring and everything driven by it.
+pub(crate) struct Driver<'a, H: ConnHandler> {
+    // Field order matters: the ring is dropped before the buffer memory it may reference.
+    ring: IoUring,
+    bufs: BufRing,
+    socks: Slab<Sock>,
+    conns: Slab<Conn<H>>,
+    listeners: Vec<Listener>,
+    pool: Pool<Id>,
+    pool_expiry: Option<Instant>,
+    pool_dirty: bool,
+    timers: Timers,
+    send_free: Vec<Vec<u8>>,
+    overflow: VecDeque<squeue::Entry>,
+    resync: Vec<Id>,
+    cqes: Vec<(u64, i32, u32)>,
+    scratch: Vec<Id>,
+    wake_armed: bool,
+    drain_until: Option<Instant>,
+    cx: &'a mut H::Cx,
+    limit: &'a ConnLimit,
+    stop: &'a StopSignal,
+    stats: &'a DriverStats,
+    opts: RingOptions,
+}
+
+fn bump(c: &std::sync::atomic::AtomicU64) {
+    DriverStats::bump(c);
+}
+
+fn ud(op: Op, id: Id, aux: u8) -> u64 {
+    UserData::new(op, id, aux).encode()
+}
+
+fn listener_ud(li: usize) -> u64 {
+    UserData {
+        op: Op::Accept,
+        slot: li as u32,
+        gen16: 0,
+        aux: 0,
+    }
+    .encode()
+}
+
+fn wants(h: &impl ConnHandler, side: Side) -> bool {
+    let i = h.interest();
+    match side {
+        Side::Down => i.downstream_read,
+        Side::Up => i.upstream_read,
+    }
+}
+
+impl<'a, H: ConnHandler> Driver<'a, H> {
+    pub fn new(
+        listeners: Vec<UringListener>,
+        limit: &'a ConnLimit,
+        stop: &'a StopSignal,
+        cx: &'a mut H::Cx,
+        opts: &RingOptions,
+        stats: &'a DriverStats,
+        support: Support,
+    ) -> Result<Self, UringError> {
+        let entries = opts.entries.clamp(8, 32768);
+        let mut b = IoUring::builder();
+        b.setup_cqsize(entries.saturating_mul(2)).setup_clamp();
+        if opts.sqpoll {
+            let idle = u32::try_from(opts.sqpoll_idle.as_millis()).unwrap_or(u32::MAX);
+            b.setup_sqpoll(idle);
+            if support.single_issuer {
+                b.setup_single_issuer();
+            }
+        } else {
+            if support.single_issuer {
+                b.setup_single_issuer();
+            }
+            if support.defer_taskrun {
+                b.setup_defer_taskrun();
+            }
+        }
+        let ring = b
+            .build(entries)
+            .map_err(|source| UringError::Setup { entries, source })?;
+        let mut bufs = BufRing::new(opts.recv_buffers, opts.recv_buffer_size, BGID)
+            .map_err(UringError::BufRing)?;
+        bufs.register(&ring.submitter())
+            .map_err(UringError::BufRing)?;
+        let listeners = listeners
+            .into_iter()
+            .map(|l| Listener {
+                fd: Some(OwnedFd::from(l.socket)),
+                index: l.index,
+                armed: false,
+                rearm_at: None,
+            })
+            .collect();
+        Ok(Driver {
+            ring,
+            bufs,
+            socks: Slab::new(),
+            conns: Slab::new(),
+            listeners,
+            pool: Pool::new(),
+            pool_expiry: None,
+            pool_dirty: false,
+            timers: Timers::default(),
+            send_free: Vec::new(),
+            overflow: VecDeque::new(),
+            resync: Vec::new(),
+            cqes: Vec::with_capacity(entries as usize * 2),
+            scratch: Vec::new(),
+            wake_armed: false,
+            drain_until: None,
+            cx,
+            limit,
+            stop,
+            stats,
+            opts: opts.clone(),
+        })
+    }
+
+    // ---- submission ----
+
+    /// Queues an entry; when the submission queue is full, submits first, and as a last resort
+    /// keeps it (and everything after it, to preserve order) for the next iteration.
+    fn push(&mut self, e: squeue::Entry) {
+        if !self.overflow.is_empty() {
+            self.overflow.push_back(e);
+            return;
+        }
+        // SAFETY (this and the retry below): every entry built by this driver points only at
+        // memory that outlives the operation: a socket's boxed `SockArgs` or its `send_buf`
+        // (freed only when the socket's in-flight count is zero), or the registered buffer
+        // ring (freed only after teardown confirmed no operation is left).
+        if unsafe { self.ring.submission().push(&e) }.is_ok() {
+            return;
+        }
+        let _ = self.ring.submit();
+        // SAFETY: as above.
+        if unsafe { self.ring.submission().push(&e) }.is_err() {
+            self.overflow.push_back(e);
+        }
+    }
+
+    fn flush_overflow(&mut self) {
+        while let Some(e) = self.overflow.front() {
+            // SAFETY: see `push`.
+            if unsafe { self.ring.submission().push(e) }.is_err() {
+                let _ = self.ring.submit();
+                // SAFETY: see `push`.
+                if unsafe { self.ring.submission().push(e) }.is_err() {
+                    return;
+                }
+            }
+            self.overflow.pop_front();
+        }
+    }
+
+    fn cancel(&mut self, user_data: u64) {
+        let e = opcode::AsyncCancel::new(user_data).build().user_data(
+            UserData::decode(user_data).map_or(0, |u| {
+                UserData {
+                    op: Op::Cancel,
+                    ..u
+                }
+                .encode()
+            }),
+        );
+        self.push(e);
+    }
+
+    fn arm_accept(&mut self, li: usize) {
+        let Some(l) = self.listeners.get_mut(li) else {
+            return;
+        };
+        let Some(fd) = l.fd.as_ref().map(std::os::fd::AsRawFd::as_raw_fd) else {
+            return;
+        };
+        l.armed = true;
+        l.rearm_at = None;
+        let e = opcode::AcceptMulti::new(types::Fd(fd))
+            .flags(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
+            .build()
+            .user_data(listener_ud(li));
+        self.push(e);
+    }
+
+    fn arm_wake(&mut self) {
+        self.wake_armed = true;
+        let e = opcode::PollAdd::new(types::Fd(self.stop.fd()), libc::POLLIN as u32)
+            .build()
+            .user_data(
+                UserData {
+                    op: Op::Wake,
+                    slot: 0,
+                    gen16: 0,
+                    aux: 0,
+                }
+                .encode(),
+            );
+        self.push(e);
+    }
+
+    fn arm_recv(&mut self, sid: Id) {
+        let Some(s) = self.socks.get_mut(sid) else {
+            return;
+        };
+        if s.recv_armed || s.fd < 0 {
+            return;
+        }
+        s.recv_armed = true;
+        s.recv_cancelling = false;
+        s.inflight += 1;
+        let e = opcode::RecvMulti::new(types::Fd(s.fd), BGID)
+            .build()
+            .user_data(ud(Op::Recv, sid, 0));
+        self.push(e);
+    }
+
+    fn cancel_recv(&mut self, sid: Id) {
+        let Some(s) = self.socks.get_mut(sid) else {
+            return;
+        };
+        if s.recv_armed && !s.recv_cancelling {
+            s.recv_cancelling = true;
+            self.cancel(ud(Op::Recv, sid, 0));
+        }
+    }
+
+    /// Closes a socket: cancels its operations and queues the close behind them. The slot is
+    /// freed when the last operation completed.
+    fn close_sock(&mut self, sid: Id) {
+        let Some(s) = self.socks.get_mut(sid) else {
+            return;
+        };
+        if s.owner == Owner::Closing {
+            return;
+        }
+        s.owner = Owner::Closing;
+        let fd = std::mem::replace(&mut s.fd, -1);
+        let mut ops: [Option<(Op, u8)>; 4] = [None; 4];
+        if s.recv_armed && !s.recv_cancelling {
+            ops[0] = Some((Op::Recv, 0));
+        }
+        if s.send_buf.is_some() {
+            ops[1] = Some((Op::Send, 0));
+        }
+        if s.idle_armed {
+            ops[2] = Some((Op::IdleRecv, s.pool_epoch));
+        }
+        if s.connecting {
+            ops[3] = Some((Op::Connect, 0));
+        }
+        for (op, aux) in ops.into_iter().flatten() {
+            self.cancel(ud(op, sid, aux));
+        }
+        if fd >= 0 {
+            let e = opcode::Close::new(types::Fd(fd))
+                .build()
+                .user_data(ud(Op::Close, sid, 0));
+            self.push(e);
+        }
+        self.maybe_free(sid);
+    }
+
+    fn maybe_free(&mut self, sid: Id) {
+        let done = self
+            .socks
+            .get(sid)
+            .is_some_and(|s| s.owner == Owner::Closing && s.inflight == 0);
+        if done && let Some(s) = self.socks.remove(sid) {
+            self.recycle_send_buf(s.send_buf);
+        }
+    }
+
+    fn recycle_send_buf(&mut self, buf: Option<Vec<u8>>) {
+        if let Some(mut b) = buf
+            && self.send_free.len() < SEND_FREE_MAX
+        {
+            b.clear();
+            self.send_free.push(b);
+        }
+    }
+
+    // ---- main loop ----
+
+    pub fn run(&mut self) -> Result<(), UringError> {
+        for li in 0..self.listeners.len() {
+            self.arm_accept(li);
+        }
+        self.arm_wake();
+        let result = self.event_loop();
+        self.teardown();
+        result
+    }
+
+    fn event_loop(&mut self) -> Result<(), UringError> {
+        loop {
+            let now = Instant::now();
+            if self.drain_until.is_none() && self.stop.is_stopped() {
+                self.begin_stop(now);
+            }
+            if let Some(until) = self.drain_until {
+                if self.conns.is_empty() {
+                    return Ok(());
+                }
+                if now >= until {
+                    for cid in self.conns.ids() {
+                        self.finish_conn(cid);
+                    }
+                    return Ok(());
+                }
+            }
+            for cid in std::mem::take(&mut self.resync) {
+                self.sync(cid, now);
+            }
+            self.flush_overflow();
+            let wait = if self.resync.is_empty() {
+                self.next_wakeup().map(|t| t.saturating_duration_since(now))
+            } else {
+                Some(Duration::ZERO)
+            };
+            self.enter(wait)?;
+            self.drain_completions();
+            let now = Instant::now();
+            self.run_timers(now);
+            self.expire_pool(now);
+            self.rearm_listeners(now);
+        }
+    }
+
+    /// One `io_uring_enter`: submits everything queued and waits for a completion or `wait`.
+    fn enter(&mut self, wait: Option<Duration>) -> Result<(), UringError> {
+        let r = match wait {
+            Some(d) => {
+                let ts = types::Timespec::from(d);
+                let args = types::SubmitArgs::new().timespec(&ts);
+                self.ring.submitter().submit_with_args(1, &args)
+            }
+            None => self.ring.submit_and_wait(1),
+        };
+        match r {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(UringError::Enter(e)),
+        }
+    }
+
+    fn drain_completions(&mut self) {
+        let mut cqes = std::mem::take(&mut self.cqes);
+        cqes.clear();
+        cqes.extend(
+            self.ring
+                .completion()
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
+        let now = Instant::now();
+        for &(user_data, res, flags) in &cqes {
+            self.complete(user_data, res, flags, now);
+        }
+        self.cqes = cqes;
+    }
+
+    fn next_wakeup(&mut self) -> Option<Instant> {
+        if self.pool_dirty {
+            self.pool_expiry = self.pool.next_expiry();
+            self.pool_dirty = false;
+        }
+        [
+            self.timers.next(),
+            self.pool_expiry,
+            self.drain_until,
+            self.listeners.iter().filter_map(|l| l.rearm_at).min(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn run_timers(&mut self, now: Instant) {
+        let mut due = std::mem::take(&mut self.scratch);
+        due.clear();
+        while let Some((at, cid)) = self.timers.pop_due(now) {
+            let Some(c) = self.conns.get_mut(cid) else {
+                continue;
+            };
+            if c.timer_at != Some(at) {
+                continue;
+            }
+            c.timer_at = None;
+            due.push(cid);
+        }
+        for &cid in &due {
+            let Driver { conns, cx, .. } = self;
+            if let Some(c) = conns.get_mut(cid)
+                && c.finishing.is_none()
+                && c.h.deadline().is_some_and(|d| d <= now)
+            {
+                c.h.on_timer(cx, now);
+            }
+            self.sync(cid, now);
+        }
+        self.scratch = due;
+    }
+
+    fn expire_pool(&mut self, now: Instant) {
+        if self.pool_dirty {
+            self.pool_expiry = self.pool.next_expiry();
+            self.pool_dirty = false;
+        }
+        if self.pool_expiry.is_some_and(|t| t <= now) {
+            for sid in self.pool.expire(now) {
+                self.close_sock(sid);
+            }
+            self.pool_dirty = true;
+        }
+    }
+
+    fn rearm_listeners(&mut self, now: Instant) {
+        if self.drain_until.is_some() {
+            return;
+        }
+        for li in 0..self.listeners.len() {
+            let due = self
+                .listeners
+                .get(li)
+                .is_some_and(|l| !l.armed && l.rearm_at.is_some_and(|t| t <= now));
+            if due {
+                self.arm_accept(li);
+            }
+        }
+    }
+
+    fn begin_stop(&mut self, now: Instant) {
+        self.drain_until = Some(now + self.opts.drain_timeout);
+        for li in 0..self.listeners.len() {
+            let Some(l) = self.listeners.get_mut(li) else {
+                continue;
+            };
+            let armed = l.armed;
+            let fd = l.fd.take();
+            l.rearm_at = None;
+            if armed {
+                self.cancel(listener_ud(li));
+            }
+            if let Some(fd) = fd {
+                let e = opcode::Close::new(types::Fd(fd.into_raw_fd()))
+                    .build()
+                    .user_data(Op::Close as u64);
+                self.push(e);
+            }
+        }
+        for sid in self.pool.remove_where(|_, _| true) {
+            self.close_sock(sid);
+        }
+        self.pool_dirty = true;
+    }
+
+    /// Cancels whatever is still in flight and waits (bounded) until the kernel no longer
+    /// references our memory; only then is the buffer ring unregistered and freed.
+    fn teardown(&mut self) {
+        // Nothing is re-armed from here on.
+        self.drain_until.get_or_insert_with(Instant::now);
+        for cid in self.conns.ids() {
+            self.finish_conn(cid);
+        }
+        for sid in self.pool.remove_where(|_, _| true) {
+            self.close_sock(sid);
+        }
+        for sid in self.socks.ids() {
+            self.close_sock(sid);
+        }
+        for l in &mut self.listeners {
+            // Closed synchronously: nothing is queued behind a listener at this point
+            // except its cancelled accept, which holds its own file reference.
+            l.fd.take();
+        }
+        let any = opcode::AsyncCancel2::new(types::CancelBuilder::any())
+            .build()
+            .user_data(
+                UserData {
+                    op: Op::Cancel,
+                    slot: 0,
+                    gen16: 0,
+                    aux: 0,
+                }
+                .encode(),
+            );
+        self.push(any);
+        let deadline = Instant::now() + TEARDOWN_WAIT;
+        loop {
+            self.flush_overflow();
+            let busy = !self.socks.is_empty()
+                || self.wake_armed
+                || self.listeners.iter().any(|l| l.armed)
+                || !self.overflow.is_empty();
+            let now = Instant::now();
+            if !busy || now >= deadline {
+                break;
+            }
+            if self.enter(Some(Duration::from_millis(50))).is_err() {
+                break;
+            }
+            self.drain_completions();
+        }
+        let _ = self.ring.submit();
+        let idle = self.socks.is_empty()
+            && !self.wake_armed
+            && !self.listeners.iter().any(|l| l.armed)
+            && self.overflow.is_empty();
+        if idle {
+            // On failure the buffer memory is leaked rather than freed under the kernel.
+            let _ = self.bufs.unregister(&self.ring.submitter());
+        }
+    }
+
+    // ---- completions ----
+
+    fn complete(&mut self, user_data: u64, res: i32, flags: u32, now: Instant) {
+        let Some(u) = UserData::decode(user_data) else {
+            if let Some(bid) = cqueue::buffer_select(flags) {
+                self.bufs.recycle(bid);
+            }
+            return;
+        };
+        match u.op {
+            Op::Accept => self.on_accept(u.slot as usize, res, flags, now),
+            Op::Wake => {
+                self.wake_armed = false;
+                if !self.stop.is_stopped() && self.drain_until.is_none() {
+                    self.arm_wake();
+                }
+            }
+            Op::Cancel | Op::Close => {}
+            Op::Recv | Op::Send | Op::Connect | Op::LinkTimeout | Op::IdleRecv => {
+                let Some(sid) = self.socks.find16(u.slot, u.gen16) else {
+                    if let Some(bid) = cqueue::buffer_select(flags) {
+                        self.bufs.recycle(bid);
+                    }
+                    return;
+                };
+                match u.op {
+                    Op::Recv => self.on_recv(sid, res, flags, now),
+                    Op::Send => self.on_send(sid, res, now),
+                    Op::Connect => self.on_connect(sid, res, now),
+                    Op::IdleRecv => self.on_idle_recv(sid, u.aux, res),
+                    _ => {
+                        if let Some(s) = self.socks.get_mut(sid) {
+                            s.inflight = s.inflight.saturating_sub(1);
+                        }
+                    }
+                }
+                self.maybe_free(sid);
+            }
+        }
+    }
+
+    fn on_accept(&mut self, li: usize, res: i32, flags: u32, now: Instant) {
+        let more = cqueue::more(flags);
+        let Some(l) = self.listeners.get_mut(li) else {
+            if res >= 0 {
+                self.close_raw(res);
+            }
+            return;
+        };
+        if !more {
+            l.armed = false;
+        }
+        if res >= 0 {
+            self.accepted(li, res, now);
+        } else if matches!(
+            -res,
+            libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM
+        ) && let Some(l) = self.listeners.get_mut(li)
+        {
+            l.rearm_at = Some(now + ACCEPT_BACKOFF);
+        }
+        let rearm = self
+            .listeners
+            .get(li)
+            .is_some_and(|l| !l.armed && l.rearm_at.is_none() && l.fd.is_some());
+        if rearm && self.drain_until.is_none() {
+            self.arm_accept(li);
+        }
+    }
+
+    fn close_raw(&mut self, fd: RawFd) {
+        let e = opcode::Close::new(types::Fd(fd))
+            .build()
+            .user_data(Op::Close as u64);
+        self.push(e);
+    }
+
+    fn accepted(&mut self, li: usize, fd: RawFd, now: Instant) {
+        if self.drain_until.is_some() || !self.limit.try_acquire() {
+            bump(&self.stats.refused);
+            self.close_raw(fd);
+            return;
+        }
+        // SAFETY: `fd` was just returned by accept and is open; ManuallyDrop keeps the Socket
+        // from closing it (the driver closes it through the ring).
+        let sock = ManuallyDrop::new(unsafe { Socket::from_raw_fd(fd) });
+        let peer = sock.peer_addr().ok().and_then(|a| a.as_socket());
+        let local = sock.local_addr().ok().and_then(|a| a.as_socket());
+        let (Some(peer), Some(local)) = (peer, local) else {
+            self.limit.release();
+            self.close_raw(fd);
+            return;
+        };
+        let _ = sock.set_tcp_nodelay(true);
+        bump(&self.stats.accepted);
+        let listener = self.listeners.get(li).map_or(li, |l| l.index);
+        let sid = self.socks.insert(Sock::new(fd, Owner::Closing, true));
+        let info = ConnInfo {
+            peer,
+            local,
+            listener,
+            tls: false,
+            sni: None,
+        };
+        let h = H::new(self.cx, info, now);
+        let cid = self.conns.insert(Conn {
+            h,
+            down: sid,
+            up: None,
+            up_key: None,
+            timer_at: None,
+            flush_on_close: false,
+            finishing: None,
+            linger_until: None,
+        });
+        if let Some(s) = self.socks.get_mut(sid) {
+            s.owner = Owner::Conn {
+                conn: cid,
+                side: Side::Down,
+            };
+        }
+        self.sync(cid, now);
+    }
+
+    fn on_recv(&mut self, sid: Id, res: i32, flags: u32, now: Instant) {
+        let more = cqueue::more(flags);
+        let bid = cqueue::buffer_select(flags);
+        let Some(s) = self.socks.get_mut(sid) else {
+            if let Some(bid) = bid {
+                self.bufs.recycle(bid);
+            }
+            return;
+        };
+        if !more {
+            s.recv_armed = false;
+            s.recv_cancelling = false;
+            s.inflight = s.inflight.saturating_sub(1);
+        }
+        let owner = s.owner;
+        let benign = res == -libc::ENOBUFS || res == -libc::ECANCELED;
+        match owner {
+            Owner::Conn { conn, side } => {
+                if res > 0 {
+                    match bid {
+                        Some(bid) => self.deliver_data(conn, side, sid, bid, res as usize, now),
+                        None => self.deliver_error(conn, side, sid, now),
+                    }
+                } else if res == 0 {
+                    self.deliver_eof(conn, side, sid, now);
+                } else if !benign {
+                    self.deliver_error(conn, side, sid, now);
+                }
+                if let Some(bid) = bid {
+                    self.bufs.recycle(bid);
+                }
+                self.sync(conn, now);
+            }
+            Owner::Parking => {
+                if !benign {
+                    s.failed = true;
+                }
+                if let Some(bid) = bid {
+                    self.bufs.recycle(bid);
+                }
+                if !more {
+                    self.park_done(sid, now);
+                }
+            }
+            Owner::Pooled => {
+                if let Some(bid) = bid {
+                    self.bufs.recycle(bid);
+                }
+                if !benign {
+                    self.drop_stale(sid);
+                }
+            }
+            Owner::Closing => {
+                if let Some(bid) = bid {
+                    self.bufs.recycle(bid);
+                }
+            }
+        }
+    }
+
+    fn deliver_data(&mut self, cid: Id, side: Side, sid: Id, bid: u16, len: usize, now: Instant) {
+        let Driver {
+            conns,
+            socks,
+            bufs,
+            cx,
+            ..
+        } = self;
+        let (Some(c), Some(s)) = (conns.get_mut(cid), socks.get_mut(sid)) else {
+            return;
+        };
+        if c.finishing.is_some() {
+            return;
+        }
+        let Some(data) = bufs.slice(bid, len) else {
+            return;
+        };
+        if s.stash.is_empty() && !s.stash_eof && wants(&c.h, side) {
+            match side {
+                Side::Down => c.h.on_downstream_data(cx, data, now),
+                Side::Up => c.h.on_upstream_data(cx, data, now),
+            }
+        } else {
+            s.stash.extend_from_slice(data);
+        }
+    }
+
+    fn deliver_eof(&mut self, cid: Id, side: Side, sid: Id, now: Instant) {
+        let Driver {
+            conns, socks, cx, ..
+        } = self;
+        let (Some(c), Some(s)) = (conns.get_mut(cid), socks.get_mut(sid)) else {
+            return;
+        };
+        s.read_closed = true;
+        if c.finishing.is_some() {
+            return;
+        }
+        if s.stash.is_empty() && wants(&c.h, side) {
+            match side {
+                Side::Down => c.h.on_downstream_eof(cx, now),
+                Side::Up => c.h.on_upstream_eof(cx, now),
+            }
+        } else {
+            s.stash_eof = true;
+        }
+    }
+
+    fn deliver_error(&mut self, cid: Id, side: Side, sid: Id, now: Instant) {
+        let Driver {
+            conns, socks, cx, ..
+        } = self;
+        let (Some(c), Some(s)) = (conns.get_mut(cid), socks.get_mut(sid)) else {
+            return;
+        };
+        let first = !s.failed;
+        s.read_closed = true;
+        s.failed = true;
+        if c.finishing.is_some() || !first {
+            return;
+        }
+        match side {
+            Side::Down => c.h.on_downstream_error(cx, now),
+            Side::Up => c.h.on_upstream_error(cx, UpstreamError::Io, now),
+        }
+    }
+
+    fn on_send(&mut self, sid: Id, res: i32, now: Instant) {
+        let Some(s) = self.socks.get_mut(sid) else {
+            return;
+        };
+        s.inflight = s.inflight.saturating_sub(1);
+        let buf = s.send_buf.take();
+        let sent = buf.as_ref().map_or(0, Vec::len);
+        let owner = s.owner;
+        self.recycle_send_buf(buf);
+        let Owner::Conn { conn, side } = owner else {
+            return;
+        };
+        if res > 0 && (res as usize) <= sent {
+            let Driver { conns, cx, .. } = self;
+            if let Some(c) = conns.get_mut(conn) {
+                match side {
+                    Side::Down => c.h.downstream_written(cx, res as usize, now),
+                    Side::Up => c.h.upstream_written(cx, res as usize, now),
+                }
+            }
+        } else {
+            self.deliver_error(conn, side, sid, now);
+        }
+        self.sync(conn, now);
+    }
+
+    fn on_connect(&mut self, sid: Id, res: i32, now: Instant) {
+        let Some(s) = self.socks.get_mut(sid) else {
+            return;
+        };
+        s.inflight = s.inflight.saturating_sub(1);
+        s.connecting = false;
+        let Owner::Conn {
+            conn,
+            side: Side::Up,
+        } = s.owner
+        else {
+            return;
+        };
+        if res == 0 {
+            s.connected = true;
+            let Driver { conns, cx, .. } = self;
+            if let Some(c) = conns.get_mut(conn) {
+                c.h.on_upstream_connected(cx, false, now);
+            }
+        } else {
+            let err = if res == -libc::ECANCELED {
+                UpstreamError::ConnectTimeout
+            } else {
+                UpstreamError::Connect
+            };
+            bump(&self.stats.upstream_connect_errors);
+            if let Some(c) = self.conns.get_mut(conn)
+                && c.up == Some(sid)
+            {
+                c.up = None;
+            }
+            self.close_sock(sid);
+            let Driver { conns, cx, .. } = self;
+            if let Some(c) = conns.get_mut(conn)
+                && c.finishing.is_none()
+            {
+                c.h.on_upstream_error(cx, err, now);
+            }
+        }
+        self.sync(conn, now);
+    }
+
+    fn on_idle_recv(&mut self, sid: Id, aux: u8, res: i32) {
+        let Some(s) = self.socks.get_mut(sid) else {
+            return;
+        };
+        s.inflight = s.inflight.saturating_sub(1);
+        if aux != s.pool_epoch {
+            return;
+        }
+        s.idle_armed = false;
+        if s.owner == Owner::Pooled && res != -libc::ECANCELED {
+            // Data, EOF or an error on an idle connection: the peer is done with it.
+            self.drop_stale(sid);
+        }
+    }
+
+    fn drop_stale(&mut self, sid: Id) {
+        let removed = self.pool.remove_where(|_, s| *s == sid);
+        if !removed.is_empty() {
+            self.pool_dirty = true;
+        }
+        bump(&self.stats.pool_stale);
+        self.close_sock(sid);
+    }
+
+    // ---- the driver contract, after every callback ----
+
+    fn sync(&mut self, cid: Id, now: Instant) {
+        for _ in 0..SYNC_ROUNDS {
+            loop {
+                let Some(c) = self.conns.get_mut(cid) else {
+                    return;
+                };
+                let Some(action) = c.h.poll_action() else {
+                    break;
+                };
+                self.do_action(cid, action, now);
+            }
+            let Some(c) = self.conns.get(cid) else {
+                return;
+            };
+            if c.finishing.is_some() || c.h.is_closed() {
+                self.sync_finishing(cid, now);
+                return;
+            }
+            self.pump_send(cid, Side::Down);
+            self.pump_send(cid, Side::Up);
+            if self.sync_reads(cid, now) {
+                continue;
+            }
+            self.sync_timer(cid);
+            return;
+        }
+        self.resync.push(cid);
+    }
+
+    fn do_action(&mut self, cid: Id, action: Action, now: Instant) {
+        match action {
+            Action::ConnectUpstream { key, limits } => self.connect_upstream(cid, key, limits, now),
+            Action::ReleaseUpstream { reusable } => self.release_upstream(cid, reusable, now),
+            Action::CloseDownstream { flush } => {
+                if let Some(c) = self.conns.get_mut(cid) {
+                    c.flush_on_close = flush;
+                }
+            }
+        }
+    }
+
+    /// The handler is closed: flush its last bytes (when it asked for a flushed close), then
+    /// shut down the write side and keep reading and discarding what the client still sends
+    /// for `lingering_close` (so a reset does not destroy the response), then free it.
+    fn sync_finishing(&mut self, cid: Id, now: Instant) {
+        let Some(c) = self.conns.get_mut(cid) else {
+            return;
+        };
+        let first = c.finishing.is_none();
+        let deadline = *c.finishing.get_or_insert(now + self.opts.flush_timeout);
+        // An upstream still attached when the handler closes is not reusable.
+        let up = c.up.take();
+        let down = c.down;
+        let graceful = c.flush_on_close;
+        let flush = graceful && !c.h.downstream_out().is_empty();
+        let linger_until = c.linger_until;
+        if let Some(up) = up {
+            self.close_sock(up);
+        }
+        if first && !graceful {
+            self.cancel_recv(down);
+        }
+        let Some(s) = self.socks.get(down) else {
+            self.finish_conn(cid);
+            return;
+        };
+        let usable = !s.failed && s.fd >= 0;
+        let readable = usable && !s.read_closed;
+        let fd = s.fd;
+        let wait_until = if flush {
+            (usable && now < deadline).then_some(deadline)
+        } else if graceful && readable && !self.opts.lingering_close.is_zero() {
+            let until = match linger_until {
+                Some(t) => t,
+                None => {
+                    // SAFETY: `fd` is open (owned by this socket slot until its ring close);
+                    // ManuallyDrop keeps the Socket from closing it.
+                    let sock = ManuallyDrop::new(unsafe { Socket::from_raw_fd(fd) });
+                    let _ = sock.shutdown(std::net::Shutdown::Write);
+                    let t = now + self.opts.lingering_close;
+                    if let Some(c) = self.conns.get_mut(cid) {
+                        c.linger_until = Some(t);
+                    }
+                    t
+                }
+            };
+            (now < until).then_some(until)
+        } else {
+            None
+        };
+        let Some(until) = wait_until else {
+            self.finish_conn(cid);
+            return;
+        };
+        if flush {
+            self.pump_send(cid, Side::Down);
+        } else {
+            // Lingering: keep a receive armed; what arrives is dropped.
+            self.arm_recv(down);
+        }
+        if let Some(c) = self.conns.get_mut(cid)
+            && c.timer_at.is_none_or(|t| until < t)
+        {
+            c.timer_at = Some(until);
+            self.timers.push(until, cid);
+        }
+    }
+
+    fn finish_conn(&mut self, cid: Id) {
+        let Some(c) = self.conns.remove(cid) else {
+            return;
+        };
+        if let Some(up) = c.up {
+            self.close_sock(up);
+        }
+        self.close_sock(c.down);
+        self.limit.release();
+        bump(&self.stats.closed);
+    }
+
+    fn pump_send(&mut self, cid: Id, side: Side) {
+        let Driver {
+            conns,
+            socks,
+            send_free,
+            opts,
+            ..
+        } = self;
+        let Some(c) = conns.get(cid) else {
+            return;
+        };
+        let Some(sid) = (match side {
+            Side::Down => Some(c.down),
+            Side::Up => c.up,
+        }) else {
+            return;
+        };
+        let Some(s) = socks.get_mut(sid) else {
+            return;
+        };
+        if s.send_buf.is_some()
+            || !s.connected
+            || s.failed
+            || s.fd < 0
+            || s.owner != (Owner::Conn { conn: cid, side })
+        {
+            return;
+        }
+        let out = match side {
+            Side::Down => c.h.downstream_out(),
+            Side::Up => c.h.upstream_out(),
+        };
+        if out.is_empty() {
+            return;
+        }
+        let cap = opts.send_buffer_size.max(1);
+        let n = out.len().min(cap).min(u32::MAX as usize);
+        let mut buf = send_free.pop().unwrap_or_default();
+        buf.clear();
+        buf.reserve_exact(cap);
+        buf.extend_from_slice(out.get(..n).unwrap_or(out));
+        let e = opcode::Send::new(types::Fd(s.fd), buf.as_ptr(), buf.len() as u32)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(ud(Op::Send, sid, 0));
+        // The Vec is not touched again until the send completes, so its heap block (which the
+        // entry points at) stays where it is even if the Sock itself moves.
+        s.send_buf = Some(buf);
+        s.inflight += 1;
+        self.push(e);
+    }
+
+    /// Arms or cancels receives per the handler's interest and hands over held bytes. Returns
+    /// true when a handler callback was made (the caller runs the contract again).
+    fn sync_reads(&mut self, cid: Id, now: Instant) -> bool {
+        for side in [Side::Down, Side::Up] {
+            let Driver {
+                conns, socks, cx, ..
+            } = self;
+            let Some(c) = conns.get_mut(cid) else {
+                return false;
+            };
+            let Some(sid) = (match side {
+                Side::Down => Some(c.down),
+                Side::Up => c.up,
+            }) else {
+                continue;
+            };
+            let Some(s) = socks.get_mut(sid) else {
+                continue;
+            };
+            if s.owner != (Owner::Conn { conn: cid, side }) || !s.connected {
+                continue;
+            }
+            let want = wants(&c.h, side);
+            if want && !s.stash.is_empty() {
+                let data = std::mem::take(&mut s.stash);
+                match side {
+                    Side::Down => c.h.on_downstream_data(cx, &data, now),
+                    Side::Up => c.h.on_upstream_data(cx, &data, now),
+                }
+                return true;
+            }
+            if want && s.stash_eof {
+                s.stash_eof = false;
+                match side {
+                    Side::Down => c.h.on_downstream_eof(cx, now),
+                    Side::Up => c.h.on_upstream_eof(cx, now),
+                }
+                return true;
+            }
+            let (armed, closed) = (s.recv_armed, s.read_closed || s.fd < 0);
+            if want && !armed && !closed {
+                self.arm_recv(sid);
+            } else if !want && armed {
+                self.cancel_recv(sid);
+            }
+        }
+        false
+    }
+
+    fn sync_timer(&mut self, cid: Id) {
+        let Some(c) = self.conns.get_mut(cid) else {
+            return;
+        };
+        if let Some(d) = c.h.deadline()
+            && c.timer_at.is_none_or(|t| d < t)
+        {
+            c.timer_at = Some(d);
+            self.timers.push(d, cid);
+        }
+    }
+
+    // ---- upstream connections ----
+
+    fn connect_upstream(&mut self, cid: Id, key: PoolKey, limits: PoolLimits, now: Instant) {
+        let Some(c) = self.conns.get_mut(cid) else {
+            return;
+        };
+        let old = c.up.take();
+        c.up_key = None;
+        if let Some(old) = old {
+            self.close_sock(old);
+        }
+        let mut dead = std::mem::take(&mut self.scratch);
+        dead.clear();
+        let mut reused = None;
+        while let Some(sid) = self.pool.checkout(&key, now, &mut dead) {
+            self.pool_dirty = true;
+            if self.idle_is_live(sid) {
+                reused = Some(sid);
+                break;
+            }
+            bump(&self.stats.pool_stale);
+            dead.push(sid);
+        }
+        for &sid in &dead {
+            self.close_sock(sid);
+        }
+        self.scratch = dead;
+        if let Some(sid) = reused {
+            let mut cancel_idle = None;
+            if let Some(s) = self.socks.get_mut(sid) {
+                s.owner = Owner::Conn {
+                    conn: cid,
+                    side: Side::Up,
+                };
+                if s.idle_armed {
+                    cancel_idle = Some(ud(Op::IdleRecv, sid, s.pool_epoch));
+                    // A late idle completion carries the old epoch and is ignored.
+                    s.idle_armed = false;
+                    s.pool_epoch = s.pool_epoch.wrapping_add(1);
+                }
+            }
+            if let Some(u) = cancel_idle {
+                self.cancel(u);
+            }
+            bump(&self.stats.pool_reused);
+            let Driver { conns, cx, .. } = self;
+            if let Some(c) = conns.get_mut(cid) {
+                c.up = Some(sid);
+                c.up_key = Some((key, limits));
+                c.h.on_upstream_connected(cx, true, now);
+            }
+            return;
+        }
+
+        bump(&self.stats.upstream_connects);
+        // Not O_NONBLOCK: io_uring makes the connect asynchronous itself, while a non-blocking
+        // socket makes a connect the kernel runs from a worker (SQPOLL, punted requests) end
+        // with EINPROGRESS instead of the outcome. Every synchronous call the driver makes on
+        // it (peek, shutdown) is non-blocking by its flags.
+        let socket = Socket::new(
+            Domain::for_address(key.endpoint),
+            Type::STREAM.cloexec(),
+            Some(Protocol::TCP),
+        );
+        let socket = match socket {
+            Ok(s) => s,
+            Err(_) => {
+                bump(&self.stats.upstream_connect_errors);
+                let Driver { conns, cx, .. } = self;
+                if let Some(c) = conns.get_mut(cid) {
+                    c.h.on_upstream_error(cx, UpstreamError::Connect, now);
+                }
+                return;
+            }
+        };
+        let _ = socket.set_tcp_nodelay(true);
+        let fd = socket.into_raw_fd();
+        let sid = self.socks.insert(Sock::new(
+            fd,
+            Owner::Conn {
+                conn: cid,
+                side: Side::Up,
+            },
+            false,
+        ));
+        let Some(s) = self.socks.get_mut(sid) else {
+            return;
+        };
+        s.args.addr = Some(SockAddr::from(key.endpoint));
+        s.args.timeout = types::Timespec::from(limits.connect_timeout);
+        let Some(addr) = s.args.addr.as_ref() else {
+            return;
+        };
+        let connect = opcode::Connect::new(types::Fd(fd), addr.as_ptr().cast(), addr.len())
+            .build()
+            .user_data(ud(Op::Connect, sid, 0));
+        s.connecting = true;
+        let timeout = if limits.connect_timeout.is_zero() {
+            None
+        } else {
+            Some(
+                opcode::LinkTimeout::new(&s.args.timeout)
+                    .build()
+                    .user_data(ud(Op::LinkTimeout, sid, 0)),
+            )
+        };
+        if let Some(t) = timeout {
+            s.inflight += 2;
+            self.push(connect.flags(squeue::Flags::IO_LINK));
+            self.push(t);
+        } else {
+            s.inflight += 1;
+            self.push(connect);
+        }
+        if let Some(c) = self.conns.get_mut(cid) {
+            c.up = Some(sid);
+            c.up_key = Some((key, limits));
+        }
+    }
+
+    /// A cheap liveness check at checkout: EAGAIN from a non-blocking peek means the idle
+    /// connection is still open and silent.
+    fn idle_is_live(&self, sid: Id) -> bool {
+        let Some(s) = self.socks.get(sid) else {
+            return false;
+        };
+        if s.fd < 0 || s.failed || s.owner != Owner::Pooled {
+            return false;
+        }
+        // SAFETY: `s.fd` is open (owned by this socket slot until its ring close); ManuallyDrop
+        // keeps the Socket from closing it.
+        let sock = ManuallyDrop::new(unsafe { Socket::from_raw_fd(s.fd) });
+        let mut byte = [MaybeUninit::<u8>::uninit(); 1];
+        matches!(
+            sock.recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+        )
+    }
+
+    fn release_upstream(&mut self, cid: Id, reusable: bool, now: Instant) {
+        let Some(c) = self.conns.get_mut(cid) else {
+            return;
+        };
+        let Some(sid) = c.up.take() else {
+            return;
+        };
+        let key = c.up_key.take();
+        let Some(s) = self.socks.get_mut(sid) else {
+            return;
+        };
+        let clean = reusable
+            && key.is_some()
+            && s.connected
+            && !s.connecting
+            && !s.failed
+            && !s.read_closed
+            && s.stash.is_empty()
+            && !s.stash_eof
+            && s.send_buf.is_none()
+            && self.drain_until.is_none();
+        if !clean {
+            self.close_sock(sid);
+            return;
+        }
+        s.owner = Owner::Parking;
+        s.park = key;
+        if s.recv_armed {
+            self.cancel_recv(sid);
+        } else {
+            self.park_done(sid, now);
+        }
+    }
+
+    /// The receive of a released connection is over: pool it (with a peek armed) if nothing
+    /// arrived in the meantime.
+    fn park_done(&mut self, sid: Id, now: Instant) {
+        let Some(s) = self.socks.get_mut(sid) else {
+            return;
+        };
+        if s.owner != Owner::Parking {
+            return;
+        }
+        let park = s.park.take();
+        let stale = s.failed || s.read_closed || !s.stash.is_empty() || s.stash_eof;
+        let Some((key, limits)) = park.filter(|_| !stale && self.drain_until.is_none()) else {
+            if stale {
+                bump(&self.stats.pool_stale);
+            }
+            self.close_sock(sid);
+            return;
+        };
+        s.owner = Owner::Pooled;
+        s.pool_epoch = s.pool_epoch.wrapping_add(1);
+        let evicted = self
+            .pool
+            .checkin(key, sid, limits.max_idle, limits.idle_timeout, now);
+        self.pool_dirty = true;
+        if let Some(old) = evicted {
+            self.close_sock(old);
+            if old == sid {
+                return;
+            }
+        }
+        let Some(s) = self.socks.get_mut(sid) else {
+            return;
+        };
+        s.idle_armed = true;
+        s.inflight += 1;
+        let e = opcode::Recv::new(types::Fd(s.fd), s.args.peek.as_mut_ptr(), 1)
+            .flags(libc::MSG_PEEK)
+            .build()
+            .user_data(ud(Op::IdleRecv, sid, s.pool_epoch));
+        self.push(e);
+    }
+}
