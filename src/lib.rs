@@ -14,3 +14,4 @@ pub mod config;
 pub mod metrics;
 pub mod proxy;
 pub mod routing;
+pub mod runtime;

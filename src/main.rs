@@ -5,7 +5,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use std::sync::Arc;
+
+use arc_gateway::admin::{AdminServer, HealthState};
 use arc_gateway::config;
+use arc_gateway::metrics::{Metrics, ReloadResult};
+use arc_gateway::runtime::Server;
 
 /// Arc: a Kubernetes Ingress controller with an embedded io_uring data plane.
 #[derive(Debug, Parser)]
@@ -84,16 +89,110 @@ fn check(path: &Path) -> ExitCode {
 }
 
 fn run(path: &Path, _kubeconfig: Option<&Path>) -> ExitCode {
-    let _cfg = match config::load(path) {
+    let cfg = match config::load(path) {
         Ok(cfg) => cfg,
         Err(err) => {
             eprintln!("{err}");
             return ExitCode::FAILURE;
         }
     };
-    eprintln!(
-        "arc-gateway: {}: configuration is valid, but serving traffic is not built yet; use --check",
-        path.display()
-    );
-    ExitCode::FAILURE
+    init_logging(&cfg.logging);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("arc-gateway: cannot start the control-plane runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(path, cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "arc-gateway stopped");
+            eprintln!("arc-gateway: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(logging: &config::Logging) {
+    use config::{LogFormat, LogLevel};
+    let level = match logging.level {
+        LogLevel::Trace => tracing::Level::TRACE,
+        LogLevel::Debug => tracing::Level::DEBUG,
+        LogLevel::Info => tracing::Level::INFO,
+        LogLevel::Warn => tracing::Level::WARN,
+        LogLevel::Error => tracing::Level::ERROR,
+    };
+    let to_stderr = logging.output.path == "stderr";
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_target(false)
+        .with_thread_names(true);
+    let result = match (logging.format, to_stderr) {
+        (LogFormat::Json, false) => builder.json().with_writer(std::io::stdout).try_init(),
+        (LogFormat::Json, true) => builder.json().with_writer(std::io::stderr).try_init(),
+        (LogFormat::Text, false) => builder.with_writer(std::io::stdout).try_init(),
+        (LogFormat::Text, true) => builder.with_writer(std::io::stderr).try_init(),
+    };
+    if let Err(e) = result {
+        eprintln!("arc-gateway: logging not initialised: {e}");
+    }
+}
+
+/// Runs the admin server and the data plane until SIGTERM/SIGINT; SIGHUP reloads the file.
+async fn serve(path: &Path, cfg: config::Config) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use tokio::signal::unix::{SignalKind, signal};
+
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(HealthState::new());
+    let admin_addr: std::net::SocketAddr =
+        config::validate::parse_socket_addr(&cfg.observability.metrics_bind)
+            .map_err(|m| anyhow::anyhow!("observability.metrics_bind: {m}"))?;
+    let admin = AdminServer::bind(admin_addr, Arc::clone(&metrics), Arc::clone(&health)).await?;
+    tracing::info!(address = %admin.local_addr(), "admin server listening");
+    let (stop_admin, admin_stopped) = tokio::sync::watch::channel(false);
+    let admin_task = tokio::spawn(admin.serve(arc_gateway::admin::shutdown_signal(admin_stopped)));
+
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+
+    let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let mut server = Server::start(cfg, &base, Arc::clone(&metrics), Arc::clone(&health))?;
+    tracing::info!(config = %path.display(), driver = server.driver().name(), "arc-gateway is serving");
+
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => {
+                match config::load(path) {
+                    Ok(new) => match server.reload(new) {
+                        Ok(_) => tracing::info!(config = %path.display(), "configuration reloaded"),
+                        Err(e) => tracing::error!(error = %e, "configuration rejected; the old one keeps serving"),
+                    },
+                    Err(e) => {
+                        metrics.control().config_reloaded(ReloadResult::Failure);
+                        for p in &e.problems {
+                            tracing::error!(key = %p.key, line = p.line, problem = %p.message, "configuration rejected; the old one keeps serving");
+                        }
+                    }
+                }
+            }
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+    }
+    tracing::info!("draining");
+    health.start_draining();
+    tokio::task::spawn_blocking(move || server.shutdown())
+        .await
+        .context("joining the workers")??;
+    let _ = stop_admin.send(true);
+    let _ = admin_task.await;
+    tracing::info!("stopped");
+    Ok(())
 }

@@ -9,5 +9,5 @@ pub mod http1;
 pub mod io;
 pub mod tls;
 pub mod upstream;
-pub mod worker;
 pub mod uring;
+pub mod worker;

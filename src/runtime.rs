@@ -1,0 +1,314 @@
+//! Process wiring of a standalone Arc: turns a validated [`Config`] into what the data plane
+//! serves (routing snapshot with resolved upstream endpoints, TLS certificate store), starts the
+//! worker threads and the admin server, and applies reloads.
+//!
+//! This is control-plane code: it may block (file reads, DNS) because it never runs on a worker
+//! thread. Signals and the process loop live in `main.rs`.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+
+use crate::admin::HealthState;
+use crate::config::{self, Config, IoUringMode, Protocol};
+use crate::metrics::{IoDriver, Metrics, ReloadResult};
+use crate::proxy::core::{Conn, ConnLimits, SharedSnapshot, Snapshot, UpstreamSpec, WorkerCx};
+use crate::proxy::http1;
+use crate::proxy::io::{ConnLimit, PoolLimits};
+use crate::proxy::tls::{CertResolver, CertStore, LoadedCert, TlsAcceptor, TlsAcceptorConfig};
+use crate::proxy::worker::{DriverKind, ListenerSpec, Tuning, WorkerConfig, WorkerSet};
+use crate::routing;
+
+/// Why the process could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(#[from] config::ConfigError),
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+    #[error("{0}")]
+    Workers(#[from] crate::proxy::worker::WorkerError),
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> StartError {
+    StartError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// The per-connection limits of `limits.*`.
+pub fn conn_limits(cfg: &Config) -> ConnLimits {
+    let l = &cfg.limits;
+    ConnLimits {
+        codec: http1::Limits {
+            max_head: usize::try_from(l.max_head.get()).unwrap_or(usize::MAX),
+            max_headers: l.max_headers,
+            max_body: l.max_body.map(|b| b.get()),
+        },
+        header_read_timeout: l.header_read_timeout.get(),
+        idle_timeout: l.idle_timeout.get(),
+        max_requests_per_connection: l.max_requests_per_connection,
+        max_connection_age: l.max_connection_age.map(|d| d.get()),
+    }
+}
+
+/// Resolves an upstream's endpoints (IP literals as they are, names through DNS). A name that
+/// does not resolve is logged and skipped: requests then get 503 instead of the start failing.
+pub fn resolve_upstream(u: &config::Upstream, index: usize) -> UpstreamSpec {
+    let mut endpoints = Vec::new();
+    for (j, addr) in u.endpoints().into_iter().enumerate() {
+        match addr.to_socket_addrs() {
+            Ok(found) => {
+                for a in found {
+                    if !endpoints.contains(&a) {
+                        endpoints.push(a);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(
+                key = format!("upstreams[{index}].addrs[{j}]"),
+                address = addr,
+                error = %e,
+                "upstream address does not resolve; it gets no traffic"
+            ),
+        }
+    }
+    UpstreamSpec {
+        name: Arc::from(u.name.as_str()),
+        endpoints,
+        pool: PoolLimits {
+            max_idle: u.pool.max_idle,
+            idle_timeout: u.pool.idle_timeout.get(),
+            connect_timeout: u.connect_timeout.get(),
+        },
+        read_timeout: u.read_timeout.get(),
+        send_timeout: u.send_timeout.get(),
+    }
+}
+
+/// Compiles the routing snapshot of a configuration.
+pub fn build_snapshot(cfg: &Config, version: u64, metrics: &Metrics) -> (Snapshot, Duration) {
+    let started = Instant::now();
+    let compiled = routing::compile(&config::routes::route_model(cfg), version);
+    for p in &compiled.problems {
+        tracing::warn!(problem = %p, "route not served");
+    }
+    let upstreams = cfg
+        .upstreams
+        .iter()
+        .enumerate()
+        .map(|(i, u)| resolve_upstream(u, i))
+        .collect();
+    let snapshot = Snapshot::new(compiled.table, upstreams, conn_limits(cfg))
+        .with_route_ids(|n| metrics.routes().intern(n));
+    (snapshot, started.elapsed())
+}
+
+/// Loads the configured certificates (relative paths from `base`) into a certificate store
+/// with the configured or a generated default certificate.
+pub fn build_cert_store(cfg: &Config, base: &Path) -> Result<CertStore, StartError> {
+    let path = |p: &str| -> PathBuf { base.join(p) };
+    let default = match &cfg.tls.default_certificate {
+        Some(d) => LoadedCert::from_files(&path(&d.cert), &path(&d.key))
+            .map_err(|e| invalid("tls.default_certificate", e.to_string()))?,
+        None => LoadedCert::generate_default()
+            .map_err(|e| invalid("tls.default_certificate", e.to_string()))?,
+    };
+    let mut builder = CertStore::builder(default);
+    for (i, c) in cfg.tls.certificates.iter().enumerate() {
+        builder
+            .add_files(&c.hosts, &path(&c.cert), &path(&c.key))
+            .map_err(|e| invalid(format!("tls.certificates[{i}]"), e.to_string()))?;
+    }
+    Ok(builder.build())
+}
+
+/// Chooses the io driver for `io_uring.enabled`.
+pub fn select_driver(mode: IoUringMode) -> Result<DriverKind, StartError> {
+    match mode {
+        IoUringMode::False => Ok(DriverKind::Epoll),
+        IoUringMode::True => match crate::proxy::uring::probe() {
+            Ok(_) => Ok(DriverKind::Uring),
+            Err(e) => Err(invalid(
+                "io_uring.enabled",
+                format!("io_uring is required but unavailable: {e}"),
+            )),
+        },
+        IoUringMode::Auto => match crate::proxy::uring::probe() {
+            Ok(_) => Ok(DriverKind::Uring),
+            Err(e) => {
+                tracing::warn!(reason = %e, "io_uring unavailable; using the epoll driver");
+                Ok(DriverKind::Epoll)
+            }
+        },
+    }
+}
+
+/// A running data plane: worker threads plus what reloads swap.
+pub struct Server {
+    cfg: Config,
+    base: PathBuf,
+    workers: WorkerSet,
+    shared: SharedSnapshot,
+    resolver: Arc<CertResolver>,
+    metrics: Arc<Metrics>,
+    health: Arc<HealthState>,
+    version: u64,
+}
+
+impl Server {
+    /// Starts the workers for `cfg` (file paths relative to `base`).
+    pub fn start(
+        cfg: Config,
+        base: &Path,
+        metrics: Arc<Metrics>,
+        health: Arc<HealthState>,
+    ) -> Result<Server, StartError> {
+        let driver = select_driver(cfg.io_uring.enabled)?;
+        metrics.control().io_driver_selected(match driver {
+            DriverKind::Epoll => IoDriver::Epoll,
+            DriverKind::Uring => IoDriver::IoUring,
+        });
+        tracing::info!(driver = driver.name(), "io driver selected");
+
+        let store = build_cert_store(&cfg, base)?;
+        let resolver = CertResolver::new(store);
+        let acceptor = Arc::new(
+            TlsAcceptor::new(&TlsAcceptorConfig::default(), Arc::clone(&resolver))
+                .map_err(|e| invalid("tls", e.to_string()))?,
+        );
+
+        let version = 1;
+        let (snapshot, took) = build_snapshot(&cfg, version, &metrics);
+        metrics.control().routing_table_swapped(version, took);
+        let shared: SharedSnapshot = Arc::new(ArcSwap::from_pointee(snapshot));
+
+        let mut listeners = Vec::with_capacity(cfg.listeners.len());
+        for (i, l) in cfg.listeners.iter().enumerate() {
+            let addr: SocketAddr = config::validate::parse_socket_addr(&l.bind)
+                .map_err(|m| invalid(format!("listeners[{i}].bind"), m))?;
+            listeners.push(ListenerSpec {
+                index: i,
+                name: Arc::from(l.name.as_str()),
+                addr,
+                tls: (l.protocol == Protocol::Https).then(|| Arc::clone(&acceptor)),
+            });
+        }
+        let workers = match cfg.workers() {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let tuning = Tuning {
+            uring_entries: cfg.io_uring.uring_entries,
+            sqpoll: cfg.io_uring.sqpoll,
+            stop_grace: cfg.lifecycle.drain_timeout.get(),
+            ..Tuning::default()
+        };
+        let worker_config = WorkerConfig {
+            driver,
+            workers,
+            listeners,
+            conn_limit: Arc::new(ConnLimit::new(cfg.max_connections)),
+            tuning,
+        };
+        let cx_shared = Arc::clone(&shared);
+        let cx_metrics = Arc::clone(&metrics);
+        let seed = seed();
+        let workers = WorkerSet::spawn::<Conn, _>(worker_config, move |i| {
+            WorkerCx::new(
+                Arc::clone(&cx_shared),
+                cx_metrics.register_worker(),
+                seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            )
+        })?;
+        for (l, addr) in cfg.listeners.iter().zip(workers.local_addrs()) {
+            tracing::info!(listener = %l.name, address = %addr, "listening");
+        }
+        health.set_config_loaded(true);
+        health.set_workers_up(true);
+        health.set_first_sync_done(true);
+        Ok(Server {
+            cfg,
+            base: base.to_path_buf(),
+            workers,
+            shared,
+            resolver,
+            metrics,
+            health,
+            version,
+        })
+    }
+
+    /// The address each listener serves, in configuration order.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        self.workers.local_addrs()
+    }
+
+    /// The io driver the workers run.
+    pub fn driver(&self) -> DriverKind {
+        self.workers.driver()
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Applies a new configuration without touching open connections: routes, upstreams,
+    /// limits and certificates are swapped; restart-required keys that changed are named and
+    /// keep their running values. A configuration that fails is rejected whole.
+    pub fn reload(&mut self, mut new: Config) -> Result<Vec<config::RestartChange>, StartError> {
+        let result = build_cert_store(&new, &self.base);
+        let store = match result {
+            Ok(s) => s,
+            Err(e) => {
+                self.metrics
+                    .control()
+                    .config_reloaded(ReloadResult::Failure);
+                return Err(e);
+            }
+        };
+        let changes = config::restart_required_changes(&self.cfg, &new);
+        for c in &changes {
+            tracing::warn!(key = %c.key, change = %c.detail, "restart required: keeping the running value");
+        }
+        // Keys that need a restart keep their running values.
+        new.node = self.cfg.node.clone();
+        new.workers = self.cfg.workers;
+        new.listeners = self.cfg.listeners.clone();
+        new.io_uring = self.cfg.io_uring.clone();
+        new.observability = self.cfg.observability.clone();
+
+        self.version += 1;
+        let (snapshot, took) = build_snapshot(&new, self.version, &self.metrics);
+        self.shared.store(Arc::new(snapshot));
+        self.resolver.swap(store);
+        self.metrics
+            .control()
+            .routing_table_swapped(self.version, took);
+        self.metrics
+            .control()
+            .config_reloaded(ReloadResult::Success);
+        self.cfg = new;
+        Ok(changes)
+    }
+
+    /// Stops accepting and lets open connections finish (up to `lifecycle.drain_timeout`).
+    pub fn shutdown(self) -> Result<(), StartError> {
+        self.health.start_draining();
+        self.workers.stop();
+        self.workers.join()?;
+        Ok(())
+    }
+}
+
+fn seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(u64::from(std::process::id()));
+    h.finish()
+}
