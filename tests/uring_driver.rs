@@ -12,7 +12,12 @@ use std::time::{Duration, Instant};
 use arc_gateway::proxy::io::{
     Action, ConnHandler, ConnInfo, ConnLimit, Interest, PoolKey, PoolLimits, UpstreamError,
 };
-use arc_gateway::proxy::uring::{self, DriverStats, RingOptions, StopSignal, UringListener};
+use arc_gateway::proxy::tls::TlsAcceptor;
+use arc_gateway::proxy::uring;
+use arc_gateway::proxy::worker::{
+    BoundListener, DriverError, DriverParams, DriverStats, ListenerSpec, StopHandle, Tuning,
+    bind_listener,
+};
 
 const CAP: usize = 64 * 1024;
 
@@ -218,43 +223,53 @@ impl ConnHandler for Relay {
 
 struct Proxy {
     addr: SocketAddr,
-    stop: Arc<StopSignal>,
+    stop: StopHandle,
     stats: Arc<DriverStats>,
-    thread: Option<JoinHandle<Result<(), uring::UringError>>>,
+    thread: Option<JoinHandle<Result<(), DriverError>>>,
 }
 
-fn test_opts() -> RingOptions {
-    RingOptions {
-        entries: 256,
-        recv_buffers: 64,
-        drain_timeout: Duration::from_millis(300),
-        flush_timeout: Duration::from_secs(2),
-        ..RingOptions::default()
+fn test_opts() -> Tuning {
+    Tuning {
+        uring_entries: 256,
+        read_buffer: 16 * 1024,
+        stop_grace: Duration::from_millis(300),
+        close_flush_timeout: Duration::from_secs(2),
+        ..Tuning::default()
     }
 }
 
-fn start_proxy(cx: RelayCx, max_connections: u64, opts: RingOptions) -> Proxy {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.set_nonblocking(true).expect("nonblocking");
-    let addr = listener.local_addr().expect("addr");
-    let stop = Arc::new(StopSignal::new().expect("eventfd"));
+fn start_proxy(cx: RelayCx, max_connections: u64, tuning: Tuning) -> Proxy {
+    start_proxy_on(cx, max_connections, tuning, None)
+}
+
+/// Starts one io_uring worker on a fresh loopback listener (TLS when `tls` is set).
+fn start_proxy_on(
+    cx: RelayCx,
+    max_connections: u64,
+    tuning: Tuning,
+    tls: Option<Arc<TlsAcceptor>>,
+) -> Proxy {
+    let spec = ListenerSpec {
+        index: 0,
+        name: Arc::from("test"),
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        tls,
+    };
+    let socket = bind_listener(&spec).expect("bind");
+    let addr = socket.local_addr().expect("addr");
+    let (stop, mut signals) = StopHandle::new(1).expect("eventfd");
+    let signal = signals.pop().expect("one signal");
     let stats = Arc::new(DriverStats::default());
-    let limit = Arc::new(ConnLimit::new(max_connections));
-    let (s, st) = (Arc::clone(&stop), Arc::clone(&stats));
-    let thread = thread::spawn(move || {
-        let mut cx = cx;
-        uring::run::<Relay>(
-            vec![UringListener {
-                socket: listener,
-                index: 0,
-            }],
-            &limit,
-            &s,
-            &mut cx,
-            &opts,
-            &st,
-        )
-    });
+    let params = DriverParams {
+        worker: 0,
+        listeners: vec![BoundListener { spec, socket }],
+        conn_limit: Arc::new(ConnLimit::new(max_connections)),
+        stop: signal,
+        cx,
+        tuning,
+        stats: Arc::clone(&stats),
+    };
+    let thread = thread::spawn(move || uring::run::<Relay>(params));
     Proxy {
         addr,
         stop,
@@ -789,7 +804,7 @@ fn measure_throughput_and_pooled_request_rate() {
             left -= n as u64;
         }
     });
-    let proxy = start_proxy(RelayCx::new(backend.addr), 100, RingOptions::default());
+    let proxy = start_proxy(RelayCx::new(backend.addr), 100, Tuning::default());
     let mut s = client(proxy.addr);
     let t0 = Instant::now();
     s.write_all(b"g").expect("send");
@@ -811,7 +826,7 @@ fn measure_throughput_and_pooled_request_rate() {
     let backend = Backend::lines(false);
     let mut cx = RelayCx::new(backend.addr);
     cx.line_mode = true;
-    let proxy = start_proxy(cx, 100, RingOptions::default());
+    let proxy = start_proxy(cx, 100, Tuning::default());
     let mut s = client(proxy.addr);
     let n = 20_000;
     let t0 = Instant::now();
@@ -862,9 +877,8 @@ fn sqpoll_ring_relays_too() {
         return;
     }
     let backend = Backend::echo();
-    let opts = RingOptions {
+    let opts = Tuning {
         sqpoll: true,
-        sqpoll_idle: Duration::from_millis(20),
         ..test_opts()
     };
     let proxy = start_proxy(RelayCx::new(backend.addr), 100, opts);

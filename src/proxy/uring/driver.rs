@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 use std::mem::{ManuallyDrop, MaybeUninit};
-use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
@@ -24,7 +24,8 @@ use crate::proxy::upstream::pool::Pool;
 use super::bufring::BufRing;
 use super::slab::{Id, Op, Slab, UserData};
 use super::timers::Timers;
-use super::{DriverStats, RingOptions, StopSignal, Support, UringError, UringListener};
+use super::{RingOptions, Support, UringError};
+use crate::proxy::worker::{BoundListener, DriverStats, StopSignal};
 
 const BGID: u16 = 0;
 /// Callback rounds per `sync` before the rest is deferred to the next loop iteration.
@@ -185,8 +186,9 @@ fn wants(h: &impl ConnHandler, side: Side) -> bool {
 }
 
 impl<'a, H: ConnHandler> Driver<'a, H> {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        listeners: Vec<UringListener>,
+        listeners: Vec<BoundListener>,
         limit: &'a ConnLimit,
         stop: &'a StopSignal,
         cx: &'a mut H::Cx,
@@ -222,7 +224,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             .into_iter()
             .map(|l| Listener {
                 fd: Some(OwnedFd::from(l.socket)),
-                index: l.index,
+                index: l.spec.index,
                 armed: false,
                 rearm_at: None,
             })
@@ -320,7 +322,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
 
     fn arm_wake(&mut self) {
         self.wake_armed = true;
-        let e = opcode::PollAdd::new(types::Fd(self.stop.fd()), libc::POLLIN as u32)
+        let e = opcode::PollAdd::new(types::Fd(self.stop.fd().as_raw_fd()), libc::POLLIN as u32)
             .build()
             .user_data(
                 UserData {
