@@ -19,11 +19,13 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use crate::proxy::io::{
     Action, ConnHandler, ConnInfo, ConnLimit, PoolKey, PoolLimits, UpstreamError,
 };
+use crate::proxy::tls::TlsAcceptor;
 use crate::proxy::upstream::pool::Pool;
 
 use super::bufring::BufRing;
 use super::slab::{Id, Op, Slab, UserData};
 use super::timers::Timers;
+use super::tls::Layer;
 use super::{RingOptions, Support, UringError};
 use crate::proxy::worker::{BoundListener, DriverStats, StopSignal};
 
@@ -129,6 +131,8 @@ struct Conn<H> {
 struct Listener {
     fd: Option<OwnedFd>,
     index: usize,
+    /// Set on https listeners.
+    tls: Option<std::sync::Arc<TlsAcceptor>>,
     armed: bool,
     rearm_at: Option<Instant>,
 }
@@ -139,7 +143,8 @@ pub(crate) struct Driver<'a, H: ConnHandler> {
     ring: IoUring,
     bufs: BufRing,
     socks: Slab<Sock>,
-    conns: Slab<Conn<H>>,
+    /// Connections; https listeners wrap the handler in the TLS layer.
+    conns: Slab<Conn<Layer<H>>>,
     listeners: Vec<Listener>,
     pool: Pool<Id>,
     pool_expiry: Option<Instant>,
@@ -225,6 +230,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             .map(|l| Listener {
                 fd: Some(OwnedFd::from(l.socket)),
                 index: l.spec.index,
+                tls: l.spec.tls,
                 armed: false,
                 rearm_at: None,
             })
@@ -750,17 +756,26 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             return;
         };
         let _ = sock.set_tcp_nodelay(true);
-        bump(&self.stats.accepted);
         let listener = self.listeners.get(li).map_or(li, |l| l.index);
-        let sid = self.socks.insert(Sock::new(fd, Owner::Closing, true));
+        let acceptor = self.listeners.get(li).and_then(|l| l.tls.as_ref());
         let info = ConnInfo {
             peer,
             local,
             listener,
-            tls: false,
+            tls: acceptor.is_some(),
             sni: None,
         };
-        let h = H::new(self.cx, info, now);
+        let h = match acceptor.map(|a| a.accept()) {
+            None => Layer::Plain(H::new(self.cx, info, now)),
+            Some(Ok(session)) => Layer::tls(session, info, now + self.opts.tls_handshake_timeout),
+            Some(Err(_)) => {
+                self.limit.release();
+                self.close_raw(fd);
+                return;
+            }
+        };
+        bump(&self.stats.accepted);
+        let sid = self.socks.insert(Sock::new(fd, Owner::Closing, true));
         let cid = self.conns.insert(Conn {
             h,
             down: sid,

@@ -22,6 +22,11 @@
 //! - the worker's [`crate::proxy::worker::StopSignal`] (flag + eventfd polled in the ring) stops accepting, lets connections
 //!   finish for `Tuning::stop_grace`, cancels what is left and returns.
 //!
+//! - https listeners (`ListenerSpec::tls`) wrap each handler in the TLS layer (`tls.rs`):
+//!   the handshake runs before `ConnHandler::new` (bounded by `Tuning::tls_handshake_timeout`),
+//!   the driver moves ciphertext only, a flushed close ends with `close_notify`, a failed
+//!   session with its alert.
+//!
 //! All `unsafe` of the driver lives in this module.
 
 mod bufring;
@@ -29,6 +34,7 @@ mod driver;
 mod probe;
 mod slab;
 mod timers;
+mod tls;
 
 use std::io;
 use std::time::Duration;
@@ -60,6 +66,8 @@ pub struct RingOptions {
     /// After a flushed close: how long to keep reading and discarding what the client still
     /// sends (so the response is not lost to a reset) before closing the socket.
     pub lingering_close: Duration,
+    /// Most time a downstream TLS handshake may take.
+    pub tls_handshake_timeout: Duration,
 }
 
 impl Default for RingOptions {
@@ -74,6 +82,7 @@ impl Default for RingOptions {
             flush_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),
             lingering_close: Duration::from_secs(2),
+            tls_handshake_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -135,6 +144,7 @@ impl RingOptions {
             flush_timeout: t.close_flush_timeout,
             drain_timeout: t.stop_grace,
             lingering_close: t.lingering_close,
+            tls_handshake_timeout: t.tls_handshake_timeout,
             ..d
         }
     }
@@ -155,15 +165,6 @@ pub fn run<H: ConnHandler>(params: DriverParams<H::Cx>) -> Result<(), DriverErro
         tuning,
         stats,
     } = params;
-    if let Some(l) = listeners.iter().find(|l| l.spec.tls.is_some()) {
-        return Err(DriverError::Unsupported {
-            driver: DriverKind::Uring,
-            reason: format!(
-                "listener {:?} terminates TLS, which the io_uring driver does not do yet",
-                l.spec.name
-            ),
-        });
-    }
     let support = probe().map_err(UringError::from)?;
     let opts = RingOptions::from_tuning(&tuning);
     let mut d = driver::Driver::<H>::new(
