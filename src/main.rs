@@ -127,8 +127,14 @@ fn init_logging(logging: &config::Logging) {
         LogLevel::Error => tracing::Level::ERROR,
     };
     let to_stderr = logging.output.path == "stderr";
+    let ansi = if to_stderr {
+        std::io::IsTerminal::is_terminal(&std::io::stderr())
+    } else {
+        std::io::IsTerminal::is_terminal(&std::io::stdout())
+    };
     let builder = tracing_subscriber::fmt()
         .with_max_level(level)
+        .with_ansi(ansi)
         .with_target(false)
         .with_thread_names(true);
     let result = match (logging.format, to_stderr) {

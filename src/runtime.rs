@@ -19,7 +19,9 @@ use crate::proxy::core::{Conn, ConnLimits, SharedSnapshot, Snapshot, UpstreamSpe
 use crate::proxy::http1;
 use crate::proxy::io::{ConnLimit, PoolLimits};
 use crate::proxy::tls::{CertResolver, CertStore, LoadedCert, TlsAcceptor, TlsAcceptorConfig};
-use crate::proxy::worker::{DriverKind, ListenerSpec, Tuning, WorkerConfig, WorkerSet};
+use crate::proxy::worker::{
+    DriverKind, ListenerSpec, Tuning, WorkerConfig, WorkerSet, driver_entry,
+};
 use crate::routing;
 
 /// Why the process could not start.
@@ -139,7 +141,11 @@ pub fn select_driver(mode: IoUringMode) -> Result<DriverKind, StartError> {
             )),
         },
         IoUringMode::Auto => match crate::proxy::uring::probe() {
-            Ok(_) => Ok(DriverKind::Uring),
+            Ok(_) if driver_entry::<Conn>(DriverKind::Uring).is_ok() => Ok(DriverKind::Uring),
+            Ok(_) => {
+                tracing::warn!("io_uring driver not part of this build; using the epoll driver");
+                Ok(DriverKind::Epoll)
+            }
             Err(e) => {
                 tracing::warn!(reason = %e, "io_uring unavailable; using the epoll driver");
                 Ok(DriverKind::Epoll)

@@ -3,7 +3,7 @@
 //! downstream response (hop-by-hop removed, Connection decided by the core).
 
 use std::io::Write as _;
-use std::net::IpAddr;
+use core::net::IpAddr;
 use std::ops::Range;
 
 use super::encode::{push_header, push_header_u64, push_status_line};

@@ -1,6 +1,6 @@
 //! Serializers: forwarding headers, ids, trace context, hop-by-hop removal, responses.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::*;
 

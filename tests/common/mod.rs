@@ -1,0 +1,269 @@
+//! Shared helpers of the integration tests: a small HTTP/1.1 backend on loopback and a raw
+//! client, both on std threads and sockets with timeouts so no test can hang.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A loopback HTTP/1.1 backend. Every response carries `X-Backend: <name>` and echoes the
+/// request path in `X-Path`; `/len/N` answers N bytes, `/chunked` answers a chunked body,
+/// `/die` sends a partial body then closes, `/echo` returns the request body,
+/// `/ws` accepts a WebSocket-style upgrade and then echoes raw bytes.
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub connections: Arc<AtomicUsize>,
+    pub requests: Arc<AtomicUsize>,
+}
+
+pub fn backend(name: &'static str) -> Backend {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+    let addr = listener.local_addr().expect("backend addr");
+    let connections = Arc::new(AtomicUsize::new(0));
+    let requests = Arc::new(AtomicUsize::new(0));
+    let (c, r) = (Arc::clone(&connections), Arc::clone(&requests));
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            c.fetch_add(1, Ordering::SeqCst);
+            let r = Arc::clone(&r);
+            std::thread::spawn(move || serve_conn(stream, name, &r));
+        }
+    });
+    Backend {
+        addr,
+        connections,
+        requests,
+    }
+}
+
+fn serve_conn(mut s: TcpStream, name: &str, requests: &AtomicUsize) {
+    let _ = s.set_read_timeout(Some(IO_TIMEOUT));
+    let mut buf = Vec::new();
+    loop {
+        let Some((head, body)) = read_request(&mut s, &mut buf) else {
+            return;
+        };
+        requests.fetch_add(1, Ordering::SeqCst);
+        let path = head
+            .lines()
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .unwrap_or("/")
+            .to_string();
+        let common = format!("X-Backend: {name}\r\nX-Path: {path}\r\n");
+        let ok = if let Some(n) = path.strip_prefix("/len/") {
+            let n: usize = n.parse().unwrap_or(0);
+            let head = format!("HTTP/1.1 200 OK\r\n{common}Content-Length: {n}\r\n\r\n");
+            if s.write_all(head.as_bytes()).is_err() {
+                return;
+            }
+            let chunk = vec![b'z'; 64 * 1024];
+            let mut left = n;
+            while left > 0 {
+                let k = left.min(chunk.len());
+                if s.write_all(&chunk[..k]).is_err() {
+                    return;
+                }
+                left -= k;
+            }
+            true
+        } else if path == "/chunked" {
+            let r = format!(
+                "HTTP/1.1 200 OK\r\n{common}Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+            );
+            s.write_all(r.as_bytes()).is_ok()
+        } else if path == "/die" {
+            let r = format!("HTTP/1.1 200 OK\r\n{common}Content-Length: 1000\r\n\r\npartial");
+            let _ = s.write_all(r.as_bytes());
+            return;
+        } else if path == "/ws" {
+            let r = format!(
+                "HTTP/1.1 101 Switching Protocols\r\n{common}Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+            );
+            if s.write_all(r.as_bytes()).is_err() {
+                return;
+            }
+            let mut b = [0u8; 4096];
+            if !buf.is_empty() && s.write_all(&buf).is_err() {
+                return;
+            }
+            loop {
+                match s.read(&mut b) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if s.write_all(&b[..n]).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        } else {
+            let r = format!(
+                "HTTP/1.1 200 OK\r\n{common}Content-Length: {}\r\n\r\n",
+                body.len()
+            );
+            s.write_all(r.as_bytes()).is_ok() && s.write_all(&body).is_ok()
+        };
+        if !ok || head.to_ascii_lowercase().contains("connection: close") {
+            return;
+        }
+    }
+}
+
+/// Reads one request (head + content-length or chunked body) from `s`, using `buf` for
+/// leftovers. Returns the head text and the decoded body.
+fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, Vec<u8>)> {
+    let head_end = loop {
+        if let Some(i) = find(buf, b"\r\n\r\n") {
+            break i + 4;
+        }
+        let mut b = [0u8; 8192];
+        match s.read(&mut b) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&b[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    buf.drain(..head_end);
+    let lower = head.to_ascii_lowercase();
+    let mut body = Vec::new();
+    if let Some(cl) = lower
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        while buf.len() < cl {
+            let mut b = [0u8; 65536];
+            match s.read(&mut b) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => buf.extend_from_slice(&b[..n]),
+            }
+        }
+        body = buf.drain(..cl).collect();
+    } else if lower.contains("transfer-encoding: chunked") {
+        loop {
+            let line_end = loop {
+                if let Some(i) = find(buf, b"\r\n") {
+                    break i;
+                }
+                let mut b = [0u8; 8192];
+                match s.read(&mut b) {
+                    Ok(0) | Err(_) => return None,
+                    Ok(n) => buf.extend_from_slice(&b[..n]),
+                }
+            };
+            let size = usize::from_str_radix(
+                String::from_utf8_lossy(&buf[..line_end])
+                    .split(';')
+                    .next()?
+                    .trim(),
+                16,
+            )
+            .ok()?;
+            buf.drain(..line_end + 2);
+            while buf.len() < size + 2 {
+                let mut b = [0u8; 8192];
+                match s.read(&mut b) {
+                    Ok(0) | Err(_) => return None,
+                    Ok(n) => buf.extend_from_slice(&b[..n]),
+                }
+            }
+            if size == 0 {
+                buf.drain(..2);
+                break;
+            }
+            body.extend_from_slice(&buf[..size]);
+            buf.drain(..size + 2);
+        }
+    }
+    Some((head, body))
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A raw client connection with timeouts.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect to arc");
+    s.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    s.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    s
+}
+
+/// Reads one response (head + body by content-length, chunked, or until close) from a client
+/// connection; `buf` keeps leftovers for pipelined responses.
+pub fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, Vec<u8>)> {
+    let head_end = loop {
+        if let Some(i) = find(buf, b"\r\n\r\n") {
+            break i + 4;
+        }
+        let mut b = [0u8; 65536];
+        match s.read(&mut b) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&b[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    buf.drain(..head_end);
+    let lower = head.to_ascii_lowercase();
+    if head.starts_with("HTTP/1.1 101") {
+        return Some((head, Vec::new()));
+    }
+    let cl = lower
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    let mut body = Vec::new();
+    if let Some(cl) = cl {
+        while buf.len() < cl {
+            let mut b = [0u8; 65536];
+            match s.read(&mut b) {
+                Ok(0) | Err(_) => return Some((head, std::mem::take(buf))),
+                Ok(n) => buf.extend_from_slice(&b[..n]),
+            }
+        }
+        body = buf.drain(..cl).collect();
+    } else if lower.contains("transfer-encoding: chunked") {
+        loop {
+            if let Some(i) = find(buf, b"0\r\n\r\n") {
+                body = buf.drain(..i + 5).collect();
+                break;
+            }
+            let mut b = [0u8; 65536];
+            match s.read(&mut b) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => buf.extend_from_slice(&b[..n]),
+            }
+        }
+    } else {
+        let mut b = [0u8; 65536];
+        loop {
+            match s.read(&mut b) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&b[..n]),
+            }
+        }
+        body = std::mem::take(buf);
+    }
+    Some((head, body))
+}
+
+/// Resident set size of this process in KiB.
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}

@@ -1,0 +1,451 @@
+//! Arc as a standalone reverse proxy, end to end on loopback: the real `runtime::Server` with
+//! real backends and clients, under each io driver.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use arc_gateway::admin::HealthState;
+use arc_gateway::config::{self, Format};
+use arc_gateway::metrics::{ErrorReason, Metrics};
+use arc_gateway::runtime::Server;
+
+use common::{backend, connect, read_response};
+
+struct Arc1 {
+    server: Option<Server>,
+    metrics: Arc<Metrics>,
+    dir: std::path::PathBuf,
+}
+
+impl Arc1 {
+    fn http(&self) -> std::net::SocketAddr {
+        self.server.as_ref().expect("running").local_addrs()[0]
+    }
+
+    fn https(&self) -> std::net::SocketAddr {
+        self.server.as_ref().expect("running").local_addrs()[1]
+    }
+}
+
+impl Drop for Arc1 {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            let _ = s.shutdown();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn start(
+    driver: &str,
+    extra_yaml: &str,
+    upstream: std::net::SocketAddr,
+    dir_files: &[(&str, String)],
+) -> Arc1 {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "arc-standalone-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    for (name, content) in dir_files {
+        std::fs::write(dir.join(name), content).expect("write fixture");
+    }
+    let yaml = format!(
+        "node: {{workers: 2}}\n\
+         io_uring: {{enabled: {driver}}}\n\
+         listeners:\n  - {{name: http, bind: '127.0.0.1:0', protocol: http}}\n  - {{name: https, bind: '127.0.0.1:0', protocol: https}}\n\
+         lifecycle: {{drain_timeout: 2s}}\n\
+         upstreams:\n  - {{name: app, addr: '{upstream}', read_timeout: 3s}}\n  - {{name: down, addr: '127.0.0.1:1', connect_timeout: 1s}}\n\
+         routes:\n  - {{host: app.example.com, path: /, upstream: app}}\n  - {{host: down.example.com, path: /, upstream: down}}\n  - {{path: /, path_type: Exact, direct_response: {{status: 200, body: \"Arc is running\\n\"}}}}\n\
+         {extra_yaml}"
+    );
+    let cfg = config::parse_str(&yaml, Format::Yaml, "test.yaml").unwrap_or_else(|e| panic!("{e}"));
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(HealthState::new());
+    let server = Server::start(cfg, &dir, Arc::clone(&metrics), Arc::clone(&health))
+        .unwrap_or_else(|e| panic!("start: {e}"));
+    assert!(health.readiness().is_ready());
+    Arc1 {
+        server: Some(server),
+        metrics,
+        dir,
+    }
+}
+
+const GET: &str = "GET /x HTTP/1.1\r\nHost: app.example.com\r\n\r\n";
+
+fn keep_alive_reuses_upstream_connections(driver: &str) {
+    let b = backend("b1");
+    let arc = start(driver, "", b.addr, &[]);
+    let mut c = connect(arc.http());
+    let mut buf = Vec::new();
+    for _ in 0..5 {
+        c.write_all(GET.as_bytes()).unwrap();
+        let (head, _) = read_response(&mut c, &mut buf).expect("response");
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(head.contains("X-Backend: b1\r\n"));
+    }
+    assert_eq!(b.requests.load(Ordering::SeqCst), 5);
+    assert!(
+        b.connections.load(Ordering::SeqCst) <= 2,
+        "pooled: {}",
+        b.connections.load(Ordering::SeqCst)
+    );
+}
+
+fn pipelined_requests_in_order(driver: &str) {
+    let b = backend("b1");
+    let arc = start(driver, "", b.addr, &[]);
+    let mut c = connect(arc.http());
+    let pipeline = "GET /one HTTP/1.1\r\nHost: app.example.com\r\n\r\nGET / HTTP/1.1\r\nHost: other\r\n\r\nGET /three HTTP/1.1\r\nHost: app.example.com\r\n\r\n";
+    c.write_all(pipeline.as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    let (h1, _) = read_response(&mut c, &mut buf).expect("1");
+    let (h2, b2) = read_response(&mut c, &mut buf).expect("2");
+    let (h3, _) = read_response(&mut c, &mut buf).expect("3");
+    assert!(h1.contains("X-Path: /one\r\n"), "{h1}");
+    assert_eq!(b2, b"Arc is running\n", "{h2}");
+    assert!(h3.contains("X-Path: /three\r\n"), "{h3}");
+}
+
+fn chunked_both_ways(driver: &str) {
+    let b = backend("b1");
+    let arc = start(driver, "", b.addr, &[]);
+    let mut c = connect(arc.http());
+    c.write_all(b"POST /echo HTTP/1.1\r\nHost: app.example.com\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n3\r\nefg\r\n0\r\n\r\n")
+        .unwrap();
+    let mut buf = Vec::new();
+    let (head, body) = read_response(&mut c, &mut buf).expect("echo");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, b"abcdefg");
+    c.write_all(b"GET /chunked HTTP/1.1\r\nHost: app.example.com\r\n\r\n")
+        .unwrap();
+    let (head, body) = read_response(&mut c, &mut buf).expect("chunked");
+    assert!(head.contains("Transfer-Encoding: chunked"), "{head}");
+    assert_eq!(body, b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n");
+}
+
+fn large_body_streams_with_bounded_memory(driver: &str) {
+    let b = backend("b1");
+    let arc = start(driver, "", b.addr, &[]);
+    let mut c = connect(arc.http());
+    let size = 64 << 20;
+    c.write_all(format!("GET /len/{size} HTTP/1.1\r\nHost: app.example.com\r\n\r\n").as_bytes())
+        .unwrap();
+    let before = common::rss_kib();
+    let mut got = 0usize;
+    let mut head_seen = false;
+    let mut b4 = vec![0u8; 256 * 1024];
+    let mut peak = before;
+    while got < size {
+        let n = c.read(&mut b4).expect("read body");
+        assert!(n > 0, "closed early at {got}");
+        if !head_seen {
+            let text = &b4[..n];
+            let i = text
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .expect("head in first read");
+            head_seen = true;
+            got += n - (i + 4);
+        } else {
+            got += n;
+        }
+        peak = peak.max(common::rss_kib());
+    }
+    assert_eq!(got, size);
+    // Client, proxy and backend share this process: 64 MiB flowed, the process grew by little.
+    assert!(peak - before < 24 * 1024, "RSS grew {} KiB", peak - before);
+}
+
+fn upstream_dying_mid_response(driver: &str) {
+    let b = backend("b1");
+    let arc = start(driver, "", b.addr, &[]);
+    let mut c = connect(arc.http());
+    c.write_all(b"GET /die HTTP/1.1\r\nHost: app.example.com\r\n\r\n")
+        .unwrap();
+    let mut all = Vec::new();
+    let _ = c.read_to_end(&mut all);
+    let text = String::from_utf8_lossy(&all);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(
+        text.ends_with("partial"),
+        "the client sees the truncation: {text}"
+    );
+    // The worker keeps serving.
+    let mut c = connect(arc.http());
+    c.write_all(GET.as_bytes()).unwrap();
+    let (head, _) = read_response(&mut c, &mut Vec::new()).expect("after");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+}
+
+fn errors_404_502(driver: &str) {
+    let b = backend("b1");
+    let arc = start(driver, "", b.addr, &[]);
+    let mut c = connect(arc.http());
+    let mut buf = Vec::new();
+    c.write_all(b"GET /nope HTTP/1.1\r\nHost: unknown\r\n\r\n")
+        .unwrap();
+    assert!(
+        read_response(&mut c, &mut buf)
+            .unwrap()
+            .0
+            .starts_with("HTTP/1.1 404 ")
+    );
+    c.write_all(b"GET / HTTP/1.1\r\nHost: down.example.com\r\n\r\n")
+        .unwrap();
+    assert!(
+        read_response(&mut c, &mut buf)
+            .unwrap()
+            .0
+            .starts_with("HTTP/1.1 502 ")
+    );
+    c.write_all(
+        b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+    )
+    .unwrap();
+    assert!(
+        read_response(&mut c, &mut buf)
+            .unwrap()
+            .0
+            .starts_with("HTTP/1.1 400 ")
+    );
+    let snap = arc.metrics.data_plane_snapshot();
+    assert_eq!(snap.error_count(ErrorReason::NoRoute), 1);
+    assert_eq!(snap.error_count(ErrorReason::UpstreamConnect), 1);
+    assert_eq!(snap.error_count(ErrorReason::BadRequest), 1);
+}
+
+fn websocket_echo(driver: &str) {
+    let b = backend("b1");
+    let arc = start(driver, "", b.addr, &[]);
+    let mut c = connect(arc.http());
+    c.write_all(b"GET /ws HTTP/1.1\r\nHost: app.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        .unwrap();
+    let mut buf = Vec::new();
+    let (head, _) = read_response(&mut c, &mut buf).expect("101");
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    for msg in [&b"\x81\x05hello"[..], b"\x81\x03abc", &[0x82; 3000]] {
+        c.write_all(msg).unwrap();
+        let mut echoed = std::mem::take(&mut buf);
+        while echoed.len() < msg.len() {
+            let mut b = [0u8; 4096];
+            let n = c.read(&mut b).expect("echo");
+            assert!(n > 0);
+            echoed.extend_from_slice(&b[..n]);
+        }
+        assert_eq!(&echoed[..], msg);
+    }
+}
+
+fn reload_swaps_routes_without_dropping_connections(driver: &str) {
+    let b = backend("b1");
+    let mut arc = start(driver, "", b.addr, &[]);
+    let mut c = connect(arc.http());
+    let mut buf = Vec::new();
+    c.write_all(b"GET /x HTTP/1.1\r\nHost: new.example.com\r\n\r\n")
+        .unwrap();
+    assert!(
+        read_response(&mut c, &mut buf)
+            .unwrap()
+            .0
+            .starts_with("HTTP/1.1 404")
+    );
+    let mut cfg = arc.server.as_ref().unwrap().config().clone();
+    cfg.routes.insert(
+        0,
+        config::Route {
+            host: Some("new.example.com".into()),
+            path: "/".into(),
+            path_type: config::PathType::Prefix,
+            regex: false,
+            upstream: Some("app".into()),
+            direct_response: None,
+            redirect: None,
+        },
+    );
+    let changes = arc.server.as_mut().unwrap().reload(cfg).expect("reload");
+    assert!(changes.is_empty());
+    // Same client connection, new table.
+    c.write_all(b"GET /x HTTP/1.1\r\nHost: new.example.com\r\n\r\n")
+        .unwrap();
+    let (head, _) = read_response(&mut c, &mut buf).unwrap();
+    assert!(head.contains("X-Backend: b1"), "{head}");
+}
+
+fn max_connections_refuses_extra(driver: &str) {
+    let b = backend("b1");
+    let arc = start(driver, "max_connections: 2\n", b.addr, &[]);
+    let mut c1 = connect(arc.http());
+    let mut c2 = connect(arc.http());
+    let mut buf = Vec::new();
+    for c in [&mut c1, &mut c2] {
+        c.write_all(GET.as_bytes()).unwrap();
+        assert!(
+            read_response(c, &mut buf)
+                .unwrap()
+                .0
+                .starts_with("HTTP/1.1 200")
+        );
+    }
+    let mut c3 = connect(arc.http());
+    let _ = c3.write_all(GET.as_bytes());
+    let mut rest = Vec::new();
+    let _ = c3.read_to_end(&mut rest);
+    assert!(
+        rest.is_empty(),
+        "over the limit the connection is closed at once"
+    );
+    c1.write_all(GET.as_bytes()).unwrap();
+    assert!(
+        read_response(&mut c1, &mut buf)
+            .unwrap()
+            .0
+            .starts_with("HTTP/1.1 200")
+    );
+}
+
+struct TestCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    der: rustls::pki_types::CertificateDer<'static>,
+}
+
+impl TestCa {
+    fn new() -> Self {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Arc test CA");
+        let cert = params.self_signed(&key).unwrap();
+        TestCa {
+            der: cert.der().clone(),
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    fn leaf(&self, name: &str) -> (String, String) {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+fn tls_sni_and_default_certificate(driver: &str) {
+    let b = backend("b1");
+    let ca = TestCa::new();
+    let (a_crt, a_key) = ca.leaf("app.example.com");
+    let (d_crt, d_key) = ca.leaf("down.example.com");
+    let arc = start(
+        driver,
+        "tls: {certificates: [{hosts: [app.example.com], cert: a.crt, key: a.key}, {hosts: [down.example.com], cert: d.crt, key: d.key}]}\n",
+        b.addr,
+        &[
+            ("a.crt", a_crt),
+            ("a.key", a_key),
+            ("d.crt", d_crt),
+            ("d.key", d_key),
+        ],
+    );
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der.clone()).unwrap();
+    let config = Arc::new(
+        rustls::ClientConfig::builder_with_provider(arc_gateway::proxy::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    for name in ["app.example.com", "down.example.com"] {
+        let conn = rustls::ClientConnection::new(
+            Arc::clone(&config),
+            name.to_string().try_into().unwrap(),
+        )
+        .unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, connect(arc.https()));
+        // The handshake verifies the presented certificate is the one for `name`.
+        tls.write_all(
+            format!("GET / HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+        let mut resp = Vec::new();
+        let _ = tls.read_to_end(&mut resp);
+        let text = String::from_utf8_lossy(&resp);
+        if name == "app.example.com" {
+            assert!(text.contains("X-Backend: b1"), "{text}");
+            assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        } else {
+            assert!(text.starts_with("HTTP/1.1 502"), "{text}");
+        }
+    }
+    // An unknown name gets the generated default certificate, which this CA did not sign.
+    let conn =
+        rustls::ClientConnection::new(Arc::clone(&config), "other.example.com".try_into().unwrap())
+            .unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, connect(arc.https()));
+    let err = tls
+        .write_all(b"GET / HTTP/1.1\r\nHost: other\r\n\r\n")
+        .and_then(|_| tls.flush());
+    let mut sink = [0u8; 16];
+    let read = tls.read(&mut sink);
+    assert!(
+        err.is_err() || read.is_err(),
+        "the default certificate is not trusted by the test CA"
+    );
+}
+
+macro_rules! per_driver {
+    ($driver:ident, $value:literal) => {
+        mod $driver {
+            #[test]
+            fn keep_alive_reuses_upstream_connections() {
+                super::keep_alive_reuses_upstream_connections($value)
+            }
+            #[test]
+            fn pipelined_requests_in_order() {
+                super::pipelined_requests_in_order($value)
+            }
+            #[test]
+            fn chunked_both_ways() {
+                super::chunked_both_ways($value)
+            }
+            #[test]
+            fn large_body_streams_with_bounded_memory() {
+                super::large_body_streams_with_bounded_memory($value)
+            }
+            #[test]
+            fn upstream_dying_mid_response() {
+                super::upstream_dying_mid_response($value)
+            }
+            #[test]
+            fn errors_404_502() {
+                super::errors_404_502($value)
+            }
+            #[test]
+            fn websocket_echo() {
+                super::websocket_echo($value)
+            }
+            #[test]
+            fn reload_swaps_routes_without_dropping_connections() {
+                super::reload_swaps_routes_without_dropping_connections($value)
+            }
+            #[test]
+            fn max_connections_refuses_extra() {
+                super::max_connections_refuses_extra($value)
+            }
+            #[test]
+            fn tls_sni_and_default_certificate() {
+                super::tls_sni_and_default_certificate($value)
+            }
+        }
+    };
+}
+
+per_driver!(epoll, "false");
