@@ -220,7 +220,7 @@ pub fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, Ve
         .lines()
         .find_map(|l| l.strip_prefix("content-length:"))
         .and_then(|v| v.trim().parse::<usize>().ok());
-    let mut body = Vec::new();
+    let body;
     if let Some(cl) = cl {
         while buf.len() < cl {
             let mut b = [0u8; 65536];

@@ -125,12 +125,12 @@ impl From<UringError> for DriverError {
 
 /// Total memory of one worker's provided receive buffers that [`RingOptions::from_tuning`]
 /// aims at: the buffer count follows from the buffer size.
-const RECV_BUFFER_BUDGET: usize = 8 * 1024 * 1024;
+const RECV_BUFFER_BUDGET: usize = 1024 * 1024;
 
 impl RingOptions {
     /// The ring settings for a worker's [`Tuning`].
     pub fn from_tuning(t: &Tuning) -> Self {
-        let size = t.read_buffer.clamp(4096, 1024 * 1024);
+        let size = t.read_buffer.clamp(4096, 16 * 1024);
         let count = (RECV_BUFFER_BUDGET / size)
             .clamp(16, 4096)
             .next_power_of_two();
