@@ -266,8 +266,19 @@ fn start_full(
     tuning: Tuning,
     tls: Option<Arc<TlsAcceptor>>,
 ) -> Result<Proxy, WorkerError> {
+    start_driver(DriverKind::Epoll, shared, workers, limit, tuning, tls)
+}
+
+fn start_driver(
+    driver: DriverKind,
+    shared: &Arc<Shared>,
+    workers: usize,
+    limit: u64,
+    tuning: Tuning,
+    tls: Option<Arc<TlsAcceptor>>,
+) -> Result<Proxy, WorkerError> {
     let config = WorkerConfig {
-        driver: DriverKind::Epoll,
+        driver,
         workers,
         listeners: vec![ListenerSpec {
             index: 0,
@@ -748,21 +759,35 @@ fn stop_closes_listeners_lets_work_finish_then_cuts_idle_connections() {
 }
 
 #[test]
-fn uring_driver_absent_is_a_clear_error() {
-    let shared = Arc::new(Shared::new(SocketAddr::from((Ipv4Addr::LOCALHOST, 9))));
-    let config = WorkerConfig {
-        driver: DriverKind::Uring,
-        workers: 1,
-        listeners: Vec::new(),
-        conn_limit: Arc::new(ConnLimit::new(1)),
-        tuning: Tuning::default(),
-    };
-    let err = WorkerSet::spawn::<Relay, _>(config, move |_| Cx {
-        shared: Arc::clone(&shared),
-    })
-    .err()
-    .expect("io_uring is not built in yet");
-    assert!(err.to_string().contains("io_uring"), "{err}");
+fn uring_worker_set_serves_the_same_relay() {
+    let _g = serial();
+    if arc_gateway::proxy::uring::probe().is_err() {
+        eprintln!("skipped: io_uring is not available to this process");
+        return;
+    }
+    let backend = line_backend(None);
+    let shared = Arc::new(Shared::new(backend.addr));
+    let proxy = start_driver(DriverKind::Uring, &shared, 2, 100, tuning(), None).unwrap();
+    assert_eq!(proxy.set.driver(), DriverKind::Uring);
+    for _ in 0..4 {
+        let mut c = BufReader::new(client(proxy.addr));
+        assert!(request(&mut c).starts_with("OK "));
+        assert!(request(&mut c).starts_with("OK "));
+    }
+    wait_until("all connections closed", || {
+        proxy.set.total(|s| &s.closed) == 4
+    });
+    assert_eq!(proxy.set.total(|s| &s.accepted), 4);
+    assert_eq!(
+        proxy.set.total(|s| &s.upstream_connects) + proxy.set.total(|s| &s.pool_reused),
+        8,
+        "one upstream checkout per request, fresh or pooled"
+    );
+    assert!(
+        proxy.set.total(|s| &s.pool_reused) > 0,
+        "the io_uring workers reuse pooled upstreams"
+    );
+    finish(proxy);
 }
 
 // ---------- TLS ----------

@@ -449,3 +449,4 @@ macro_rules! per_driver {
 }
 
 per_driver!(epoll, "false");
+per_driver!(io_uring, "true");

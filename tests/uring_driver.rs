@@ -12,7 +12,15 @@ use std::time::{Duration, Instant};
 use arc_gateway::proxy::io::{
     Action, ConnHandler, ConnInfo, ConnLimit, Interest, PoolKey, PoolLimits, UpstreamError,
 };
-use arc_gateway::proxy::uring::{self, DriverStats, RingOptions, StopSignal, UringListener};
+use arc_gateway::proxy::tls::{
+    self as arc_tls, CertOrigin, CertResolver, CertStore, LoadedCert, TlsAcceptor,
+    TlsAcceptorConfig,
+};
+use arc_gateway::proxy::uring;
+use arc_gateway::proxy::worker::{
+    BoundListener, DriverError, DriverParams, DriverStats, ListenerSpec, StopHandle, Tuning,
+    bind_listener,
+};
 
 const CAP: usize = 64 * 1024;
 
@@ -27,6 +35,9 @@ const IO_TIMEOUT: Duration = Duration::from_secs(20);
 
 // ---------------------------------------------------------------- the relay handler
 
+/// `(tls, sni)` of every handler made, shared with the test.
+type Infos = Arc<Mutex<Vec<(bool, Option<String>)>>>;
+
 #[derive(Clone)]
 struct RelayCx {
     backend: SocketAddr,
@@ -39,6 +50,8 @@ struct RelayCx {
     idle_timeout: Option<Duration>,
     errors: Arc<Mutex<Vec<UpstreamError>>>,
     reused: Arc<AtomicUsize>,
+    /// `(tls, sni)` of every handler made.
+    infos: Infos,
 }
 
 impl RelayCx {
@@ -55,6 +68,7 @@ impl RelayCx {
             idle_timeout: None,
             errors: Arc::default(),
             reused: Arc::default(),
+            infos: Arc::default(),
         }
     }
 }
@@ -93,7 +107,11 @@ impl Relay {
 impl ConnHandler for Relay {
     type Cx = RelayCx;
 
-    fn new(cx: &mut RelayCx, _info: ConnInfo, now: Instant) -> Self {
+    fn new(cx: &mut RelayCx, info: ConnInfo, now: Instant) -> Self {
+        cx.infos
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((info.tls, info.sni));
         Relay {
             to_up: Vec::new(),
             to_down: Vec::new(),
@@ -218,43 +236,53 @@ impl ConnHandler for Relay {
 
 struct Proxy {
     addr: SocketAddr,
-    stop: Arc<StopSignal>,
+    stop: StopHandle,
     stats: Arc<DriverStats>,
-    thread: Option<JoinHandle<Result<(), uring::UringError>>>,
+    thread: Option<JoinHandle<Result<(), DriverError>>>,
 }
 
-fn test_opts() -> RingOptions {
-    RingOptions {
-        entries: 256,
-        recv_buffers: 64,
-        drain_timeout: Duration::from_millis(300),
-        flush_timeout: Duration::from_secs(2),
-        ..RingOptions::default()
+fn test_opts() -> Tuning {
+    Tuning {
+        uring_entries: 256,
+        read_buffer: 16 * 1024,
+        stop_grace: Duration::from_millis(300),
+        close_flush_timeout: Duration::from_secs(2),
+        ..Tuning::default()
     }
 }
 
-fn start_proxy(cx: RelayCx, max_connections: u64, opts: RingOptions) -> Proxy {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.set_nonblocking(true).expect("nonblocking");
-    let addr = listener.local_addr().expect("addr");
-    let stop = Arc::new(StopSignal::new().expect("eventfd"));
+fn start_proxy(cx: RelayCx, max_connections: u64, tuning: Tuning) -> Proxy {
+    start_proxy_on(cx, max_connections, tuning, None)
+}
+
+/// Starts one io_uring worker on a fresh loopback listener (TLS when `tls` is set).
+fn start_proxy_on(
+    cx: RelayCx,
+    max_connections: u64,
+    tuning: Tuning,
+    tls: Option<Arc<TlsAcceptor>>,
+) -> Proxy {
+    let spec = ListenerSpec {
+        index: 0,
+        name: Arc::from("test"),
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        tls,
+    };
+    let socket = bind_listener(&spec).expect("bind");
+    let addr = socket.local_addr().expect("addr");
+    let (stop, mut signals) = StopHandle::new(1).expect("eventfd");
+    let signal = signals.pop().expect("one signal");
     let stats = Arc::new(DriverStats::default());
-    let limit = Arc::new(ConnLimit::new(max_connections));
-    let (s, st) = (Arc::clone(&stop), Arc::clone(&stats));
-    let thread = thread::spawn(move || {
-        let mut cx = cx;
-        uring::run::<Relay>(
-            vec![UringListener {
-                socket: listener,
-                index: 0,
-            }],
-            &limit,
-            &s,
-            &mut cx,
-            &opts,
-            &st,
-        )
-    });
+    let params = DriverParams {
+        worker: 0,
+        listeners: vec![BoundListener { spec, socket }],
+        conn_limit: Arc::new(ConnLimit::new(max_connections)),
+        stop: signal,
+        cx,
+        tuning,
+        stats: Arc::clone(&stats),
+    };
+    let thread = thread::spawn(move || uring::run::<Relay>(params));
     Proxy {
         addr,
         stop,
@@ -789,7 +817,7 @@ fn measure_throughput_and_pooled_request_rate() {
             left -= n as u64;
         }
     });
-    let proxy = start_proxy(RelayCx::new(backend.addr), 100, RingOptions::default());
+    let proxy = start_proxy(RelayCx::new(backend.addr), 100, Tuning::default());
     let mut s = client(proxy.addr);
     let t0 = Instant::now();
     s.write_all(b"g").expect("send");
@@ -811,7 +839,7 @@ fn measure_throughput_and_pooled_request_rate() {
     let backend = Backend::lines(false);
     let mut cx = RelayCx::new(backend.addr);
     cx.line_mode = true;
-    let proxy = start_proxy(cx, 100, RingOptions::default());
+    let proxy = start_proxy(cx, 100, Tuning::default());
     let mut s = client(proxy.addr);
     let n = 20_000;
     let t0 = Instant::now();
@@ -862,9 +890,8 @@ fn sqpoll_ring_relays_too() {
         return;
     }
     let backend = Backend::echo();
-    let opts = RingOptions {
+    let opts = Tuning {
         sqpoll: true,
-        sqpoll_idle: Duration::from_millis(20),
         ..test_opts()
     };
     let proxy = start_proxy(RelayCx::new(backend.addr), 100, opts);
@@ -874,5 +901,191 @@ fn sqpoll_ring_relays_too() {
         s.write_all(msg.as_bytes()).expect("send");
         assert_eq!(read_line(&mut s), msg);
     }
+    proxy.shutdown();
+}
+
+// ---------------------------------------------------------------- TLS
+
+/// A test CA, a leaf for `proxy.test` under it, the acceptor serving it, and a client config
+/// trusting the CA.
+fn tls_fixture() -> (Arc<TlsAcceptor>, Arc<rustls::ClientConfig>) {
+    let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "io_uring test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).expect("CA");
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let leaf_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    let leaf = rcgen::CertificateParams::new(vec!["proxy.test".to_string()])
+        .expect("params")
+        .signed_by(&leaf_key, &issuer)
+        .expect("leaf");
+    let loaded = LoadedCert::from_pem(
+        CertOrigin::Other("io_uring test".into()),
+        leaf.pem().as_bytes(),
+        leaf_key.serialize_pem().as_bytes(),
+    )
+    .expect("load leaf");
+    let mut store = CertStore::builder(LoadedCert::generate_default().expect("default cert"));
+    store.add(&["proxy.test"], loaded).expect("add leaf");
+    let resolver = CertResolver::new(store.build());
+    let acceptor = TlsAcceptor::new(&TlsAcceptorConfig::default(), resolver).expect("acceptor");
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca_cert.der().clone()).expect("root");
+    let client = rustls::ClientConfig::builder_with_provider(arc_tls::provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    (Arc::new(acceptor), Arc::new(client))
+}
+
+type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+fn tls_client(addr: SocketAddr, config: &Arc<rustls::ClientConfig>) -> TlsStream {
+    let name = rustls::pki_types::ServerName::try_from("proxy.test").expect("name");
+    let conn = rustls::ClientConnection::new(Arc::clone(config), name).expect("client");
+    rustls::StreamOwned::new(conn, client(addr))
+}
+
+fn tls_read_line(c: &mut TlsStream) -> String {
+    let mut out = Vec::new();
+    let mut b = [0u8; 1];
+    while out.len() < 256 {
+        match c.read(&mut b) {
+            Ok(1) => {
+                out.push(b[0]);
+                if b[0] == b'\n' {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn tls_listener_terminates_tls_and_relays_plaintext() {
+    let backend = Backend::lines(false);
+    let mut cx = RelayCx::new(backend.addr);
+    cx.line_mode = true;
+    let infos = Arc::clone(&cx.infos);
+    let (acceptor, client_config) = tls_fixture();
+    let proxy = start_proxy_on(cx, 100, test_opts(), Some(acceptor));
+
+    let mut c = tls_client(proxy.addr, &client_config);
+    c.write_all(b"REQ\n").expect("send");
+    assert_eq!(tls_read_line(&mut c), "OK 1\n");
+    c.write_all(b"REQ\n").expect("send");
+    assert_eq!(
+        tls_read_line(&mut c),
+        "OK 1\n",
+        "pooled upstream behind a TLS client"
+    );
+    assert_eq!(
+        *infos.lock().unwrap_or_else(|e| e.into_inner()),
+        vec![(true, Some("proxy.test".to_string()))]
+    );
+    // A clean TLS close from the client ends the connection, answered by close_notify.
+    c.conn.send_close_notify();
+    c.flush().expect("flush");
+    let mut rest = Vec::new();
+    let end = c.read_to_end(&mut rest);
+    assert!(end.is_ok(), "the proxy closed with close_notify: {end:?}");
+    assert!(rest.is_empty(), "no stray bytes: {rest:?}");
+    wait_for("TLS connection closed", || proxy.stat(|s| &s.closed) == 1);
+    proxy.shutdown();
+}
+
+#[test]
+fn tls_bulk_echo_round_trips_in_order() {
+    let _heavy = heavy();
+    let backend = Backend::echo();
+    let (acceptor, client_config) = tls_fixture();
+    let proxy = start_proxy_on(RelayCx::new(backend.addr), 100, test_opts(), Some(acceptor));
+    let mut c = tls_client(proxy.addr, &client_config);
+    let chunk = 48 * 1024;
+    let mut back = vec![0u8; chunk];
+    for round in 0..40u32 {
+        let data: Vec<u8> = (0..chunk as u32).map(|i| (i ^ round) as u8).collect();
+        c.write_all(&data).expect("send");
+        c.read_exact(&mut back).expect("echo");
+        assert!(back == data, "round {round} came back different");
+    }
+    drop(c);
+    proxy.shutdown();
+}
+
+#[test]
+fn failed_tls_handshake_closes_only_that_connection() {
+    let backend = Backend::lines(false);
+    let mut cx = RelayCx::new(backend.addr);
+    cx.line_mode = true;
+    let infos = Arc::clone(&cx.infos);
+    let (acceptor, client_config) = tls_fixture();
+    let proxy = start_proxy_on(cx, 100, test_opts(), Some(acceptor));
+
+    // A TLS client that stays open while the other one fails.
+    let mut good = tls_client(proxy.addr, &client_config);
+    good.write_all(b"REQ\n").expect("send");
+    assert_eq!(tls_read_line(&mut good), "OK 1\n");
+
+    let mut plain = client(proxy.addr);
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    let mut got = Vec::new();
+    let _ = plain.read_to_end(&mut got);
+    assert!(
+        got.first() == Some(&0x15) || got.is_empty(),
+        "expected a TLS alert or nothing, got {got:?}"
+    );
+    assert_eq!(
+        infos.lock().unwrap_or_else(|e| e.into_inner()).len(),
+        1,
+        "no handler was made for the failed handshake"
+    );
+
+    good.write_all(b"REQ\n").expect("send");
+    assert_eq!(
+        tls_read_line(&mut good),
+        "OK 1\n",
+        "the open TLS connection is unharmed"
+    );
+    let mut again = tls_client(proxy.addr, &client_config);
+    again.write_all(b"REQ\n").expect("send");
+    assert!(
+        tls_read_line(&mut again).starts_with("OK "),
+        "the worker still serves new TLS clients"
+    );
+    drop(good);
+    drop(again);
+    proxy.shutdown();
+}
+
+#[test]
+fn stalled_tls_handshake_times_out() {
+    let backend = Backend::echo();
+    let (acceptor, _) = tls_fixture();
+    let tuning = Tuning {
+        tls_handshake_timeout: Duration::from_millis(300),
+        ..test_opts()
+    };
+    let proxy = start_proxy_on(RelayCx::new(backend.addr), 100, tuning, Some(acceptor));
+    let mut silent = client(proxy.addr);
+    let t0 = Instant::now();
+    let mut got = Vec::new();
+    let _ = silent.read_to_end(&mut got);
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(5),
+        "closed after {took:?}"
+    );
+    wait_for("connection freed", || proxy.stat(|s| &s.closed) == 1);
     proxy.shutdown();
 }

@@ -391,7 +391,7 @@ where
 {
     match kind {
         DriverKind::Epoll => Ok(crate::proxy::epoll::run::<H>),
-        DriverKind::Uring => Err(WorkerError::DriverUnavailable(DriverKind::Uring)),
+        DriverKind::Uring => Ok(crate::proxy::uring::run::<H>),
     }
 }
 

@@ -2,8 +2,8 @@
 //! X-Forwarded-*, X-Request-ID, W3C traceparent, optional Host/path rewrite) and the
 //! downstream response (hop-by-hop removed, Connection decided by the core).
 
-use std::io::Write as _;
 use core::net::IpAddr;
+use std::io::Write as _;
 use std::ops::Range;
 
 use super::encode::{push_header, push_header_u64, push_status_line};

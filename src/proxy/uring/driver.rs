@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 use std::mem::{ManuallyDrop, MaybeUninit};
-use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
@@ -19,12 +19,15 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use crate::proxy::io::{
     Action, ConnHandler, ConnInfo, ConnLimit, PoolKey, PoolLimits, UpstreamError,
 };
+use crate::proxy::tls::TlsAcceptor;
 use crate::proxy::upstream::pool::Pool;
 
 use super::bufring::BufRing;
 use super::slab::{Id, Op, Slab, UserData};
 use super::timers::Timers;
-use super::{DriverStats, RingOptions, StopSignal, Support, UringError, UringListener};
+use super::tls::Layer;
+use super::{RingOptions, Support, UringError};
+use crate::proxy::worker::{BoundListener, DriverStats, StopSignal};
 
 const BGID: u16 = 0;
 /// Callback rounds per `sync` before the rest is deferred to the next loop iteration.
@@ -128,6 +131,8 @@ struct Conn<H> {
 struct Listener {
     fd: Option<OwnedFd>,
     index: usize,
+    /// Set on https listeners.
+    tls: Option<std::sync::Arc<TlsAcceptor>>,
     armed: bool,
     rearm_at: Option<Instant>,
 }
@@ -138,7 +143,8 @@ pub(crate) struct Driver<'a, H: ConnHandler> {
     ring: IoUring,
     bufs: BufRing,
     socks: Slab<Sock>,
-    conns: Slab<Conn<H>>,
+    /// Connections; https listeners wrap the handler in the TLS layer.
+    conns: Slab<Conn<Layer<H>>>,
     listeners: Vec<Listener>,
     pool: Pool<Id>,
     pool_expiry: Option<Instant>,
@@ -185,8 +191,9 @@ fn wants(h: &impl ConnHandler, side: Side) -> bool {
 }
 
 impl<'a, H: ConnHandler> Driver<'a, H> {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        listeners: Vec<UringListener>,
+        listeners: Vec<BoundListener>,
         limit: &'a ConnLimit,
         stop: &'a StopSignal,
         cx: &'a mut H::Cx,
@@ -222,7 +229,8 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             .into_iter()
             .map(|l| Listener {
                 fd: Some(OwnedFd::from(l.socket)),
-                index: l.index,
+                index: l.spec.index,
+                tls: l.spec.tls,
                 armed: false,
                 rearm_at: None,
             })
@@ -320,7 +328,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
 
     fn arm_wake(&mut self) {
         self.wake_armed = true;
-        let e = opcode::PollAdd::new(types::Fd(self.stop.fd()), libc::POLLIN as u32)
+        let e = opcode::PollAdd::new(types::Fd(self.stop.fd().as_raw_fd()), libc::POLLIN as u32)
             .build()
             .user_data(
                 UserData {
@@ -748,17 +756,26 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             return;
         };
         let _ = sock.set_tcp_nodelay(true);
-        bump(&self.stats.accepted);
         let listener = self.listeners.get(li).map_or(li, |l| l.index);
-        let sid = self.socks.insert(Sock::new(fd, Owner::Closing, true));
+        let acceptor = self.listeners.get(li).and_then(|l| l.tls.as_ref());
         let info = ConnInfo {
             peer,
             local,
             listener,
-            tls: false,
+            tls: acceptor.is_some(),
             sni: None,
         };
-        let h = H::new(self.cx, info, now);
+        let h = match acceptor.map(|a| a.accept()) {
+            None => Layer::Plain(H::new(self.cx, info, now)),
+            Some(Ok(session)) => Layer::tls(session, info, now + self.opts.tls_handshake_timeout),
+            Some(Err(_)) => {
+                self.limit.release();
+                self.close_raw(fd);
+                return;
+            }
+        };
+        bump(&self.stats.accepted);
+        let sid = self.socks.insert(Sock::new(fd, Owner::Closing, true));
         let cid = self.conns.insert(Conn {
             h,
             down: sid,

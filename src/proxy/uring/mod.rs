@@ -3,7 +3,7 @@
 //! [`run`] owns a worker's ring, its listeners (already bound, non-blocking), its upstream
 //! pool and its timers, and turns completions into handler callbacks per the driver contract in
 //! [`crate::proxy::io`]:
-//! - multishot accept per listener; over `max_connections` ([`ConnLimit`]) the connection is
+//! - multishot accept per listener; over `max_connections` ([`crate::proxy::io::ConnLimit`]) the connection is
 //!   accepted and closed at once and counted;
 //! - multishot receive into a provided buffer ring (an idle connection holds no buffer), the
 //!   buffer given back right after the handler took the bytes; a side the handler does not
@@ -19,8 +19,13 @@
 //! - one ring-wide wait timeout to the earliest deadline (connection timers, pool expiry);
 //! - every operation's `user_data` carries (slot, generation, kind); a socket slot is freed
 //!   only after all its operations completed, so late completions never touch reused memory;
-//! - a [`StopSignal`] (flag + eventfd polled in the ring) stops accepting, lets connections
-//!   finish for `drain_timeout`, cancels what is left and returns.
+//! - the worker's [`crate::proxy::worker::StopSignal`] (flag + eventfd polled in the ring)
+//!   stops accepting, lets connections finish for `Tuning::stop_grace`, cancels what is left
+//!   and returns;
+//! - https listeners (`ListenerSpec::tls`) wrap each handler in the TLS layer (`tls.rs`):
+//!   the handshake runs before `ConnHandler::new` (bounded by `Tuning::tls_handshake_timeout`),
+//!   the driver moves ciphertext only, a flushed close ends with `close_notify`, a failed
+//!   session with its alert.
 //!
 //! All `unsafe` of the driver lives in this module.
 
@@ -29,14 +34,13 @@ mod driver;
 mod probe;
 mod slab;
 mod timers;
+mod tls;
 
 use std::io;
-use std::net::TcpListener;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::proxy::io::{ConnHandler, ConnLimit};
+use crate::proxy::io::ConnHandler;
+use crate::proxy::worker::{DriverError, DriverKind, DriverParams, Tuning};
 
 pub use probe::{Support, UringUnavailable, probe};
 
@@ -62,6 +66,8 @@ pub struct RingOptions {
     /// After a flushed close: how long to keep reading and discarding what the client still
     /// sends (so the response is not lost to a reset) before closing the socket.
     pub lingering_close: Duration,
+    /// Most time a downstream TLS handshake may take.
+    pub tls_handshake_timeout: Duration,
 }
 
 impl Default for RingOptions {
@@ -76,98 +82,12 @@ impl Default for RingOptions {
             flush_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),
             lingering_close: Duration::from_secs(2),
+            tls_handshake_timeout: Duration::from_secs(10),
         }
     }
 }
 
-/// A listening socket handed to the driver (bound, listening, non-blocking).
-#[derive(Debug)]
-pub struct UringListener {
-    pub socket: TcpListener,
-    /// Index of the listener in the configuration's `listeners[]` (goes into `ConnInfo`).
-    pub index: usize,
-}
-
-/// Asks drivers to stop: a flag plus an eventfd each worker's ring polls, so every worker
-/// wakes up at once. Shared by all workers.
-#[derive(Debug)]
-pub struct StopSignal {
-    flag: AtomicBool,
-    efd: OwnedFd,
-}
-
-impl StopSignal {
-    pub fn new() -> io::Result<Self> {
-        // SAFETY: plain syscall; the returned fd is checked and then owned.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a fresh descriptor nobody else owns.
-        let efd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(StopSignal {
-            flag: AtomicBool::new(false),
-            efd,
-        })
-    }
-
-    /// Sets the flag and wakes every ring polling the eventfd.
-    pub fn stop(&self) {
-        self.flag.store(true, Ordering::Release);
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a live u64 to our own eventfd. A failure (counter
-        // saturated) still leaves the eventfd readable, which is all the rings wait for.
-        let _ = unsafe {
-            libc::write(
-                self.efd.as_raw_fd(),
-                (&one as *const u64).cast(),
-                std::mem::size_of::<u64>(),
-            )
-        };
-    }
-
-    pub fn is_stopped(&self) -> bool {
-        self.flag.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn fd(&self) -> RawFd {
-        self.efd.as_raw_fd()
-    }
-}
-
-/// Counters of one worker's driver, written only by that worker (relaxed), read at scrape.
-#[derive(Debug, Default)]
-pub struct DriverStats {
-    /// Downstream connections accepted and handed to a handler.
-    pub accepted: AtomicU64,
-    /// Downstream connections accepted and closed at once because of `max_connections`
-    /// (or because the worker is stopping).
-    pub refused: AtomicU64,
-    /// Downstream connections finished.
-    pub closed: AtomicU64,
-    /// New upstream connections started.
-    pub upstream_connects: AtomicU64,
-    /// Upstream connects that failed or timed out.
-    pub upstream_connect_errors: AtomicU64,
-    /// Upstream connections taken from the pool instead of connecting.
-    pub pool_reused: AtomicU64,
-    /// Idle pooled connections dropped because the peer closed them or sent unexpected bytes.
-    pub pool_stale: AtomicU64,
-}
-
-impl DriverStats {
-    /// Adds one to a counter (only the owning worker writes, so relaxed suffices).
-    pub fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Reads a counter.
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
-    }
-}
-
-/// Why [`run`] failed.
+/// Why the ring could not be set up or driven (mapped to [`DriverError`] by [`run`]).
 #[derive(Debug, thiserror::Error)]
 pub enum UringError {
     #[error(transparent)]
@@ -180,19 +100,81 @@ pub enum UringError {
     Enter(io::Error),
 }
 
-/// Runs one worker's io_uring event loop until `stop` is signalled and connections drained.
+impl From<UringError> for DriverError {
+    fn from(e: UringError) -> Self {
+        let driver = DriverKind::Uring;
+        match e {
+            UringError::Unavailable(u) => DriverError::Unsupported {
+                driver,
+                reason: u.to_string(),
+            },
+            UringError::Setup { source, .. } => DriverError::Setup {
+                driver,
+                what: "the io_uring ring",
+                source,
+            },
+            UringError::BufRing(source) => DriverError::Setup {
+                driver,
+                what: "the provided receive buffer ring",
+                source,
+            },
+            UringError::Enter(source) => DriverError::Wait { driver, source },
+        }
+    }
+}
+
+/// Total memory of one worker's provided receive buffers that [`RingOptions::from_tuning`]
+/// aims at: the buffer count follows from the buffer size.
+const RECV_BUFFER_BUDGET: usize = 1024 * 1024;
+
+impl RingOptions {
+    /// The ring settings for a worker's [`Tuning`].
+    pub fn from_tuning(t: &Tuning) -> Self {
+        let size = t.read_buffer.clamp(4096, 16 * 1024);
+        let count = (RECV_BUFFER_BUDGET / size)
+            .clamp(16, 4096)
+            .next_power_of_two();
+        let d = RingOptions::default();
+        RingOptions {
+            entries: t.uring_entries,
+            sqpoll: t.sqpoll,
+            recv_buffers: u16::try_from(count).unwrap_or(4096),
+            recv_buffer_size: u32::try_from(size).unwrap_or(d.recv_buffer_size),
+            send_buffer_size: size.max(d.send_buffer_size),
+            flush_timeout: t.close_flush_timeout,
+            drain_timeout: t.stop_grace,
+            lingering_close: t.lingering_close,
+            tls_handshake_timeout: t.tls_handshake_timeout,
+            ..d
+        }
+    }
+}
+
+/// Runs one worker's io_uring event loop until `params.stop` fires and connections drained
+/// (the [`crate::proxy::worker::DriverEntry`] of the io_uring driver).
 ///
-/// `listeners` are already bound (SO_REUSEPORT per worker) and non-blocking; the driver owns
-/// and closes them. `cx` is lent to every handler callback.
-pub fn run<H: ConnHandler>(
-    listeners: Vec<UringListener>,
-    limit: &ConnLimit,
-    stop: &StopSignal,
-    cx: &mut H::Cx,
-    opts: &RingOptions,
-    stats: &DriverStats,
-) -> Result<(), UringError> {
-    let support = probe()?;
-    let mut d = driver::Driver::<H>::new(listeners, limit, stop, cx, opts, stats, support)?;
-    d.run()
+/// The listeners are already bound (SO_REUSEPORT per worker) and non-blocking; the driver owns
+/// and closes them. `params.cx` is lent to every handler callback.
+pub fn run<H: ConnHandler>(params: DriverParams<H::Cx>) -> Result<(), DriverError> {
+    let DriverParams {
+        worker: _,
+        listeners,
+        conn_limit,
+        stop,
+        mut cx,
+        tuning,
+        stats,
+    } = params;
+    let support = probe().map_err(UringError::from)?;
+    let opts = RingOptions::from_tuning(&tuning);
+    let mut d = driver::Driver::<H>::new(
+        listeners,
+        &conn_limit,
+        &stop,
+        &mut cx,
+        &opts,
+        &stats,
+        support,
+    )?;
+    Ok(d.run()?)
 }
