@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Arc keep-alive benchmark: Arc vs a tuned nginx proxy, alternating A/B pairs, plus the
-# direct (no proxy) baseline, on a 2-core rig (see docs/BENCHMARK.md for the method).
+# direct (no proxy) baseline, on a 2-core rig (method: BENCHMARK.md).
 #
 #   bench/run.sh            5 alternating Arc/nginx pairs
 #   bench/run.sh --quick    3 alternating pairs
