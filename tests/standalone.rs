@@ -310,6 +310,39 @@ fn max_connections_refuses_extra(driver: &str) {
     );
 }
 
+fn pooled_connections_to_departed_endpoints_close(driver: &str) {
+    let a = backend("a");
+    let b = backend("b");
+    let mut arc = start(driver, "", a.addr, &[]);
+    let mut c = connect(arc.http());
+    c.write_all(GET.as_bytes()).unwrap();
+    let (head, _) = read_response(&mut c, &mut Vec::new()).unwrap();
+    assert!(head.contains("X-Backend: a"), "{head}");
+    drop(c);
+    assert_eq!(
+        a.open.load(Ordering::SeqCst),
+        1,
+        "one pooled connection to a"
+    );
+    let mut cfg = arc.server.as_ref().unwrap().config().clone();
+    cfg.upstreams[0].addr = Some(b.addr.to_string());
+    arc.server.as_mut().unwrap().reload(cfg).expect("reload");
+    // New traffic turns the workers' loops; the pooled connection to `a` is closed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while a.open.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+        let mut c = connect(arc.http());
+        c.write_all(GET.as_bytes()).unwrap();
+        let (head, _) = read_response(&mut c, &mut Vec::new()).unwrap();
+        assert!(head.contains("X-Backend: b"), "{head}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(
+        a.open.load(Ordering::SeqCst),
+        0,
+        "the departed endpoint's pooled connection closed"
+    );
+}
+
 struct TestCa {
     issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
     der: rustls::pki_types::CertificateDer<'static>,
@@ -439,6 +472,10 @@ macro_rules! per_driver {
             #[test]
             fn max_connections_refuses_extra() {
                 super::max_connections_refuses_extra($value)
+            }
+            #[test]
+            fn pooled_connections_to_departed_endpoints_close() {
+                super::pooled_connections_to_departed_endpoints_close($value)
             }
             #[test]
             fn tls_sni_and_default_certificate() {

@@ -120,6 +120,21 @@ pub trait ConnHandler: Sized {
     fn deadline(&self) -> Option<Instant>;
     /// True once the connection is finished; the driver frees it.
     fn is_closed(&self) -> bool;
+
+    /// A new connection was refused (`max_connections`); the handler side counts it.
+    fn on_refused(_cx: &mut Self::Cx) {}
+
+    /// A number that changes whenever upstream endpoints may have left the routing table. The
+    /// driver reads it once per loop turn; when it changed, idle pooled connections whose key
+    /// [`ConnHandler::keep_pooled`] rejects are closed.
+    fn endpoints_epoch(_cx: &mut Self::Cx) -> u64 {
+        0
+    }
+
+    /// Whether idle pooled connections for `key` may stay pooled.
+    fn keep_pooled(_cx: &mut Self::Cx, _key: &PoolKey) -> bool {
+        true
+    }
 }
 
 /// Process-wide bound on downstream connections (`max_connections`), shared by the workers.

@@ -19,6 +19,8 @@ pub struct Backend {
     pub addr: SocketAddr,
     pub connections: Arc<AtomicUsize>,
     pub requests: Arc<AtomicUsize>,
+    /// Connections currently open (a connection's thread ends when the peer closes it).
+    pub open: Arc<AtomicUsize>,
 }
 
 pub fn backend(name: &'static str) -> Backend {
@@ -26,19 +28,29 @@ pub fn backend(name: &'static str) -> Backend {
     let addr = listener.local_addr().expect("backend addr");
     let connections = Arc::new(AtomicUsize::new(0));
     let requests = Arc::new(AtomicUsize::new(0));
-    let (c, r) = (Arc::clone(&connections), Arc::clone(&requests));
+    let open = Arc::new(AtomicUsize::new(0));
+    let (c, r, o) = (
+        Arc::clone(&connections),
+        Arc::clone(&requests),
+        Arc::clone(&open),
+    );
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { return };
             c.fetch_add(1, Ordering::SeqCst);
-            let r = Arc::clone(&r);
-            std::thread::spawn(move || serve_conn(stream, name, &r));
+            o.fetch_add(1, Ordering::SeqCst);
+            let (r, o) = (Arc::clone(&r), Arc::clone(&o));
+            std::thread::spawn(move || {
+                serve_conn(stream, name, &r);
+                o.fetch_sub(1, Ordering::SeqCst);
+            });
         }
     });
     Backend {
         addr,
         connections,
         requests,
+        open,
     }
 }
 

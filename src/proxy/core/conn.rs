@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::metrics::{ErrorReason, PoolResult, RouteMetricId, WorkerMetrics};
+use crate::metrics::{ErrorReason, PoolResult, RefuseReason, RouteMetricId, WorkerMetrics};
 use crate::proxy::http1::{
     self, BodyKind, ClientInfo, ConnectionHeader, DirectResponse, DownstreamResponse, ErrorKind,
     Http1Error, Method, OutFraming, RequestDecoder, RequestEvent, RequestHead, ResponseDecoder,
@@ -57,6 +57,16 @@ impl WorkerCx {
         x ^= x >> 27;
         self.rng = x;
         x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Whether `key` is still an endpoint of its upstream in the latest snapshot.
+    fn endpoint_current(&self, key: &PoolKey) -> bool {
+        self.views
+            .shared()
+            .load()
+            .upstreams
+            .get(&*key.upstream)
+            .is_some_and(|u| u.endpoints.contains(&key.endpoint))
     }
 
     /// Round robin over an upstream's endpoints, per worker.
@@ -534,6 +544,19 @@ impl Conn {
         self.up_deadline = None;
     }
 
+    /// The upstream deadline: `send_timeout` while request bytes wait to be written,
+    /// `read_timeout` while waiting for the response.
+    fn arm_upstream(&mut self, now: Instant) {
+        let timeout = if self.pending_up() > 0 {
+            self.up_spec
+                .as_ref()
+                .map_or(Duration::from_secs(60), |s| s.send_timeout)
+        } else {
+            self.read_timeout()
+        };
+        self.up_deadline = Some(now + timeout);
+    }
+
     fn read_timeout(&self) -> Duration {
         self.up_spec
             .as_ref()
@@ -684,7 +707,9 @@ impl Conn {
                     self.down_out.extend_from_slice(raw);
                     pos = raw_end;
                     let clean = self.req_done && self.pending_up() == 0 && pos == self.up_in.len();
-                    self.release_upstream(keep_alive && clean);
+                    // A connection to an endpoint that left the table is not pooled.
+                    let current = self.up_key.as_ref().is_some_and(|k| cx.endpoint_current(k));
+                    self.release_upstream(keep_alive && clean && current);
                     self.resp = None;
                     cx.metrics
                         .observe_upstream_duration(now.saturating_duration_since(self.up_started));
@@ -776,7 +801,7 @@ impl Conn {
         } else {
             PoolResult::Miss
         });
-        self.up_deadline = Some(now + self.read_timeout());
+        self.arm_upstream(now);
     }
 
     fn do_on_upstream_data(&mut self, cx: &mut WorkerCx, data: &[u8], now: Instant) {
@@ -893,7 +918,7 @@ impl Conn {
             return;
         }
         if self.stage == Stage::Proxy && !self.resp_started {
-            self.up_deadline = Some(now + self.read_timeout());
+            self.arm_upstream(now);
         }
         if !self.inbuf.is_empty() {
             self.process_downstream(cx, now);
@@ -1051,5 +1076,17 @@ impl ConnHandler for Conn {
 
     fn is_closed(&self) -> bool {
         self.closed
+    }
+
+    fn on_refused(cx: &mut WorkerCx) {
+        cx.metrics.connection_refused(RefuseReason::MaxConnections);
+    }
+
+    fn endpoints_epoch(cx: &mut WorkerCx) -> u64 {
+        cx.views.shared().load().table.version()
+    }
+
+    fn keep_pooled(cx: &mut WorkerCx, key: &PoolKey) -> bool {
+        cx.endpoint_current(key)
     }
 }

@@ -688,3 +688,49 @@ impl Sim {
         self.cx.shared().store(Arc::new(snapshot));
     }
 }
+
+#[test]
+fn upstream_send_timeout_applies_while_the_upstream_does_not_read() {
+    let mut s = Sim::new(ConnLimits::default());
+    s.auto_connect = false;
+    s.send(b"POST /api HTTP/1.1\r\nHost: app.example.com\r\nContent-Length: 3\r\n\r\nabc");
+    s.conn.on_upstream_connected(&mut s.cx, false, s.now);
+    // The driver could not write anything: the send timeout (5 s) runs.
+    assert!(!s.conn.upstream_out().is_empty());
+    assert_eq!(s.conn.deadline(), Some(s.now + Duration::from_secs(5)));
+    s.now += Duration::from_secs(6);
+    s.conn.on_timer(&mut s.cx, s.now);
+    s.pump();
+    assert!(s.take_client().starts_with("HTTP/1.1 504 "));
+}
+
+#[test]
+fn departed_endpoints_are_not_pooled_and_refusals_are_counted() {
+    let mut s = Sim::new(ConnLimits::default());
+    let epoch = Conn::endpoints_epoch(&mut s.cx);
+    let key = crate::proxy::io::PoolKey {
+        endpoint: endpoint(1),
+        upstream: Arc::from(UP),
+    };
+    assert!(Conn::keep_pooled(&mut s.cx, &key));
+    s.send(GET_API);
+    // The endpoint leaves the table while the request is in flight.
+    let table = routing::compile(&model(), 2).table;
+    s.cx_swap(Snapshot::new(
+        table,
+        vec![spec(UP, vec![endpoint(2)])],
+        ConnLimits::default(),
+    ));
+    assert_ne!(Conn::endpoints_epoch(&mut s.cx), epoch);
+    assert!(!Conn::keep_pooled(&mut s.cx, &key));
+    s.reply(OK_5);
+    assert!(s.take_client().ends_with("hello"));
+    assert_eq!(s.releases, vec![false], "not pooled: its endpoint is gone");
+
+    Conn::on_refused(&mut s.cx);
+    let text = s.metrics.encode().unwrap();
+    assert!(
+        text.contains("arc_connections_refused_total{reason=\"max_connections\"} 1"),
+        "{text}"
+    );
+}

@@ -159,6 +159,7 @@ struct Worker<H: ConnHandler> {
     conn_limit: Arc<ConnLimit>,
     stop: StopSignal,
     cx: H::Cx,
+    endpoints_epoch: u64,
     tuning: Tuning,
     stats: Arc<DriverStats>,
     downs: Slab<Down<H>>,
@@ -249,6 +250,7 @@ impl<H: ConnHandler> Worker<H> {
             conn_limit: params.conn_limit,
             stop: params.stop,
             cx: params.cx,
+            endpoints_epoch: 0,
             tuning,
             stats: params.stats,
             downs: Slab::new(),
@@ -274,6 +276,7 @@ impl<H: ConnHandler> Worker<H> {
         loop {
             let now = Instant::now();
             self.fire_timers(now);
+            self.sweep_departed_endpoints();
             if let Some(at) = self.accept_retry_at
                 && at <= now
             {
@@ -424,6 +427,7 @@ impl<H: ConnHandler> Worker<H> {
     fn on_accept(&mut self, li: usize, sock: TcpStream, peer: SocketAddr, now: Instant) {
         if !self.conn_limit.try_acquire() {
             DriverStats::bump(&self.stats.refused);
+            H::on_refused(&mut self.cx);
             drop(sock);
             return;
         }
@@ -1232,6 +1236,21 @@ impl<H: ConnHandler> Worker<H> {
             }
             self.pool_next = self.pool.next_expiry();
         }
+    }
+
+    /// Closes idle pooled connections to endpoints that left the routing table.
+    fn sweep_departed_endpoints(&mut self) {
+        let epoch = H::endpoints_epoch(&mut self.cx);
+        if epoch == self.endpoints_epoch {
+            return;
+        }
+        self.endpoints_epoch = epoch;
+        let cx = &mut self.cx;
+        let departed = self.pool.remove_where(|key, _| !H::keep_pooled(cx, key));
+        for uid in departed {
+            self.close_up(uid);
+        }
+        self.pool_next = self.pool.next_expiry();
     }
 
     fn fire_down(&mut self, id: SlotId, at: Instant, now: Instant) {

@@ -158,6 +158,7 @@ pub(crate) struct Driver<'a, H: ConnHandler> {
     wake_armed: bool,
     drain_until: Option<Instant>,
     cx: &'a mut H::Cx,
+    endpoints_epoch: u64,
     limit: &'a ConnLimit,
     stop: &'a StopSignal,
     stats: &'a DriverStats,
@@ -253,6 +254,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             wake_armed: false,
             drain_until: None,
             cx,
+            endpoints_epoch: 0,
             limit,
             stop,
             stats,
@@ -438,6 +440,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
     fn event_loop(&mut self) -> Result<(), UringError> {
         loop {
             let now = Instant::now();
+            self.sweep_departed_endpoints();
             if self.drain_until.is_none() && self.stop.is_stopped() {
                 self.begin_stop(now);
             }
@@ -549,6 +552,21 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             self.sync(cid, now);
         }
         self.scratch = due;
+    }
+
+    /// Closes idle pooled connections to endpoints that left the routing table.
+    fn sweep_departed_endpoints(&mut self) {
+        let epoch = H::endpoints_epoch(self.cx);
+        if epoch == self.endpoints_epoch {
+            return;
+        }
+        self.endpoints_epoch = epoch;
+        let cx = &mut *self.cx;
+        let departed = self.pool.remove_where(|key, _| !H::keep_pooled(cx, key));
+        for sid in departed {
+            self.close_sock(sid);
+        }
+        self.pool_dirty = true;
     }
 
     fn expire_pool(&mut self, now: Instant) {
@@ -742,6 +760,9 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
     fn accepted(&mut self, li: usize, fd: RawFd, now: Instant) {
         if self.drain_until.is_some() || !self.limit.try_acquire() {
             bump(&self.stats.refused);
+            if self.drain_until.is_none() {
+                H::on_refused(self.cx);
+            }
             self.close_raw(fd);
             return;
         }
