@@ -141,7 +141,10 @@ pub struct Conn {
     up_pos: usize,
     up_in: Vec<u8>,
     resp: Option<ResponseDecoder>,
-    replay: Option<Vec<u8>>,
+    /// Everything sent upstream for the current request while it may still be replayed
+    /// (`replayable`); the buffer is reused across requests.
+    replay: Vec<u8>,
+    replayable: bool,
     replays: u8,
     up_started: Instant,
     up_deadline: Option<Instant>,
@@ -161,16 +164,24 @@ impl Conn {
         self.up_out.len() - self.up_pos
     }
 
-    /// Queues bytes for the upstream, keeping a copy while the request may still be replayed.
-    fn push_up(&mut self, bytes: &[u8]) {
-        self.up_out.extend_from_slice(bytes);
-        if let Some(r) = &mut self.replay {
-            if r.len() + bytes.len() <= REPLAY_LIMIT {
-                r.extend_from_slice(bytes);
-            } else {
-                self.replay = None;
-            }
+    /// Keeps a copy of bytes queued for the upstream while the request may still be replayed.
+    fn keep_for_replay(replay: &mut Vec<u8>, replayable: &mut bool, bytes: &[u8]) {
+        if !*replayable {
+            return;
         }
+        if replay.len() + bytes.len() <= REPLAY_LIMIT {
+            replay.extend_from_slice(bytes);
+        } else {
+            *replayable = false;
+            replay.clear();
+        }
+    }
+
+    /// Queues `inbuf[range]` for the upstream without an intermediate copy.
+    fn forward_input(&mut self, range: std::ops::Range<usize>) {
+        let bytes = self.inbuf.get(range).unwrap_or_default();
+        self.up_out.extend_from_slice(bytes);
+        Self::keep_for_replay(&mut self.replay, &mut self.replayable, bytes);
     }
 
     /// Counts the close once, at the end of the callback that closed the connection.
@@ -336,8 +347,8 @@ impl Conn {
         while !self.closed {
             if self.stage == Stage::Tunnel {
                 if pos < self.inbuf.len() {
-                    let rest = self.inbuf.get(pos..).unwrap_or_default().to_vec();
-                    self.up_out.extend_from_slice(&rest);
+                    self.up_out
+                        .extend_from_slice(self.inbuf.get(pos..).unwrap_or_default());
                     pos = self.inbuf.len();
                 }
                 break;
@@ -365,15 +376,13 @@ impl Conn {
                 }
                 RequestEvent::Body(_) => {
                     if self.stage == Stage::Proxy {
-                        let raw = self.inbuf.get(pos..raw_end).unwrap_or_default().to_vec();
-                        self.push_up(&raw);
+                        self.forward_input(pos..raw_end);
                     }
                     pos = raw_end;
                 }
                 RequestEvent::End | RequestEvent::UpgradeRequested => {
                     if self.stage == Stage::Proxy && raw_end > pos {
-                        let raw = self.inbuf.get(pos..raw_end).unwrap_or_default().to_vec();
-                        self.push_up(&raw);
+                        self.forward_input(pos..raw_end);
                     }
                     pos = raw_end;
                     self.req_done = true;
@@ -509,11 +518,11 @@ impl Conn {
         self.up_out.clear();
         self.up_pos = 0;
         self.up_in.clear();
-        self.replay = Some(Vec::new());
+        self.replay.clear();
+        self.replayable = true;
         self.replays = 0;
-        let mut head_bytes = Vec::with_capacity(head.raw().len() + 256);
-        http1::write_request_head(&mut head_bytes, head, &opts);
-        self.push_up(&head_bytes);
+        http1::write_request_head(&mut self.up_out, head, &opts);
+        Self::keep_for_replay(&mut self.replay, &mut self.replayable, &self.up_out);
         self.resp = Some(self.response_decoder());
         if self.expect_continue {
             self.down_out.extend_from_slice(http1::CONTINUE_100);
@@ -579,10 +588,11 @@ impl Conn {
             if was_reused
                 && err == UpstreamError::Io
                 && self.replays < MAX_REPLAYS
-                && let Some(replay) = self.replay.clone()
+                && self.replayable
             {
                 self.replays += 1;
-                self.up_out = replay;
+                self.up_out.clear();
+                self.up_out.extend_from_slice(&self.replay);
                 self.up_pos = 0;
                 self.up_in.clear();
                 self.resp = Some(self.response_decoder());
@@ -610,8 +620,8 @@ impl Conn {
         while !self.closed {
             if self.stage == Stage::Tunnel {
                 if pos < self.up_in.len() {
-                    let rest = self.up_in.get(pos..).unwrap_or_default().to_vec();
-                    self.down_out.extend_from_slice(&rest);
+                    self.down_out
+                        .extend_from_slice(self.up_in.get(pos..).unwrap_or_default());
                     pos = self.up_in.len();
                 }
                 break;
@@ -658,7 +668,7 @@ impl Conn {
                 }
                 ResponseEvent::Head(head, framing) => {
                     pos = raw_end;
-                    self.replay = None;
+                    self.replayable = false;
                     self.status = head.status();
                     self.resp_started = true;
                     if framing.tunnel {
@@ -964,7 +974,8 @@ impl ConnHandler for Conn {
             up_pos: 0,
             up_in: Vec::new(),
             resp: None,
-            replay: None,
+            replay: Vec::new(),
+            replayable: false,
             replays: 0,
             up_started: now,
             up_deadline: None,
