@@ -7,6 +7,28 @@ fn arc() -> Command {
     Command::new(env!("CARGO_BIN_EXE_arc-gateway"))
 }
 
+/// A configuration file in a fresh temporary directory, removed when dropped.
+struct TempConfig {
+    dir: std::path::PathBuf,
+    file: std::path::PathBuf,
+}
+
+impl TempConfig {
+    fn new(tag: &str, name: &str, content: impl AsRef<[u8]>) -> Self {
+        let dir = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(name);
+        std::fs::write(&file, content).unwrap();
+        TempConfig { dir, file }
+    }
+}
+
+impl Drop for TempConfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 fn repo(name: &str) -> String {
     format!("{}/{}", env!("CARGO_MANIFEST_DIR"), name)
 }
@@ -29,14 +51,12 @@ fn check_accepts_the_examples() {
 
 #[test]
 fn check_lists_every_error_and_fails() {
-    let dir = std::env::temp_dir().join(format!("arc-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("bad.toml");
-    std::fs::write(
-        &file,
+    let cfg = TempConfig::new(
+        "arc-cli",
+        "bad.toml",
         "max_connections = 0\n\n[limits]\nmax_headers = \"many\"\n\n[[upstreams]]\nname = \"a\"\naddr = \"10.0.0.1\"\n",
-    )
-    .unwrap();
+    );
+    let file = &cfg.file;
     let out = arc()
         .args(["--config", file.to_str().unwrap(), "--check"])
         .output()
@@ -58,7 +78,6 @@ fn check_lists_every_error_and_fails() {
     );
     assert_eq!(err.lines().count(), 3, "{err}");
     assert!(out.stdout.is_empty());
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -66,18 +85,16 @@ fn check_never_binds_a_port() {
     // The listener and admin addresses are taken by this test; --check must still say ok.
     let a = TcpListener::bind("127.0.0.1:0").unwrap();
     let b = TcpListener::bind("127.0.0.1:0").unwrap();
-    let dir = std::env::temp_dir().join(format!("arc-cli-bind-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("arc.yaml");
-    std::fs::write(
-        &file,
+    let cfg = TempConfig::new(
+        "arc-cli-bind",
+        "arc.yaml",
         format!(
             "listeners: [{{name: http, bind: '{}', protocol: http}}]\nobservability: {{metrics_bind: '{}'}}\n",
             a.local_addr().unwrap(),
             b.local_addr().unwrap()
         ),
-    )
-    .unwrap();
+    );
+    let file = &cfg.file;
     let out = arc()
         .args(["--config", file.to_str().unwrap(), "--check"])
         .output()
@@ -87,19 +104,16 @@ fn check_never_binds_a_port() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
 fn check_reports_missing_certificate_files() {
-    let dir = std::env::temp_dir().join(format!("arc-cli-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("arc.yaml");
-    std::fs::write(
-        &file,
+    let cfg = TempConfig::new(
+        "arc-cli-tls",
+        "arc.yaml",
         "tls: {certificates: [{hosts: [a.example.com], cert: missing.crt, key: missing.key}]}\n",
-    )
-    .unwrap();
+    );
+    let (dir, file) = (&cfg.dir, &cfg.file);
     let out = arc()
         .args(["--config", file.to_str().unwrap(), "--check"])
         .output()
@@ -114,7 +128,6 @@ fn check_reports_missing_certificate_files() {
         err.contains(&format!("{}", dir.join("missing.key").display())),
         "{err}"
     );
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]

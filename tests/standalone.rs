@@ -12,6 +12,7 @@ use arc_gateway::config::{self, Format};
 use arc_gateway::metrics::{ErrorReason, Metrics};
 use arc_gateway::runtime::Server;
 
+use common::ca::TestCa;
 use common::{backend, connect, read_response};
 
 struct Arc1 {
@@ -383,39 +384,11 @@ fn pooled_connections_to_departed_endpoints_close(driver: &str) {
     );
 }
 
-struct TestCa {
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-    der: rustls::pki_types::CertificateDer<'static>,
-}
-
-impl TestCa {
-    fn new() -> Self {
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "Arc test CA");
-        let cert = params.self_signed(&key).unwrap();
-        TestCa {
-            der: cert.der().clone(),
-            issuer: rcgen::Issuer::new(params, key),
-        }
-    }
-
-    fn leaf(&self, name: &str) -> (String, String) {
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-}
-
 fn tls_sni_and_default_certificate(driver: &str) {
     let b = backend("b1");
     let ca = TestCa::new();
-    let (a_crt, a_key) = ca.leaf("app.example.com");
-    let (d_crt, d_key) = ca.leaf("down.example.com");
+    let (a_crt, a_key) = ca.leaf(&["app.example.com"]);
+    let (d_crt, d_key) = ca.leaf(&["down.example.com"]);
     let arc = start(
         driver,
         "tls: {certificates: [{hosts: [app.example.com], cert: a.crt, key: a.key}, {hosts: [down.example.com], cert: d.crt, key: d.key}]}\n",

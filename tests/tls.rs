@@ -1,6 +1,8 @@
 //! In-memory TLS tests: a rustls client talks to Arc's `TlsSession` through byte buffers only.
 //! Certificates are generated at test time with rcgen under a test CA that the client trusts.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,6 +11,7 @@ use arc_gateway::proxy::tls::{
     self, CertError, CertOrigin, CertResolver, CertStore, LoadedCert, TlsAcceptor,
     TlsAcceptorConfig, TlsError, TlsSession,
 };
+use common::ca::TestCa;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{
@@ -18,70 +21,6 @@ use rustls::{
 
 // ---------------------------------------------------------------------------------------------
 // Certificate fixtures
-
-struct TestCa {
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-    der: CertificateDer<'static>,
-}
-
-impl TestCa {
-    fn new() -> Self {
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "Arc test CA");
-        let cert = params.self_signed(&key).unwrap();
-        Self {
-            der: cert.der().clone(),
-            issuer: rcgen::Issuer::new(params, key),
-        }
-    }
-
-    fn roots(&self) -> RootCertStore {
-        let mut roots = RootCertStore::empty();
-        roots.add(self.der.clone()).unwrap();
-        roots
-    }
-
-    /// A leaf for `names` with a fresh key of `alg`; returns (cert PEM, PKCS#8 key PEM, key).
-    fn leaf_with(
-        &self,
-        names: &[&str],
-        key: rcgen::KeyPair,
-        not_after: Option<(i32, u8, u8)>,
-    ) -> (String, String, rcgen::KeyPair) {
-        let mut params =
-            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        params.distinguished_name.push(
-            rcgen::DnType::CommonName,
-            names.first().copied().unwrap_or("leaf"),
-        );
-        if let Some((y, m, d)) = not_after {
-            params.not_after = rcgen::date_time_ymd(y, m, d);
-        }
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem(), key)
-    }
-
-    fn leaf(&self, names: &[&str]) -> (String, String) {
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let (cert, key, _) = self.leaf_with(names, key, None);
-        (cert, key)
-    }
-
-    fn loaded(&self, names: &[&str]) -> LoadedCert {
-        let (cert, key) = self.leaf(names);
-        LoadedCert::from_pem(
-            CertOrigin::Other(format!("test {}", names.join(","))),
-            cert.as_bytes(),
-            key.as_bytes(),
-        )
-        .unwrap()
-    }
-}
 
 fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod ca;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
