@@ -331,3 +331,15 @@ def test_ingress_class_default_and_prestop_exec(render):
     assert ic["metadata"]["annotations"] == {"ingressclass.kubernetes.io/is-default-class": "true"}
     _, c = container(objs)
     assert c["lifecycle"]["preStop"] == {"exec": {"command": ["sleep", "7"]}}
+
+
+def test_io_uring_seccomp_profile_allows_io_uring():
+    import json
+
+    from conftest import ROOT
+
+    profile = json.loads((ROOT / "deploy" / "seccomp" / "arc-gateway-io-uring.json").read_text())
+    denied = {n for rule in profile["syscalls"] if rule["action"] != "SCMP_ACT_ALLOW" for n in rule["names"]}
+    assert not {"io_uring_setup", "io_uring_enter", "io_uring_register"} & denied
+    assert {"ptrace", "kexec_load", "mount", "init_module", "unshare"} <= denied
+    assert profile["defaultAction"] == "SCMP_ACT_ALLOW"
