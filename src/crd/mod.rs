@@ -29,22 +29,10 @@ const DURATION_PATTERN: &str = r"^[0-9]+(ms|s|m|h)$";
     status = "ArcPolicyStatus",
     derive = "PartialEq",
     doc = "Traffic policy (rate limits, retries, timeouts, circuit breaking, outlier detection, health checks, concurrency, headers, auth) for one Ingress or Service.",
-    printcolumn(
-        name = "Target-Kind",
-        type_ = "string",
-        json_path = ".spec.targetRef.kind"
-    ),
-    printcolumn(name = "Target", type_ = "string", json_path = ".spec.targetRef.name"),
-    printcolumn(
-        name = "Accepted",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Accepted\")].status"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn = r#"{"name":"Target-Kind","type":"string","jsonPath":".spec.targetRef.kind"}"#,
+    printcolumn = r#"{"name":"Target","type":"string","jsonPath":".spec.targetRef.name"}"#,
+    printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ArcPolicySpec {
