@@ -11,7 +11,9 @@ import pytest
 from conftest import NAMESPACE, ROOT, docs, find, need_module, need_tool, token_of
 
 DEPLOY = ROOT / "deploy" / "kubernetes"
-KUBE_VERSION = "1.35.0"
+# The oldest Kubernetes the chart supports (Chart.yaml kubeVersion: native preStop sleep) and
+# the newest schema kubernetes-validate ships.
+MIN_KUBE_VERSION = "1.30.0"
 EXPECTED_FILES = [
     "00-namespace.yaml", "01-serviceaccount.yaml", "02-rbac.yaml", "03-configmap.yaml",
     "04-secret.yaml", "05-ingressclass.yaml", "06-deployment.yaml", "07-services.yaml",
@@ -87,11 +89,14 @@ def test_xdp_settings_present_but_commented():
 
 
 def _validate(kv, objs: list[dict], origin: str) -> None:
+    versions = [MIN_KUBE_VERSION, kv.latest_version()]
     for o in objs:
-        try:
-            kv.validate(o, KUBE_VERSION, strict=True)
-        except kv.ValidationError as e:
-            pytest.fail(f"{origin}: {o['kind']}/{o['metadata']['name']}: {e.message} at {list(e.path)}")
+        for version in versions:
+            try:
+                kv.validate(o, version, strict=True)
+            except kv.ValidationError as e:
+                pytest.fail(f"{origin}: {o['kind']}/{o['metadata']['name']} (Kubernetes {version}): "
+                            f"{e.message} at {list(e.path)}")
 
 
 @pytest.fixture(scope="module")
