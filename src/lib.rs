@@ -7,10 +7,12 @@
 //!   and answers lookups; it is pure (no sockets, no clock);
 //! - [`proxy`] holds the data plane; [`proxy::http1`] is the sans-IO HTTP/1.1 codec;
 //! - [`metrics`] owns the prometheus-client registry, typed labels and per-worker counters;
-//! - [`admin`] serves `/healthz`, `/readyz` and `/metrics` on the control-plane runtime.
+//! - [`admin`] serves `/healthz`, `/readyz` and `/metrics` on the control-plane runtime;
+//! - [`crd`] defines the `ArcPolicy` custom resource and prints its CRD (`arc-gateway crdgen`).
 
 pub mod admin;
 pub mod config;
+pub mod crd;
 pub mod metrics;
 pub mod proxy;
 pub mod routing;

@@ -36,6 +36,8 @@ struct Cli {
 enum Command {
     /// Print version, git commit and what this host supports.
     Version,
+    /// Print the CustomResourceDefinitions (YAML) that `crds/` holds.
+    Crdgen,
 }
 
 fn main() -> ExitCode {
@@ -49,6 +51,16 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        Some(Command::Crdgen) => match arc_gateway::crd::crds_yaml() {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("arc-gateway: {e}");
+                ExitCode::FAILURE
+            }
+        },
         None => {
             let Some(path) = cli.config.as_deref() else {
                 eprintln!("arc-gateway: --config PATH is required (see --help)");
