@@ -7,7 +7,8 @@
 //!   and answers lookups; it is pure (no sockets, no clock);
 //! - [`proxy`] holds the data plane; [`proxy::http1`] is the sans-IO HTTP/1.1 codec;
 //! - [`metrics`] owns the prometheus-client registry, typed labels and per-worker counters;
-//! - [`admin`] serves `/healthz`, `/readyz` and `/metrics` on the control-plane runtime.
+//! - [`admin`] serves `/healthz`, `/readyz` and `/metrics` on the control-plane runtime;
+//! - [`xdp`] owns the XDP fast path (deny lists and SYN-flood guard before the network stack).
 
 pub mod admin;
 pub mod config;
@@ -15,3 +16,4 @@ pub mod metrics;
 pub mod proxy;
 pub mod routing;
 pub mod runtime;
+pub mod xdp;
