@@ -47,6 +47,7 @@ fn main() -> ExitCode {
                 "commit: {}",
                 option_env!("ARC_GIT_COMMIT").unwrap_or("unknown")
             );
+            println!("xdp: {}", arc_gateway::xdp::support_summary());
             ExitCode::SUCCESS
         }
         None => {
