@@ -227,28 +227,31 @@ impl Drop for ArcProcess {
 }
 
 fn start_arc(net: &Net, dir: &Path, upstream: SocketAddr) -> ArcProcess {
-    let config = dir.join("arc.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "listeners:\n  - {{ name: http, bind: \"0.0.0.0:{ARC_PORT}\", protocol: http }}\n\
-             upstreams:\n  - {{ name: app, addrs: [\"{upstream}\"] }}\n\
-             routes:\n  - {{ path: /, path_type: Prefix, upstream: app }}\n\
-             observability: {{ metrics_bind: \"{METRICS}\" }}\n\
-             logging: {{ level: info, format: text }}\n\
-             node: {{ workers: 1 }}\n\
-             xdp:\n  enabled: true\n  interface: auto\n  mode: skb\n  deny_cidrs: [\"{DENIED_IP}/32\", \"2001:db8:bad::/48\"]\n"
-        ),
-    )
-    .expect("write config");
+    let config = format!(
+        "listeners:\n  - {{ name: http, bind: \"0.0.0.0:{ARC_PORT}\", protocol: http }}\n\
+         upstreams:\n  - {{ name: app, addrs: [\"{upstream}\"] }}\n\
+         routes:\n  - {{ path: /, path_type: Prefix, upstream: app }}\n\
+         observability: {{ metrics_bind: \"{METRICS}\" }}\n\
+         logging: {{ level: info, format: text }}\n\
+         node: {{ workers: 1 }}\n\
+         xdp:\n  enabled: true\n  interface: auto\n  mode: skb\n  deny_cidrs: [\"{DENIED_IP}/32\", \"2001:db8:bad::/48\"]\n"
+    );
+    spawn_arc(&net.server, dir, &config, &[])
+}
+
+/// Runs Arc with `config` inside namespace `ns`, behind `wrapper` (e.g. a capability dropper).
+fn spawn_arc(ns: &str, dir: &Path, config: &str, wrapper: &[&str]) -> ArcProcess {
+    let path = dir.join("arc.yaml");
+    std::fs::write(&path, config).expect("write config");
     let log = dir.join("arc.log");
     let out = std::fs::File::create(&log).expect("log file");
     let err = out.try_clone().expect("log file");
     let child = Command::new("ip")
-        .args(["netns", "exec", &net.server])
+        .args(["netns", "exec", ns])
+        .args(wrapper)
         .arg(env!("CARGO_BIN_EXE_arc-gateway"))
         .arg("--config")
-        .arg(&config)
+        .arg(&path)
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
@@ -482,4 +485,64 @@ fn an_upgrade_replaces_the_program_on_the_pinned_link() {
         }
         Err(e) => std::panic::resume_unwind(e),
     }
+}
+
+#[test]
+fn without_capabilities_arc_logs_why_and_serves_normally() {
+    if skip_reason().is_some() {
+        return;
+    }
+    if Command::new("setpriv").arg("--version").output().is_err() {
+        assert!(
+            std::env::var("ARC_REQUIRE_PRIVILEGED").as_deref() != Ok("1"),
+            "ARC_REQUIRE_PRIVILEGED=1 but setpriv (util-linux) is missing"
+        );
+        eprintln!("skipping: setpriv (util-linux) is missing");
+        return;
+    }
+    let net = Net::new();
+    let dir = temp_dir("nocaps");
+    let config = format!(
+        "listeners:\n  - {{ name: http, bind: \"0.0.0.0:{ARC_PORT}\", protocol: http }}\n\
+         routes:\n  - {{ path: /, path_type: Prefix, direct_response: {{ status: 200, body: \"served\" }} }}\n\
+         observability: {{ metrics_bind: \"{METRICS}\" }}\n\
+         logging: {{ level: info, format: text }}\n\
+         node: {{ workers: 1 }}\n\
+         xdp: {{ enabled: true, interface: {}, mode: skb, deny_cidrs: [\"{DENIED_IP}/32\"] }}\n",
+        net.server_if
+    );
+    // Root without any capability: the bounding set is emptied before exec.
+    let mut arc = spawn_arc(
+        &net.server,
+        &dir,
+        &config,
+        &["setpriv", "--bounding-set=-all", "--inh-caps=-all", "--"],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut text = None;
+    while Instant::now() < deadline && text.is_none() {
+        text = scrape(&net.server);
+        if text.is_none() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let text = text.unwrap_or_else(|| panic!("no /metrics; Arc log:\n{}", arc.log()));
+    assert_eq!(metric(&text, "arc_xdp_enabled"), Some(0));
+    // Served normally, even from the source the deny list names.
+    let arc_addr = SocketAddr::V4(SocketAddrV4::new(SERVER_IP, ARC_PORT));
+    let resp = in_ns(&net.client, move || {
+        let s = connect_from(DENIED_IP, arc_addr, Duration::from_secs(3)).expect("connect");
+        get(s, "app.test", "/")
+    });
+    assert!(resp.starts_with("HTTP/1.1 200") && resp.ends_with("served"), "{resp}");
+    assert!(arc.stop(), "Arc did not exit cleanly:\n{}", arc.log());
+    let log = arc.log();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("XDP")).collect();
+    assert_eq!(lines.len(), 1, "one XDP log line expected:\n{log}");
+    assert!(
+        lines[0].contains("XDP fast path disabled") && lines[0].contains("CAP_NET_ADMIN"),
+        "{log}"
+    );
+    drop(arc);
+    let _ = std::fs::remove_dir_all(&dir);
 }
