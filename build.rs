@@ -45,7 +45,10 @@ fn xdp() {
     let mut cmd = Command::new(&clang);
     cmd.args(["-O2", "-g", "-target", "bpf", "-Wall", "-Werror"]);
     // Debian keeps `asm/` headers under the multiarch directory (gcc-multilib links them).
-    for dir in ["/usr/include/x86_64-linux-gnu", "/usr/include/aarch64-linux-gnu"] {
+    for dir in [
+        "/usr/include/x86_64-linux-gnu",
+        "/usr/include/aarch64-linux-gnu",
+    ] {
         if Path::new(dir).join("asm").is_dir() {
             cmd.arg(format!("-I{dir}"));
             break;
@@ -59,7 +62,11 @@ fn xdp() {
         }
         Ok(out) => {
             let stderr = String::from_utf8_lossy(&out.stderr);
-            let first = stderr.lines().next().unwrap_or("no output").replace('=', " ");
+            let first = stderr
+                .lines()
+                .next()
+                .unwrap_or("no output")
+                .replace('=', " ");
             println!("cargo:warning=compiling {XDP_SOURCE} failed: {first}");
             println!(
                 "cargo:rustc-env=ARC_XDP_UNAVAILABLE=the XDP program failed to compile at build time: {first}"
@@ -78,7 +85,9 @@ fn find_clang() -> Option<PathBuf> {
     if let Some(c) = std::env::var_os("CLANG") {
         return Some(PathBuf::from(c));
     }
-    let candidates = ["clang", "clang-19", "clang-18", "clang-17", "clang-16", "clang-15", "clang-14"];
+    let candidates = [
+        "clang", "clang-19", "clang-18", "clang-17", "clang-16", "clang-15", "clang-14",
+    ];
     candidates.iter().find_map(|name| {
         Command::new(name)
             .arg("--version")

@@ -1,7 +1,9 @@
 //! XDP fast path end to end: two network namespaces made by the test, joined by a veth pair
 //! (documentation addresses 192.0.2.0/24, inside those namespaces only). The real Arc binary runs
 //! in one with XDP in skb mode; a denied source cannot connect, an allowed one is proxied, other
-//! ports stay reachable from the denied source, and the counters move. A second test replaces
+//! ports stay reachable from the denied source, a reload swaps the rules without re-attaching,
+//! and the counters move. Another test shows Arc without capabilities serving normally, and one
+//! replaces
 //! the program on a pinned link the way a binary upgrade does.
 //!
 //! Needs root (namespaces, XDP). Without it each test prints why it is skipped, except under
@@ -96,7 +98,15 @@ impl Net {
         ]);
         let s = net.server.as_str();
         let c = net.client.as_str();
-        ip(&["-n", s, "addr", "add", "192.0.2.1/24", "dev", &net.server_if]);
+        ip(&[
+            "-n",
+            s,
+            "addr",
+            "add",
+            "192.0.2.1/24",
+            "dev",
+            &net.server_if,
+        ]);
         ip(&["-n", c, "addr", "add", "192.0.2.2/24", "dev", &client_if]);
         ip(&["-n", c, "addr", "add", "192.0.2.3/24", "dev", &client_if]);
         ip(&["-n", s, "link", "set", &net.server_if, "up"]);
@@ -136,7 +146,10 @@ fn upstream(ns: &str, body: &'static str) -> SocketAddr {
     std::thread::spawn(move || {
         let file = std::fs::File::open(&path).expect("open netns");
         // SAFETY: as in `in_ns`.
-        assert_eq!(unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+        assert_eq!(
+            unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
+            0
+        );
         let l = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
         tx.send(l.local_addr().expect("addr")).expect("send addr");
         for s in l.incoming().take(64) {
@@ -157,7 +170,8 @@ fn upstream(ns: &str, body: &'static str) -> SocketAddr {
             let _ = s.write_all(resp.as_bytes());
         }
     });
-    rx.recv_timeout(Duration::from_secs(5)).expect("upstream address")
+    rx.recv_timeout(Duration::from_secs(5))
+        .expect("upstream address")
 }
 
 /// Connects from `src` to `dst`; `Err` carries the io error (a timeout when XDP drops SYNs).
@@ -170,8 +184,13 @@ fn connect_from(src: Ipv4Addr, dst: SocketAddr, timeout: Duration) -> std::io::R
 
 /// One HTTP/1.1 GET with `connection: close`; returns the whole response text.
 fn get(mut s: TcpStream, host: &str, path: &str) -> String {
-    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-    write!(s, "GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n").expect("send");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n"
+    )
+    .expect("send");
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
     String::from_utf8_lossy(&out).into_owned()
@@ -226,17 +245,31 @@ impl Drop for ArcProcess {
     }
 }
 
-fn start_arc(net: &Net, dir: &Path, upstream: SocketAddr) -> ArcProcess {
-    let config = format!(
+fn arc_config(upstream: SocketAddr, deny: Ipv4Addr) -> String {
+    format!(
         "listeners:\n  - {{ name: http, bind: \"0.0.0.0:{ARC_PORT}\", protocol: http }}\n\
          upstreams:\n  - {{ name: app, addrs: [\"{upstream}\"] }}\n\
          routes:\n  - {{ path: /, path_type: Prefix, upstream: app }}\n\
          observability: {{ metrics_bind: \"{METRICS}\" }}\n\
          logging: {{ level: info, format: text }}\n\
          node: {{ workers: 1 }}\n\
-         xdp:\n  enabled: true\n  interface: auto\n  mode: skb\n  deny_cidrs: [\"{DENIED_IP}/32\", \"2001:db8:bad::/48\"]\n"
-    );
-    spawn_arc(&net.server, dir, &config, &[])
+         xdp:\n  enabled: true\n  interface: auto\n  mode: skb\n  deny_cidrs: [\"{deny}/32\", \"2001:db8:bad::/48\"]\n"
+    )
+}
+
+fn start_arc(net: &Net, dir: &Path, upstream: SocketAddr) -> ArcProcess {
+    spawn_arc(&net.server, dir, &arc_config(upstream, DENIED_IP), &[])
+}
+
+/// The id of the XDP program attached to the server's veth, from `ip link show`.
+fn attached_prog_id(net: &Net) -> Option<u32> {
+    let out = Command::new("ip")
+        .args(["-n", &net.server, "link", "show", &net.server_if])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let rest = &text[text.find("prog/xdp id ")? + "prog/xdp id ".len()..];
+    rest.split_whitespace().next()?.parse().ok()
 }
 
 /// Runs Arc with `config` inside namespace `ns`, behind `wrapper` (e.g. a capability dropper).
@@ -271,7 +304,7 @@ fn temp_dir(tag: &str) -> PathBuf {
 }
 
 #[test]
-fn denied_source_is_dropped_allowed_source_is_proxied_and_counters_move() {
+fn deny_list_drops_before_the_stack_proxies_the_rest_and_reloads_in_place() {
     if skip_reason().is_some() {
         return;
     }
@@ -285,14 +318,15 @@ fn denied_source_is_dropped_allowed_source_is_proxied_and_counters_move() {
         std::thread::spawn(move || {
             let file = std::fs::File::open(&path).expect("open netns");
             // SAFETY: as in `in_ns`.
-            assert_eq!(unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+            assert_eq!(
+                unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
+                0
+            );
             let l = TcpListener::bind((Ipv4Addr::UNSPECIFIED, OTHER_PORT)).expect("bind other");
             tx.send(()).expect("ready");
-            for s in l.incoming().take(4) {
-                if let Ok(mut s) = s {
-                    let _ = s.write_all(b"other-service\n");
-                    let _ = s.shutdown(Shutdown::Both);
-                }
+            for mut s in l.incoming().take(4).flatten() {
+                let _ = s.write_all(b"other-service\n");
+                let _ = s.shutdown(Shutdown::Both);
             }
         });
         rx.recv_timeout(Duration::from_secs(5))
@@ -322,14 +356,18 @@ fn denied_source_is_dropped_allowed_source_is_proxied_and_counters_move() {
         .output()
         .expect("ip link show");
     let shown = String::from_utf8_lossy(&attached.stdout).into_owned();
-    assert!(shown.contains("xdpgeneric"), "not attached in skb mode: {shown}");
+    assert!(
+        shown.contains("xdpgeneric"),
+        "not attached in skb mode: {shown}"
+    );
 
     let arc_addr = SocketAddr::V4(SocketAddrV4::new(SERVER_IP, ARC_PORT));
     let other_addr = SocketAddr::V4(SocketAddrV4::new(SERVER_IP, OTHER_PORT));
 
     // Allowed source: proxied to the upstream.
     let resp = in_ns(&net.client, move || {
-        let s = connect_from(ALLOWED_IP, arc_addr, Duration::from_secs(3)).expect("allowed connect");
+        let s =
+            connect_from(ALLOWED_IP, arc_addr, Duration::from_secs(3)).expect("allowed connect");
         get(s, "app.test", "/")
     });
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
@@ -351,12 +389,38 @@ fn denied_source_is_dropped_allowed_source_is_proxied_and_counters_move() {
 
     // The same denied source still reaches a port Arc does not serve.
     let other_reply = in_ns(&net.client, move || {
-        let mut s = connect_from(DENIED_IP, other_addr, Duration::from_secs(3)).expect("other port");
+        let mut s =
+            connect_from(DENIED_IP, other_addr, Duration::from_secs(3)).expect("other port");
         let mut out = String::new();
         let _ = s.read_to_string(&mut out);
         out
     });
     assert_eq!(other_reply, "other-service\n");
+
+    // Reload with the roles swapped: the maps change, the program and link stay.
+    let prog_before = attached_prog_id(&net).expect("program attached");
+    std::fs::write(dir.join("arc.yaml"), arc_config(up, ALLOWED_IP)).expect("rewrite config");
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(arc.child.id() as libc::pid_t, libc::SIGHUP) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && !arc.log().contains("XDP maps updated") {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(arc.log().contains("XDP maps updated"), "{}", arc.log());
+    assert_eq!(
+        attached_prog_id(&net),
+        Some(prog_before),
+        "reload re-attached"
+    );
+    let swapped = in_ns(&net.client, move || {
+        let now_denied = connect_from(ALLOWED_IP, arc_addr, Duration::from_millis(1500)).is_err();
+        let now_allowed = connect_from(DENIED_IP, arc_addr, Duration::from_secs(3))
+            .map(|s| get(s, "app.test", "/"))
+            .unwrap_or_default();
+        (now_denied, now_allowed)
+    });
+    assert!(swapped.0, "the newly denied source still connects");
+    assert!(swapped.1.ends_with("from-upstream"), "{}", swapped.1);
 
     // Counters reach /metrics within the reader's interval.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -455,10 +519,17 @@ fn an_upgrade_replaces_the_program_on_the_pinned_link() {
             .expect("replace on link");
         assert!(b.pinned() && b.replaced_existing());
         let attached = |ifname: &str| {
-            let out = Command::new("ip").args(["link", "show", ifname]).output().unwrap();
+            let out = Command::new("ip")
+                .args(["link", "show", ifname])
+                .output()
+                .unwrap();
             String::from_utf8_lossy(&out.stdout).into_owned()
         };
-        assert!(attached(&ifname).contains(&format!("id {new_id}")), "{}", attached(&ifname));
+        assert!(
+            attached(&ifname).contains(&format!("id {new_id}")),
+            "{}",
+            attached(&ifname)
+        );
 
         // The old process exits: the link is not its own any more, so it stays.
         a.detach(Some(old_id));
@@ -534,7 +605,10 @@ fn without_capabilities_arc_logs_why_and_serves_normally() {
         let s = connect_from(DENIED_IP, arc_addr, Duration::from_secs(3)).expect("connect");
         get(s, "app.test", "/")
     });
-    assert!(resp.starts_with("HTTP/1.1 200") && resp.ends_with("served"), "{resp}");
+    assert!(
+        resp.starts_with("HTTP/1.1 200") && resp.ends_with("served"),
+        "{resp}"
+    );
     assert!(arc.stop(), "Arc did not exit cleanly:\n{}", arc.log());
     let log = arc.log();
     let lines: Vec<&str> = log.lines().filter(|l| l.contains("XDP")).collect();

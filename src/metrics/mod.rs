@@ -67,11 +67,11 @@ pub use collector::{DataPlaneSnapshot, UNROUTED_ROUTE_LABEL};
 pub use labels::{
     ErrorReason, IoDriver, PoolResult, RefuseReason, ReloadResult, StatusClass, XdpAction,
 };
-pub use xdp::XdpMetrics;
 pub use worker::{
     HistogramSnapshot, LATENCY_BUCKETS, LATENCY_BUCKETS_NANOS, RouteMetricId, RouteRegistry,
     WorkerMetrics,
 };
+pub use xdp::XdpMetrics;
 
 use collector::{DataPlane, DataPlaneCollector};
 use worker::WorkerCells;

@@ -156,8 +156,8 @@ static __always_inline int syn_allowed(const struct arc_src *src)
 	return 1;
 }
 
-// Decides a TCP segment whose first bytes start at `l4`. `denied` says whether the source is
-// in the deny list; `first` is 0 for a fragment that carries no TCP header.
+// Decides a TCP segment (or first fragment) whose header starts at `l4`. `denied` says whether
+// the source is in the deny list; `src` keys the SYN bucket.
 static __always_inline int tcp_verdict(void *l4, void *data_end, int denied,
 				       const struct arc_src *src)
 {

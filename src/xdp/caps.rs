@@ -62,7 +62,10 @@ mod tests {
         assert!(xdp_allowed(1 << CAP_SYS_ADMIN).is_ok());
         assert!(xdp_allowed((1 << CAP_NET_ADMIN) | (1 << CAP_BPF)).is_ok());
         let e = xdp_allowed(1 << CAP_NET_ADMIN).unwrap_err();
-        assert!(e.contains("CAP_BPF") && !e.contains("missing CAP_NET_ADMIN"), "{e}");
+        assert!(
+            e.contains("CAP_BPF") && !e.contains("missing CAP_NET_ADMIN"),
+            "{e}"
+        );
         let e = xdp_allowed(0).unwrap_err();
         assert!(e.contains("CAP_NET_ADMIN and CAP_BPF"), "{e}");
     }

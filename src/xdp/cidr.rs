@@ -16,12 +16,8 @@ impl Cidr {
     /// Whether `addr` falls inside this network.
     pub fn contains(&self, addr: IpAddr) -> bool {
         match (self, addr) {
-            (Cidr::V4(net, len), IpAddr::V4(a)) => {
-                mask_v4(u32::from(a), *len) == u32::from(*net)
-            }
-            (Cidr::V6(net, len), IpAddr::V6(a)) => {
-                mask_v6(u128::from(a), *len) == u128::from(*net)
-            }
+            (Cidr::V4(net, len), IpAddr::V4(a)) => mask_v4(u32::from(a), *len) == u32::from(*net),
+            (Cidr::V6(net, len), IpAddr::V6(a)) => mask_v6(u128::from(a), *len) == u128::from(*net),
             _ => false,
         }
     }

@@ -223,7 +223,9 @@ impl XdpFilter {
                     syn_limit = cfg.syn_limit.is_some(),
                     "XDP maps updated"
                 ),
-                Err(e) => tracing::error!(error = %e, "XDP maps not updated; the previous rules stay"),
+                Err(e) => {
+                    tracing::error!(error = %e, "XDP maps not updated; the previous rules stay")
+                }
             }
         }
     }
@@ -235,7 +237,7 @@ impl XdpFilter {
 
     fn stop(&mut self) {
         if let Some(r) = self.running.take() {
-            r.stop(&self.metrics);
+            r.stop();
         }
         self.metrics.set_enabled(false);
     }
@@ -307,9 +309,8 @@ impl Running {
         })
     }
 
-    fn stop(self, metrics: &XdpMetrics) {
+    fn stop(self) {
         self.reader.stop();
-        let _ = metrics;
         for l in self.links {
             l.detach(self.program_id);
         }

@@ -10,8 +10,8 @@ use aya::Ebpf;
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, HashMap, MapData, PerCpuArray};
 use aya::programs::links::{FdLink, PinnedLink};
-use aya::programs::{Xdp, XdpMode};
 use aya::programs::xdp::XdpLink;
+use aya::programs::{Xdp, XdpMode};
 
 use super::XdpError;
 use super::cidr::Cidr;
@@ -76,7 +76,8 @@ impl XdpProgram {
             .ok_or_else(|| XdpError::Load(format!("program {PROGRAM} missing from the object")))?
             .try_into()
             .map_err(|e: aya::programs::ProgramError| XdpError::Load(e.to_string()))?;
-        prog.load().map_err(|e| XdpError::Load(verifier_detail(&e)))?;
+        prog.load()
+            .map_err(|e| XdpError::Load(verifier_detail(&e)))?;
         let counters = ebpf
             .take_map("arc_counters")
             .ok_or_else(|| XdpError::Load("map arc_counters missing".into()))?;
@@ -96,7 +97,10 @@ impl XdpProgram {
 
     /// The kernel's id of the loaded program.
     pub fn id(&mut self) -> Result<u32, XdpError> {
-        let info = self.program()?.info().map_err(|e| XdpError::Load(e.to_string()))?;
+        let info = self
+            .program()?
+            .info()
+            .map_err(|e| XdpError::Load(e.to_string()))?;
         Ok(info.id())
     }
 
@@ -111,7 +115,11 @@ impl XdpProgram {
         for p in &wanted {
             map.insert(p, 1, 0).map_err(map_err("arc_ports"))?;
         }
-        let stale: Vec<u16> = map.keys().filter_map(Result::ok).filter(|k| !wanted.contains(k)).collect();
+        let stale: Vec<u16> = map
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !wanted.contains(k))
+            .collect();
         for k in stale {
             map.remove(&k).map_err(map_err("arc_ports"))?;
         }
@@ -142,10 +150,10 @@ impl XdpProgram {
             .ebpf
             .map_mut(name)
             .ok_or_else(|| XdpError::Map(format!("{name} missing")))?;
-        let mut trie: LpmTrie<_, [u8; N], u8> =
-            LpmTrie::try_from(map).map_err(map_err(name))?;
+        let mut trie: LpmTrie<_, [u8; N], u8> = LpmTrie::try_from(map).map_err(map_err(name))?;
         for (len, addr) in wanted {
-            trie.insert(&Key::new(*len, *addr), 1, 0).map_err(map_err(name))?;
+            trie.insert(&Key::new(*len, *addr), 1, 0)
+                .map_err(map_err(name))?;
         }
         let stale: Vec<Key<[u8; N]>> = trie
             .keys()
@@ -164,7 +172,8 @@ impl XdpProgram {
             .ebpf
             .map_mut("arc_syn_config")
             .ok_or_else(|| XdpError::Map("arc_syn_config missing".into()))?;
-        let mut arr: Array<_, SynConfig> = Array::try_from(map).map_err(map_err("arc_syn_config"))?;
+        let mut arr: Array<_, SynConfig> =
+            Array::try_from(map).map_err(map_err("arc_syn_config"))?;
         let value = limit.map_or(SynConfig::default(), |(rate, burst)| SynConfig {
             rate: u64::from(rate),
             burst: u64::from(burst),
@@ -382,10 +391,16 @@ fn map_err(name: &str) -> impl Fn(aya::maps::MapError) -> XdpError + '_ {
 /// The verifier log's last lines, when the kernel refused the program.
 fn verifier_detail(e: &aya::programs::ProgramError) -> String {
     match e {
-        aya::programs::ProgramError::LoadError { io_error, verifier_log } => {
+        aya::programs::ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
             let log = verifier_log.to_string();
             let tail: Vec<&str> = log.lines().rev().take(3).collect();
-            format!("{io_error}; verifier: {}", tail.into_iter().rev().collect::<Vec<_>>().join(" | "))
+            format!(
+                "{io_error}; verifier: {}",
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            )
         }
         other => other.to_string(),
     }

@@ -33,7 +33,8 @@ struct TestRunAttr {
 
 /// Runs program `prog_fd` `repeat` times on a copy of `packet`; returns the last return value.
 pub fn prog_test_run(prog_fd: RawFd, packet: &[u8], repeat: u32) -> io::Result<u32> {
-    let size = u32::try_from(packet.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let size =
+        u32::try_from(packet.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     let fd = u32::try_from(prog_fd).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     let mut attr = TestRunAttr {
         prog_fd: fd,
@@ -90,7 +91,10 @@ pub fn ensure_bpffs_dir(root: &Path, dir: &Path) -> io::Result<()> {
             let e = io::Error::last_os_error();
             return Err(io::Error::new(
                 e.kind(),
-                format!("{} is not bpffs and mounting it failed: {e}", root.display()),
+                format!(
+                    "{} is not bpffs and mounting it failed: {e}",
+                    root.display()
+                ),
             ));
         }
     }

@@ -89,7 +89,11 @@ impl Pkt {
                 let mut ip = vec![0u8; 40];
                 ip[0] = 0x60;
                 ip[4..6].copy_from_slice(&(20u16).to_be_bytes());
-                ip[6] = if self.v6_frag.is_some() { 44 } else { self.proto };
+                ip[6] = if self.v6_frag.is_some() {
+                    44
+                } else {
+                    self.proto
+                };
                 ip[7] = 64;
                 ip[8..24].copy_from_slice(&s.octets());
                 ip[24..40].copy_from_slice(&"2001:db8::1".parse::<Ipv6Addr>().unwrap().octets());
@@ -116,10 +120,22 @@ fn ipv4_denied_source_is_dropped_and_allowed_passes() {
     let Some(mut p) = program(&["203.0.113.0/24"], None) else {
         return;
     };
-    assert_eq!(run(&mut p, &Pkt::tcp("203.0.113.9", PORT, SYN).bytes()), DROP);
-    assert_eq!(run(&mut p, &Pkt::tcp("203.0.113.9", PORT, ACK).bytes()), DROP);
-    assert_eq!(run(&mut p, &Pkt::tcp("198.51.100.9", PORT, SYN).bytes()), PASS);
-    assert_eq!(run(&mut p, &Pkt::tcp("203.0.113.9", 8443, SYN).bytes()), DROP);
+    assert_eq!(
+        run(&mut p, &Pkt::tcp("203.0.113.9", PORT, SYN).bytes()),
+        DROP
+    );
+    assert_eq!(
+        run(&mut p, &Pkt::tcp("203.0.113.9", PORT, ACK).bytes()),
+        DROP
+    );
+    assert_eq!(
+        run(&mut p, &Pkt::tcp("198.51.100.9", PORT, SYN).bytes()),
+        PASS
+    );
+    assert_eq!(
+        run(&mut p, &Pkt::tcp("203.0.113.9", 8443, SYN).bytes()),
+        DROP
+    );
     let c = p.counters().unwrap();
     assert_eq!(c, [1, 3, 0, 0], "passed, denied, syn_limited, parse_error");
 }
@@ -129,8 +145,14 @@ fn other_ports_and_protocols_are_never_touched_or_counted() {
     let Some(mut p) = program(&["0.0.0.0/0", "::/0"], Some((1, 1))) else {
         return;
     };
-    assert_eq!(run(&mut p, &Pkt::tcp("203.0.113.9", OTHER_PORT, SYN).bytes()), PASS);
-    assert_eq!(run(&mut p, &Pkt::tcp("2001:db8::9", OTHER_PORT, SYN).bytes()), PASS);
+    assert_eq!(
+        run(&mut p, &Pkt::tcp("203.0.113.9", OTHER_PORT, SYN).bytes()),
+        PASS
+    );
+    assert_eq!(
+        run(&mut p, &Pkt::tcp("2001:db8::9", OTHER_PORT, SYN).bytes()),
+        PASS
+    );
     let mut udp = Pkt::tcp("203.0.113.9", PORT, 0);
     udp.proto = 17;
     assert_eq!(run(&mut p, &udp.bytes()), PASS);
@@ -139,7 +161,10 @@ fn other_ports_and_protocols_are_never_touched_or_counted() {
     assert_eq!(run(&mut p, &arp), PASS);
     assert_eq!(p.counters().unwrap(), [0, 0, 0, 0]);
     // The same deny-all list does drop traffic to the listener port.
-    assert_eq!(run(&mut p, &Pkt::tcp("203.0.113.9", PORT, SYN).bytes()), DROP);
+    assert_eq!(
+        run(&mut p, &Pkt::tcp("203.0.113.9", PORT, SYN).bytes()),
+        DROP
+    );
 }
 
 #[test]
@@ -147,10 +172,19 @@ fn ipv6_deny_uses_the_v6_trie() {
     let Some(mut p) = program(&["2001:db8:bad::/48", "203.0.113.0/24"], None) else {
         return;
     };
-    assert_eq!(run(&mut p, &Pkt::tcp("2001:db8:bad::1", PORT, SYN).bytes()), DROP);
-    assert_eq!(run(&mut p, &Pkt::tcp("2001:db8:900d::1", PORT, SYN).bytes()), PASS);
+    assert_eq!(
+        run(&mut p, &Pkt::tcp("2001:db8:bad::1", PORT, SYN).bytes()),
+        DROP
+    );
+    assert_eq!(
+        run(&mut p, &Pkt::tcp("2001:db8:900d::1", PORT, SYN).bytes()),
+        PASS
+    );
     // An IPv4-mapped form of a denied IPv4 network is a different (IPv6) source.
-    assert_eq!(run(&mut p, &Pkt::tcp("::ffff:203.0.113.9", PORT, SYN).bytes()), PASS);
+    assert_eq!(
+        run(&mut p, &Pkt::tcp("::ffff:203.0.113.9", PORT, SYN).bytes()),
+        PASS
+    );
     assert_eq!(p.counters().unwrap(), [2, 1, 0, 0]);
 }
 
@@ -236,8 +270,14 @@ fn syn_limit_allows_the_burst_then_drops_new_syns() {
     let ack = Pkt::tcp("198.51.100.7", PORT, ACK).bytes();
     assert_eq!(p.test_run_repeat(&ack, 4).unwrap(), PASS);
     // Another source has its own bucket; IPv6 too.
-    assert_eq!(run(&mut p, &Pkt::tcp("198.51.100.8", PORT, SYN).bytes()), PASS);
-    assert_eq!(run(&mut p, &Pkt::tcp("2001:db8::8", PORT, SYN).bytes()), PASS);
+    assert_eq!(
+        run(&mut p, &Pkt::tcp("198.51.100.8", PORT, SYN).bytes()),
+        PASS
+    );
+    assert_eq!(
+        run(&mut p, &Pkt::tcp("2001:db8::8", PORT, SYN).bytes()),
+        PASS
+    );
     assert_eq!(p.counters().unwrap(), [9, 0, 2, 0]);
 }
 
@@ -248,10 +288,17 @@ fn syn_limit_off_and_map_updates_apply_to_the_loaded_program() {
     };
     let syn = Pkt::tcp("198.51.100.7", PORT, SYN).bytes();
     assert_eq!(p.test_run_repeat(&syn, 20).unwrap(), PASS);
-    assert_eq!(run(&mut p, &Pkt::tcp("203.0.113.1", PORT, SYN).bytes()), DROP);
+    assert_eq!(
+        run(&mut p, &Pkt::tcp("203.0.113.1", PORT, SYN).bytes()),
+        DROP
+    );
     // Replace the deny list: the old network is allowed, the new one dropped.
-    p.set_deny(&[parse_cidr("198.51.100.0/24").unwrap()]).unwrap();
-    assert_eq!(run(&mut p, &Pkt::tcp("203.0.113.1", PORT, SYN).bytes()), PASS);
+    p.set_deny(&[parse_cidr("198.51.100.0/24").unwrap()])
+        .unwrap();
+    assert_eq!(
+        run(&mut p, &Pkt::tcp("203.0.113.1", PORT, SYN).bytes()),
+        PASS
+    );
     assert_eq!(run(&mut p, &syn), DROP);
     // Ports can change too.
     p.set_ports(&[9000]).unwrap();
