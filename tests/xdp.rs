@@ -3,8 +3,7 @@
 //! in one with XDP in skb mode; a denied source cannot connect, an allowed one is proxied, other
 //! ports stay reachable from the denied source, a reload swaps the rules without re-attaching,
 //! and the counters move. Another test shows Arc without capabilities serving normally, and one
-//! replaces
-//! the program on a pinned link the way a binary upgrade does.
+//! replaces the program on a pinned link the way a binary upgrade does.
 //!
 //! Needs root (namespaces, XDP). Without it each test prints why it is skipped, except under
 //! `ARC_REQUIRE_PRIVILEGED=1`, where a missing privilege fails the test.
