@@ -619,3 +619,31 @@ fn without_capabilities_arc_logs_why_and_serves_normally() {
     drop(arc);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn version_reports_xdp_support_of_this_host() {
+    let out = Command::new(env!("CARGO_BIN_EXE_arc-gateway"))
+        .arg("version")
+        .output()
+        .expect("run version");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("xdp: "))
+        .unwrap_or_else(|| panic!("no xdp line in:\n{text}"));
+    match (
+        arc_gateway::xdp::program::object(),
+        arc_gateway::xdp::caps::check_self(),
+    ) {
+        (Err(reason), _) => assert!(
+            line.contains("unavailable") && line.contains(reason),
+            "{line}"
+        ),
+        (Ok(_), Err(_)) => assert!(line.contains("unavailable to this process"), "{line}"),
+        (Ok(_), Ok(())) => assert!(
+            line.starts_with("xdp: available") || line.contains("kernel refused"),
+            "{line}"
+        ),
+    }
+}
