@@ -32,6 +32,8 @@ fn skip_reason() -> Option<String> {
     // SAFETY: geteuid has no preconditions.
     let why = if unsafe { libc::geteuid() } != 0 {
         Some("not root (network namespaces and XDP need it)".to_string())
+    } else if let Err(r) = sys_admin() {
+        Some(r)
     } else if Command::new("ip").arg("-V").output().is_err() {
         Some("the `ip` command (iproute2) is missing".to_string())
     } else if let Err(r) = arc_gateway::xdp::program::object() {
@@ -47,6 +49,17 @@ fn skip_reason() -> Option<String> {
         eprintln!("skipping XDP namespace test: {why}");
     }
     why
+}
+
+/// Namespaces and mounts need CAP_SYS_ADMIN (which also allows XDP).
+fn sys_admin() -> Result<(), String> {
+    use arc_gateway::xdp::caps;
+    let status = std::fs::read_to_string("/proc/self/status").map_err(|e| e.to_string())?;
+    let eff = caps::effective_caps(&status).ok_or("no CapEff line")?;
+    if eff & (1u64 << caps::CAP_SYS_ADMIN) == 0 {
+        return Err("root without CAP_SYS_ADMIN (needed for namespaces)".into());
+    }
+    Ok(())
 }
 
 fn ip(args: &[&str]) {
