@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// Arc's XDP fast path: drops TCP packets to Arc's listener ports whose source address is in a
-// deny list (LPM tries, IPv4 and IPv6), and optionally limits new TCP SYNs per source with a
+// Arc's XDP fast path: drops TCP packets to Arc's listener ports (a listener port on one of the
+// host's addresses Arc listens on) whose source address is in a deny list (LPM tries, IPv4 and IPv6), and optionally limits new TCP SYNs per source with a
 // token bucket kept per CPU. Every other packet, and every packet to a port Arc does not serve,
 // is passed untouched. Per-CPU counters record what the program decided.
 //
@@ -21,6 +21,7 @@
 #include <bpf/bpf_endian.h>
 
 #define ARC_MAX_PORTS 64
+#define ARC_MAX_LOCAL 1024
 #define ARC_MAX_DENY 65536
 #define ARC_SYN_SOURCES 65536
 #define ARC_NS_PER_TOKEN 1000000000ULL
@@ -73,6 +74,23 @@ struct {
 	__type(key, __u16); // destination port, network byte order
 	__type(value, __u8);
 } arc_ports SEC(".maps");
+
+// Destination addresses Arc listens on (the listeners' bind addresses, or every local address
+// for a wildcard bind); packets to other hosts (routed or bridged through this interface) are
+// never touched.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, ARC_MAX_LOCAL);
+	__type(key, __u32); // IPv4 address, network byte order
+	__type(value, __u8);
+} arc_local_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, ARC_MAX_LOCAL);
+	__type(key, struct arc_src);
+	__type(value, __u8);
+} arc_local_v6 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -156,17 +174,21 @@ static __always_inline int syn_allowed(const struct arc_src *src)
 	return 1;
 }
 
-// Decides a TCP segment (or first fragment) whose header starts at `l4`. `denied` says whether
-// the source is in the deny list; `src` keys the SYN bucket.
-static __always_inline int tcp_verdict(void *l4, void *data_end, int denied,
-				       const struct arc_src *src)
+// 1 when the segment at `l4` goes to a listener port, 0 when not, -1 when its ports are cut.
+static __always_inline int to_listener_port(void *l4, void *data_end)
 {
 	// The ports are the first four bytes; a first fragment may carry no more than that.
 	if (l4 + 4 > data_end)
-		return verdict_parse_error();
+		return -1;
 	__u16 dport = ((__be16 *)l4)[1];
-	if (!bpf_map_lookup_elem(&arc_ports, &dport))
-		return XDP_PASS;
+	return bpf_map_lookup_elem(&arc_ports, &dport) != 0;
+}
+
+// Decides a segment (or first fragment) to Arc whose TCP header starts at `l4`. `denied` says
+// whether the source is in the deny list; `src` keys the SYN bucket.
+static __always_inline int tcp_verdict(void *l4, void *data_end, int denied,
+				       const struct arc_src *src)
+{
 	if (denied) {
 		count(ARC_DENIED);
 		return XDP_DROP;
@@ -197,6 +219,13 @@ static __always_inline int handle_v4(void *l3, void *data_end)
 	void *l4 = l3 + ((__u32)ip->ihl & 0xF) * 4;
 	if (l4 > data_end)
 		return verdict_parse_error();
+
+	int ours = to_listener_port(l4, data_end);
+	if (ours < 0)
+		return verdict_parse_error();
+	__u32 daddr = ip->daddr;
+	if (!ours || !bpf_map_lookup_elem(&arc_local_v4, &daddr))
+		return XDP_PASS;
 
 	struct arc_lpm_v4 key = { .prefixlen = 32 };
 	__builtin_memcpy(key.addr, &ip->saddr, 4);
@@ -253,6 +282,14 @@ static __always_inline int handle_v6(void *l3, void *data_end)
 		return XDP_PASS;
 	if (cur > data_end)
 		return verdict_parse_error();
+
+	int ours = to_listener_port(cur, data_end);
+	if (ours < 0)
+		return verdict_parse_error();
+	struct arc_src dst;
+	__builtin_memcpy(dst.addr, &ip6->daddr, 16);
+	if (!ours || !bpf_map_lookup_elem(&arc_local_v6, &dst))
+		return XDP_PASS;
 
 	struct arc_lpm_v6 key = { .prefixlen = 128 };
 	__builtin_memcpy(key.addr, &ip6->saddr, 16);

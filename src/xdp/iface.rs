@@ -38,6 +38,32 @@ pub fn select(listeners: &[SocketAddr], ifaddrs: &[IfAddr]) -> Vec<String> {
     out.into_iter().collect()
 }
 
+/// The destination addresses Arc accepts connections on: each listener's bind address, or for
+/// a wildcard bind every local address of that family (`::` also takes IPv4, as a dual-stack
+/// socket does). Sorted, without duplicates.
+pub fn listener_addrs(listeners: &[SocketAddr], ifaddrs: &[IfAddr]) -> Vec<IpAddr> {
+    let mut out = BTreeSet::new();
+    for l in listeners {
+        match l.ip() {
+            IpAddr::V4(a) if a.is_unspecified() => {
+                out.extend(
+                    ifaddrs
+                        .iter()
+                        .filter_map(|i| i.addr)
+                        .filter(IpAddr::is_ipv4),
+                );
+            }
+            IpAddr::V6(a) if a.is_unspecified() => {
+                out.extend(ifaddrs.iter().filter_map(|i| i.addr));
+            }
+            ip => {
+                out.insert(ip);
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
 /// Every address of every interface of this network namespace (`getifaddrs`).
 pub fn list() -> std::io::Result<Vec<IfAddr>> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
@@ -132,6 +158,32 @@ mod tests {
         assert_eq!(select(&[a, b], &ifs), vec!["eth0", "eth2"]);
         let none: SocketAddr = "203.0.113.1:80".parse().unwrap();
         assert!(select(&[none], &ifs).is_empty());
+    }
+
+    #[test]
+    fn listener_addresses_expand_wildcards_by_family() {
+        let ifs = [
+            ifa("lo", "127.0.0.1", true, true),
+            ifa("eth0", "192.0.2.10", true, false),
+            ifa("eth0", "fd00::1", true, false),
+        ];
+        let v4: SocketAddr = "0.0.0.0:80".parse().unwrap();
+        let ips = |v: &[&str]| {
+            v.iter()
+                .map(|s| s.parse().unwrap())
+                .collect::<Vec<IpAddr>>()
+        };
+        assert_eq!(
+            listener_addrs(&[v4], &ifs),
+            ips(&["127.0.0.1", "192.0.2.10"])
+        );
+        let v6: SocketAddr = "[::]:80".parse().unwrap();
+        assert_eq!(
+            listener_addrs(&[v6], &ifs),
+            ips(&["127.0.0.1", "192.0.2.10", "fd00::1"])
+        );
+        let one: SocketAddr = "192.0.2.10:443".parse().unwrap();
+        assert_eq!(listener_addrs(&[one, one], &ifs), ips(&["192.0.2.10"]));
     }
 
     #[test]

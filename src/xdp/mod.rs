@@ -30,7 +30,7 @@ use crate::config::{Xdp as XdpConfig, XdpMode as ConfigMode};
 use crate::metrics::{XdpAction, XdpMetrics};
 
 pub use cidr::{Cidr, parse_cidr};
-pub use program::{Attachment, Counters, XdpProgram};
+pub use program::{Attachment, Counters, LocalAddrs, XdpProgram};
 
 /// bpffs mount point.
 pub const BPFFS_ROOT: &str = "/sys/fs/bpf";
@@ -257,8 +257,12 @@ impl Running {
     ) -> Result<Running, XdpError> {
         program::object().map_err(|r| XdpError::NotBuilt(r.to_string()))?;
         caps::check_self().map_err(XdpError::Privileges)?;
-        let interfaces = interfaces_for(&cfg.interface, listeners)?;
+        let ifaddrs =
+            iface::list().map_err(|e| XdpError::NoInterface(format!("getifaddrs: {e}")))?;
+        let interfaces = interfaces_for(&cfg.interface, listeners, &ifaddrs)?;
         let mut program = XdpProgram::load()?;
+        let local = iface::listener_addrs(listeners, &ifaddrs);
+        program.set_local_addrs(&local)?;
         let mut ports: Vec<u16> = listeners.iter().map(SocketAddr::port).collect();
         ports.sort_unstable();
         ports.dedup();
@@ -300,7 +304,12 @@ impl Running {
         let counters = program
             .take_counters()
             .ok_or_else(|| XdpError::Map("counters map missing".into()))?;
-        let reader = CounterReader::spawn(counters, Arc::clone(metrics))?;
+        let local = program.take_local_addrs().map(|maps| LocalRefresh {
+            maps,
+            listeners: listeners.to_vec(),
+            last: local,
+        });
+        let reader = CounterReader::spawn(counters, local, Arc::clone(metrics))?;
         Ok(Running {
             program,
             program_id,
@@ -326,12 +335,15 @@ fn apply_rules(program: &mut XdpProgram, cfg: &XdpConfig) -> Result<(), XdpError
 }
 
 /// `auto` → the interfaces carrying the listeners' addresses; otherwise the named one.
-fn interfaces_for(setting: &str, listeners: &[SocketAddr]) -> Result<Vec<String>, XdpError> {
+fn interfaces_for(
+    setting: &str,
+    listeners: &[SocketAddr],
+    ifaddrs: &[iface::IfAddr],
+) -> Result<Vec<String>, XdpError> {
     if setting != "auto" {
         return Ok(vec![setting.to_string()]);
     }
-    let all = iface::list().map_err(|e| XdpError::NoInterface(format!("getifaddrs: {e}")))?;
-    let chosen = iface::select(listeners, &all);
+    let chosen = iface::select(listeners, ifaddrs);
     if chosen.is_empty() {
         return Err(XdpError::NoInterface(
             "no interface carries the listeners' addresses (set xdp.interface)".into(),
@@ -359,7 +371,8 @@ fn attach_with_mode(
     }
 }
 
-/// Copies the program's counters into the metrics every [`COUNTER_INTERVAL`].
+/// Copies the program's counters into the metrics every [`COUNTER_INTERVAL`], and keeps the
+/// listener addresses current.
 #[derive(Debug)]
 struct CounterReader {
     stop: mpsc::Sender<()>,
@@ -367,13 +380,20 @@ struct CounterReader {
 }
 
 impl CounterReader {
-    fn spawn(counters: Counters, metrics: Arc<XdpMetrics>) -> Result<Self, XdpError> {
+    fn spawn(
+        counters: Counters,
+        mut local: Option<LocalRefresh>,
+        metrics: Arc<XdpMetrics>,
+    ) -> Result<Self, XdpError> {
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("arc-xdp-counters".into())
             .spawn(move || {
                 loop {
                     publish(&counters, &metrics);
+                    if let Some(l) = &mut local {
+                        l.refresh();
+                    }
                     match stopped.recv_timeout(COUNTER_INTERVAL) {
                         Err(mpsc::RecvTimeoutError::Timeout) => continue,
                         _ => break,
@@ -392,6 +412,30 @@ impl CounterReader {
         let _ = self.stop.send(());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+    }
+}
+
+/// Follows address changes of wildcard listeners (addresses added or removed at run time).
+#[derive(Debug)]
+struct LocalRefresh {
+    maps: LocalAddrs,
+    listeners: Vec<SocketAddr>,
+    last: Vec<std::net::IpAddr>,
+}
+
+impl LocalRefresh {
+    fn refresh(&mut self) {
+        let Ok(ifaddrs) = iface::list() else { return };
+        let now = iface::listener_addrs(&self.listeners, &ifaddrs);
+        if now != self.last {
+            match self.maps.set(&now) {
+                Ok(()) => {
+                    tracing::info!(addresses = now.len(), "XDP listener addresses updated");
+                    self.last = now;
+                }
+                Err(e) => tracing::warn!(error = %e, "XDP listener addresses not updated"),
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 //! through `BPF_PROG_TEST_RUN` (which aya 0.14 does not wrap).
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
@@ -58,6 +59,7 @@ unsafe impl aya::Pod for SynConfig {}
 pub struct XdpProgram {
     ebpf: Ebpf,
     counters: Option<PerCpuArray<MapData, u64>>,
+    local: Option<LocalAddrs>,
 }
 
 impl std::fmt::Debug for XdpProgram {
@@ -82,9 +84,16 @@ impl XdpProgram {
             .take_map("arc_counters")
             .ok_or_else(|| XdpError::Load("map arc_counters missing".into()))?;
         let counters = PerCpuArray::try_from(counters).map_err(map_err("arc_counters"))?;
+        let mut take = |name: &str| {
+            ebpf.take_map(name)
+                .ok_or_else(|| XdpError::Load(format!("map {name} missing")))
+        };
+        let v4 = HashMap::try_from(take("arc_local_v4")?).map_err(map_err("arc_local_v4"))?;
+        let v6 = HashMap::try_from(take("arc_local_v6")?).map_err(map_err("arc_local_v6"))?;
         Ok(XdpProgram {
             ebpf,
             counters: Some(counters),
+            local: Some(LocalAddrs { v4, v6 }),
         })
     }
 
@@ -124,6 +133,19 @@ impl XdpProgram {
             map.remove(&k).map_err(map_err("arc_ports"))?;
         }
         Ok(())
+    }
+
+    /// Sets the destination addresses Arc listens on (see [`super::iface::listener_addrs`]).
+    pub fn set_local_addrs(&mut self, addrs: &[IpAddr]) -> Result<(), XdpError> {
+        match &mut self.local {
+            Some(local) => local.set(addrs),
+            None => Err(XdpError::Map("local address maps were taken".into())),
+        }
+    }
+
+    /// Takes the local-address maps out, for the refresher that follows address changes.
+    pub fn take_local_addrs(&mut self) -> Option<LocalAddrs> {
+        self.local.take()
     }
 
     /// Replaces the deny list: new entries are inserted before stale ones are removed, so an
@@ -283,6 +305,58 @@ impl XdpProgram {
         let fd = prog.fd().map_err(|e| XdpError::Load(e.to_string()))?;
         super::sys::prog_test_run(fd.as_fd().as_raw_fd(), packet, repeat)
             .map_err(|e| XdpError::TestRun(e.to_string()))
+    }
+}
+
+/// The maps of destination addresses Arc listens on, updatable from another thread.
+pub struct LocalAddrs {
+    v4: HashMap<MapData, u32, u8>,
+    v6: HashMap<MapData, [u8; 16], u8>,
+}
+
+impl std::fmt::Debug for LocalAddrs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalAddrs").finish_non_exhaustive()
+    }
+}
+
+impl LocalAddrs {
+    /// Replaces the address set (new entries first, then stale ones removed).
+    pub fn set(&mut self, addrs: &[IpAddr]) -> Result<(), XdpError> {
+        let mut v4 = BTreeSet::new();
+        let mut v6 = BTreeSet::new();
+        for a in addrs {
+            match a {
+                // Keys hold the address bytes as they appear in the packet.
+                IpAddr::V4(a) => v4.insert(u32::from_ne_bytes(a.octets())),
+                IpAddr::V6(a) => v6.insert(a.octets()),
+            };
+        }
+        for k in &v4 {
+            self.v4.insert(k, 1, 0).map_err(map_err("arc_local_v4"))?;
+        }
+        for k in &v6 {
+            self.v6.insert(k, 1, 0).map_err(map_err("arc_local_v6"))?;
+        }
+        let stale4: Vec<u32> = self
+            .v4
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !v4.contains(k))
+            .collect();
+        for k in stale4 {
+            self.v4.remove(&k).map_err(map_err("arc_local_v4"))?;
+        }
+        let stale6: Vec<[u8; 16]> = self
+            .v6
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !v6.contains(k))
+            .collect();
+        for k in stale6 {
+            self.v6.remove(&k).map_err(map_err("arc_local_v6"))?;
+        }
+        Ok(())
     }
 }
 

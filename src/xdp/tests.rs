@@ -10,6 +10,8 @@ use super::*;
 const PORT: u16 = 8080;
 const OTHER_PORT: u16 = 22;
 const SYN: u8 = 0x02;
+const LOCAL_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+const LOCAL_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
 const ACK: u8 = 0x10;
 
 /// Loads a fresh program with PORT as the listener port, or None (skip) without privileges.
@@ -29,6 +31,8 @@ fn program(deny: &[&str], syn: Option<(u32, u32)>) -> Option<XdpProgram> {
     }
     let mut p = XdpProgram::load().expect("load");
     p.set_ports(&[PORT, 8443]).expect("ports");
+    p.set_local_addrs(&[LOCAL_V4.into(), LOCAL_V6.into()])
+        .expect("local addresses");
     let cidrs: Vec<Cidr> = deny.iter().map(|c| parse_cidr(c).expect("cidr")).collect();
     p.set_deny(&cidrs).expect("deny");
     p.set_syn_limit(syn).expect("syn");
@@ -45,6 +49,8 @@ struct Pkt {
     frag: u16,
     /// IPv6: a fragment extension header with this offset field.
     v6_frag: Option<u16>,
+    /// Destination address (None = the local one of the source's family).
+    dst: Option<IpAddr>,
 }
 
 impl Pkt {
@@ -57,6 +63,7 @@ impl Pkt {
             proto: 6,
             frag: 0,
             v6_frag: None,
+            dst: None,
         }
     }
 
@@ -81,7 +88,11 @@ impl Pkt {
                 ip[8] = 64;
                 ip[9] = self.proto;
                 ip[12..16].copy_from_slice(&s.octets());
-                ip[16..20].copy_from_slice(&Ipv4Addr::new(192, 0, 2, 1).octets());
+                let dst = match self.dst {
+                    Some(IpAddr::V4(d)) => d,
+                    _ => LOCAL_V4,
+                };
+                ip[16..20].copy_from_slice(&dst.octets());
                 out.extend_from_slice(&ip);
             }
             IpAddr::V6(s) => {
@@ -96,7 +107,11 @@ impl Pkt {
                 };
                 ip[7] = 64;
                 ip[8..24].copy_from_slice(&s.octets());
-                ip[24..40].copy_from_slice(&"2001:db8::1".parse::<Ipv6Addr>().unwrap().octets());
+                let dst = match self.dst {
+                    Some(IpAddr::V6(d)) => d,
+                    _ => LOCAL_V6,
+                };
+                ip[24..40].copy_from_slice(&dst.octets());
                 out.extend_from_slice(&ip);
                 if let Some(off) = self.v6_frag {
                     let mut fh = vec![0u8; 8];
@@ -164,6 +179,28 @@ fn other_ports_and_protocols_are_never_touched_or_counted() {
     assert_eq!(
         run(&mut p, &Pkt::tcp("203.0.113.9", PORT, SYN).bytes()),
         DROP
+    );
+}
+
+#[test]
+fn traffic_to_other_hosts_on_a_listener_port_is_never_touched() {
+    let Some(mut p) = program(&["0.0.0.0/0", "::/0"], Some((1, 1))) else {
+        return;
+    };
+    // Routed or bridged through this interface to another host's port 8080: not Arc's.
+    let mut v4 = Pkt::tcp("203.0.113.9", PORT, SYN);
+    v4.dst = Some("192.0.2.99".parse().unwrap());
+    assert_eq!(run(&mut p, &v4.bytes()), PASS);
+    let mut v6 = Pkt::tcp("2001:db8::9", PORT, SYN);
+    v6.dst = Some("2001:db8::99".parse().unwrap());
+    assert_eq!(run(&mut p, &v6.bytes()), PASS);
+    assert_eq!(p.counters().unwrap(), [0, 0, 0, 0]);
+    // The local addresses follow updates.
+    p.set_local_addrs(&["192.0.2.99".parse().unwrap()]).unwrap();
+    assert_eq!(run(&mut p, &v4.bytes()), DROP);
+    assert_eq!(
+        run(&mut p, &Pkt::tcp("203.0.113.9", PORT, SYN).bytes()),
+        PASS
     );
 }
 
