@@ -148,6 +148,21 @@ pub fn validate_config(cfg: &XdpConfig) -> Vec<(Vec<ConfigPath>, String)> {
     out
 }
 
+/// What the control API shows of the fast path: state, rules in force and counter totals.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct XdpStatus {
+    /// The program is attached and filtering.
+    pub enabled: bool,
+    /// Interfaces it is attached to.
+    pub interfaces: Vec<String>,
+    /// The deny list in force (as configured).
+    pub deny_cidrs: Vec<String>,
+    /// The SYN limit in force.
+    pub syn_limit: Option<crate::config::SynLimit>,
+    /// Packet totals by action (`passed`, `denied`, `syn_limited`, `parse_error`).
+    pub packets: std::collections::BTreeMap<&'static str, u64>,
+}
+
 /// The XDP filter of a running server: attached (filtering) or off.
 #[derive(Debug)]
 pub struct XdpFilter {
@@ -200,6 +215,20 @@ impl XdpFilter {
         self.running.as_ref().map_or_else(Vec::new, |r| {
             r.links.iter().map(|l| l.interface().to_string()).collect()
         })
+    }
+
+    /// State, rules and counters for the control API.
+    pub fn status(&self) -> XdpStatus {
+        XdpStatus {
+            enabled: self.is_enabled(),
+            interfaces: self.interfaces(),
+            deny_cidrs: self.cfg.deny_cidrs.clone(),
+            syn_limit: self.cfg.syn_limit.clone(),
+            packets: XdpAction::ALL
+                .iter()
+                .map(|a| (a.as_str(), self.metrics.packets(*a)))
+                .collect(),
+        }
     }
 
     /// Applies a reloaded `xdp` section: the deny list and SYN limit are updated in the maps

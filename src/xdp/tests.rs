@@ -341,3 +341,27 @@ fn syn_limit_off_and_map_updates_apply_to_the_loaded_program() {
     p.set_ports(&[9000]).unwrap();
     assert_eq!(run(&mut p, &syn), PASS);
 }
+
+#[test]
+fn a_disabled_filter_reports_its_rules_and_zero_counters() {
+    let metrics = std::sync::Arc::new(crate::metrics::XdpMetrics::default());
+    let cfg = crate::config::Xdp {
+        deny_cidrs: vec!["203.0.113.0/24".into()],
+        ..crate::config::Xdp::default()
+    };
+    let listeners = ["127.0.0.1:8080".parse().unwrap()];
+    let mut f = XdpFilter::start(&cfg, &listeners, std::sync::Arc::clone(&metrics));
+    let st = f.status();
+    assert!(!st.enabled && st.interfaces.is_empty());
+    assert_eq!(st.deny_cidrs, vec!["203.0.113.0/24".to_string()]);
+    assert_eq!(st.packets.get("denied"), Some(&0));
+    assert_eq!(st.packets.len(), 4);
+    // A reload of a disabled filter updates what it reports without attaching anything.
+    let newer = crate::config::Xdp {
+        deny_cidrs: vec!["198.51.100.0/24".into()],
+        ..crate::config::Xdp::default()
+    };
+    f.reload(&newer);
+    assert_eq!(f.status().deny_cidrs, vec!["198.51.100.0/24".to_string()]);
+    assert!(!metrics.enabled());
+}
