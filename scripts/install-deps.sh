@@ -7,6 +7,12 @@ command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v pip3 >/dev/null 2>&1 || command -v pip >/dev/null 2>&1 || need_apt+=(python3-pip)
 # systemd-analyze verifies deploy/arc-gateway.service (tests/packaging).
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
+# XDP program (build.rs): clang -target bpf, libbpf's bpf_helpers.h, and `asm/` headers.
+command -v clang >/dev/null 2>&1 || need_apt+=(clang llvm)
+[ -f /usr/include/bpf/bpf_helpers.h ] || need_apt+=(libbpf-dev)
+if [ ! -e /usr/include/asm/types.h ] && [ "$(dpkg --print-architecture 2>/dev/null)" = amd64 ]; then
+  need_apt+=(gcc-multilib)
+fi
 
 if [ "${#need_apt[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then

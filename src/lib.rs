@@ -9,6 +9,7 @@
 //! - [`metrics`] owns the prometheus-client registry, typed labels and per-worker counters;
 //! - [`admin`] serves `/healthz`, `/readyz` and `/metrics` on the control-plane runtime;
 //! - [`crd`] defines the `ArcPolicy` custom resource and prints its CRD (`arc-gateway crdgen`).
+//! - [`xdp`] owns the XDP fast path (deny lists and SYN-flood guard before the network stack).
 
 pub mod admin;
 pub mod config;
@@ -17,3 +18,4 @@ pub mod metrics;
 pub mod proxy;
 pub mod routing;
 pub mod runtime;
+pub mod xdp;

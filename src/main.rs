@@ -49,6 +49,7 @@ fn main() -> ExitCode {
                 "commit: {}",
                 option_env!("ARC_GIT_COMMIT").unwrap_or("unknown")
             );
+            println!("xdp: {}", arc_gateway::xdp::support_summary());
             ExitCode::SUCCESS
         }
         Some(Command::Crdgen) => match arc_gateway::crd::crds_yaml() {

@@ -164,6 +164,7 @@ pub struct Server {
     metrics: Arc<Metrics>,
     health: Arc<HealthState>,
     version: u64,
+    xdp: crate::xdp::XdpFilter,
 }
 
 impl Server {
@@ -234,6 +235,11 @@ impl Server {
         for (l, addr) in cfg.listeners.iter().zip(workers.local_addrs()) {
             tracing::info!(listener = %l.name, address = %addr, "listening");
         }
+        let xdp = crate::xdp::XdpFilter::start(
+            &cfg.xdp,
+            workers.local_addrs(),
+            Arc::clone(metrics.xdp()),
+        );
         health.set_config_loaded(true);
         health.set_workers_up(true);
         health.set_first_sync_done(true);
@@ -246,6 +252,7 @@ impl Server {
             metrics,
             health,
             version,
+            xdp,
         })
     }
 
@@ -257,6 +264,11 @@ impl Server {
     /// The io driver the workers run.
     pub fn driver(&self) -> DriverKind {
         self.workers.driver()
+    }
+
+    /// The XDP fast path (attached or off).
+    pub fn xdp(&self) -> &crate::xdp::XdpFilter {
+        &self.xdp
     }
 
     /// The configuration in force.
@@ -293,6 +305,7 @@ impl Server {
         let (snapshot, took) = build_snapshot(&new, self.version, &self.metrics);
         self.shared.store(Arc::new(snapshot));
         self.resolver.swap(store);
+        self.xdp.reload(&new.xdp);
         self.metrics
             .control()
             .routing_table_swapped(self.version, took);
@@ -308,6 +321,7 @@ impl Server {
         self.health.start_draining();
         self.workers.stop();
         self.workers.join()?;
+        self.xdp.shutdown();
         Ok(())
     }
 }

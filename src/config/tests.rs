@@ -380,8 +380,6 @@ fn placeholder_token_is_refused_anywhere() {
 fn keys_not_built_yet_are_refused() {
     for (text, key) in [
         ("redis: {url: 'redis://127.0.0.1'}", "redis.url"),
-        ("xdp: {enabled: true}", "xdp.enabled"),
-        ("xdp: {deny_cidrs: ['10.0.0.0/8']}", "xdp.deny_cidrs"),
         ("kubernetes: {enabled: true}", "kubernetes.enabled"),
         (
             "logging: {output: {path: /var/log/arc}}",
@@ -412,6 +410,67 @@ fn keys_not_built_yet_are_refused() {
                 .contains(&format!("{key}: not supported yet"))
         );
     }
+}
+
+#[test]
+fn xdp_section_is_validated() {
+    let cfg = yaml(
+        "xdp: {enabled: true, interface: eth0, mode: skb, deny_cidrs: ['10.0.0.0/8', '2001:db8::/32', '192.0.2.7'], syn_limit: {rate: 100, burst: 200}}",
+    )
+    .unwrap();
+    assert!(cfg.xdp.enabled);
+    assert_eq!(cfg.xdp.deny_cidrs.len(), 3);
+    assert_eq!(
+        cfg.xdp.syn_limit,
+        Some(SynLimit {
+            rate: 100,
+            burst: 200
+        })
+    );
+
+    let err =
+        yaml("xdp: {deny_cidrs: ['10.0.0.0/8', '10.0.0/8', '10.1.0.0/8', '::/129']}").unwrap_err();
+    assert_eq!(
+        keys(&err),
+        vec![
+            "xdp.deny_cidrs[1]",
+            "xdp.deny_cidrs[2]",
+            "xdp.deny_cidrs[3]"
+        ]
+    );
+    assert!(
+        problem(&err, "xdp.deny_cidrs[1]")
+            .message
+            .contains("not an IP address")
+    );
+    assert!(
+        problem(&err, "xdp.deny_cidrs[2]")
+            .message
+            .contains("host bits")
+    );
+    assert!(
+        problem(&err, "xdp.deny_cidrs[3]")
+            .message
+            .contains("0 to 128")
+    );
+
+    let err = yaml("xdp: {syn_limit: {rate: 0, burst: 2000000}}").unwrap_err();
+    assert!(
+        problem(&err, "xdp.syn_limit.rate")
+            .message
+            .contains("out of range")
+    );
+    assert!(
+        problem(&err, "xdp.syn_limit.burst")
+            .message
+            .contains("out of range")
+    );
+    let err = yaml("xdp: {interface: 'a/b'}").unwrap_err();
+    assert!(
+        problem(&err, "xdp.interface")
+            .message
+            .contains("interface name")
+    );
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Semantic checks of a typed [`Config`]: values that parse but make no sense, references that
-//! point nowhere, placeholders, and keys whose feature is not built yet.
+//! point nowhere, placeholders, and keys whose feature is not built yet. The `xdp` section's
+//! checks live in the `xdp` room ([`crate::xdp::validate_config`]).
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
@@ -298,14 +299,13 @@ pub fn validate(cfg: &Config, seq_intact: bool) -> Vec<Issue> {
         not_supported(s, p(&[k("redis"), k("url")]));
     }
 
-    if cfg.xdp.enabled {
-        not_supported(s, p(&[k("xdp"), k("enabled")]));
-    }
-    if !cfg.xdp.deny_cidrs.is_empty() {
-        not_supported(s, p(&[k("xdp"), k("deny_cidrs")]));
-    }
-    if cfg.xdp.syn_limit.is_some() {
-        not_supported(s, p(&[k("xdp"), k("syn_limit")]));
+    for (path, message) in crate::xdp::validate_config(&cfg.xdp) {
+        let mut full = vec![k("xdp")];
+        full.extend(path.into_iter().map(|seg| match seg {
+            crate::xdp::ConfigPath::Key(key) => k(key),
+            crate::xdp::ConfigPath::Index(i) => Seg::Index(i),
+        }));
+        s.push(full, message);
     }
 
     let kube = &cfg.kubernetes;

@@ -226,3 +226,18 @@ mod tests {
         }
     }
 }
+
+label_enum! {
+    /// What the XDP program decided for a packet to a listener port (`action` label of
+    /// `arc_xdp_packets_total`).
+    pub enum XdpAction {
+        /// Passed on to the network stack.
+        Passed => "passed",
+        /// Dropped: the source is in `xdp.deny_cidrs`.
+        Denied => "denied",
+        /// Dropped: a new SYN over the source's `xdp.syn_limit`.
+        SynLimited => "syn_limited",
+        /// Headers too short or malformed to judge; passed to the stack.
+        ParseError => "parse_error",
+    }
+}

@@ -29,6 +29,8 @@
 //! | `arc_routing_table_version` | gauge | |
 //! | `arc_routing_table_compile_seconds` | gauge | |
 //! | `arc_config_reload_total` | counter | `result` (`success`, `failure`) |
+//! | `arc_xdp_packets_total` | counter | `action` ([`XdpAction`]) |
+//! | `arc_xdp_enabled` | gauge | |
 //!
 //! `arc_requests_total` series appear once non-zero (there may be thousands of routes); the
 //! other labelled families export every label value, zeros included, so `rate()` works from
@@ -48,6 +50,7 @@
 pub mod collector;
 pub mod labels;
 pub mod worker;
+pub mod xdp;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -61,11 +64,14 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Metric, Registry, Unit};
 
 pub use collector::{DataPlaneSnapshot, UNROUTED_ROUTE_LABEL};
-pub use labels::{ErrorReason, IoDriver, PoolResult, RefuseReason, ReloadResult, StatusClass};
+pub use labels::{
+    ErrorReason, IoDriver, PoolResult, RefuseReason, ReloadResult, StatusClass, XdpAction,
+};
 pub use worker::{
     HistogramSnapshot, LATENCY_BUCKETS, LATENCY_BUCKETS_NANOS, RouteMetricId, RouteRegistry,
     WorkerMetrics,
 };
+pub use xdp::XdpMetrics;
 
 use collector::{DataPlane, DataPlaneCollector};
 use worker::WorkerCells;
@@ -185,6 +191,7 @@ pub struct Metrics {
     registry: Mutex<Registry>,
     control: ControlMetrics,
     plane: Arc<DataPlane>,
+    xdp: Arc<XdpMetrics>,
 }
 
 impl Default for Metrics {
@@ -203,16 +210,26 @@ impl Metrics {
         registry.register_collector(Box::new(DataPlaneCollector {
             plane: Arc::clone(&plane),
         }));
+        let xdp = Arc::new(XdpMetrics::default());
+        registry.register_collector(Box::new(xdp::XdpCollector {
+            xdp: Arc::clone(&xdp),
+        }));
         Self {
             registry: Mutex::new(registry),
             control,
             plane,
+            xdp,
         }
     }
 
     /// Control-plane metrics (reloads, table swaps, io driver).
     pub fn control(&self) -> &ControlMetrics {
         &self.control
+    }
+
+    /// XDP fast-path totals and attach state, shared with the `xdp` room's counter reader.
+    pub fn xdp(&self) -> &Arc<XdpMetrics> {
+        &self.xdp
     }
 
     /// Route name → [`RouteMetricId`] map the routing-table compiler fills.
@@ -383,6 +400,26 @@ mod tests {
         assert_eq!(
             line_value(&text, "arc_kubernetes_watch_events_total{kind=\"Ingress\"}").as_deref(),
             Some("1")
+        );
+    }
+
+    #[test]
+    fn xdp_series_are_exported_with_zeros_and_never_go_backwards() {
+        let m = Metrics::new();
+        let text = m.encode().unwrap();
+        assert_eq!(line_value(&text, "arc_xdp_enabled").as_deref(), Some("0"));
+        for action in XdpAction::ALL {
+            let series = format!("arc_xdp_packets_total{{action=\"{action}\"}}");
+            assert_eq!(line_value(&text, &series).as_deref(), Some("0"), "{series}");
+        }
+        m.xdp().set_enabled(true);
+        m.xdp().set_packets(XdpAction::Denied, 7);
+        m.xdp().set_packets(XdpAction::Denied, 5);
+        let text = m.encode().unwrap();
+        assert_eq!(line_value(&text, "arc_xdp_enabled").as_deref(), Some("1"));
+        assert_eq!(
+            line_value(&text, "arc_xdp_packets_total{action=\"denied\"}").as_deref(),
+            Some("7")
         );
     }
 }
