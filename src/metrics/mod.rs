@@ -46,6 +46,7 @@
 //! The text format is OpenMetrics 1.0 (see [`OPENMETRICS_CONTENT_TYPE`]).
 
 pub mod collector;
+pub mod kube;
 pub mod labels;
 pub mod worker;
 
