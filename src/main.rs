@@ -153,11 +153,7 @@ fn init_logging(logging: &config::Logging) {
 }
 
 /// Runs the admin server and the data plane until SIGTERM/SIGINT; SIGHUP reloads the file.
-async fn serve(
-    path: &Path,
-    cfg: config::Config,
-    kubeconfig: Option<&Path>,
-) -> anyhow::Result<()> {
+async fn serve(path: &Path, cfg: config::Config, kubeconfig: Option<&Path>) -> anyhow::Result<()> {
     use anyhow::Context as _;
     use tokio::signal::unix::{SignalKind, signal};
 
@@ -191,7 +187,11 @@ async fn serve(
             bootstrap,
         };
         tracing::info!(namespace = %settings.namespace, identity = %settings.identity, "Kubernetes controller starting");
-        kube = Some(controller::start(client, settings, KubeMetrics::register(&metrics)));
+        kube = Some(controller::start(
+            client,
+            settings,
+            KubeMetrics::register(&metrics),
+        ));
     }
     tracing::info!(config = %path.display(), driver = server.driver().name(), "arc-gateway is serving");
 

@@ -332,12 +332,9 @@ impl Server {
     /// keep their running values. A configuration that fails is rejected whole.
     pub fn reload(&mut self, mut new: Config) -> Result<Vec<config::RestartChange>, StartError> {
         let result = match &self.cluster {
-            Some(c) => cluster_cert_store(
-                &new,
-                &self.base,
-                c,
-                self.resolver.current().default_cert(),
-            ),
+            Some(c) => {
+                cluster_cert_store(&new, &self.base, c, self.resolver.current().default_cert())
+            }
             None => build_cert_store(&new, &self.base),
         };
         let store = match result {

@@ -384,7 +384,11 @@ fn kubernetes_mode_takes_routes_from_ingresses_only() {
     )
     .unwrap_err();
     assert!(problem(&err, "routes").message.contains("Kubernetes mode"));
-    assert!(problem(&err, "upstreams").message.contains("Kubernetes mode"));
+    assert!(
+        problem(&err, "upstreams")
+            .message
+            .contains("Kubernetes mode")
+    );
 }
 
 #[test]

@@ -63,7 +63,11 @@ impl LeaderElector {
 
     /// One round at time `now`: acquires, renews or observes; true when we hold the Lease.
     pub async fn try_acquire_or_renew(&self, now: Timestamp) -> Result<bool, LeaderError> {
-        let current = self.api.get_opt(&self.name).await.map_err(|e| self.err(e))?;
+        let current = self
+            .api
+            .get_opt(&self.name)
+            .await
+            .map_err(|e| self.err(e))?;
         let Some(lease) = current else {
             let lease = Lease {
                 metadata: ObjectMeta {
@@ -100,12 +104,10 @@ impl LeaderElector {
             };
         }
         let expired = match (spec.renew_time.as_ref(), spec.lease_duration_seconds) {
-            (Some(renew), Some(secs)) => {
-                renew
-                    .0
-                    .checked_add(SignedDuration::from_secs(i64::from(secs)))
-                    .map_or(true, |until| until < now)
-            }
+            (Some(renew), Some(secs)) => renew
+                .0
+                .checked_add(SignedDuration::from_secs(i64::from(secs)))
+                .map_or(true, |until| until < now),
             _ => true,
         };
         if !holder.is_empty() && !expired {
@@ -127,10 +129,18 @@ impl LeaderElector {
 
     /// Hands the Lease back (when we hold it) so another replica takes over at once.
     pub async fn release(&self) -> Result<(), LeaderError> {
-        let Some(lease) = self.api.get_opt(&self.name).await.map_err(|e| self.err(e))? else {
+        let Some(lease) = self
+            .api
+            .get_opt(&self.name)
+            .await
+            .map_err(|e| self.err(e))?
+        else {
             return Ok(());
         };
-        let holder = lease.spec.as_ref().and_then(|s| s.holder_identity.as_deref());
+        let holder = lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.holder_identity.as_deref());
         if holder != Some(self.identity.as_str()) {
             return Ok(());
         }

@@ -304,7 +304,12 @@ pub fn start(client: Client, settings: Settings, metrics: KubeMetrics) -> Contro
     let scopes: Vec<Option<String>> = if kube_cfg.watch_namespaces.is_empty() {
         vec![None]
     } else {
-        kube_cfg.watch_namespaces.iter().cloned().map(Some).collect()
+        kube_cfg
+            .watch_namespaces
+            .iter()
+            .cloned()
+            .map(Some)
+            .collect()
     };
     fn api<K>(client: &Client, ns: &Option<String>) -> Api<K>
     where

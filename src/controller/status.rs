@@ -34,9 +34,7 @@ pub fn publish_addresses(svc: &Service) -> Vec<IngressLoadBalancerIngress> {
         return lb;
     }
     let spec = svc.spec.as_ref();
-    let mut ips: Vec<String> = spec
-        .and_then(|s| s.cluster_ips.clone())
-        .unwrap_or_default();
+    let mut ips: Vec<String> = spec.and_then(|s| s.cluster_ips.clone()).unwrap_or_default();
     if ips.is_empty()
         && let Some(ip) = spec.and_then(|s| s.cluster_ip.clone())
     {

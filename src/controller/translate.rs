@@ -60,7 +60,10 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 const NGINX_ALIASES: [(&str, &str); 3] = [
     ("nginx.ingress.kubernetes.io/use-regex", USE_REGEX),
     ("nginx.ingress.kubernetes.io/ssl-redirect", SSL_REDIRECT),
-    ("nginx.ingress.kubernetes.io/backend-protocol", BACKEND_PROTOCOL),
+    (
+        "nginx.ingress.kubernetes.io/backend-protocol",
+        BACKEND_PROTOCOL,
+    ),
 ];
 const KNOWN_NATIVE: [&str; 3] = [USE_REGEX, SSL_REDIRECT, BACKEND_PROTOCOL];
 
@@ -160,7 +163,10 @@ impl Translation {
 }
 
 /// Key of an object (kind given by the caller).
-pub fn object_key(kind: &'static str, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ObjectKey {
+pub fn object_key(
+    kind: &'static str,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> ObjectKey {
     ObjectKey {
         kind,
         namespace: meta.namespace.clone().unwrap_or_default(),
@@ -178,7 +184,11 @@ pub fn is_ours(ing: &Ingress, classes: &[Arc<IngressClass>], s: &ClassSettings) 
             .and_then(|sp| sp.controller.as_deref())
             .is_some_and(|ctl| ctl == s.controller_name)
     };
-    if let Some(name) = ing.spec.as_ref().and_then(|sp| sp.ingress_class_name.as_deref()) {
+    if let Some(name) = ing
+        .spec
+        .as_ref()
+        .and_then(|sp| sp.ingress_class_name.as_deref())
+    {
         return classes
             .iter()
             .any(|c| c.metadata.name.as_deref() == Some(name) && class_is_ours(c));
@@ -420,7 +430,10 @@ fn resolve_backend(idx: &Index<'_>, ns: &str, b: &IngressBackend) -> Result<Reso
     let Some(svc) = idx.services.get(&(ns, svc_ref.name.as_str())) else {
         return Ok(empty(
             "ServiceNotFound",
-            format!("service {ns}/{} not found; its paths answer 503", svc_ref.name),
+            format!(
+                "service {ns}/{} not found; its paths answer 503",
+                svc_ref.name
+            ),
         ));
     };
     let spec = svc.spec.as_ref();
@@ -434,7 +447,10 @@ fn resolve_backend(idx: &Index<'_>, ns: &str, b: &IngressBackend) -> Result<Reso
         let Some(host) = spec.and_then(|s| s.external_name.as_deref()) else {
             return Ok(empty(
                 "ServiceNotFound",
-                format!("service {ns}/{}: ExternalName without externalName", svc_ref.name),
+                format!(
+                    "service {ns}/{}: ExternalName without externalName",
+                    svc_ref.name
+                ),
             ));
         };
         let port = match (port_num, found) {
@@ -459,7 +475,10 @@ fn resolve_backend(idx: &Index<'_>, ns: &str, b: &IngressBackend) -> Result<Reso
     let Some(sp) = found else {
         return Ok(empty(
             "ServicePortNotFound",
-            format!("service {ns}/{} has no port {port_label}; its paths answer 503", svc_ref.name),
+            format!(
+                "service {ns}/{} has no port {port_label}; its paths answer 503",
+                svc_ref.name
+            ),
         ));
     };
     let slices = idx
@@ -493,7 +512,9 @@ fn secret_cert(
     let Some(secret) = idx.secrets.get(&(ns, secret_name)) else {
         return Err((
             "TLSSecretNotFound",
-            format!("TLS secret {ns}/{secret_name} not found (or not of type kubernetes.io/tls); its hosts use the default certificate"),
+            format!(
+                "TLS secret {ns}/{secret_name} not found (or not of type kubernetes.io/tls); its hosts use the default certificate"
+            ),
         ));
     };
     if secret.type_.as_deref() != Some("kubernetes.io/tls") {
@@ -642,7 +663,11 @@ fn contribute(idx: &Index<'_>, ing: &Ingress) -> Result<Contribution, Vec<String
                     continue;
                 }
             };
-            let path = p.path.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| "/".into());
+            let path = p
+                .path
+                .clone()
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "/".into());
             let regex = ann.use_regex && path_type == PathType::ImplementationSpecific;
             if regex {
                 if let Err(e) = check_regex(&path) {
@@ -676,7 +701,11 @@ fn contribute(idx: &Index<'_>, ing: &Ingress) -> Result<Contribution, Vec<String
             c.host_defaults.push((h, d.clone()));
         }
     }
-    if errors.is_empty() { Ok(c) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(c)
+    } else {
+        Err(errors)
+    }
 }
 
 /// Turns the watched objects into the routing model (see the module doc for the rules).
