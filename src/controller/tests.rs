@@ -751,3 +751,246 @@ fn config_map_merge_rules() {
     );
     assert!(bad.is_err());
 }
+
+mod api_mock {
+    //! Status and Lease calls against a `tower_test` mock API server: each scenario checks the
+    //! method, path and body of every call and answers like the API server would.
+
+    use hyper::{Method, Request, Response, StatusCode};
+    use k8s_openapi::api::core::v1::Service;
+    use k8s_openapi::api::networking::v1::Ingress;
+    use k8s_openapi::jiff::Timestamp;
+    use kube::Api;
+    use kube::client::Body;
+    use serde_json::{Value, json};
+
+    use crate::controller::leader::LeaderElector;
+    use crate::controller::status;
+
+    type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+    fn mock() -> (kube::Client, Handle) {
+        let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        (kube::Client::new(svc, "arc-gateway"), handle)
+    }
+
+    /// Takes the next call, checks method and path, returns its JSON body (Null when empty).
+    async fn expect(
+        handle: &mut Handle,
+        method: Method,
+        path: &str,
+    ) -> (Value, tower_test::mock::SendResponse<Response<Body>>) {
+        let (req, send) =
+            match tokio::time::timeout(std::time::Duration::from_secs(5), handle.next_request())
+                .await
+            {
+                Ok(Some(x)) => x,
+                other => panic!(
+                    "expected {method} {path}, got {:?}",
+                    other.map(|o| o.is_some())
+                ),
+            };
+        assert_eq!(req.method(), method, "{}", req.uri());
+        assert_eq!(req.uri().path(), path);
+        let bytes = req
+            .into_body()
+            .collect_bytes()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{e}"))
+        };
+        (body, send)
+    }
+
+    fn respond(send: tower_test::mock::SendResponse<Response<Body>>, code: StatusCode, v: &Value) {
+        let resp = Response::builder()
+            .status(code)
+            .header("content-type", "application/json")
+            .body(Body::from(serde_json::to_vec(v).unwrap_or_default()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        send.send_response(resp);
+    }
+
+    fn not_found() -> Value {
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound",
+            "message": "leases \"arc\" not found", "code": 404})
+    }
+
+    fn conflict() -> Value {
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict",
+            "message": "the object has been modified", "code": 409})
+    }
+
+    const LEASE_PATH: &str = "/apis/coordination.k8s.io/v1/namespaces/arc-gateway/leases/arc";
+
+    fn lease(holder: &str, renew: &str, rv: &str) -> Value {
+        json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "arc", "namespace": "arc-gateway", "resourceVersion": rv},
+            "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15,
+                "renewTime": renew, "acquireTime": renew, "leaseTransitions": 0}})
+    }
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[tokio::test]
+    async fn status_patch_writes_publish_service_address() {
+        let (client, mut handle) = mock();
+        let svc: Service = serde_json::from_value(json!({
+            "metadata": {"name": "arc", "namespace": "arc-gateway"},
+            "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.9"},
+            "status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let want = status::publish_addresses(&svc);
+        let ing: Ingress = serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {"ingressClassName": "arc"}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!status::status_matches(&ing, &want));
+        let server = tokio::spawn(async move {
+            let (body, send) = expect(
+                &mut handle,
+                Method::PATCH,
+                "/apis/networking.k8s.io/v1/namespaces/shop/ingresses/web/status",
+            )
+            .await;
+            assert_eq!(
+                body,
+                json!({"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}}})
+            );
+            let mut stored = json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+                "metadata": {"name": "web", "namespace": "shop"}});
+            if let Some(m) = stored.as_object_mut()
+                && let Some(s) = body.get("status")
+            {
+                m.insert("status".into(), s.clone());
+            }
+            respond(send, StatusCode::OK, &stored);
+        });
+        status::write_status(client, &ing, &want)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        server.await.unwrap_or_else(|e| panic!("{e}"));
+
+        // Without a LoadBalancer address the ClusterIP is published.
+        let plain: Service = serde_json::from_value(json!({
+            "metadata": {"name": "arc", "namespace": "arc-gateway"},
+            "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.9", "clusterIPs": ["10.96.0.9", "fd00::9"]}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let ips: Vec<Option<String>> = status::publish_addresses(&plain)
+            .into_iter()
+            .map(|i| i.ip)
+            .collect();
+        assert_eq!(ips, [Some("10.96.0.9".into()), Some("fd00::9".into())]);
+    }
+
+    #[tokio::test]
+    async fn lease_acquire_renew_and_lose() {
+        let (client, mut handle) = mock();
+        let elector = LeaderElector::new(Api::namespaced(client, "arc-gateway"), "arc", "me", 15);
+        let server = tokio::spawn(async move {
+            // Round 1: no Lease yet → create with us as holder.
+            let (_, send) = expect(&mut handle, Method::GET, LEASE_PATH).await;
+            respond(send, StatusCode::NOT_FOUND, &not_found());
+            let (body, send) = expect(
+                &mut handle,
+                Method::POST,
+                "/apis/coordination.k8s.io/v1/namespaces/arc-gateway/leases",
+            )
+            .await;
+            assert_eq!(body.pointer("/spec/holderIdentity"), Some(&json!("me")));
+            assert_eq!(body.pointer("/spec/leaseDurationSeconds"), Some(&json!(15)));
+            respond(
+                send,
+                StatusCode::CREATED,
+                &lease("me", "2026-01-01T00:00:00Z", "1"),
+            );
+
+            // Round 2: ours → renew with a merge patch guarded by resourceVersion.
+            let (_, send) = expect(&mut handle, Method::GET, LEASE_PATH).await;
+            respond(
+                send,
+                StatusCode::OK,
+                &lease("me", "2026-01-01T00:00:00Z", "1"),
+            );
+            let (body, send) = expect(&mut handle, Method::PATCH, LEASE_PATH).await;
+            assert_eq!(body.pointer("/metadata/resourceVersion"), Some(&json!("1")));
+            assert!(body.pointer("/spec/renewTime").is_some());
+            respond(
+                send,
+                StatusCode::OK,
+                &lease("me", "2026-01-01T00:00:02Z", "2"),
+            );
+
+            // Round 3: someone else took over and is fresh → we are not leader, no write.
+            let (_, send) = expect(&mut handle, Method::GET, LEASE_PATH).await;
+            respond(
+                send,
+                StatusCode::OK,
+                &lease("other", "2026-01-01T00:00:20Z", "3"),
+            );
+
+            // Round 4: their hold expired → replace (update) with us as holder; lost race → 409.
+            let (_, send) = expect(&mut handle, Method::GET, LEASE_PATH).await;
+            respond(
+                send,
+                StatusCode::OK,
+                &lease("other", "2026-01-01T00:00:20Z", "3"),
+            );
+            let (body, send) = expect(&mut handle, Method::PUT, LEASE_PATH).await;
+            assert_eq!(body.pointer("/spec/holderIdentity"), Some(&json!("me")));
+            assert_eq!(body.pointer("/spec/leaseTransitions"), Some(&json!(1)));
+            assert_eq!(body.pointer("/metadata/resourceVersion"), Some(&json!("3")));
+            respond(send, StatusCode::CONFLICT, &conflict());
+
+            // Release while someone else holds it: read only.
+            let (_, send) = expect(&mut handle, Method::GET, LEASE_PATH).await;
+            respond(
+                send,
+                StatusCode::OK,
+                &lease("other", "2026-01-01T00:00:40Z", "4"),
+            );
+            handle
+        });
+        assert!(
+            elector
+                .try_acquire_or_renew(at("2026-01-01T00:00:00Z"))
+                .await
+                .unwrap_or(false)
+        );
+        assert!(
+            elector
+                .try_acquire_or_renew(at("2026-01-01T00:00:02Z"))
+                .await
+                .unwrap_or(false)
+        );
+        assert!(
+            !elector
+                .try_acquire_or_renew(at("2026-01-01T00:00:21Z"))
+                .await
+                .unwrap_or(true)
+        );
+        assert!(
+            !elector
+                .try_acquire_or_renew(at("2026-01-01T00:01:00Z"))
+                .await
+                .unwrap_or(true)
+        );
+        elector.release().await.unwrap_or_else(|e| panic!("{e}"));
+        let mut handle = server.await.unwrap_or_else(|e| panic!("{e}"));
+        // No further call was made.
+        drop(elector);
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(50), handle.next_request())
+                .await
+                .map_or(true, |r| r.is_none())
+        );
+    }
+}
