@@ -57,12 +57,6 @@ fn parse_set(rest: &str, raw: &str) -> Result<Vec<String>, ApiError> {
 impl LabelSelector {
     /// Parses `a=b,c!=d,e in (x,y),f notin (z),g,!h`.
     pub fn parse(s: &str) -> Result<Self, ApiError> {
-        Self::parse_for(s, "")
-    }
-
-    /// Like [`parse`](Self::parse), also accepting the extra fields the real server indexes
-    /// for the resource `plural` (`type` for `secrets`).
-    pub fn parse_for(s: &str, plural: &str) -> Result<Self, ApiError> {
         let mut reqs = Vec::new();
         if s.trim().is_empty() {
             return Ok(LabelSelector { reqs });
