@@ -66,6 +66,8 @@ pub const TOKEN_SECRET: &str = "arc-gateway-secret";
 pub const TOKEN_KEY: &str = "auth-token";
 /// Name of the ConfigMap holding the global configuration.
 pub const CONFIG_MAP: &str = "arc-gateway-config";
+/// `User-Agent` of Arc's API calls.
+pub const USER_AGENT: &str = concat!("arc-gateway/", env!("CARGO_PKG_VERSION"));
 /// Arc's namespace when nothing else says.
 pub const DEFAULT_NAMESPACE: &str = "arc-gateway";
 const SA_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
@@ -138,6 +140,12 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, ControllerError
         }
         None => kube::Config::infer().await?,
     };
+    let mut cfg = cfg;
+    // Names Arc in the API server's audit log and request records.
+    cfg.headers.push((
+        hyper::header::USER_AGENT,
+        hyper::header::HeaderValue::from_static(USER_AGENT),
+    ));
     Ok(Client::try_from(cfg)?)
 }
 
