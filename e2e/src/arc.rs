@@ -135,7 +135,10 @@ impl ArcProcess {
 
     /// `/readyz` status code, if the admin server answers.
     pub async fn readyz(&self) -> Option<u16> {
-        get(self.admin, "localhost", "/readyz", &[]).await.ok().map(|r| r.status)
+        get(self.admin, "localhost", "/readyz", &[])
+            .await
+            .ok()
+            .map(|r| r.status)
     }
 
     /// Waits (bounded) until `/readyz` answers 200.
@@ -348,7 +351,10 @@ pub async fn get_tls(
         .map_err(|e| ArcError::Failed(e.to_string()))?;
     let fut = async {
         let tcp = TcpStream::connect(addr).await.map_err(io("connect"))?;
-        let mut s = connector.connect(name, tcp).await.map_err(io("TLS handshake"))?;
+        let mut s = connector
+            .connect(name, tcp)
+            .await
+            .map_err(io("TLS handshake"))?;
         s.write_all(&request_bytes(host, path, &[]))
             .await
             .map_err(io("write"))?;
@@ -399,10 +405,19 @@ pub fn read_rbac(yaml: &str) -> Result<Vec<RbacRule>, ArcError> {
         let strings = |r: &serde_json::Value, key: &str| -> Vec<String> {
             r.get(key)
                 .and_then(|x| x.as_array())
-                .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(String::from))
+                        .collect()
+                })
                 .unwrap_or_default()
         };
-        for r in v.get("rules").and_then(|r| r.as_array()).into_iter().flatten() {
+        for r in v
+            .get("rules")
+            .and_then(|r| r.as_array())
+            .into_iter()
+            .flatten()
+        {
             rules.push(RbacRule {
                 namespace: namespace.clone(),
                 groups: strings(r, "apiGroups"),

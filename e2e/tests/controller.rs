@@ -35,7 +35,11 @@ where
         .ok_or_else(|| anyhow::anyhow!("object without a name"))?
         .to_string();
     Ok(api
-        .patch(&name, &PatchParams::apply("arc-e2e").force(), &Patch::Apply(obj))
+        .patch(
+            &name,
+            &PatchParams::apply("arc-e2e").force(),
+            &Patch::Apply(obj),
+        )
         .await?)
 }
 
@@ -182,7 +186,10 @@ impl Cluster {
     }
 
     async fn cleanup(self) -> R {
-        let _ = self.classes.delete(&self.class, &DeleteParams::default()).await;
+        let _ = self
+            .classes
+            .delete(&self.class, &DeleteParams::default())
+            .await;
         self.env.cleanup().await?;
         Ok(())
     }
@@ -238,7 +245,8 @@ fn percentile(sorted: &[Duration], p: usize) -> Duration {
 /// Flips one Ingress between two Services `n` times, timing each change until traffic
 /// follows it, with a light background load on another host; returns (p50, p99).
 async fn change_latency(c: &Cluster, arc: &ArcProcess, n: usize) -> R<(Duration, Duration)> {
-    c.ingress("flip", "flip.test", "/", "svc-a", json!({})).await?;
+    c.ingress("flip", "flip.test", "/", "svc-a", json!({}))
+        .await?;
     wait_for(arc, "flip.test", "/", "served by a", from("a")).await?;
     let load_addr = arc.http;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -249,7 +257,12 @@ async fn change_latency(c: &Cluster, arc: &ArcProcess, n: usize) -> R<(Duration,
             if stop2.load(std::sync::atomic::Ordering::Relaxed) {
                 break;
             }
-            if arc::get(load_addr, "load.test", "/", &[]).await.map(|r| r.status).ok() != Some(200) {
+            if arc::get(load_addr, "load.test", "/", &[])
+                .await
+                .map(|r| r.status)
+                .ok()
+                != Some(200)
+            {
                 failures += 1;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -258,7 +271,11 @@ async fn change_latency(c: &Cluster, arc: &ArcProcess, n: usize) -> R<(Duration,
     });
     let mut times = Vec::with_capacity(n);
     for i in 0..n {
-        let (svc, want) = if i % 2 == 0 { ("svc-b", "b") } else { ("svc-a", "a") };
+        let (svc, want) = if i % 2 == 0 {
+            ("svc-b", "b")
+        } else {
+            ("svc-a", "a")
+        };
         let started = Instant::now();
         c.ingress("flip", "flip.test", "/", svc, json!({})).await?;
         wait_for(arc, "flip.test", "/", "followed the change", from(want)).await?;
@@ -291,7 +308,10 @@ fn check_rbac(env: &TestEnv, own_ns: &str) -> R<Option<Vec<(String, String, Stri
         eprintln!("SKIP rbac record check: real cluster (no request record)");
         return Ok(None);
     };
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/kubernetes/02-rbac.yaml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/kubernetes/02-rbac.yaml"
+    );
     let rules = arc::read_rbac(&std::fs::read_to_string(path)?)?;
     let mut used = Vec::new();
     for r in emu.requests() {
@@ -326,34 +346,63 @@ async fn routing_follows_the_cluster() -> R {
     let c = Cluster::new("ctl-routing").await?;
     c.service("svc-a", &[bk.a]).await?;
     c.service("svc-b", &[bk.b]).await?;
-    c.ingress("load", "load.test", "/", "svc-a", json!({})).await?;
+    c.ingress("load", "load.test", "/", "svc-a", json!({}))
+        .await?;
     let arc = c.start_arc("arc-1", "").await?;
     arc.wait_ready(LIMIT).await?;
     wait_for(&arc, "load.test", "/", "served by a", from("a")).await?;
 
     // Create, update, delete.
-    c.ingress("web", "web.test", "/app", "svc-a", json!({})).await?;
+    c.ingress("web", "web.test", "/app", "svc-a", json!({}))
+        .await?;
     wait_for(&arc, "web.test", "/app/x", "served by a", from("a")).await?;
-    assert_eq!(arc::get(arc.http, "web.test", "/application", &[]).await?.status, 404);
-    c.ingress("web", "web.test", "/app", "svc-b", json!({})).await?;
+    assert_eq!(
+        arc::get(arc.http, "web.test", "/application", &[])
+            .await?
+            .status,
+        404
+    );
+    c.ingress("web", "web.test", "/app", "svc-b", json!({}))
+        .await?;
     wait_for(&arc, "web.test", "/app", "served by b", from("b")).await?;
 
     // Endpoint churn: svc-b's endpoints move to backend a's port, then back; none → 503.
     c.endpoints("svc-b", &[bk.a]).await?;
-    wait_for(&arc, "web.test", "/app", "followed the endpoints", from("a")).await?;
+    wait_for(
+        &arc,
+        "web.test",
+        "/app",
+        "followed the endpoints",
+        from("a"),
+    )
+    .await?;
     c.endpoints("svc-b", &[]).await?;
-    wait_for(&arc, "web.test", "/app", "503 without endpoints", status(503)).await?;
+    wait_for(
+        &arc,
+        "web.test",
+        "/app",
+        "503 without endpoints",
+        status(503),
+    )
+    .await?;
     c.endpoints("svc-b", &[bk.b]).await?;
     wait_for(&arc, "web.test", "/app", "served by b again", from("b")).await?;
 
     // Conflict: a younger Ingress on the same (host, path, pathType) loses, with an Event.
     tokio::time::sleep(Duration::from_millis(1100)).await; // distinct creationTimestamps
-    c.ingress("web-late", "web.test", "/app", "svc-a", json!({})).await?;
+    c.ingress("web-late", "web.test", "/app", "svc-a", json!({}))
+        .await?;
     c.wait_event("Ingress", "web-late", "RuleConflict").await?;
-    assert_eq!(arc::get(arc.http, "web.test", "/app", &[]).await?.backend(), Some("b"));
+    assert_eq!(
+        arc::get(arc.http, "web.test", "/app", &[]).await?.backend(),
+        Some("b")
+    );
 
     // Default backend of a rule-less Ingress: the cluster-wide catch-all.
-    assert_eq!(arc::get(arc.http, "nowhere.test", "/", &[]).await?.status, 404);
+    assert_eq!(
+        arc::get(arc.http, "nowhere.test", "/", &[]).await?.status,
+        404
+    );
     apply(
         &c.ingresses,
         json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "fallback"},
@@ -361,7 +410,14 @@ async fn routing_follows_the_cluster() -> R {
                 "defaultBackend": {"service": {"name": "svc-a", "port": {"number": 80}}}}}),
     )
     .await?;
-    wait_for(&arc, "nowhere.test", "/", "caught by the default backend", from("a")).await?;
+    wait_for(
+        &arc,
+        "nowhere.test",
+        "/",
+        "caught by the default backend",
+        from("a"),
+    )
+    .await?;
     // defaultBackend on an Ingress with rules serves that Ingress's hosts only.
     c.ingress(
         "hostdef",
@@ -372,7 +428,10 @@ async fn routing_follows_the_cluster() -> R {
     )
     .await?;
     wait_for(&arc, "hd.test", "/elsewhere", "host default", from("b")).await?;
-    assert_eq!(arc::get(arc.http, "hd.test", "/only", &[]).await?.backend(), Some("a"));
+    assert_eq!(
+        arc::get(arc.http, "hd.test", "/only", &[]).await?.backend(),
+        Some("a")
+    );
 
     // Invalid objects: Event, metric, and nothing else changes.
     c.ingress(
@@ -394,15 +453,35 @@ async fn routing_follows_the_cluster() -> R {
     c.wait_event("Ingress", "bad", "InvalidIngress").await?;
     c.wait_event("Ingress", "typo", "UnknownAnnotation").await?;
     assert_eq!(arc.metric("arc_kube_invalid_objects").await, Some(1.0));
-    assert_eq!(arc::get(arc.http, "bad.test", "/", &[]).await?.backend(), Some("a"), "caught by the default backend, not by the refused Ingress");
-    wait_for(&arc, "typo.test", "/", "served despite the unknown annotation", from("a")).await?;
-    assert_eq!(arc::get(arc.http, "web.test", "/app", &[]).await?.backend(), Some("b"));
+    assert_eq!(
+        arc::get(arc.http, "bad.test", "/", &[]).await?.backend(),
+        Some("a"),
+        "caught by the default backend, not by the refused Ingress"
+    );
+    wait_for(
+        &arc,
+        "typo.test",
+        "/",
+        "served despite the unknown annotation",
+        from("a"),
+    )
+    .await?;
+    assert_eq!(
+        arc::get(arc.http, "web.test", "/app", &[]).await?.backend(),
+        Some("b")
+    );
 
     // IngressClass changes: the winner moves to a class Arc does not have → the younger
     // Ingress takes over; the class appears → back; it goes away → younger again.
     let other = format!("{}-other", c.class);
-    c.ingress("web", "web.test", "/app", "svc-b", json!({"spec": {"ingressClassName": other}}))
-        .await?;
+    c.ingress(
+        "web",
+        "web.test",
+        "/app",
+        "svc-b",
+        json!({"spec": {"ingressClassName": other}}),
+    )
+    .await?;
     wait_for(&arc, "web.test", "/app", "served by web-late", from("a")).await?;
     c.class_object(&other, false).await?;
     wait_for(&arc, "web.test", "/app", "back to web", from("b")).await?;
@@ -453,9 +532,24 @@ async fn tls_secrets_redirect_and_config_map() -> R {
     let (crt1, key1, der1) = cert_for("secure.test")?;
     tls_secret(&c, "secure-tls", &crt1, &key1).await?;
     let tls = |host: &str, secret: &str| json!({"spec": {"tls": [{"hosts": [host], "secretName": secret}]}});
-    c.ingress("secure", "secure.test", "/", "svc-a", tls("secure.test", "secure-tls")).await?;
-    c.ingress("nosecret", "other.test", "/", "svc-a", tls("other.test", "absent-tls")).await?;
-    c.ingress("plain", "plain.test", "/", "svc-a", json!({})).await?;
+    c.ingress(
+        "secure",
+        "secure.test",
+        "/",
+        "svc-a",
+        tls("secure.test", "secure-tls"),
+    )
+    .await?;
+    c.ingress(
+        "nosecret",
+        "other.test",
+        "/",
+        "svc-a",
+        tls("other.test", "absent-tls"),
+    )
+    .await?;
+    c.ingress("plain", "plain.test", "/", "svc-a", json!({}))
+        .await?;
     let arc = c.start_arc("arc-1", "").await?;
     arc.wait_ready(LIMIT).await?;
 
@@ -464,7 +558,8 @@ async fn tls_secrets_redirect_and_config_map() -> R {
     assert_eq!((r.status, r.backend()), (200, Some("a")));
     assert_eq!(seen, der1, "certificate from the Secret");
     // A missing Secret: default certificate, Event, routes still served.
-    c.wait_event("Ingress", "nosecret", "TLSSecretNotFound").await?;
+    c.wait_event("Ingress", "nosecret", "TLSSecretNotFound")
+        .await?;
     let (r, seen) = arc::get_tls(arc.https, "other.test", "/").await?;
     assert_eq!(r.status, 200);
     assert_ne!(seen, der1);
@@ -473,9 +568,18 @@ async fn tls_secrets_redirect_and_config_map() -> R {
     let r = arc::get(arc.http, "secure.test", "/a?b=1", &[]).await?;
     assert_eq!(r.status, 308, "{r:?}");
     assert_eq!(r.header("location"), Some("https://secure.test/a?b=1"));
-    let r = arc::get(arc.http, "secure.test", "/.well-known/acme-challenge/tok", &[]).await?;
+    let r = arc::get(
+        arc.http,
+        "secure.test",
+        "/.well-known/acme-challenge/tok",
+        &[],
+    )
+    .await?;
     assert_eq!((r.status, r.backend()), (200, Some("a")));
-    assert_eq!(arc::get(arc.http, "plain.test", "/", &[]).await?.status, 200);
+    assert_eq!(
+        arc::get(arc.http, "plain.test", "/", &[]).await?.status,
+        200
+    );
     c.ingress(
         "secure",
         "secure.test",
@@ -485,7 +589,14 @@ async fn tls_secrets_redirect_and_config_map() -> R {
             "spec": {"tls": [{"hosts": ["secure.test"], "secretName": "secure-tls"}]}}),
     )
     .await?;
-    wait_for(&arc, "secure.test", "/", "no redirect when switched off", from("a")).await?;
+    wait_for(
+        &arc,
+        "secure.test",
+        "/",
+        "no redirect when switched off",
+        from("a"),
+    )
+    .await?;
 
     // Rotation: the new certificate is served without restart.
     let (crt2, key2, der2) = cert_for("secure.test")?;
@@ -496,7 +607,10 @@ async fn tls_secrets_redirect_and_config_map() -> R {
         if seen == der2 {
             break;
         }
-        anyhow::ensure!(Instant::now() < deadline, "rotated certificate never served");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "rotated certificate never served"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // An invalid Secret: Event, the host falls back to the default certificate.
@@ -506,13 +620,24 @@ async fn tls_secrets_redirect_and_config_map() -> R {
             "type": "kubernetes.io/tls", "stringData": {"tls.crt": "garbage", "tls.key": "garbage"}}),
     )
     .await?;
-    c.ingress("broken", "broken.test", "/", "svc-a", tls("broken.test", "broken-tls")).await?;
-    c.wait_event("Ingress", "broken", "TLSSecretInvalid").await?;
+    c.ingress(
+        "broken",
+        "broken.test",
+        "/",
+        "svc-a",
+        tls("broken.test", "broken-tls"),
+    )
+    .await?;
+    c.wait_event("Ingress", "broken", "TLSSecretInvalid")
+        .await?;
 
     // ConfigMap hot-apply: limits.max_headers becomes 8; 12 extra headers are refused.
     let many: Vec<(String, String)> = (0..12).map(|i| (format!("x-h{i}"), "v".into())).collect();
     let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    assert_eq!(arc::get(arc.http, "plain.test", "/", &many).await?.status, 200);
+    assert_eq!(
+        arc::get(arc.http, "plain.test", "/", &many).await?.status,
+        200
+    );
     apply(
         &c.config_maps,
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "arc-gateway-config"},
@@ -521,7 +646,11 @@ async fn tls_secrets_redirect_and_config_map() -> R {
     .await?;
     let deadline = Instant::now() + LIMIT;
     while arc::get(arc.http, "plain.test", "/", &many).await?.status != 431 {
-        anyhow::ensure!(Instant::now() < deadline, "ConfigMap never applied\n{}", arc.log());
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "ConfigMap never applied\n{}",
+            arc.log()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // A bad ConfigMap is rejected whole with an Event; the last good one keeps serving.
@@ -531,9 +660,16 @@ async fn tls_secrets_redirect_and_config_map() -> R {
             "data": {"arc.yaml": "limits: {max_headers: 8}\nno_such_key: 1\n"}}),
     )
     .await?;
-    c.wait_event("ConfigMap", "arc-gateway-config", "ConfigRejected").await?;
-    assert_eq!(arc::get(arc.http, "plain.test", "/", &many).await?.status, 431);
-    assert_eq!(arc::get(arc.http, "plain.test", "/", &[]).await?.status, 200);
+    c.wait_event("ConfigMap", "arc-gateway-config", "ConfigRejected")
+        .await?;
+    assert_eq!(
+        arc::get(arc.http, "plain.test", "/", &many).await?.status,
+        431
+    );
+    assert_eq!(
+        arc::get(arc.http, "plain.test", "/", &[]).await?.status,
+        200
+    );
 
     check_rbac(&c.env, &c.ns)?;
     arc.stop().await;
@@ -589,10 +725,15 @@ async fn status_by_the_leader_only_and_rbac() -> R {
     second.wait_ready(LIMIT).await?;
 
     // Created before the second starts leading: only the leader writes.
-    c.ingress("s1", "s1.test", "/", "missing", json!({})).await?;
+    c.ingress("s1", "s1.test", "/", "missing", json!({}))
+        .await?;
     let deadline = Instant::now() + LIMIT;
     while lb_ips(&c, "s1").await? != [ip.clone()] {
-        anyhow::ensure!(Instant::now() < deadline, "status never written\n{}", first.log());
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "status never written\n{}",
+            first.log()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Ingresses of other classes get no status.
@@ -604,14 +745,28 @@ async fn status_by_the_leader_only_and_rbac() -> R {
     .await?;
     // An invalid Ingress, changed once: its Event is written, then updated (series).
     let bad_ann = json!({"metadata": {"annotations": {"arc-gateway.io/use-regex": "maybe"}}});
-    c.ingress("bad", "bad.test", "/", "missing", bad_ann.clone()).await?;
+    c.ingress("bad", "bad.test", "/", "missing", bad_ann.clone())
+        .await?;
     c.wait_event("Ingress", "bad", "InvalidIngress").await?;
     let mut touched = bad_ann;
-    merge(&mut touched, json!({"metadata": {"labels": {"touched": "yes"}}}));
-    c.ingress("bad", "bad.test", "/", "missing", touched).await?;
+    merge(
+        &mut touched,
+        json!({"metadata": {"labels": {"touched": "yes"}}}),
+    );
+    c.ingress("bad", "bad.test", "/", "missing", touched)
+        .await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(first.metric("arc_kube_status_writes_total").await.unwrap_or(0.0) >= 1.0);
-    assert_eq!(second.metric("arc_kube_status_writes_total").await, Some(0.0));
+    assert!(
+        first
+            .metric("arc_kube_status_writes_total")
+            .await
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+    assert_eq!(
+        second.metric("arc_kube_status_writes_total").await,
+        Some(0.0)
+    );
     assert_eq!(second.metric("arc_kube_leader").await, Some(0.0));
     assert!(lb_ips(&c, "foreign").await?.is_empty());
     assert!(lb_ips(&c, "bad").await?.is_empty());
@@ -619,20 +774,34 @@ async fn status_by_the_leader_only_and_rbac() -> R {
     // The leader goes away (hands the Lease back): the second takes over and writes.
     first.stop().await;
     wait_metric(&second, "arc_kube_leader", 1.0).await?;
-    c.ingress("s2", "s2.test", "/", "missing", json!({})).await?;
+    c.ingress("s2", "s2.test", "/", "missing", json!({}))
+        .await?;
     let deadline = Instant::now() + LIMIT;
     while lb_ips(&c, "s2").await? != [ip.clone()] {
-        anyhow::ensure!(Instant::now() < deadline, "status never written by the new leader\n{}", second.log());
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "status never written by the new leader\n{}",
+            second.log()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(second.metric("arc_kube_status_writes_total").await.unwrap_or(0.0) >= 1.0);
+    assert!(
+        second
+            .metric("arc_kube_status_writes_total")
+            .await
+            .unwrap_or(0.0)
+            >= 1.0
+    );
     second.stop().await;
 
     // RBAC: every call allowed; every grant used, except `get` on watched kinds (Arc lists
     // and watches them) and the core/v1 Events API (granted for older tooling; Arc writes
     // events.k8s.io/v1).
     if let Some(used) = check_rbac(&c.env, &c.ns)? {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/kubernetes/02-rbac.yaml");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/kubernetes/02-rbac.yaml"
+        );
         let rules = arc::read_rbac(&std::fs::read_to_string(path)?)?;
         for rule in &rules {
             for g in &rule.groups {
@@ -644,7 +813,10 @@ async fn status_by_the_leader_only_and_rbac() -> R {
                             continue;
                         }
                         let t = (g.clone(), res.clone(), v.clone());
-                        anyhow::ensure!(used.contains(&t), "granted but never used: {t:?}; used: {used:?}");
+                        anyhow::ensure!(
+                            used.contains(&t),
+                            "granted but never used: {t:?}; used: {used:?}"
+                        );
                     }
                 }
             }
@@ -662,7 +834,8 @@ async fn api_server_outage_and_relist_keep_traffic() -> R {
     let c = Cluster::new("ctl-outage").await?;
     c.service("svc-a", &[bk.a]).await?;
     c.service("svc-b", &[bk.b]).await?;
-    c.ingress("web", "web.test", "/", "svc-a", json!({})).await?;
+    c.ingress("web", "web.test", "/", "svc-a", json!({}))
+        .await?;
     let arc = c.start_arc("arc-1", "").await?;
     arc.wait_ready(LIMIT).await?;
     wait_for(&arc, "web.test", "/", "served by a", from("a")).await?;
@@ -695,19 +868,46 @@ async fn api_server_outage_and_relist_keep_traffic() -> R {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(arc.readyz().await, Some(200));
     emu.restart().await?;
-    c.ingress("web", "web.test", "/", "svc-b", json!({})).await?;
-    wait_for(&arc, "web.test", "/", "followed after the restart", from("b")).await?;
+    c.ingress("web", "web.test", "/", "svc-b", json!({}))
+        .await?;
+    wait_for(
+        &arc,
+        "web.test",
+        "/",
+        "followed after the restart",
+        from("b"),
+    )
+    .await?;
 
     // 410 Gone: history compacted and watches ended → re-list; changes still followed.
     emu.compact();
     emu.end_watches();
-    c.ingress("web", "web.test", "/", "svc-a", json!({})).await?;
-    wait_for(&arc, "web.test", "/", "followed after the re-list", from("a")).await?;
-    assert!(arc.metric("arc_kube_watch_errors_total{kind=\"Ingress\"}").await.unwrap_or(0.0) >= 1.0);
+    c.ingress("web", "web.test", "/", "svc-a", json!({}))
+        .await?;
+    wait_for(
+        &arc,
+        "web.test",
+        "/",
+        "followed after the re-list",
+        from("a"),
+    )
+    .await?;
+    assert!(
+        arc.metric("arc_kube_watch_errors_total{kind=\"Ingress\"}")
+            .await
+            .unwrap_or(0.0)
+            >= 1.0
+    );
 
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (ok, failed) = load.await?;
-    assert!(failed.is_empty(), "{} of {} requests failed: {:?}", failed.len(), ok as usize + failed.len(), failed.first());
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        ok as usize + failed.len(),
+        failed.first()
+    );
     assert!(ok > 50, "only {ok} requests");
     assert_eq!(arc.readyz().await, Some(200));
     check_rbac(&c.env, &c.ns)?;
@@ -727,7 +927,8 @@ async fn ingress_change_latency_100() -> R {
     let c = Cluster::new("ctl-latency").await?;
     c.service("svc-a", &[bk.a]).await?;
     c.service("svc-b", &[bk.b]).await?;
-    c.ingress("load", "load.test", "/", "svc-a", json!({})).await?;
+    c.ingress("load", "load.test", "/", "svc-a", json!({}))
+        .await?;
     let arc = c.start_arc("arc-1", "").await?;
     arc.wait_ready(LIMIT).await?;
     let (p50, p99) = change_latency(&c, &arc, 100).await?;

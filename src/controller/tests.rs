@@ -994,3 +994,60 @@ mod api_mock {
         );
     }
 }
+
+/// 10 000 Ingresses (one host, two paths each, 2 000 Services with endpoints) through
+/// translate + compile; prints the time. Run: `cargo test --lib compile_10k -- --ignored --nocapture`
+/// (add `--release` for production figures).
+#[test]
+#[ignore = "measurement"]
+fn compile_10k_ingresses() {
+    let mut inputs = base_inputs();
+    for s in 0..2000 {
+        let name = format!("svc{s}");
+        inputs.services.push(service(
+            "default",
+            &name,
+            json!([{"name": "http", "port": 80}]),
+        ));
+        inputs.slices.push(slice(
+            "default",
+            &name,
+            "IPv4",
+            "http",
+            8080,
+            json!([
+                ready(&format!("10.2.{}.{}", s / 250, s % 250 + 1)),
+                ready(&format!("10.3.{}.{}", s / 250, s % 250 + 1))
+            ]),
+        ));
+    }
+    for i in 0..10_000u32 {
+        let svc = format!("svc{}", i % 2000);
+        inputs.ingresses.push(ingress(
+            "default",
+            &format!("ing{i}"),
+            i % 60,
+            json!({"ingressClassName": "arc", "rules": [{"host": format!("h{i}.example.com"), "http": {"paths": [
+                {"path": "/api", "pathType": "Prefix", "backend": {"service": {"name": svc, "port": {"number": 80}}}},
+                {"path": "/exact", "pathType": "Exact", "backend": {"service": {"name": svc, "port": {"name": "http"}}}}
+            ]}}]}),
+            json!({}),
+        ));
+    }
+    let started = std::time::Instant::now();
+    let t = translate(&inputs, &settings());
+    let translated = started.elapsed();
+    let compiled = routing::compile(&t.model, 1);
+    let total = started.elapsed();
+    println!(
+        "10000 Ingresses: translate {translated:?}, translate+compile {total:?} ({} hosts, {} upstreams)",
+        t.model.hosts.len(),
+        t.upstreams.len()
+    );
+    assert_eq!(t.served.len(), 10_000);
+    assert!(compiled.problems.is_empty());
+    assert_eq!(
+        lookup_name(&t, "h9999.example.com", "/api/x").as_deref(),
+        Some("default/svc1999:80")
+    );
+}
