@@ -537,20 +537,7 @@ impl Recompiler {
 
     fn token(&self) -> Option<String> {
         let secret = self.stores.token.state().into_iter().next()?;
-        let raw = secret.data.as_ref()?.get(TOKEN_KEY)?;
-        let token = String::from_utf8(raw.0.clone()).ok()?.trim().to_string();
-        if token.is_empty() {
-            return None;
-        }
-        if token.contains(config::TOKEN_PLACEHOLDER) {
-            tracing::error!(
-                secret = TOKEN_SECRET,
-                "the control-plane token is the placeholder {}; refused",
-                config::TOKEN_PLACEHOLDER
-            );
-            return None;
-        }
-        Some(token)
+        token_from_secret(&secret)
     }
 
     /// Applies a changed ConfigMap; returns a problem when it is rejected.
@@ -625,6 +612,25 @@ impl Recompiler {
             }
         }
     }
+}
+
+/// The control-plane token of Secret `arc-gateway-secret` (key `auth-token`, trimmed); `None`
+/// when absent, empty, not UTF-8, or the placeholder `__ARC_TOKEN__` (refused, logged).
+pub fn token_from_secret(secret: &Secret) -> Option<String> {
+    let raw = secret.data.as_ref()?.get(TOKEN_KEY)?;
+    let token = std::str::from_utf8(&raw.0).ok()?.trim().to_string();
+    if token.is_empty() {
+        return None;
+    }
+    if token.contains(config::TOKEN_PLACEHOLDER) {
+        tracing::error!(
+            secret = TOKEN_SECRET,
+            "the control-plane token is the placeholder {}; refused",
+            config::TOKEN_PLACEHOLDER
+        );
+        return None;
+    }
+    Some(token)
 }
 
 /// The effective configuration from the ConfigMap text: parsed and validated, with

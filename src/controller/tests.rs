@@ -709,6 +709,22 @@ fn invalid_ingress_is_isolated() {
 }
 
 #[test]
+fn token_from_the_secret() {
+    let secret = |v: &str| -> Secret {
+        let mut s = Secret::default();
+        s.data = Some([("auth-token".to_string(), ByteString(v.as_bytes().to_vec()))].into());
+        s
+    };
+    assert_eq!(
+        super::token_from_secret(&secret(" s3cret\n")).as_deref(),
+        Some("s3cret")
+    );
+    assert_eq!(super::token_from_secret(&secret("__ARC_TOKEN__")), None);
+    assert_eq!(super::token_from_secret(&secret("  ")), None);
+    assert_eq!(super::token_from_secret(&Secret::default()), None);
+}
+
+#[test]
 fn config_map_merge_rules() {
     let mut boot = crate::config::Config::default();
     boot.kubernetes.enabled = true;
