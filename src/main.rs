@@ -199,7 +199,10 @@ async fn serve(path: &Path, cfg: config::Config, kubeconfig: Option<&Path>) -> a
         tokio::select! {
             _ = hangup.recv() => {
                 match config::load(path) {
-                    Ok(new) => match server.reload(new) {
+                    Ok(new) => match server.reload(match &kube {
+                        Some(k) => k.effective_config(new),
+                        None => new,
+                    }) {
                         Ok(_) => tracing::info!(config = %path.display(), "configuration reloaded"),
                         Err(e) => tracing::error!(error = %e, "configuration rejected; the old one keeps serving"),
                     },

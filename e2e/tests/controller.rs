@@ -488,6 +488,37 @@ async fn routing_follows_the_cluster() -> R {
     delete(&c.classes, &other).await?;
     wait_for(&arc, "web.test", "/app", "web-late again", from("a")).await?;
 
+    // ExternalName: resolved by DNS (`localhost`, where a loopback echo answers).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let ext_port = listener.local_addr()?.port();
+    tokio::spawn(arc_e2e::echo::serve(
+        listener,
+        arc_e2e::echo::EchoState::new("ext"),
+    ));
+    apply(
+        &c.services,
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ext"},
+            "spec": {"type": "ExternalName", "externalName": "localhost",
+                "ports": [{"name": "http", "port": ext_port}]}}),
+    )
+    .await?;
+    apply(
+        &c.ingresses,
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "ext"},
+            "spec": {"ingressClassName": c.class, "rules": [{"host": "ext.test", "http": {"paths": [
+                {"path": "/", "pathType": "Prefix",
+                 "backend": {"service": {"name": "ext", "port": {"number": ext_port}}}}]}}]}}),
+    )
+    .await?;
+    wait_for(
+        &arc,
+        "ext.test",
+        "/",
+        "served through ExternalName",
+        from("ext"),
+    )
+    .await?;
+
     // Delete.
     delete(&c.ingresses, "web-late").await?;
     delete(&c.ingresses, "web").await?;

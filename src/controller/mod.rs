@@ -170,7 +170,7 @@ pub enum Update {
 /// A running controller.
 pub struct ControllerHandle {
     state: watch::Receiver<Option<Arc<ClusterState>>>,
-    config: watch::Receiver<Option<Arc<Config>>>,
+    config: watch::Receiver<Option<(Arc<Config>, bool)>>,
     token: watch::Receiver<Option<String>>,
     stop: watch::Sender<bool>,
     elector: Option<leader::LeaderElector>,
@@ -196,11 +196,24 @@ impl ControllerHandle {
                 }
                 r = self.config.changed() => {
                     if r.is_err() { std::future::pending::<()>().await; }
-                    if let Some(c) = self.config.borrow_and_update().clone() {
+                    if let Some((c, _)) = self.config.borrow_and_update().clone() {
                         return Update::Config(c);
                     }
                 }
             }
+        }
+    }
+
+    /// What a SIGHUP should apply given the re-read `file`: the ConfigMap's configuration while
+    /// one is in force (the file then only bootstraps), else the file.
+    pub fn effective_config(&self, file: Config) -> Config {
+        match self.config.borrow().as_ref() {
+            Some((cm, true)) => {
+                let mut cfg = (**cm).clone();
+                cfg.kubernetes = file.kubernetes;
+                cfg
+            }
+            _ => file,
         }
     }
 
@@ -467,7 +480,7 @@ struct Recompiler {
     shared: Arc<Shared>,
     settings: Settings,
     state_tx: watch::Sender<Option<Arc<ClusterState>>>,
-    config_tx: watch::Sender<Option<Arc<Config>>>,
+    config_tx: watch::Sender<Option<(Arc<Config>, bool)>>,
     token_tx: watch::Sender<Option<String>>,
     leader: watch::Receiver<bool>,
     last_config_text: Option<Option<(String, Format)>>,
@@ -508,9 +521,10 @@ impl Recompiler {
         for p in &t.problems {
             tracing::warn!(object = %p.object, reason = p.reason, problem = %p.message, "kubernetes object problem");
         }
+        let upstreams = resolve_names(t.upstreams).await;
         let _ = self.state_tx.send(Some(Arc::new(ClusterState {
             model: t.model,
-            upstreams: t.upstreams,
+            upstreams,
             certs: t.certs,
         })));
         let mut problems = t.problems;
@@ -559,7 +573,7 @@ impl Recompiler {
                 tracing::info!("ConfigMap {CONFIG_MAP} gone; the --config file applies again");
                 let _ = self
                     .config_tx
-                    .send(Some(Arc::new(self.settings.bootstrap.clone())));
+                    .send(Some((Arc::new(self.settings.bootstrap.clone()), false)));
             }
             return None;
         };
@@ -577,7 +591,7 @@ impl Recompiler {
         match merge_config_map(&self.settings.bootstrap, &text, format, &origin, token) {
             Ok(cfg) => {
                 tracing::info!("ConfigMap {CONFIG_MAP} applied");
-                let _ = self.config_tx.send(Some(Arc::new(cfg)));
+                let _ = self.config_tx.send(Some((Arc::new(cfg), true)));
                 None
             }
             Err(message) => reject(message),
@@ -612,6 +626,42 @@ impl Recompiler {
             }
         }
     }
+}
+
+/// Resolves `ExternalName` targets (`name:port`) through DNS here, on the async runtime, so the
+/// data plane receives addresses only. A name that does not resolve within 2 s keeps no
+/// endpoints (503) and is logged; it is resolved again at the next recompile.
+async fn resolve_names(mut upstreams: Vec<UpstreamEndpoints>) -> Vec<UpstreamEndpoints> {
+    for u in &mut upstreams {
+        if u.addrs
+            .iter()
+            .all(|a| a.parse::<std::net::SocketAddr>().is_ok())
+        {
+            continue;
+        }
+        let mut out = Vec::new();
+        for a in &u.addrs {
+            if a.parse::<std::net::SocketAddr>().is_ok() {
+                out.push(a.clone());
+                continue;
+            }
+            match tokio::time::timeout(Duration::from_secs(2), tokio::net::lookup_host(a.as_str()))
+                .await
+            {
+                Ok(Ok(found)) => out.extend(found.map(|sa| sa.to_string())),
+                Ok(Err(e)) => {
+                    tracing::warn!(upstream = %u.name, target = %a, error = %e, "ExternalName does not resolve")
+                }
+                Err(_) => {
+                    tracing::warn!(upstream = %u.name, target = %a, "ExternalName resolution timed out")
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        u.addrs = out;
+    }
+    upstreams
 }
 
 /// The control-plane token of Secret `arc-gateway-secret` (key `auth-token`, trimmed); `None`
