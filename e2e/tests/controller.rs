@@ -488,6 +488,26 @@ async fn routing_follows_the_cluster() -> R {
     delete(&c.classes, &other).await?;
     wait_for(&arc, "web.test", "/app", "web-late again", from("a")).await?;
 
+    // Default class: a class-less Ingress is served once our class carries the default-class
+    // annotation, and no longer when it loses it.
+    apply(
+        &c.ingresses,
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "classless"},
+            "spec": {"rules": [{"host": "cl.test", "http": {"paths": [{"path": "/", "pathType": "Prefix",
+                "backend": {"service": {"name": "svc-b", "port": {"number": 80}}}}]}}]}}),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        arc::get(arc.http, "cl.test", "/", &[]).await?.backend(),
+        Some("a"),
+        "catch-all, not the class-less Ingress"
+    );
+    c.class_object(&c.class, true).await?;
+    wait_for(&arc, "cl.test", "/", "served as default class", from("b")).await?;
+    c.class_object(&c.class, false).await?;
+    wait_for(&arc, "cl.test", "/", "no longer ours", from("a")).await?;
+
     // ExternalName: resolved by DNS (`localhost`, where a loopback echo answers).
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let ext_port = listener.local_addr()?.port();

@@ -29,6 +29,14 @@
 //!   `control_plane.auth_token` differs from the Secret's `auth-token` is rejected whole (Event
 //!   on the ConfigMap, log line); the placeholder `__ARC_TOKEN__` is refused anywhere.
 //! - IngressClass, annotations, conflicts and TLS rules: see [`translate`].
+//! - SIGHUP re-reads the `--config` file for its bootstrap part only while a ConfigMap is in
+//!   force.
+//! - `arc-gateway.io/backend-protocol: HTTPS` is refused (Event, Ingress not served) until the
+//!   data plane speaks TLS to backends; `*-snippet` annotations refuse their Ingress.
+//! - `ExternalName` targets are resolved (async DNS, 2 s bound) at each recompile.
+//! - `translate` validates Secret certificates with the TLS room's public loader
+//!   (`proxy::tls::LoadedCert`), so a bad Secret is reported on its Ingress before it reaches
+//!   the data plane; nothing else of the proxy is used here.
 //! - Events are written by every replica (each sees the same objects); status only by the
 //!   leader of the `kubernetes.election_id` Lease.
 
