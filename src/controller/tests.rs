@@ -711,9 +711,10 @@ fn invalid_ingress_is_isolated() {
 #[test]
 fn token_from_the_secret() {
     let secret = |v: &str| -> Secret {
-        let mut s = Secret::default();
-        s.data = Some([("auth-token".to_string(), ByteString(v.as_bytes().to_vec()))].into());
-        s
+        Secret {
+            data: Some([("auth-token".to_string(), ByteString(v.as_bytes().to_vec()))].into()),
+            ..Secret::default()
+        }
     };
     assert_eq!(
         super::token_from_secret(&secret(" s3cret\n")).as_deref(),
