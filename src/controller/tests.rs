@@ -759,6 +759,17 @@ fn config_map_merge_rules() {
         None,
     );
     assert!(routes.is_err_and(|e| e.contains("Kubernetes mode")));
+    let mismatch = super::merge_config_map(
+        &boot,
+        "control_plane = { auth_token = \"other-token-value\" }\n",
+        crate::config::Format::Toml,
+        "cm",
+        Some("the-secret-token"),
+    );
+    assert!(
+        mismatch.is_err(),
+        "a token differing from the Secret is refused"
+    );
     let bad = super::merge_config_map(
         &boot,
         "max_connections = \"x\"\n",

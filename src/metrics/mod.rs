@@ -30,6 +30,8 @@
 //! | `arc_routing_table_compile_seconds` | gauge | |
 //! | `arc_config_reload_total` | counter | `result` (`success`, `failure`) |
 //!
+//! The Kubernetes controller's metrics (`arc_kube_*`) are listed in [`kube`].
+//!
 //! `arc_requests_total` series appear once non-zero (there may be thousands of routes); the
 //! other labelled families export every label value, zeros included, so `rate()` works from
 //! the first scrape.
