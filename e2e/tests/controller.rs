@@ -822,6 +822,25 @@ async fn status_by_the_leader_only_and_rbac() -> R {
     assert!(lb_ips(&c, "foreign").await?.is_empty());
     assert!(lb_ips(&c, "bad").await?.is_empty());
 
+    // An Ingress that leaves Arc's class loses the address Arc wrote.
+    c.ingress(
+        "s1",
+        "s1.test",
+        "/",
+        "missing",
+        json!({"spec": {"ingressClassName": "someone-else"}}),
+    )
+    .await?;
+    let deadline = Instant::now() + LIMIT;
+    while !lb_ips(&c, "s1").await?.is_empty() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "status never cleared\n{}",
+            first.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // The leader goes away (hands the Lease back): the second takes over and writes.
     first.stop().await;
     wait_metric(&second, "arc_kube_leader", 1.0).await?;

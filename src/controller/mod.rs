@@ -620,6 +620,20 @@ impl Recompiler {
             return;
         };
         let want = status::publish_addresses(svc);
+        let is_served = |i: &Ingress| {
+            served.iter().any(|s| {
+                s.metadata.namespace == i.metadata.namespace && s.metadata.name == i.metadata.name
+            })
+        };
+        for ing in &inputs.ingresses {
+            if want.is_empty() || is_served(ing) || !status::status_matches(ing, &want) {
+                continue;
+            }
+            match status::write_status(self.client.clone(), ing, &[]).await {
+                Ok(()) => self.shared.metrics.status_written(),
+                Err(e) => tracing::warn!(error = %e, "cannot clear Ingress status"),
+            }
+        }
         for ing in served {
             if status::status_matches(ing, &want) {
                 continue;

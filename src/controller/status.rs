@@ -3,7 +3,9 @@
 //!
 //! The address is the Service's LoadBalancer ingress when it has one, else its ClusterIP(s).
 //! Writes are a merge PATCH on `ingresses/status` (RBAC: `ingresses/status` → `patch`), sent
-//! only when the stored status differs, so a steady state makes no API calls.
+//! only when the stored status differs, so a steady state makes no API calls. An Ingress Arc no
+//! longer serves (class changed, now invalid) that still carries exactly Arc's addresses has
+//! them removed.
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::{
@@ -60,7 +62,8 @@ pub fn status_matches(ing: &Ingress, want: &[IngressLoadBalancerIngress]) -> boo
     have == want
 }
 
-/// Writes `want` to the status of `ing` (a merge PATCH on the status subresource).
+/// Writes `want` to the status of `ing` (a merge PATCH on the status subresource); an empty
+/// `want` removes the addresses.
 pub async fn write_status(
     client: kube::Client,
     ing: &Ingress,
@@ -69,9 +72,13 @@ pub async fn write_status(
     let ns = ing.metadata.namespace.as_deref().unwrap_or("default");
     let name = ing.metadata.name.as_deref().unwrap_or("");
     let api: Api<Ingress> = Api::namespaced(client, ns);
-    let patch = serde_json::json!({
-        "status": { "loadBalancer": IngressLoadBalancerStatus { ingress: Some(want.to_vec()) } }
-    });
+    let patch = if want.is_empty() {
+        serde_json::json!({ "status": { "loadBalancer": { "ingress": null } } })
+    } else {
+        serde_json::json!({
+            "status": { "loadBalancer": IngressLoadBalancerStatus { ingress: Some(want.to_vec()) } }
+        })
+    };
     api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map(drop)
