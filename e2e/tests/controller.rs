@@ -1007,3 +1007,34 @@ async fn ingress_change_latency_100() -> R {
     drop(bk.net);
     c.cleanup().await
 }
+
+/// Not ready (and no routes) until every watch listed once; ready once the API server answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_ready_before_the_first_sync() -> R {
+    if !arc_e2e::env::require_privileged("not_ready_before_the_first_sync")? {
+        return Ok(());
+    }
+    let bk = backends()?;
+    let c = Cluster::new("ctl-sync").await?;
+    let Some(emu) = c.env.emulator() else {
+        eprintln!("SKIP not_ready_before_the_first_sync: needs the emulator's outage control");
+        return c.cleanup().await;
+    };
+    c.service("svc-a", &[bk.a]).await?;
+    c.ingress("web", "web.test", "/", "svc-a", json!({}))
+        .await?;
+    emu.stop().await;
+    let arc = c.start_arc("arc-1", "").await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(arc.readyz().await, Some(503), "{}", arc.log());
+    assert_eq!(arc::get(arc.http, "web.test", "/", &[]).await?.status, 404);
+    emu.restart().await?;
+    arc.wait_ready(LIMIT).await?;
+    assert_eq!(
+        arc::get(arc.http, "web.test", "/", &[]).await?.backend(),
+        Some("a")
+    );
+    arc.stop().await;
+    drop(bk.net);
+    c.cleanup().await
+}
