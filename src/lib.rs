@@ -13,6 +13,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod controller;
 pub mod crd;
 pub mod metrics;
 pub mod proxy;

@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 use arc_gateway::admin::{AdminServer, HealthState};
 use arc_gateway::config;
+use arc_gateway::controller;
+use arc_gateway::metrics::kube::KubeMetrics;
 use arc_gateway::metrics::{Metrics, ReloadResult};
 use arc_gateway::runtime::Server;
 
@@ -41,6 +43,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // rustls is built with both ring and aws-lc-rs here; kube's client needs a process default.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Version) => {
@@ -101,7 +105,7 @@ fn check(path: &Path) -> ExitCode {
     }
 }
 
-fn run(path: &Path, _kubeconfig: Option<&Path>) -> ExitCode {
+fn run(path: &Path, kubeconfig: Option<&Path>) -> ExitCode {
     let cfg = match config::load(path) {
         Ok(cfg) => cfg,
         Err(err) => {
@@ -120,7 +124,7 @@ fn run(path: &Path, _kubeconfig: Option<&Path>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(path, cfg)) {
+    match runtime.block_on(serve(path, cfg, kubeconfig)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "arc-gateway stopped");
@@ -162,7 +166,7 @@ fn init_logging(logging: &config::Logging) {
 }
 
 /// Runs the admin server and the data plane until SIGTERM/SIGINT; SIGHUP reloads the file.
-async fn serve(path: &Path, cfg: config::Config) -> anyhow::Result<()> {
+async fn serve(path: &Path, cfg: config::Config, kubeconfig: Option<&Path>) -> anyhow::Result<()> {
     use anyhow::Context as _;
     use tokio::signal::unix::{SignalKind, signal};
 
@@ -182,14 +186,36 @@ async fn serve(path: &Path, cfg: config::Config) -> anyhow::Result<()> {
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
 
     let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let kube_mode = cfg.kubernetes.enabled;
+    let bootstrap = cfg.clone();
     let mut server = Server::start(cfg, &base, Arc::clone(&metrics), Arc::clone(&health))?;
+    let mut kube = None;
+    if kube_mode {
+        // Ready only once the controller installed its first complete table.
+        health.set_first_sync_done(false);
+        let client = controller::client(kubeconfig).await?;
+        let settings = controller::Settings {
+            namespace: controller::own_namespace(),
+            identity: controller::own_identity(),
+            bootstrap,
+        };
+        tracing::info!(namespace = %settings.namespace, identity = %settings.identity, "Kubernetes controller starting");
+        kube = Some(controller::start(
+            client,
+            settings,
+            KubeMetrics::register(&metrics),
+        ));
+    }
     tracing::info!(config = %path.display(), driver = server.driver().name(), "arc-gateway is serving");
 
     loop {
         tokio::select! {
             _ = hangup.recv() => {
                 match config::load(path) {
-                    Ok(new) => match server.reload(new) {
+                    Ok(new) => match server.reload(match &kube {
+                        Some(k) => k.effective_config(new),
+                        None => new,
+                    }) {
                         Ok(_) => tracing::info!(config = %path.display(), "configuration reloaded"),
                         Err(e) => tracing::error!(error = %e, "configuration rejected; the old one keeps serving"),
                     },
@@ -201,11 +227,24 @@ async fn serve(path: &Path, cfg: config::Config) -> anyhow::Result<()> {
                     }
                 }
             }
+            update = next_update(&mut kube) => match update {
+                controller::Update::Cluster(state) => match server.publish(state) {
+                    Ok(v) => tracing::debug!(version = v, "routing table from the cluster installed"),
+                    Err(e) => tracing::error!(error = %e, "cluster state not installed; the old one keeps serving"),
+                },
+                controller::Update::Config(cfg) => match server.reload((*cfg).clone()) {
+                    Ok(_) => tracing::info!("configuration from the ConfigMap applied"),
+                    Err(e) => tracing::error!(error = %e, "configuration rejected; the old one keeps serving"),
+                },
+            },
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }
     }
     tracing::info!("draining");
+    if let Some(k) = kube {
+        k.shutdown().await;
+    }
     health.start_draining();
     tokio::task::spawn_blocking(move || server.shutdown())
         .await
@@ -214,4 +253,12 @@ async fn serve(path: &Path, cfg: config::Config) -> anyhow::Result<()> {
     let _ = admin_task.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The controller's next update, or never when not in Kubernetes mode.
+async fn next_update(kube: &mut Option<controller::ControllerHandle>) -> controller::Update {
+    match kube {
+        Some(k) => k.next().await,
+        None => std::future::pending().await,
+    }
 }

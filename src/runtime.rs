@@ -129,6 +129,66 @@ pub fn build_cert_store(cfg: &Config, base: &Path) -> Result<CertStore, StartErr
     Ok(builder.build())
 }
 
+/// The snapshot of a controller-built state under `cfg`'s limits. Upstream settings (pool,
+/// timeouts) are the configuration defaults; `ExternalName` targets resolve through DNS here.
+pub fn cluster_snapshot(
+    cfg: &Config,
+    state: &crate::controller::ClusterState,
+    version: u64,
+    metrics: &Metrics,
+) -> (Snapshot, Duration) {
+    let started = Instant::now();
+    let compiled = routing::compile(&state.model, version);
+    for p in &compiled.problems {
+        tracing::warn!(problem = %p, "route not served");
+    }
+    let template: Option<config::Upstream> =
+        serde_json::from_value(serde_json::json!({ "name": "-" })).ok();
+    let upstreams = match template {
+        Some(t) => state
+            .upstreams
+            .iter()
+            .enumerate()
+            .map(|(i, u)| {
+                let mut up = t.clone();
+                up.name.clone_from(&u.name);
+                up.addrs.clone_from(&u.addrs);
+                resolve_upstream(&up, i)
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let snapshot = Snapshot::new(compiled.table, upstreams, conn_limits(cfg))
+        .with_route_ids(|n| metrics.routes().intern(n));
+    (snapshot, started.elapsed())
+}
+
+/// The configuration's certificate store plus the certificates of the controller's Secrets.
+/// `generated` is the running generated default certificate, kept across swaps.
+pub fn cluster_cert_store(
+    cfg: &Config,
+    base: &Path,
+    state: &crate::controller::ClusterState,
+    generated: &LoadedCert,
+) -> Result<CertStore, StartError> {
+    let mut builder = CertStore::builder(match &cfg.tls.default_certificate {
+        Some(d) => LoadedCert::from_files(&base.join(&d.cert), &base.join(&d.key))
+            .map_err(|e| invalid("tls.default_certificate", e.to_string()))?,
+        None => generated.clone(),
+    });
+    for (i, c) in cfg.tls.certificates.iter().enumerate() {
+        builder
+            .add_files(&c.hosts, &base.join(&c.cert), &base.join(&c.key))
+            .map_err(|e| invalid(format!("tls.certificates[{i}]"), e.to_string()))?;
+    }
+    for c in &state.certs {
+        if let Err(e) = builder.add(&c.hosts, c.cert.clone()) {
+            tracing::warn!(error = %e, "certificate from a Secret not installed");
+        }
+    }
+    Ok(builder.build())
+}
+
 /// Chooses the io driver for `io_uring.enabled`.
 pub fn select_driver(mode: IoUringMode) -> Result<DriverKind, StartError> {
     match mode {
@@ -165,6 +225,8 @@ pub struct Server {
     health: Arc<HealthState>,
     version: u64,
     xdp: crate::xdp::XdpFilter,
+    /// The last state the Kubernetes controller published (Kubernetes mode).
+    cluster: Option<Arc<crate::controller::ClusterState>>,
 }
 
 impl Server {
@@ -253,6 +315,7 @@ impl Server {
             health,
             version,
             xdp,
+            cluster: None,
         })
     }
 
@@ -280,7 +343,12 @@ impl Server {
     /// limits and certificates are swapped; restart-required keys that changed are named and
     /// keep their running values. A configuration that fails is rejected whole.
     pub fn reload(&mut self, mut new: Config) -> Result<Vec<config::RestartChange>, StartError> {
-        let result = build_cert_store(&new, &self.base);
+        let result = match &self.cluster {
+            Some(c) => {
+                cluster_cert_store(&new, &self.base, c, self.resolver.current().default_cert())
+            }
+            None => build_cert_store(&new, &self.base),
+        };
         let store = match result {
             Ok(s) => s,
             Err(e) => {
@@ -302,7 +370,10 @@ impl Server {
         new.observability = self.cfg.observability.clone();
 
         self.version += 1;
-        let (snapshot, took) = build_snapshot(&new, self.version, &self.metrics);
+        let (snapshot, took) = match &self.cluster {
+            Some(c) => cluster_snapshot(&new, c, self.version, &self.metrics),
+            None => build_snapshot(&new, self.version, &self.metrics),
+        };
         self.shared.store(Arc::new(snapshot));
         self.resolver.swap(store);
         self.xdp.reload(&new.xdp);
@@ -314,6 +385,31 @@ impl Server {
             .config_reloaded(ReloadResult::Success);
         self.cfg = new;
         Ok(changes)
+    }
+
+    /// Installs a state built by the Kubernetes controller (routing model, endpoints, Secret
+    /// certificates) without touching open connections, and marks the first sync done.
+    /// Returns the new table version.
+    pub fn publish(
+        &mut self,
+        state: Arc<crate::controller::ClusterState>,
+    ) -> Result<u64, StartError> {
+        let store = cluster_cert_store(
+            &self.cfg,
+            &self.base,
+            &state,
+            self.resolver.current().default_cert(),
+        )?;
+        self.version += 1;
+        let (snapshot, took) = cluster_snapshot(&self.cfg, &state, self.version, &self.metrics);
+        self.shared.store(Arc::new(snapshot));
+        self.resolver.swap(store);
+        self.metrics
+            .control()
+            .routing_table_swapped(self.version, took);
+        self.cluster = Some(state);
+        self.health.set_first_sync_done(true);
+        Ok(self.version)
     }
 
     /// Stops accepting and lets open connections finish (up to `lifecycle.drain_timeout`).

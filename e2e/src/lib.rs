@@ -2,6 +2,7 @@
 //! environment that starts it or uses a real cluster ([`env`]), network-namespace test hosts
 //! ([`netns`]) and the echo backend they run ([`echo`]).
 
+pub mod arc;
 pub mod echo;
 pub mod emulator;
 pub mod env;

@@ -377,10 +377,24 @@ fn placeholder_token_is_refused_anywhere() {
 }
 
 #[test]
+fn kubernetes_mode_takes_routes_from_ingresses_only() {
+    assert!(yaml("kubernetes: {enabled: true}").is_ok());
+    let err = yaml(
+        "kubernetes: {enabled: true}\nupstreams: [{name: a, addr: 'b:1'}]\nroutes: [{path: /, upstream: a}]",
+    )
+    .unwrap_err();
+    assert!(problem(&err, "routes").message.contains("Kubernetes mode"));
+    assert!(
+        problem(&err, "upstreams")
+            .message
+            .contains("Kubernetes mode")
+    );
+}
+
+#[test]
 fn keys_not_built_yet_are_refused() {
     for (text, key) in [
         ("redis: {url: 'redis://127.0.0.1'}", "redis.url"),
-        ("kubernetes: {enabled: true}", "kubernetes.enabled"),
         (
             "logging: {output: {path: /var/log/arc}}",
             "logging.output.path",

@@ -309,8 +309,17 @@ pub fn validate(cfg: &Config, seq_intact: bool) -> Vec<Issue> {
     }
 
     let kube = &cfg.kubernetes;
-    if kube.enabled {
-        not_supported(s, p(&[k("kubernetes"), k("enabled")]));
+    if kube.enabled && !cfg.routes.is_empty() {
+        s.push(
+            p(&[k("routes")]),
+            "not served in Kubernetes mode (kubernetes.enabled: true): routes come from Ingress objects",
+        );
+    }
+    if kube.enabled && !cfg.upstreams.is_empty() {
+        s.push(
+            p(&[k("upstreams")]),
+            "not served in Kubernetes mode (kubernetes.enabled: true): backends come from Services",
+        );
     }
     if kube.ingress_class.trim().is_empty() {
         s.push(

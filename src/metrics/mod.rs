@@ -32,6 +32,8 @@
 //! | `arc_xdp_packets_total` | counter | `action` ([`XdpAction`]) |
 //! | `arc_xdp_enabled` | gauge | |
 //!
+//! The Kubernetes controller's metrics (`arc_kube_*`) are listed in [`kube`].
+//!
 //! `arc_requests_total` series appear once non-zero (there may be thousands of routes); the
 //! other labelled families export every label value, zeros included, so `rate()` works from
 //! the first scrape.
@@ -48,6 +50,7 @@
 //! The text format is OpenMetrics 1.0 (see [`OPENMETRICS_CONTENT_TYPE`]).
 
 pub mod collector;
+pub mod kube;
 pub mod labels;
 pub mod worker;
 pub mod xdp;

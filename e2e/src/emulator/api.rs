@@ -538,7 +538,7 @@ fn selectors(rr: &ResReq, q: &Query) -> Result<(LabelSelector, FieldSelector), A
         }
         field_text.push_str(&format!("metadata.name={name}"));
     }
-    let field = FieldSelector::parse(&field_text)?;
+    let field = FieldSelector::parse_for(&field_text, rr.r.plural)?;
     Ok((label, field))
 }
 

@@ -119,7 +119,8 @@ struct FieldReq {
     negate: bool,
 }
 
-/// A parsed field selector over `metadata.name` and `metadata.namespace`.
+/// A parsed field selector over `metadata.name` and `metadata.namespace` (and `type` for
+/// Secrets, which the real server indexes too).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FieldSelector {
     reqs: Vec<FieldReq>,
@@ -129,6 +130,12 @@ impl FieldSelector {
     /// Parses `metadata.name=x,metadata.namespace!=y`; other fields are refused as the real
     /// server refuses fields a kind does not index.
     pub fn parse(s: &str) -> Result<Self, ApiError> {
+        Self::parse_for(s, "")
+    }
+
+    /// Like [`parse`](Self::parse), also accepting the extra fields the real server indexes
+    /// for the resource `plural` (`type` for `secrets`).
+    pub fn parse_for(s: &str, plural: &str) -> Result<Self, ApiError> {
         let mut reqs = Vec::new();
         if s.trim().is_empty() {
             return Ok(FieldSelector { reqs });
@@ -149,6 +156,7 @@ impl FieldSelector {
             let pointer = match field.trim() {
                 "metadata.name" => "/metadata/name",
                 "metadata.namespace" => "/metadata/namespace",
+                "type" if plural == "secrets" => "/type",
                 other => {
                     return Err(ApiError::bad_request(format!(
                         "field label not supported: {other}"
@@ -231,6 +239,12 @@ mod tests {
         assert!(ok("metadata.namespace!=n2"));
         assert!(!ok("metadata.name=a,metadata.namespace=n2"));
         assert!(FieldSelector::parse("spec.x=1").is_err());
+        assert!(FieldSelector::parse("type=kubernetes.io/tls").is_err());
+        let tls = json!({"metadata": {"name": "s"}, "type": "kubernetes.io/tls"});
+        let by_type = FieldSelector::parse_for("type=kubernetes.io/tls", "secrets")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(by_type.matches(&tls));
+        assert!(!by_type.matches(&o));
         assert_eq!(
             FieldSelector::parse("metadata.name=a")
                 .ok()

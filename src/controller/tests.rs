@@ -1,0 +1,1081 @@
+//! Tests of the controller room: `translate` on constructed objects, ConfigMap merging, and the
+//! status and Lease calls against a `tower_test` mock API server.
+
+use std::sync::Arc;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use serde_json::{Value, json};
+
+use super::translate::{ClassSettings, Inputs, Severity, Translation, translate};
+use crate::routing::{self, Backend, Lookup, PathType};
+
+fn settings() -> ClassSettings {
+    ClassSettings {
+        controller_name: "arc-gateway.io/ingress-controller".into(),
+        ingress_class: "arc".into(),
+    }
+}
+
+fn obj<T: serde::de::DeserializeOwned>(v: Value) -> Arc<T> {
+    Arc::new(serde_json::from_value(v).unwrap_or_else(|e| panic!("test object: {e}")))
+}
+
+fn class(name: &str, controller: &str, default: bool) -> Arc<IngressClass> {
+    let ann = if default {
+        json!({"ingressclass.kubernetes.io/is-default-class": "true"})
+    } else {
+        json!({})
+    };
+    obj(json!({"metadata": {"name": name, "annotations": ann}, "spec": {"controller": controller}}))
+}
+
+/// An Ingress `ns/name` created at second `created` with one rule `host` `path` → `svc:port`.
+fn ingress(ns: &str, name: &str, created: u32, spec: Value, ann: Value) -> Arc<Ingress> {
+    obj(json!({
+        "metadata": {"namespace": ns, "name": name, "uid": format!("uid-{ns}-{name}"),
+            "resourceVersion": "1",
+            "creationTimestamp": format!("2026-01-01T00:00:{created:02}Z"), "annotations": ann},
+        "spec": spec,
+    }))
+}
+
+fn rule(host: &str, path: &str, path_type: &str, svc: &str, port: Value) -> Value {
+    let port = if port.is_string() {
+        json!({"name": port})
+    } else {
+        json!({"number": port})
+    };
+    json!({"host": host, "http": {"paths": [
+        {"path": path, "pathType": path_type, "backend": {"service": {"name": svc, "port": port}}}
+    ]}})
+}
+
+fn arc_spec(rules: Vec<Value>) -> Value {
+    json!({"ingressClassName": "arc", "rules": rules})
+}
+
+fn service(ns: &str, name: &str, ports: Value) -> Arc<Service> {
+    obj(json!({"metadata": {"namespace": ns, "name": name},
+        "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.10", "ports": ports}}))
+}
+
+fn slice(
+    ns: &str,
+    svc: &str,
+    family: &str,
+    port_name: &str,
+    port: u16,
+    eps: Value,
+) -> Arc<EndpointSlice> {
+    obj(
+        json!({"metadata": {"namespace": ns, "name": format!("{svc}-{family}"),
+            "labels": {"kubernetes.io/service-name": svc}},
+        "addressType": family,
+        "ports": [{"name": port_name, "port": port, "protocol": "TCP"}],
+        "endpoints": eps}),
+    )
+}
+
+fn ready(ip: &str) -> Value {
+    json!({"addresses": [ip], "conditions": {"ready": true}})
+}
+
+fn base_inputs() -> Inputs {
+    Inputs {
+        classes: vec![class("arc", "arc-gateway.io/ingress-controller", false)],
+        services: vec![service(
+            "default",
+            "web",
+            json!([{"name": "http", "port": 80, "targetPort": 8080}]),
+        )],
+        slices: vec![slice(
+            "default",
+            "web",
+            "IPv4",
+            "http",
+            8080,
+            json!([ready("10.1.0.1")]),
+        )],
+        ..Inputs::default()
+    }
+}
+
+fn upstream_of<'a>(t: &'a Translation, name: &str) -> &'a [String] {
+    t.upstreams
+        .iter()
+        .find(|u| u.name == name)
+        .map(|u| u.addrs.as_slice())
+        .unwrap_or_else(|| panic!("no upstream {name}: {:?}", t.upstreams))
+}
+
+fn lookup_name(t: &Translation, host: &str, path: &str) -> Option<String> {
+    let table = routing::compile(&t.model, 1).table;
+    match table.lookup(host, path) {
+        Lookup::Found(m) => m.backend.upstream_name().map(String::from),
+        Lookup::NotFound => None,
+    }
+}
+
+fn reasons(t: &Translation) -> Vec<(&str, Severity, String)> {
+    t.problems
+        .iter()
+        .map(|p| (p.reason, p.severity, p.object.name.clone()))
+        .collect()
+}
+
+#[test]
+fn class_selection() {
+    let mut inputs = base_inputs();
+    let r = || vec![rule("a.example.com", "/", "Prefix", "web", json!(80))];
+    inputs
+        .classes
+        .push(class("other", "example.com/other", false));
+    inputs.ingresses = vec![
+        ingress("default", "by-name", 1, arc_spec(r()), json!({})),
+        ingress(
+            "default",
+            "other-class",
+            2,
+            json!({"ingressClassName": "other", "rules": r()}),
+            json!({}),
+        ),
+        ingress(
+            "default",
+            "missing-class",
+            3,
+            json!({"ingressClassName": "nope", "rules": r()}),
+            json!({}),
+        ),
+        ingress(
+            "default",
+            "legacy",
+            4,
+            json!({"rules": r()}),
+            json!({"kubernetes.io/ingress.class": "arc"}),
+        ),
+        ingress(
+            "default",
+            "legacy-other",
+            5,
+            json!({"rules": r()}),
+            json!({"kubernetes.io/ingress.class": "nginx"}),
+        ),
+        ingress("default", "no-class", 6, json!({"rules": r()}), json!({})),
+    ];
+    let served = |t: &Translation| -> Vec<String> {
+        t.served
+            .iter()
+            .filter_map(|i| i.metadata.name.clone())
+            .collect()
+    };
+    let t = translate(&inputs, &settings());
+    assert_eq!(served(&t), ["by-name", "legacy"]);
+    // Ignored classes get no Events; the legacy one conflicts with the older by-name.
+    assert!(
+        t.problems.iter().all(|p| p.object.name == "legacy"),
+        "{:?}",
+        reasons(&t)
+    );
+
+    // With a default class of ours, class-less Ingresses are served too.
+    inputs.classes[0] = class("arc", "arc-gateway.io/ingress-controller", true);
+    let t = translate(&inputs, &settings());
+    assert_eq!(served(&t), ["by-name", "legacy", "no-class"]);
+    // A default class of another controller does not make them ours.
+    inputs.classes[0] = class("arc", "arc-gateway.io/ingress-controller", false);
+    inputs.classes[1] = class("other", "example.com/other", true);
+    let t = translate(&inputs, &settings());
+    assert_eq!(served(&t), ["by-name", "legacy"]);
+}
+
+#[test]
+fn ports_by_number_and_name() {
+    let mut inputs = base_inputs();
+    inputs.services.push(service(
+        "default",
+        "multi",
+        json!([{"name": "http", "port": 80}, {"name": "admin", "port": 9000}]),
+    ));
+    inputs.slices.push(slice(
+        "default",
+        "multi",
+        "IPv4",
+        "admin",
+        9001,
+        json!([ready("10.1.0.7")]),
+    ));
+    inputs.slices.push(slice(
+        "default",
+        "multi",
+        "IPv6",
+        "http",
+        8080,
+        json!([ready("fd00::7")]),
+    ));
+    inputs.ingresses = vec![ingress(
+        "default",
+        "i",
+        1,
+        arc_spec(vec![
+            rule("a.example.com", "/", "Prefix", "multi", json!("admin")),
+            rule("b.example.com", "/", "Prefix", "multi", json!(80)),
+            rule("c.example.com", "/", "Prefix", "web", json!("http")),
+        ]),
+        json!({}),
+    )];
+    let t = translate(&inputs, &settings());
+    assert_eq!(upstream_of(&t, "default/multi:admin"), ["10.1.0.7:9001"]);
+    assert_eq!(upstream_of(&t, "default/multi:80"), ["[fd00::7]:8080"]);
+    assert_eq!(upstream_of(&t, "default/web:http"), ["10.1.0.1:8080"]);
+    assert_eq!(
+        lookup_name(&t, "a.example.com", "/x").as_deref(),
+        Some("default/multi:admin")
+    );
+    assert!(t.problems.is_empty(), "{:?}", reasons(&t));
+}
+
+#[test]
+fn endpoint_readiness_fallback_and_dual_stack() {
+    let mut inputs = base_inputs();
+    inputs.slices = vec![
+        slice(
+            "default",
+            "web",
+            "IPv4",
+            "http",
+            8080,
+            json!([
+                ready("10.1.0.1"),
+                {"addresses": ["10.1.0.2"], "conditions": {"ready": false, "serving": false}},
+                {"addresses": ["10.1.0.3"], "conditions": {"ready": false, "serving": true, "terminating": true}},
+                {"addresses": ["10.1.0.4"]},
+            ]),
+        ),
+        slice(
+            "default",
+            "web",
+            "IPv6",
+            "http",
+            8080,
+            json!([ready("fd00::1")]),
+        ),
+    ];
+    inputs.ingresses = vec![ingress(
+        "default",
+        "i",
+        1,
+        arc_spec(vec![rule("a.example.com", "/", "Prefix", "web", json!(80))]),
+        json!({}),
+    )];
+    let t = translate(&inputs, &settings());
+    // Ready (and condition-less) endpoints of both families; the terminating one is left out.
+    assert_eq!(
+        upstream_of(&t, "default/web:80"),
+        ["10.1.0.1:8080", "10.1.0.4:8080", "[fd00::1]:8080"]
+    );
+
+    // Nothing ready: serving+terminating endpoints take the traffic.
+    inputs.slices.truncate(1);
+    if let Some(s) = inputs.slices.first_mut() {
+        *s = slice(
+            "default",
+            "web",
+            "IPv4",
+            "http",
+            8080,
+            json!([
+                {"addresses": ["10.1.0.2"], "conditions": {"ready": false, "serving": false}},
+                {"addresses": ["10.1.0.3"], "conditions": {"ready": false, "serving": true, "terminating": true}},
+            ]),
+        );
+    }
+    let t = translate(&inputs, &settings());
+    assert_eq!(upstream_of(&t, "default/web:80"), ["10.1.0.3:8080"]);
+}
+
+#[test]
+fn external_name_and_missing_service() {
+    let mut inputs = base_inputs();
+    inputs.services.push(obj(
+        json!({"metadata": {"namespace": "default", "name": "ext"},
+        "spec": {"type": "ExternalName", "externalName": "api.example.net."}}),
+    ));
+    inputs.ingresses = vec![ingress(
+        "default",
+        "i",
+        1,
+        arc_spec(vec![
+            rule("a.example.com", "/", "Prefix", "ext", json!(443)),
+            rule("b.example.com", "/", "Prefix", "ghost", json!(80)),
+            rule("c.example.com", "/", "Prefix", "web", json!(81)),
+        ]),
+        json!({}),
+    )];
+    let t = translate(&inputs, &settings());
+    assert_eq!(upstream_of(&t, "default/ext:443"), ["api.example.net:443"]);
+    // Missing service / port: routed, no endpoints (the data plane answers 503), Event.
+    assert!(upstream_of(&t, "default/ghost:80").is_empty());
+    assert!(upstream_of(&t, "default/web:81").is_empty());
+    assert_eq!(
+        lookup_name(&t, "b.example.com", "/").as_deref(),
+        Some("default/ghost:80")
+    );
+    let r = reasons(&t);
+    assert!(
+        r.contains(&("ServiceNotFound", Severity::Warning, "i".into())),
+        "{r:?}"
+    );
+    assert!(
+        r.contains(&("ServicePortNotFound", Severity::Warning, "i".into())),
+        "{r:?}"
+    );
+    assert_eq!(t.served.len(), 1);
+}
+
+fn tls_secret(ns: &str, name: &str, host: &str) -> Arc<Secret> {
+    let key = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+    let cert = rcgen::CertificateParams::new(vec![host.to_string()])
+        .and_then(|p| p.self_signed(&key))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut secret: Secret = serde_json::from_value(
+        json!({"metadata": {"namespace": ns, "name": name}, "type": "kubernetes.io/tls"}),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    secret.data = Some(
+        [
+            ("tls.crt".to_string(), ByteString(cert.pem().into_bytes())),
+            (
+                "tls.key".to_string(),
+                ByteString(key.serialize_pem().into_bytes()),
+            ),
+        ]
+        .into(),
+    );
+    Arc::new(secret)
+}
+
+#[test]
+fn tls_secrets_and_ssl_redirect() {
+    let mut inputs = base_inputs();
+    inputs.secrets = vec![
+        tls_secret("default", "good", "secure.example.com"),
+        obj(
+            json!({"metadata": {"namespace": "default", "name": "bad"}, "type": "kubernetes.io/tls",
+            "data": {"tls.crt": "bm90IGEgY2VydA==", "tls.key": "bm90IGEga2V5"}}),
+        ),
+    ];
+    let spec = |secret: &str, host: &str| {
+        json!({"ingressClassName": "arc",
+            "tls": [{"hosts": [host], "secretName": secret}],
+            "rules": [rule(host, "/", "Prefix", "web", json!(80)), rule("plain.example.com", "/", "Prefix", "web", json!(80))]})
+    };
+    inputs.ingresses = vec![
+        ingress(
+            "default",
+            "good",
+            1,
+            spec("good", "secure.example.com"),
+            json!({}),
+        ),
+        ingress(
+            "default",
+            "missing",
+            2,
+            spec("absent", "m.example.com"),
+            json!({}),
+        ),
+        ingress(
+            "default",
+            "invalid",
+            3,
+            spec("bad", "i.example.com"),
+            json!({}),
+        ),
+        ingress(
+            "default",
+            "noredirect",
+            4,
+            spec("good", "n.example.com"),
+            json!({"arc-gateway.io/ssl-redirect": "false"}),
+        ),
+    ];
+    let t = translate(&inputs, &settings());
+    assert_eq!(t.certs.len(), 2, "the valid secret, used by two Ingresses");
+    assert_eq!(
+        t.certs.first().map(|c| c.hosts.clone()),
+        Some(vec!["secure.example.com".to_string()])
+    );
+    let r = reasons(&t);
+    assert!(
+        r.contains(&("TLSSecretNotFound", Severity::Warning, "missing".into())),
+        "{r:?}"
+    );
+    assert!(
+        r.contains(&("TLSSecretInvalid", Severity::Warning, "invalid".into())),
+        "{r:?}"
+    );
+    assert_eq!(t.served.len(), 4, "TLS problems never take routes away");
+
+    let table = routing::compile(&t.model, 1).table;
+    let redirect = |host: &str, path: &str| match table.lookup(host, path) {
+        Lookup::Found(m) => m.ssl_redirect(path),
+        Lookup::NotFound => panic!("{host}{path} not routed"),
+    };
+    assert!(redirect("secure.example.com", "/app"));
+    assert!(
+        redirect("m.example.com", "/"),
+        "a TLS host on the default certificate still redirects"
+    );
+    assert!(!redirect(
+        "secure.example.com",
+        "/.well-known/acme-challenge/tok"
+    ));
+    assert!(!redirect("plain.example.com", "/"), "decided per host");
+    assert!(
+        !redirect("n.example.com", "/"),
+        "switched off by annotation"
+    );
+}
+
+#[test]
+fn annotations() {
+    let mut inputs = base_inputs();
+    let is = |host: &str, path: &str| json!({"ingressClassName": "arc", "rules": [rule(host, path, "ImplementationSpecific", "web", json!(80))]});
+    inputs.ingresses = vec![
+        ingress(
+            "default",
+            "regex",
+            1,
+            is("r.example.com", "/api/v[0-9]+"),
+            json!({"arc-gateway.io/use-regex": "true"}),
+        ),
+        ingress(
+            "default",
+            "nginx-regex",
+            2,
+            is("n.example.com", "/x/.*"),
+            json!({"nginx.ingress.kubernetes.io/use-regex": "true"}),
+        ),
+        ingress(
+            "default",
+            "bad-bool",
+            3,
+            is("b.example.com", "/"),
+            json!({"arc-gateway.io/use-regex": "yes"}),
+        ),
+        ingress(
+            "default",
+            "bad-regex",
+            4,
+            is("x.example.com", "/(unclosed"),
+            json!({"arc-gateway.io/use-regex": "true"}),
+        ),
+        ingress(
+            "default",
+            "https",
+            5,
+            is("h.example.com", "/"),
+            json!({"arc-gateway.io/backend-protocol": "HTTPS"}),
+        ),
+        ingress(
+            "default",
+            "http",
+            6,
+            is("p.example.com", "/"),
+            json!({"arc-gateway.io/backend-protocol": "HTTP"}),
+        ),
+        ingress(
+            "default",
+            "unknown",
+            7,
+            is("u.example.com", "/"),
+            json!({"arc-gateway.io/rewrite-targt": "/"}),
+        ),
+        ingress(
+            "default",
+            "snippet",
+            8,
+            is("s.example.com", "/"),
+            json!({"nginx.ingress.kubernetes.io/configuration-snippet": "more_set_headers x"}),
+        ),
+    ];
+    let t = translate(&inputs, &settings());
+    let served: Vec<String> = t
+        .served
+        .iter()
+        .filter_map(|i| i.metadata.name.clone())
+        .collect();
+    assert_eq!(served, ["regex", "nginx-regex", "http", "unknown"]);
+    let r = reasons(&t);
+    for name in ["bad-bool", "bad-regex", "https", "snippet"] {
+        assert!(
+            r.contains(&("InvalidIngress", Severity::Invalid, name.into())),
+            "{name}: {r:?}"
+        );
+    }
+    assert!(
+        r.contains(&("UnknownAnnotation", Severity::Warning, "unknown".into())),
+        "{r:?}"
+    );
+    assert_eq!(t.invalid_objects(), 4);
+    assert_eq!(
+        lookup_name(&t, "r.example.com", "/API/V12/users").as_deref(),
+        Some("default/web:80")
+    );
+    assert_eq!(lookup_name(&t, "r.example.com", "/api/vX"), None);
+    assert_eq!(
+        lookup_name(&t, "s.example.com", "/"),
+        None,
+        "refused Ingress is not served"
+    );
+}
+
+#[test]
+fn conflicts_oldest_wins_ties_by_namespace_name() {
+    let mut inputs = base_inputs();
+    inputs
+        .services
+        .push(service("b", "web", json!([{"port": 80}])));
+    inputs
+        .services
+        .push(service("a", "web", json!([{"port": 80}])));
+    let r = |_: &str| {
+        arc_spec(vec![rule(
+            "c.example.com",
+            "/x",
+            "Prefix",
+            "web",
+            json!(80),
+        )])
+    };
+    inputs.ingresses = vec![
+        ingress("default", "young", 9, r("young"), json!({})),
+        ingress("b", "tie", 5, r("b"), json!({})),
+        ingress("a", "tie", 5, r("a"), json!({})),
+    ];
+    let t = translate(&inputs, &settings());
+    assert_eq!(
+        lookup_name(&t, "c.example.com", "/x").as_deref(),
+        Some("a/web:80")
+    );
+    let losers: Vec<(String, &str)> = t
+        .problems
+        .iter()
+        .map(|p| {
+            (
+                format!("{}/{}", p.object.namespace, p.object.name),
+                p.reason,
+            )
+        })
+        .collect();
+    assert_eq!(
+        losers,
+        [
+            ("b/tie".into(), "RuleConflict"),
+            ("default/young".into(), "RuleConflict")
+        ]
+    );
+    // Different pathType on the same path is no conflict.
+    inputs.ingresses.push(ingress(
+        "default",
+        "exact",
+        10,
+        arc_spec(vec![rule("c.example.com", "/x", "Exact", "web", json!(80))]),
+        json!({}),
+    ));
+    let t = translate(&inputs, &settings());
+    assert_eq!(
+        lookup_name(&t, "c.example.com", "/x").as_deref(),
+        Some("default/web:80")
+    );
+    assert_eq!(
+        lookup_name(&t, "c.example.com", "/x/y").as_deref(),
+        Some("a/web:80")
+    );
+}
+
+#[test]
+fn default_backends() {
+    let mut inputs = base_inputs();
+    inputs
+        .services
+        .push(service("default", "fallback", json!([{"port": 80}])));
+    inputs
+        .services
+        .push(service("default", "late", json!([{"port": 80}])));
+    let db = |svc: &str| json!({"service": {"name": svc, "port": {"number": 80}}});
+    inputs.ingresses = vec![
+        ingress(
+            "default",
+            "catch-all",
+            1,
+            json!({"ingressClassName": "arc", "defaultBackend": db("fallback")}),
+            json!({}),
+        ),
+        ingress(
+            "default",
+            "catch-all-2",
+            2,
+            json!({"ingressClassName": "arc", "defaultBackend": db("late")}),
+            json!({}),
+        ),
+        ingress(
+            "default",
+            "with-rules",
+            3,
+            json!({"ingressClassName": "arc", "defaultBackend": db("late"),
+                "rules": [rule("h.example.com", "/api", "Prefix", "web", json!(80))]}),
+            json!({}),
+        ),
+    ];
+    let t = translate(&inputs, &settings());
+    assert_eq!(
+        t.model.default_backend,
+        Some(Backend::upstream("default/fallback:80"))
+    );
+    assert_eq!(
+        lookup_name(&t, "h.example.com", "/api/1").as_deref(),
+        Some("default/web:80")
+    );
+    assert_eq!(
+        lookup_name(&t, "h.example.com", "/other").as_deref(),
+        Some("default/late:80")
+    );
+    assert_eq!(
+        lookup_name(&t, "unknown.example.com", "/").as_deref(),
+        Some("default/fallback:80")
+    );
+    assert_eq!(
+        reasons(&t),
+        [(
+            "DefaultBackendConflict",
+            Severity::Warning,
+            "catch-all-2".into()
+        )]
+    );
+}
+
+#[test]
+fn invalid_ingress_is_isolated() {
+    let mut inputs = base_inputs();
+    inputs.ingresses = vec![
+        ingress(
+            "default",
+            "good",
+            2,
+            arc_spec(vec![rule("g.example.com", "/", "Prefix", "web", json!(80))]),
+            json!({}),
+        ),
+        ingress(
+            "default",
+            "bad",
+            1,
+            json!({"ingressClassName": "arc", "rules": [
+                rule("g.example.com", "/", "Prefix", "web", json!(80)),
+                {"host": "g.example.com", "http": {"paths": [{"path": "/r", "pathType": "Prefix",
+                    "backend": {"resource": {"kind": "Bucket", "name": "b"}}}]}}
+            ]}),
+            json!({}),
+        ),
+    ];
+    let t = translate(&inputs, &settings());
+    // The older but invalid Ingress claims nothing: the good one serves the path.
+    assert_eq!(
+        lookup_name(&t, "g.example.com", "/").as_deref(),
+        Some("default/web:80")
+    );
+    assert_eq!(
+        reasons(&t),
+        [("InvalidIngress", Severity::Invalid, "bad".into())]
+    );
+    let rule_names: Vec<&str> = t
+        .model
+        .hosts
+        .iter()
+        .flat_map(|h| h.rules.iter().map(|r| r.name.as_str()))
+        .collect();
+    assert_eq!(rule_names, ["default/good"]);
+    assert_eq!(
+        t.model
+            .hosts
+            .first()
+            .and_then(|h| h.rules.first())
+            .map(|r| r.path_type),
+        Some(PathType::Prefix)
+    );
+}
+
+#[test]
+fn token_from_the_secret() {
+    let secret = |v: &str| -> Secret {
+        Secret {
+            data: Some([("auth-token".to_string(), ByteString(v.as_bytes().to_vec()))].into()),
+            ..Secret::default()
+        }
+    };
+    assert_eq!(
+        super::token_from_secret(&secret(" s3cret\n")).as_deref(),
+        Some("s3cret")
+    );
+    assert_eq!(super::token_from_secret(&secret("__ARC_TOKEN__")), None);
+    assert_eq!(super::token_from_secret(&secret("  ")), None);
+    assert_eq!(super::token_from_secret(&Secret::default()), None);
+}
+
+#[test]
+fn config_map_merge_rules() {
+    let mut boot = crate::config::Config::default();
+    boot.kubernetes.enabled = true;
+    boot.kubernetes.ingress_class = "boot".into();
+    let ok = super::merge_config_map(
+        &boot,
+        "max_connections = 10\n",
+        crate::config::Format::Toml,
+        "cm",
+        None,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(ok.max_connections, 10);
+    assert_eq!(
+        ok.kubernetes.ingress_class, "boot",
+        "kubernetes.* comes from the file"
+    );
+    let placeholder = super::merge_config_map(
+        &boot,
+        "control_plane = { auth_token = \"__ARC_TOKEN__\" }\n",
+        crate::config::Format::Toml,
+        "cm",
+        Some("t"),
+    );
+    assert!(placeholder.is_err_and(|e| e.contains("__ARC_TOKEN__")));
+    let routes = super::merge_config_map(
+        &boot,
+        "routes: [{path: /, direct_response: {status: 200, body: x, content_type: text/plain}}]\n",
+        crate::config::Format::Yaml,
+        "cm",
+        None,
+    );
+    assert!(routes.is_err_and(|e| e.contains("Kubernetes mode")));
+    let mismatch = super::merge_config_map(
+        &boot,
+        "control_plane = { auth_token = \"other-token-value\" }\n",
+        crate::config::Format::Toml,
+        "cm",
+        Some("the-secret-token"),
+    );
+    assert!(
+        mismatch.is_err(),
+        "a token differing from the Secret is refused"
+    );
+    let bad = super::merge_config_map(
+        &boot,
+        "max_connections = \"x\"\n",
+        crate::config::Format::Toml,
+        "cm",
+        None,
+    );
+    assert!(bad.is_err());
+}
+
+mod api_mock {
+    //! Status and Lease calls against a `tower_test` mock API server: each scenario checks the
+    //! method, path and body of every call and answers like the API server would.
+
+    use hyper::{Method, Request, Response, StatusCode};
+    use k8s_openapi::api::core::v1::Service;
+    use k8s_openapi::api::networking::v1::Ingress;
+    use k8s_openapi::jiff::Timestamp;
+    use kube::Api;
+    use kube::client::Body;
+    use serde_json::{Value, json};
+
+    use crate::controller::leader::LeaderElector;
+    use crate::controller::status;
+
+    type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+    fn mock() -> (kube::Client, Handle) {
+        let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        (kube::Client::new(svc, "arc-gateway"), handle)
+    }
+
+    /// Takes the next call, checks method and path, returns its JSON body (Null when empty).
+    async fn expect(
+        handle: &mut Handle,
+        method: Method,
+        path: &str,
+    ) -> (Value, tower_test::mock::SendResponse<Response<Body>>) {
+        let (req, send) =
+            match tokio::time::timeout(std::time::Duration::from_secs(5), handle.next_request())
+                .await
+            {
+                Ok(Some(x)) => x,
+                other => panic!(
+                    "expected {method} {path}, got {:?}",
+                    other.map(|o| o.is_some())
+                ),
+            };
+        assert_eq!(req.method(), method, "{}", req.uri());
+        assert_eq!(req.uri().path(), path);
+        let bytes = req
+            .into_body()
+            .collect_bytes()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{e}"))
+        };
+        (body, send)
+    }
+
+    fn respond(send: tower_test::mock::SendResponse<Response<Body>>, code: StatusCode, v: &Value) {
+        let resp = Response::builder()
+            .status(code)
+            .header("content-type", "application/json")
+            .body(Body::from(serde_json::to_vec(v).unwrap_or_default()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        send.send_response(resp);
+    }
+
+    fn not_found() -> Value {
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound",
+            "message": "leases \"arc\" not found", "code": 404})
+    }
+
+    fn conflict() -> Value {
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict",
+            "message": "the object has been modified", "code": 409})
+    }
+
+    const LEASE_PATH: &str = "/apis/coordination.k8s.io/v1/namespaces/arc-gateway/leases/arc";
+
+    fn lease(holder: &str, renew: &str, rv: &str) -> Value {
+        json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "arc", "namespace": "arc-gateway", "resourceVersion": rv},
+            "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15,
+                "renewTime": renew, "acquireTime": renew, "leaseTransitions": 0}})
+    }
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[tokio::test]
+    async fn status_patch_writes_publish_service_address() {
+        let (client, mut handle) = mock();
+        let svc: Service = serde_json::from_value(json!({
+            "metadata": {"name": "arc", "namespace": "arc-gateway"},
+            "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.9"},
+            "status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let want = status::publish_addresses(&svc);
+        let ing: Ingress = serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {"ingressClassName": "arc"}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!status::status_matches(&ing, &want));
+        let server = tokio::spawn(async move {
+            let (body, send) = expect(
+                &mut handle,
+                Method::PATCH,
+                "/apis/networking.k8s.io/v1/namespaces/shop/ingresses/web/status",
+            )
+            .await;
+            assert_eq!(
+                body,
+                json!({"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}}})
+            );
+            let mut stored = json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+                "metadata": {"name": "web", "namespace": "shop"}});
+            if let Some(m) = stored.as_object_mut()
+                && let Some(s) = body.get("status")
+            {
+                m.insert("status".into(), s.clone());
+            }
+            respond(send, StatusCode::OK, &stored);
+        });
+        status::write_status(client, &ing, &want)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        server.await.unwrap_or_else(|e| panic!("{e}"));
+
+        // Without a LoadBalancer address the ClusterIP is published.
+        let plain: Service = serde_json::from_value(json!({
+            "metadata": {"name": "arc", "namespace": "arc-gateway"},
+            "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.9", "clusterIPs": ["10.96.0.9", "fd00::9"]}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let ips: Vec<Option<String>> = status::publish_addresses(&plain)
+            .into_iter()
+            .map(|i| i.ip)
+            .collect();
+        assert_eq!(ips, [Some("10.96.0.9".into()), Some("fd00::9".into())]);
+    }
+
+    #[tokio::test]
+    async fn lease_acquire_renew_and_lose() {
+        let (client, mut handle) = mock();
+        let elector = LeaderElector::new(Api::namespaced(client, "arc-gateway"), "arc", "me", 15);
+        let server = tokio::spawn(async move {
+            // Round 1: no Lease yet → create with us as holder.
+            let (_, send) = expect(&mut handle, Method::GET, LEASE_PATH).await;
+            respond(send, StatusCode::NOT_FOUND, &not_found());
+            let (body, send) = expect(
+                &mut handle,
+                Method::POST,
+                "/apis/coordination.k8s.io/v1/namespaces/arc-gateway/leases",
+            )
+            .await;
+            assert_eq!(body.pointer("/spec/holderIdentity"), Some(&json!("me")));
+            assert_eq!(body.pointer("/spec/leaseDurationSeconds"), Some(&json!(15)));
+            respond(
+                send,
+                StatusCode::CREATED,
+                &lease("me", "2026-01-01T00:00:00Z", "1"),
+            );
+
+            // Round 2: ours → renew with a merge patch guarded by resourceVersion.
+            let (_, send) = expect(&mut handle, Method::GET, LEASE_PATH).await;
+            respond(
+                send,
+                StatusCode::OK,
+                &lease("me", "2026-01-01T00:00:00Z", "1"),
+            );
+            let (body, send) = expect(&mut handle, Method::PATCH, LEASE_PATH).await;
+            assert_eq!(body.pointer("/metadata/resourceVersion"), Some(&json!("1")));
+            assert!(body.pointer("/spec/renewTime").is_some());
+            respond(
+                send,
+                StatusCode::OK,
+                &lease("me", "2026-01-01T00:00:02Z", "2"),
+            );
+
+            // Round 3: someone else took over and is fresh → we are not leader, no write.
+            let (_, send) = expect(&mut handle, Method::GET, LEASE_PATH).await;
+            respond(
+                send,
+                StatusCode::OK,
+                &lease("other", "2026-01-01T00:00:20Z", "3"),
+            );
+
+            // Round 4: their hold expired → replace (update) with us as holder; lost race → 409.
+            let (_, send) = expect(&mut handle, Method::GET, LEASE_PATH).await;
+            respond(
+                send,
+                StatusCode::OK,
+                &lease("other", "2026-01-01T00:00:20Z", "3"),
+            );
+            let (body, send) = expect(&mut handle, Method::PUT, LEASE_PATH).await;
+            assert_eq!(body.pointer("/spec/holderIdentity"), Some(&json!("me")));
+            assert_eq!(body.pointer("/spec/leaseTransitions"), Some(&json!(1)));
+            assert_eq!(body.pointer("/metadata/resourceVersion"), Some(&json!("3")));
+            respond(send, StatusCode::CONFLICT, &conflict());
+
+            // Release while someone else holds it: read only.
+            let (_, send) = expect(&mut handle, Method::GET, LEASE_PATH).await;
+            respond(
+                send,
+                StatusCode::OK,
+                &lease("other", "2026-01-01T00:00:40Z", "4"),
+            );
+            handle
+        });
+        assert!(
+            elector
+                .try_acquire_or_renew(at("2026-01-01T00:00:00Z"))
+                .await
+                .unwrap_or(false)
+        );
+        assert!(
+            elector
+                .try_acquire_or_renew(at("2026-01-01T00:00:02Z"))
+                .await
+                .unwrap_or(false)
+        );
+        assert!(
+            !elector
+                .try_acquire_or_renew(at("2026-01-01T00:00:21Z"))
+                .await
+                .unwrap_or(true)
+        );
+        assert!(
+            !elector
+                .try_acquire_or_renew(at("2026-01-01T00:01:00Z"))
+                .await
+                .unwrap_or(true)
+        );
+        elector.release().await.unwrap_or_else(|e| panic!("{e}"));
+        let mut handle = server.await.unwrap_or_else(|e| panic!("{e}"));
+        // No further call was made.
+        drop(elector);
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(50), handle.next_request())
+                .await
+                .map_or(true, |r| r.is_none())
+        );
+    }
+}
+
+/// 10 000 Ingresses (one host, two paths each, 2 000 Services with endpoints) through
+/// translate + compile; prints the time. Run: `cargo test --lib compile_10k -- --ignored --nocapture`
+/// (add `--release` for production figures).
+#[test]
+#[ignore = "measurement"]
+fn compile_10k_ingresses() {
+    let mut inputs = base_inputs();
+    for s in 0..2000 {
+        let name = format!("svc{s}");
+        inputs.services.push(service(
+            "default",
+            &name,
+            json!([{"name": "http", "port": 80}]),
+        ));
+        inputs.slices.push(slice(
+            "default",
+            &name,
+            "IPv4",
+            "http",
+            8080,
+            json!([
+                ready(&format!("10.2.{}.{}", s / 250, s % 250 + 1)),
+                ready(&format!("10.3.{}.{}", s / 250, s % 250 + 1))
+            ]),
+        ));
+    }
+    for i in 0..10_000u32 {
+        let svc = format!("svc{}", i % 2000);
+        inputs.ingresses.push(ingress(
+            "default",
+            &format!("ing{i}"),
+            i % 60,
+            json!({"ingressClassName": "arc", "rules": [{"host": format!("h{i}.example.com"), "http": {"paths": [
+                {"path": "/api", "pathType": "Prefix", "backend": {"service": {"name": svc, "port": {"number": 80}}}},
+                {"path": "/exact", "pathType": "Exact", "backend": {"service": {"name": svc, "port": {"name": "http"}}}}
+            ]}}]}),
+            json!({}),
+        ));
+    }
+    let started = std::time::Instant::now();
+    let t = translate(&inputs, &settings());
+    let translated = started.elapsed();
+    let compiled = routing::compile(&t.model, 1);
+    let total = started.elapsed();
+    println!(
+        "10000 Ingresses: translate {translated:?}, translate+compile {total:?} ({} hosts, {} upstreams)",
+        t.model.hosts.len(),
+        t.upstreams.len()
+    );
+    assert_eq!(t.served.len(), 10_000);
+    assert!(compiled.problems.is_empty());
+    assert_eq!(
+        lookup_name(&t, "h9999.example.com", "/api/x").as_deref(),
+        Some("default/svc1999:80")
+    );
+}
