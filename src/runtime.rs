@@ -130,7 +130,7 @@ pub fn build_cert_store(cfg: &Config, base: &Path) -> Result<CertStore, StartErr
 }
 
 /// The snapshot of a controller-built state under `cfg`'s limits. Upstream settings (pool,
-/// timeouts) are the configuration defaults; `ExternalName` targets resolve through DNS here.
+/// timeouts) come from `upstream_defaults`; `ExternalName` targets resolve through DNS here.
 pub fn cluster_snapshot(
     cfg: &Config,
     state: &crate::controller::ClusterState,
@@ -142,22 +142,12 @@ pub fn cluster_snapshot(
     for p in &compiled.problems {
         tracing::warn!(problem = %p, "route not served");
     }
-    let template: Option<config::Upstream> =
-        serde_json::from_value(serde_json::json!({ "name": "-" })).ok();
-    let upstreams = match template {
-        Some(t) => state
-            .upstreams
-            .iter()
-            .enumerate()
-            .map(|(i, u)| {
-                let mut up = t.clone();
-                up.name.clone_from(&u.name);
-                up.addrs.clone_from(&u.addrs);
-                resolve_upstream(&up, i)
-            })
-            .collect(),
-        None => Vec::new(),
-    };
+    let upstreams = state
+        .upstreams
+        .iter()
+        .enumerate()
+        .map(|(i, u)| resolve_upstream(&cfg.upstream_defaults.upstream(&u.name, &u.addrs), i))
+        .collect();
     let snapshot = Snapshot::new(compiled.table, upstreams, conn_limits(cfg))
         .with_route_ids(|n| metrics.routes().intern(n));
     (snapshot, started.elapsed())

@@ -20,6 +20,9 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     pub tls: Tls,
     pub upstreams: Vec<Upstream>,
+    /// Pool and timeouts of the upstreams Arc builds itself: the backends of Ingresses in
+    /// Kubernetes mode (standalone `upstreams[]` entries carry their own).
+    pub upstream_defaults: UpstreamDefaults,
     pub routes: Vec<Route>,
     pub control_plane: ControlPlane,
     pub observability: Observability,
@@ -41,6 +44,7 @@ impl Default for Config {
             listeners: default_listeners(),
             tls: Tls::default(),
             upstreams: Vec::new(),
+            upstream_defaults: UpstreamDefaults::default(),
             routes: Vec::new(),
             control_plane: ControlPlane::default(),
             observability: Observability::default(),
@@ -215,6 +219,44 @@ fn default_connect_timeout() -> Duration {
 
 fn default_io_timeout() -> Duration {
     Duration::from_secs(60)
+}
+
+/// Settings of upstreams Arc derives from Ingress backends (Kubernetes mode).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamDefaults {
+    pub pool: Pool,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub send_timeout: Duration,
+}
+
+impl Default for UpstreamDefaults {
+    fn default() -> Self {
+        UpstreamDefaults {
+            pool: Pool::default(),
+            connect_timeout: default_connect_timeout(),
+            read_timeout: default_io_timeout(),
+            send_timeout: default_io_timeout(),
+        }
+    }
+}
+
+impl UpstreamDefaults {
+    /// An upstream named `name` over `addrs` with these settings.
+    pub fn upstream(&self, name: &str, addrs: &[String]) -> Upstream {
+        Upstream {
+            name: name.to_owned(),
+            addrs: addrs.to_vec(),
+            addr: None,
+            pool: self.pool.clone(),
+            lb: LbPolicy::default(),
+            health_check: None,
+            connect_timeout: self.connect_timeout,
+            read_timeout: self.read_timeout,
+            send_timeout: self.send_timeout,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -190,6 +190,22 @@ pub fn validate(cfg: &Config, seq_intact: bool) -> Vec<Issue> {
         }
     }
 
+    // upstream_defaults
+    let d = &cfg.upstream_defaults;
+    for (path, value) in [
+        (&[k("pool"), k("idle_timeout")][..], d.pool.idle_timeout),
+        (&[k("connect_timeout")][..], d.connect_timeout),
+        (&[k("read_timeout")][..], d.read_timeout),
+        (&[k("send_timeout")][..], d.send_timeout),
+    ] {
+        if value.get().is_zero() {
+            s.push(
+                with(&[k("upstream_defaults")], path),
+                "must be greater than zero",
+            );
+        }
+    }
+
     // routes
     for (i, r) in cfg.routes.iter().enumerate() {
         let base = vec![k("routes"), Seg::Index(i)];

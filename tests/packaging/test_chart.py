@@ -174,9 +174,10 @@ def test_config_defaults(default_objects):
     assert cfg["lifecycle"]["drain_timeout"] == "25s"
     assert cfg["observability"]["metrics_bind"] == "0.0.0.0:9090"
     assert [(l["name"], l["bind"]) for l in cfg["listeners"]] == [("http", "0.0.0.0:8080"), ("https", "0.0.0.0:8443")]
-    (up,) = cfg["upstreams"]
-    assert up["addrs"] == ["127.0.0.1:18080"]
-    assert up["pool"] == {"max_idle": 64, "idle_timeout": "60s"}
+    assert "upstreams" not in cfg and "routes" not in cfg, "backends come from Ingresses"
+    assert cfg["upstream_defaults"] == {"pool": {"max_idle": 64, "idle_timeout": "60s"},
+                                        "connect_timeout": "5s", "read_timeout": "60s",
+                                        "send_timeout": "60s"}
     kube = cfg["kubernetes"]
     assert kube["enabled"] is True and kube["ingress_class"] == "arc"
     assert kube["publish_service"] == f"{NAMESPACE}/arc-gateway-nodeport"
@@ -308,8 +309,8 @@ def test_config_values(render):
     objs = render({"config": {
         "workers": 4, "maxConnections": 200000,
         "ioUring": {"sqpoll": True, "uringEntries": 8192},
-        "upstreams": [{"name": "api", "addr": "api.internal:8080", "pool": {"maxIdle": 256}},
-                      {"name": "web", "addrs": ["10.0.0.5:80", "10.0.0.6:80"], "readTimeout": "5s"}],
+        "upstreamDefaults": {"pool": {"maxIdle": 256, "idleTimeout": "90s"}, "connectTimeout": "5s",
+                             "readTimeout": "5s", "sendTimeout": "30s"},
         "drainTimeout": "20s",
         "kubernetes": {"watchNamespaces": ["team-a", "team-b"]},
     }})
@@ -317,10 +318,9 @@ def test_config_values(render):
     assert cfg["node"]["workers"] == 4
     assert cfg["max_connections"] == 200000
     assert cfg["io_uring"]["sqpoll"] is True and cfg["io_uring"]["uring_entries"] == 8192
-    api, web = cfg["upstreams"]
-    assert api["addr"] == "api.internal:8080" and api["pool"] == {"max_idle": 256, "idle_timeout": "60s"}
-    assert web["addrs"] == ["10.0.0.5:80", "10.0.0.6:80"] and web["read_timeout"] == "5s"
-    assert web["connect_timeout"] == "5s"
+    d = cfg["upstream_defaults"]
+    assert d["pool"] == {"max_idle": 256, "idle_timeout": "90s"}
+    assert (d["connect_timeout"], d["read_timeout"], d["send_timeout"]) == ("5s", "5s", "30s")
     assert cfg["lifecycle"]["drain_timeout"] == "20s"
     assert cfg["kubernetes"]["watch_namespaces"] == ["team-a", "team-b"]
 
