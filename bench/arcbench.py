@@ -614,7 +614,7 @@ class Table:
     def render(self, targets):
         cols = [t for t in ["direct"] + PROXIES if t in targets
                 and (self.columns is None or t in self.columns)]
-        arcs = [t for t in ARCS if t in targets and "nginx" in targets]
+        arcs = [t for t in ARCS if t in cols and "nginx" in cols]
         head = ["metric"] + [LABEL[c] for c in cols] + [f"{LABEL[a]} / nginx" for a in arcs]
         out = [f"### {self.title}", ""]
         if self.note:
