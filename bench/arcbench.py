@@ -664,7 +664,6 @@ class Bench:
         self.opts, self.rig = opts, rig
         self.tables = []   # rendered markdown
         self.chart = []    # (label, target, (med, lo, hi), goal, higher_is_better)
-        self.targets_met = []
         self.nginx_max = None
 
     def emit(self, table, chart_rows=()):
@@ -853,9 +852,11 @@ class Bench:
                     time.sleep(0.05)
                     new = "b" if self.rig.route_target == "a" else "a"
                     self.rig.route_target = new
+                    mark = prober.mark()
                     t0 = time.monotonic()
                     self.rig.reload(t)
-                    first, done = prober.wait_switch(t0, new.upper().encode(), timeout=5.0)
+                    first, done = prober.wait_switch(t0, new.upper().encode(), timeout=5.0,
+                                                     mark=mark)
                     s = per[t]
                     if done is None:
                         s["timeouts"] += 1
@@ -909,7 +910,7 @@ class Bench:
                 pid = self.rig.pid(name)
                 http_get(self.port(name), "/b0")
                 time.sleep(0.2)
-                base_rss, base_pss = memory_kib(pid)
+                base_rss, _ = memory_kib(pid)
                 want = o.idle_conns
                 if name == "haproxy" and want > haproxy_maxconn(o.nofile) - 50:
                     want = haproxy_maxconn(o.nofile) - 50
@@ -1048,6 +1049,7 @@ class Prober:
         self.stopping = threading.Event()
         self.threads = []
         self.non2xx = self.resets = self.ok = 0
+        self.dropped = 0  # events trimmed from the front, so marks stay valid
 
     def start(self):
         for _ in range(self.conns):
@@ -1082,6 +1084,7 @@ class Prober:
                     self.non2xx += 1
                 if len(self.events) > 200000:
                     del self.events[:100000]
+                    self.dropped += 100000
         if conn is not None:
             conn.close()
 
@@ -1098,7 +1101,12 @@ class Prober:
             time.sleep(0.05)
         return False
 
-    def wait_switch(self, t0, new, timeout, window=0.1):
+    def mark(self):
+        """A position in the event log; wait_switch looks only at events after it."""
+        with self.lock:
+            return self.dropped + len(self.events)
+
+    def wait_switch(self, t0, new, timeout, window=0.1, mark=0):
         """(time to first new, time to 100 % new) in seconds after t0, or (x, None) on timeout.
         100 % new: the end of the last old response to a request sent after t0, once only new
         responses have been seen for `window` seconds."""
@@ -1107,7 +1115,8 @@ class Prober:
         while time.monotonic() < deadline:
             time.sleep(0.01)
             with self.lock:
-                evs = [e for e in self.events if e[1] > t0]
+                start = max(0, mark - self.dropped)
+                evs = [e for e in self.events[start:] if e[1] > t0]
             news = [e[1] for e in evs if e[2] == new]
             if not news:
                 continue
