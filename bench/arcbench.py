@@ -602,6 +602,11 @@ class Table:
         for t, rs in runs.items():
             if t != "direct":
                 self.busy[t] = med([r.get("busy") for r in rs if r])
+        failed = {t: [r["error"] for r in rs if r and r.get("error")] for t, rs in runs.items()}
+        for t, errs in failed.items():
+            if errs:
+                self.footnotes.append(f"{LABEL[t]}: {len(errs)} run(s) failed: "
+                                      f"{errs[0][:120]}")
 
     def ratio(self, vals, t):
         """Per-pair ratio t/nginx: (median, min, max) or None."""
