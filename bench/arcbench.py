@@ -746,7 +746,9 @@ class Bench:
         if not o.oha:
             self.skip("3. Latency", "oha is not installed")
             return
+        source = "item 1, this run"
         if self.nginx_max is None and "nginx" in self.rig.procs:
+            source = "wrk, this run"
             url = f"http://127.0.0.1:{self.port('nginx')}/b1k"
             run_wrk(o, url, o.conns, o.warmup or 1)
             self.nginx_max = run_wrk(o, url, o.conns, o.duration).get("rate")
@@ -778,7 +780,7 @@ class Bench:
             t = Table(f"3. Open-loop latency at {pct} % of nginx's max rate "
                       f"({qps:.0f} requests/s), 1 KiB body", pairs,
                       f"oha --latency-correction -c {o.conns} -q {qps:.0f}; nginx max rate "
-                      f"{self.nginx_max:.0f}/s (item 1, this run); {self.run_len(pairs)}. "
+                      f"{self.nginx_max:.0f}/s ({source}); {self.run_len(pairs)}. "
                       "Latencies in ms; 'added' = proxy minus direct in the same pair.")
             t.add("p50 ms ↓", runs, "p50", 3)
             t.add("p99 ms ↓", runs, "p99", 3)
