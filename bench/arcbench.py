@@ -1220,6 +1220,29 @@ def targets_table(chart):
 
 # ------------------------------------------------------------------ main
 
+def estimate_minutes(o, cases, targets):
+    """Rough wall time of a plan on an idle rig (timed runs plus fixed costs)."""
+    run = max(1, round(o.warmup)) * (o.warmup > 0) + max(1, round(o.duration)) + 0.6
+    runs = 0
+    if "keepalive" in cases:
+        runs += sum(o.headline_pairs if b == "1k" else o.pairs for b in o.bodies) * targets
+    if "close" in cases:
+        runs += o.pairs * targets
+    if "latency" in cases:
+        runs += len(o.rates) * o.headline_pairs * targets
+    if "tls" in cases:
+        runs += 2 * o.pairs * targets
+    secs = runs * run
+    proxies = targets - 1
+    if "routechange" in cases:
+        secs += proxies * (2 + 0.4 * o.route_changes)
+    if "idle" in cases:
+        secs += proxies * (3 + o.idle_conns / 4000 + (o.idle_conns / 300 if o.idle_tls else 0))
+    if "scale" in cases:
+        secs += sum(2 + n / 2000 for n in o.route_counts) * 2
+    return secs / 60
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     g = ap.add_mutually_exclusive_group()
@@ -1301,7 +1324,8 @@ def main():
         if not rig.live():
             sys.exit("no proxy started")
         log(f"mode={mode} cases={','.join(cases)} proxies={','.join(rig.live())} "
-            f"warmup={o.warmup:g}s duration={o.duration:g}s pairs={o.headline_pairs}/{o.pairs}")
+            f"warmup={o.warmup:g}s duration={o.duration:g}s pairs={o.headline_pairs}/{o.pairs}; "
+            f"expected about {estimate_minutes(o, cases, len(rig.live()) + 1):.0f} min")
         for c in cases:
             log(f"case {c}")
             getattr(bench, f"case_{c}")()
