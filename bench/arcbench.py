@@ -1162,34 +1162,43 @@ def write_chart(chart, path):
         if label not in labels:
             labels.append(label)
     fig, ax = plt.subplots(figsize=(9, 0.55 * len(labels) + 1.6))
-    h = 0.38
+    h = 0.36
     colours = {"arc-uring": "#1f77b4", "arc-epoll": "#ff7f0e"}
+    lo_clip, hi_clip = 0.01, 100.0
+
+    def clip(v):
+        return min(max(v, lo_clip), hi_clip)
     for j, a in enumerate(ARCS):
         ys, xs, lo, hi = [], [], [], []
         for i, lab in enumerate(labels):
             for (l2, a2, r, _, _) in chart:
                 if l2 == lab and a2 == a:
+                    m = clip(r[0])
                     ys.append(i + (j - 0.5) * h)
-                    xs.append(r[0])
-                    lo.append(r[0] - r[1])
-                    hi.append(r[2] - r[0])
+                    xs.append(m)
+                    lo.append(m - clip(r[1]))
+                    hi.append(clip(r[2]) - m)
         if xs:
-            ax.barh(ys, xs, height=h, xerr=[lo, hi], color=colours[a], label=f"{LABEL[a]} / nginx",
-                    capsize=3)
+            ax.errorbar(xs, ys, xerr=[lo, hi], fmt="o", color=colours[a], capsize=3,
+                        markersize=6, label=f"{LABEL[a]} / nginx")
     for i, lab in enumerate(labels):
-        for (l2, _, _, goal, higher) in chart:
+        for (l2, _, _, goal, _) in chart:
             if l2 == lab and goal:
                 ax.plot([goal], [i], marker="|", color="red", markersize=22, mew=2.5)
                 break
+    ax.set_xscale("log")
+    from matplotlib.ticker import FuncFormatter
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
     ax.axvline(1.0, color="grey", linestyle="--", linewidth=1)
     ax.set_yticks(range(len(labels)))
     ax.set_yticklabels([f"{lab} ({'↑' if any(c[0] == lab and c[4] for c in chart) else '↓'})"
                         for lab in labels])
     ax.invert_yaxis()
     ax.set_xlabel("ratio Arc / nginx (↑ higher is better, ↓ lower is better)")
-    ax.set_title("Arc / nginx in the same run: median, min–max bars; red | = target",
-                 fontsize=10)
-    ax.legend(loc="lower right")
+    ax.set_title("Arc / nginx in the same run: median and min–max over pairs (log scale); "
+                 "red | = target", fontsize=10)
+    ax.grid(axis="x", which="both", alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -1363,6 +1372,10 @@ def main():
     text = "\n".join(header) + "\n" + "\n".join(bench.tables) + "\n" + summary + "\n" + chart_line + "\n"
     with open(base + ".md", "w") as f:
         f.write(text)
+    with open(base + ".json", "w") as f:
+        json.dump({"mode": mode, "load": [load0, load1], "ratios": [
+            {"case": c[0], "arc": c[1], "median": c[2][0], "min": c[2][1], "max": c[2][2],
+             "target": c[3], "higher_is_better": c[4]} for c in bench.chart]}, f, indent=1)
     print(summary, flush=True)
     print(chart_line, flush=True)
     log(f"results: {base}.md ({elapsed / 60:.1f} min)")
