@@ -1341,7 +1341,7 @@ def main():
             sys.exit("no proxy started")
         log(f"mode={mode} cases={','.join(cases)} proxies={','.join(rig.live())} "
             f"warmup={o.warmup:g}s duration={o.duration:g}s pairs={o.headline_pairs}/{o.pairs}; "
-            f"expected about {estimate_minutes(o, cases, len(rig.live()) + 1):.0f} min")
+            f"expected about {estimate_minutes(o, cases, len(rig.live()) + 1):.1f} min")
         for c in cases:
             log(f"case {c}")
             getattr(bench, f"case_{c}")()
