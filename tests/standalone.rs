@@ -99,6 +99,23 @@ fn keep_alive_reuses_upstream_connections(driver: &str) {
     );
 }
 
+/// Responses around the 64 KiB buffering bound follow each other on one keep-alive connection:
+/// a response whose last bytes arrive while the client buffer is full still ends.
+fn large_keep_alive_responses_in_sequence(driver: &str) {
+    let b = backend("b1");
+    let arc = start(driver, "", b.addr, &[]);
+    let mut c = connect(arc.http());
+    let mut buf = Vec::new();
+    for n in (60 * 1024..=68 * 1024).step_by(512) {
+        c.write_all(format!("GET /len/{n} HTTP/1.1\r\nHost: app.example.com\r\n\r\n").as_bytes())
+            .unwrap();
+        let (head, body) =
+            read_response(&mut c, &mut buf).unwrap_or_else(|| panic!("no response for /len/{n}"));
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert_eq!(body.len(), n);
+    }
+}
+
 fn pipelined_requests_in_order(driver: &str) {
     let b = backend("b1");
     let arc = start(driver, "", b.addr, &[]);
@@ -453,6 +470,10 @@ macro_rules! per_driver {
             #[test]
             fn keep_alive_reuses_upstream_connections() {
                 super::keep_alive_reuses_upstream_connections($value)
+            }
+            #[test]
+            fn large_keep_alive_responses_in_sequence() {
+                super::large_keep_alive_responses_in_sequence($value)
             }
             #[test]
             fn pipelined_requests_in_order() {

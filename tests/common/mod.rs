@@ -74,19 +74,27 @@ fn serve_conn(mut s: TcpStream, name: &str, requests: &AtomicUsize) {
         let ok = if let Some(n) = path.strip_prefix("/len/") {
             let n: usize = n.parse().unwrap_or(0);
             let head = format!("HTTP/1.1 200 OK\r\n{common}Content-Length: {n}\r\n\r\n");
-            if s.write_all(head.as_bytes()).is_err() {
-                return;
-            }
-            let chunk = vec![b'z'; 64 * 1024];
-            let mut left = n;
-            while left > 0 {
-                let k = left.min(chunk.len());
-                if s.write_all(&chunk[..k]).is_err() {
+            if n <= 256 * 1024 {
+                // Head and body in one write, as a sendfile server sends them: the proxy
+                // receives the whole response in one burst.
+                let mut all = head.into_bytes();
+                all.resize(all.len() + n, b'z');
+                s.write_all(&all).is_ok()
+            } else {
+                if s.write_all(head.as_bytes()).is_err() {
                     return;
                 }
-                left -= k;
+                let chunk = vec![b'z'; 64 * 1024];
+                let mut left = n;
+                while left > 0 {
+                    let k = left.min(chunk.len());
+                    if s.write_all(&chunk[..k]).is_err() {
+                        return;
+                    }
+                    left -= k;
+                }
+                true
             }
-            true
         } else if path == "/chunked" {
             let r = format!(
                 "HTTP/1.1 200 OK\r\n{common}Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"

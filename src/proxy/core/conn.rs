@@ -910,7 +910,15 @@ impl Conn {
         if self.closed {
             return;
         }
-        if matches!(self.stage, Stage::Proxy | Stage::Tunnel) && !self.up_in.is_empty() {
+        // A response in progress may have stopped at the high-water mark with all its bytes
+        // already consumed (its end is decoded from no further input), so it resumes here
+        // even when nothing is buffered from the upstream.
+        let resume = match self.stage {
+            Stage::Proxy => self.resp.is_some() || !self.up_in.is_empty(),
+            Stage::Tunnel => !self.up_in.is_empty(),
+            _ => false,
+        };
+        if resume {
             self.process_upstream(cx, now);
         }
     }

@@ -734,3 +734,43 @@ fn departed_endpoints_are_not_pooled_and_refusals_are_counted() {
         "{text}"
     );
 }
+
+/// A response whose last body bytes arrive while the client's buffer is above the high-water
+/// mark still ends once the client has read: the next request on the connection is proxied.
+#[test]
+fn response_ending_under_back_pressure_completes_once_the_client_reads() {
+    let mut s = Sim::new(ConnLimits::default());
+    s.send(GET_API);
+    s.client_reads = false;
+    let body_len = 64 * 1024;
+    s.reply(format!("HTTP/1.1 200 OK\r\nContent-Length: {body_len}\r\n\r\n").as_bytes());
+    let chunk = vec![b'x'; 16 * 1024];
+    for _ in 0..body_len / chunk.len() {
+        s.reply(&chunk);
+    }
+    assert!(
+        s.releases.is_empty(),
+        "the client has not read the response yet"
+    );
+    s.client_reads = true;
+    s.pump();
+    assert_eq!(
+        s.releases,
+        [true],
+        "the response ended and its connection is pooled"
+    );
+    let first = s.take_client();
+    assert!(first.starts_with("HTTP/1.1 200 OK\r\n"), "{first}");
+    assert!(first.ends_with(&"x".repeat(1000)));
+    // The same client connection carries a second exchange.
+    s.upstream.clear();
+    s.send(GET_API);
+    assert!(
+        s.upstream_text()
+            .starts_with("GET /api/items?x=1 HTTP/1.1\r\n"),
+        "{}",
+        s.upstream_text()
+    );
+    s.reply(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    assert!(s.take_client().ends_with("\r\n\r\nok"));
+}
