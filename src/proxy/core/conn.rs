@@ -25,6 +25,9 @@ const IN_SLACK: usize = 16 * 1024;
 const REPLAY_LIMIT: usize = 64 * 1024;
 /// Attempts of one request on reused connections that failed before any response byte.
 const MAX_REPLAYS: u8 = 2;
+/// During drain, how long a connection that has not sent a request yet may take to send its
+/// first one (it was accepted, so it gets an answer, but a pre-connect must not hold the drain).
+const DRAIN_FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
 
 /// Worker-wide context lent to every connection of one worker (never shared across workers).
 pub struct WorkerCx {
@@ -32,6 +35,9 @@ pub struct WorkerCx {
     pub metrics: WorkerMetrics,
     rr: HashMap<Arc<str>, usize>,
     rng: u64,
+    /// Set once the worker drains: every connection opened from now on closes after its first
+    /// response.
+    draining: bool,
 }
 
 impl WorkerCx {
@@ -41,7 +47,13 @@ impl WorkerCx {
             metrics,
             rr: HashMap::new(),
             rng: seed | 1,
+            draining: false,
         }
+    }
+
+    /// Whether the worker is draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining
     }
 
     /// The shared snapshot handle this worker reads from.
@@ -153,6 +165,11 @@ pub struct Conn {
     closed: bool,
     close_counted: bool,
     down_eof: bool,
+    /// The process drains: the response under way (or the next one) says `Connection: close`
+    /// and the connection ends after it.
+    draining: bool,
+    /// During drain, when an idle connection that never sent a request gives up.
+    drain_idle_by: Option<Instant>,
 }
 
 impl Conn {
@@ -213,6 +230,7 @@ impl Conn {
     /// Whether the response being started must end the connection.
     fn must_close_after(&self, now: Instant) -> bool {
         !self.keep_alive
+            || self.draining
             || self.down_eof
             || self
                 .limits
@@ -222,6 +240,34 @@ impl Conn {
                 .limits
                 .max_connection_age
                 .is_some_and(|age| now.saturating_duration_since(self.started) >= age)
+    }
+
+    /// When an idle connection (no request bytes buffered) closes.
+    fn idle_deadline(&self) -> Instant {
+        let idle = self.idle_since + self.limits.idle_timeout;
+        match self.drain_idle_by {
+            Some(t) => idle.min(t),
+            None => idle,
+        }
+    }
+
+    /// Drain reached this connection: idle keep-alive connections close now (with a FIN, so
+    /// the client retries elsewhere), a busy one ends after the response under way, which
+    /// carries `Connection: close` when its head is not written yet. A tunnel keeps going
+    /// until the driver's deadline. A connection that never sent a request gets a short grace
+    /// for its first one.
+    fn start_drain(&mut self, now: Instant) {
+        if self.closed || self.draining {
+            return;
+        }
+        self.draining = true;
+        if self.stage == Stage::Idle && self.inbuf.is_empty() {
+            if self.requests > 0 {
+                self.close(true);
+            } else {
+                self.drain_idle_by = Some(now + DRAIN_FIRST_REQUEST_GRACE);
+            }
+        }
     }
 
     fn connection_header(&self, close: bool) -> ConnectionHeader {
@@ -329,7 +375,7 @@ impl Conn {
     fn finish_exchange(&mut self, cx: &mut WorkerCx, now: Instant) {
         self.record(cx, now);
         self.requests += 1;
-        if !self.keep_alive || self.close_delimited || self.down_eof {
+        if !self.keep_alive || self.close_delimited || self.down_eof || self.draining {
             self.close(true);
             return;
         }
@@ -892,7 +938,7 @@ impl Conn {
                     );
                     self.close(true);
                 }
-                None if now >= self.idle_since + self.limits.idle_timeout => self.close(true),
+                None if now >= self.idle_deadline() => self.close(true),
                 _ => {}
             }
         }
@@ -942,7 +988,7 @@ impl ConnHandler for Conn {
     fn new(cx: &mut WorkerCx, info: ConnInfo, now: Instant) -> Self {
         let limits = cx.views.latest().snapshot.limits;
         cx.metrics.connection_opened();
-        Conn {
+        let mut conn = Conn {
             info,
             started: now,
             limits,
@@ -983,7 +1029,13 @@ impl ConnHandler for Conn {
             closed: false,
             close_counted: false,
             down_eof: false,
+            draining: false,
+            drain_idle_by: None,
+        };
+        if cx.draining {
+            conn.start_drain(now);
         }
+        conn
     }
 
     fn on_downstream_data(&mut self, cx: &mut WorkerCx, data: &[u8], now: Instant) {
@@ -1075,7 +1127,7 @@ impl ConnHandler for Conn {
         let down = match self.stage {
             Stage::Idle => Some(match self.head_started {
                 Some(t) => t + self.limits.header_read_timeout,
-                None => self.idle_since + self.limits.idle_timeout,
+                None => self.idle_deadline(),
             }),
             _ => None,
         };
@@ -1099,5 +1151,14 @@ impl ConnHandler for Conn {
 
     fn keep_pooled(cx: &mut WorkerCx, key: &PoolKey) -> bool {
         cx.endpoint_current(key)
+    }
+
+    fn begin_drain(cx: &mut WorkerCx) {
+        cx.draining = true;
+    }
+
+    fn on_drain(&mut self, cx: &mut WorkerCx, now: Instant) {
+        self.start_drain(now);
+        self.settle(cx);
     }
 }
