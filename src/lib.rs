@@ -7,10 +7,13 @@
 //!   and answers lookups; it is pure (no sockets, no clock);
 //! - [`proxy`] holds the data plane; [`proxy::http1`] is the sans-IO HTTP/1.1 codec;
 //! - [`metrics`] owns the prometheus-client registry, typed labels and per-worker counters;
-//! - [`admin`] serves `/healthz`, `/readyz` and `/metrics` on the control-plane runtime.
+//! - [`admin`] serves `/healthz`, `/readyz` and `/metrics` on the control-plane runtime;
+//! - [`lifecycle`] owns the process: signals, hot reload, graceful drain, zero-downtime
+//!   upgrade, systemd notifications and watchdog.
 
 pub mod admin;
 pub mod config;
+pub mod lifecycle;
 pub mod metrics;
 pub mod proxy;
 pub mod routing;

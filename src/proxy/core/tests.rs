@@ -752,7 +752,10 @@ fn drain_closes_an_idle_keep_alive_connection_at_once() {
     assert_eq!(s.closed, None);
     s.drain();
     assert_eq!(s.closed, Some(true), "closed with a flush, not a reset");
-    assert!(s.client.is_empty(), "nothing is written to an idle connection");
+    assert!(
+        s.client.is_empty(),
+        "nothing is written to an idle connection"
+    );
 }
 
 #[test]
@@ -833,7 +836,9 @@ fn connection_opened_during_drain_gets_one_answer_then_closes() {
 fn drain_leaves_websocket_tunnels_open() {
     let mut s = Sim::new(ConnLimits::default());
     s.send(b"GET /api/ws HTTP/1.1\r\nHost: app.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\n\r\n");
-    s.reply(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n");
+    s.reply(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    );
     s.take_client();
     s.drain();
     assert_eq!(s.closed, None);
