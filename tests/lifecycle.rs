@@ -870,7 +870,14 @@ fn binary_upgrade_loses_nothing(driver: &'static str) {
     let _g = serial();
     let app = backend();
     let b = backend();
-    let mut p = ArcProc::start(driver, app.addr, b.addr, &[]);
+    // The new process reports ready 1 s late, so both serve for a while and a second SIGUSR2
+    // lands while the upgrade is under way.
+    let mut p = ArcProc::start(
+        driver,
+        app.addr,
+        b.addr,
+        &[("ARC_DEBUG_UPGRADE_READY_DELAY", "1000")],
+    );
     let load = Load::start(p.http, 6, Duration::from_millis(2), Duration::from_secs(60));
     thread::sleep(Duration::from_millis(500));
 
@@ -889,11 +896,15 @@ fn binary_upgrade_loses_nothing(driver: &'static str) {
         None,
         "old process left"
     );
-    std::fs::write(&p.config, &good).expect("restore config");
+    // The new process runs one worker where the old one ran two: it adopts both sockets of
+    // the old reuse-port group, so nothing queued in either is lost.
+    std::fs::write(&p.config, good.replace("workers: 2", "workers: 1")).expect("write config");
     thread::sleep(Duration::from_millis(300));
 
     // The real upgrade.
     let before = load.totals();
+    p.signal("USR2");
+    thread::sleep(Duration::from_millis(300));
     p.signal("USR2");
     let until = Instant::now() + Duration::from_secs(20);
     let mut new_pid = None;
@@ -912,6 +923,15 @@ fn binary_upgrade_loses_nothing(driver: &'static str) {
     assert_eq!(p.get(p.admin, "/readyz").map(|r| r.status), Some(200));
     let (t, last) = load.finish();
     let log = p.log();
+    assert!(
+        log.contains("SIGUSR2 refused: an upgrade is already in progress"),
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("upgrade: starting the new process").count(),
+        2,
+        "{log}"
+    );
     signal(new_pid, "TERM");
     assert!(
         process_gone(new_pid, Duration::from_secs(10)),

@@ -26,3 +26,18 @@ pub fn wedge_after_from_env() -> Option<Duration> {
         }
     }
 }
+
+/// `ARC_DEBUG_UPGRADE_READY_DELAY=<milliseconds>`: a process started by an upgrade waits that
+/// long before reporting ready to its parent (so tests can act while an upgrade is under way).
+pub const UPGRADE_READY_DELAY_ENV: &str = "ARC_DEBUG_UPGRADE_READY_DELAY";
+
+/// The requested readiness delay, if the operator set [`UPGRADE_READY_DELAY_ENV`].
+pub fn upgrade_ready_delay_from_env() -> Option<Duration> {
+    let v = std::env::var(UPGRADE_READY_DELAY_ENV).ok()?;
+    let ms = v.trim().parse::<u64>().ok()?;
+    tracing::warn!(
+        delay_ms = ms,
+        "{UPGRADE_READY_DELAY_ENV} is set: readiness is reported late on purpose (debug control)"
+    );
+    Some(Duration::from_millis(ms))
+}

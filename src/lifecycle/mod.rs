@@ -220,7 +220,12 @@ impl Process {
         tracing::info!(config = %path.display(), driver = server.driver().name(), "arc-gateway is serving");
 
         match ready_channel {
-            Some(channel) => report_ready_to_parent(channel),
+            Some(channel) => {
+                if let Some(delay) = debug::upgrade_ready_delay_from_env() {
+                    tokio::time::sleep(delay).await;
+                }
+                report_ready_to_parent(channel);
+            }
             None => notifier.ready(),
         }
         let watchdog = watchdog::interval_from_env().map(|interval| {

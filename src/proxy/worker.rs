@@ -784,6 +784,7 @@ impl Drop for WorkerSet {
 mod tests {
     use super::*;
     use std::net::Ipv4Addr;
+    use std::time::Instant;
 
     fn spec(name: &str, addr: SocketAddr) -> ListenerSpec {
         ListenerSpec {
@@ -830,6 +831,104 @@ mod tests {
         assert!(
             matches!(err, WorkerError::Bind { step: "bind", .. }),
             "{err:?}"
+        );
+    }
+
+    fn inherit(bound: Vec<Vec<BoundListener>>) -> Vec<InheritedListener> {
+        bound
+            .into_iter()
+            .flatten()
+            .map(|b| InheritedListener {
+                name: b.spec.name.to_string(),
+                socket: b.socket,
+            })
+            .collect()
+    }
+
+    fn inode(l: &TcpListener) -> u64 {
+        use std::os::fd::AsRawFd;
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", l.as_raw_fd())).unwrap();
+        // "socket:[12345]"
+        link.to_string_lossy()
+            .trim_start_matches("socket:[")
+            .trim_end_matches(']')
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn fewer_workers_adopt_every_inherited_socket() {
+        let specs = [spec("http", SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))];
+        let old = bind_all(&specs, 3).unwrap();
+        let port = old[0][0].spec.addr.port();
+        let sockets: Vec<u64> = old.iter().map(|w| inode(&w[0].socket)).collect();
+        let mut inherited = inherit(old);
+        let new = adopt_all(&specs, 2, &mut inherited).unwrap();
+        assert!(inherited.is_empty());
+        // Three sockets over two workers: none is closed (its queue would be reset).
+        assert_eq!(new[0].len(), 2);
+        assert_eq!(new[1].len(), 1);
+        let mut adopted: Vec<u64> = new.iter().flatten().map(|b| inode(&b.socket)).collect();
+        adopted.sort_unstable();
+        let mut expected = sockets.clone();
+        expected.sort_unstable();
+        assert_eq!(adopted, expected, "the same sockets, not new ones");
+        assert!(new.iter().flatten().all(|b| b.spec.addr.port() == port));
+    }
+
+    #[test]
+    fn more_workers_bind_the_missing_sockets_on_the_same_port() {
+        let specs = [
+            spec("http", SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
+            ListenerSpec {
+                index: 1,
+                ..spec("other", SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+            },
+        ];
+        let old = bind_all(&specs[..1], 1).unwrap();
+        let port = old[0][0].spec.addr.port();
+        let first = inode(&old[0][0].socket);
+        let mut inherited = inherit(old);
+        // A stray socket under a name no listener has is left to the caller.
+        inherited.push(InheritedListener {
+            name: "gone".into(),
+            socket: TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap(),
+        });
+        let new = adopt_all(&specs, 3, &mut inherited).unwrap();
+        assert_eq!(inherited.len(), 1);
+        assert_eq!(inherited[0].name, "gone");
+        assert_eq!(inode(&new[0][0].socket), first);
+        for w in &new {
+            assert_eq!(w.len(), 2);
+            assert_eq!(w[0].socket.local_addr().unwrap().port(), port);
+            assert_eq!(w[0].spec.index, 0);
+            assert_eq!(w[1].spec.index, 1);
+        }
+        // The "other" listener was bound fresh; all its workers share one port.
+        let other = new[0][1].spec.addr.port();
+        assert!(
+            new.iter()
+                .all(|w| w[1].socket.local_addr().unwrap().port() == other)
+        );
+    }
+
+    #[test]
+    fn heartbeats_name_the_worker_that_stopped_turning() {
+        let (handle, signals) = StopHandle::new(2).unwrap();
+        let hb = Arc::clone(handle.heartbeats());
+        for s in &signals {
+            s.beat();
+        }
+        let now = Instant::now();
+        assert!(hb.stalled(now, Duration::from_secs(1)).is_empty());
+        std::thread::sleep(Duration::from_millis(30));
+        signals[1].beat();
+        let now = Instant::now();
+        assert_eq!(hb.stalled(now, Duration::from_millis(20)), vec![0]);
+        assert!(hb.oldest(now) >= Duration::from_millis(30));
+        assert_eq!(
+            hb.stalled(now + Duration::from_secs(10), Duration::from_secs(5)),
+            vec![0, 1]
         );
     }
 
