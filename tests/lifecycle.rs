@@ -421,6 +421,20 @@ impl Systemd {
         false
     }
 
+    fn count_prefix(&self, prefix: &str) -> usize {
+        self.all()
+            .iter()
+            .filter(|(_, m)| m.lines().any(|l| l.starts_with(prefix)))
+            .count()
+    }
+
+    fn last_prefix(&self, prefix: &str) -> Option<String> {
+        self.all().iter().rev().find_map(|(_, m)| {
+            m.lines()
+                .find_map(|l| l.strip_prefix(prefix).map(str::to_string))
+        })
+    }
+
     fn find_prefix(&self, prefix: &str) -> Option<String> {
         self.all().iter().find_map(|(_, m)| {
             m.lines()
@@ -1023,3 +1037,176 @@ macro_rules! per_driver {
 
 per_driver!(epoll, "false");
 per_driver!(io_uring, "true");
+
+// ---- soak (run by bench/soak.sh) ----
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
+}
+
+/// nginx in a private prefix, proxying to `app` with upstream keep-alive like Arc's pool.
+struct Nginx {
+    dir: PathBuf,
+    conf: PathBuf,
+}
+
+impl Nginx {
+    fn start(app: SocketAddr, port: u16) -> Nginx {
+        let dir = std::env::temp_dir().join(format!("arc-soak-nginx-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("logs")).expect("nginx dir");
+        let conf = dir.join("nginx.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "worker_processes 2;\npid {d}/nginx.pid;\nerror_log {d}/logs/error.log warn;\n\
+                 events {{ worker_connections 4096; }}\n\
+                 http {{\n  access_log off;\n  keepalive_requests 1000;\n\
+                 upstream app {{ server {app}; keepalive 64; }}\n\
+                 server {{\n    listen 127.0.0.1:{port} reuseport;\n\
+                 location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; }}\n  }}\n}}\n",
+                d = dir.display()
+            ),
+        )
+        .expect("nginx.conf");
+        let n = Nginx { dir, conf };
+        let ok = n.run(&[]);
+        assert!(ok, "nginx did not start (is it installed?)");
+        n
+    }
+
+    fn run(&self, extra: &[&str]) -> bool {
+        Command::new("nginx")
+            .arg("-p")
+            .arg(&self.dir)
+            .arg("-c")
+            .arg(&self.conf)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        self.run(&["-s", "quit"]);
+        thread::sleep(Duration::from_millis(500));
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Steady load for `ARC_SOAK_SECS` (default 120) against `ARC_SOAK_TARGET` (`arc-epoll`,
+/// `arc-io_uring` or `nginx`) with a reload every `ARC_SOAK_RELOAD_MS` (default 500): SIGHUP for
+/// Arc (every `ARC_SOAK_UPGRADE_EVERY`-th one, default 10, is a SIGUSR2 binary upgrade instead),
+/// `nginx -s reload` for nginx. Prints the totals; fails when Arc lost anything.
+#[test]
+#[ignore = "minutes long; run by bench/soak.sh"]
+fn soak() {
+    let _g = serial();
+    let secs = env_num("ARC_SOAK_SECS", 120);
+    let every = Duration::from_millis(env_num("ARC_SOAK_RELOAD_MS", 500));
+    let upgrade_every = env_num("ARC_SOAK_UPGRADE_EVERY", 10);
+    let threads = usize::try_from(env_num("ARC_SOAK_THREADS", 8)).unwrap_or(8);
+    let target = std::env::var("ARC_SOAK_TARGET").unwrap_or_else(|_| "arc-epoll".into());
+    let app = backend();
+    let b = backend();
+    let duration = Duration::from_secs(secs);
+    let (mut reloads, mut upgrades) = (0u64, 0u64);
+    let totals;
+    if target == "nginx" {
+        let port = free_port();
+        let nginx = Nginx::start(app.addr, port);
+        thread::sleep(Duration::from_millis(500));
+        let load = Load::start(
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            threads,
+            Duration::from_millis(2),
+            duration + Duration::from_secs(30),
+        );
+        let until = Instant::now() + duration;
+        while Instant::now() < until {
+            thread::sleep(every);
+            if nginx.run(&["-s", "reload"]) {
+                reloads += 1;
+            }
+        }
+        thread::sleep(Duration::from_secs(1));
+        totals = load.finish();
+    } else {
+        let driver = if target == "arc-io_uring" {
+            "true"
+        } else {
+            "false"
+        };
+        let mut p = ArcProc::start(driver, app.addr, b.addr, &[]);
+        let mut pid = p.pid();
+        let load = Load::start(
+            p.http,
+            threads,
+            Duration::from_millis(2),
+            duration + Duration::from_secs(30),
+        );
+        let until = Instant::now() + duration;
+        let mut n = 0u64;
+        while Instant::now() < until {
+            thread::sleep(every);
+            n += 1;
+            if upgrade_every > 0 && n % upgrade_every == 0 {
+                let before = p.systemd.count_prefix("MAINPID=");
+                signal(pid, "USR2");
+                let wait = Instant::now() + Duration::from_secs(30);
+                while p.systemd.count_prefix("MAINPID=") == before && Instant::now() < wait {
+                    thread::sleep(Duration::from_millis(10));
+                }
+                let new = p
+                    .systemd
+                    .last_prefix("MAINPID=")
+                    .and_then(|v| v.parse::<i32>().ok());
+                match new {
+                    Some(new) if new != pid => {
+                        assert!(
+                            process_gone(pid, Duration::from_secs(15)),
+                            "old process stays"
+                        );
+                        pid = new;
+                        upgrades += 1;
+                    }
+                    _ => panic!("upgrade {n} did not complete; log:\n{}", p.log()),
+                }
+            } else {
+                p.write_config(&Variant {
+                    body: format!("v{n}"),
+                    with_b: n % 2 == 0,
+                    level: "info",
+                    idle: 60,
+                });
+                let before = p.systemd.count("READY=1");
+                signal(pid, "HUP");
+                assert!(
+                    p.systemd
+                        .wait_count("READY=1", before + 1, Duration::from_secs(10)),
+                    "reload {n} not acknowledged"
+                );
+                reloads += 1;
+            }
+        }
+        thread::sleep(Duration::from_secs(1));
+        totals = load.finish();
+        signal(pid, "TERM");
+        assert!(process_gone(pid, Duration::from_secs(15)));
+        let _ = p.wait_exit(Duration::from_secs(1));
+    }
+    let (t, last) = totals;
+    println!(
+        "SOAK target={target} seconds={secs} reloads={reloads} upgrades={upgrades} sent={} ok={} failed={} reset={} refused={} retried={} last_error={last:?}",
+        t.sent, t.ok, t.failed, t.resets, t.refused, t.retried
+    );
+    if target != "nginx" {
+        assert_eq!((t.failed, t.resets, t.refused), (0, 0, 0), "{t:?} {last:?}");
+    }
+}
