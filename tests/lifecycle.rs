@@ -665,8 +665,8 @@ fn fifty_hot_reloads_lose_nothing(driver: &'static str) {
     for i in 1..=50u32 {
         p.write_config(&Variant {
             body: format!("v{i}"),
-            with_b: i % 2 == 0,
-            level: if i % 2 == 0 { "info" } else { "warn" },
+            with_b: i.is_multiple_of(2),
+            level: if i.is_multiple_of(2) { "info" } else { "warn" },
             idle: 60 + i % 3,
         });
         p.signal("HUP");
@@ -764,6 +764,38 @@ fn rejected_reload_keeps_serving(driver: &'static str) {
     let log = p.log();
     assert!(log.contains("bogus_key"), "{log}");
     assert!(log.contains("max_connections"), "{log}");
+    // Unreadable certificate files: every one is named, the old configuration stays.
+    p.write_config(&Variant {
+        body: "tls".into(),
+        with_b: true,
+        level: "info",
+        idle: 60,
+    });
+    let good = std::fs::read_to_string(&p.config).expect("config");
+    std::fs::write(
+        &p.config,
+        format!("{good}tls:\n  certificates:\n    - {{hosts: [a.test], cert: missing-a.crt, key: missing-a.key}}\n    - {{hosts: [b.test], cert: missing-b.crt, key: missing-b.key}}\n"),
+    )
+    .expect("write config");
+    p.signal("HUP");
+    assert!(p.systemd.wait_count("READY=1", 3, Duration::from_secs(10)));
+    assert_eq!(
+        p.get(p.http, "/version").map(|r| r.body),
+        Some(b"v0".to_vec())
+    );
+    assert_eq!(
+        p.metric("arc_config_reload_total{result=\"failure\"}"),
+        Some(2.0)
+    );
+    let log = p.log();
+    for key in [
+        "tls.certificates[0].cert",
+        "tls.certificates[0].key",
+        "tls.certificates[1].cert",
+        "tls.certificates[1].key",
+    ] {
+        assert!(log.contains(key), "{key} not named: {log}");
+    }
     // A restart-required change is named and keeps its running value; the rest applies.
     let yaml = std::fs::read_to_string(&p.config).unwrap_or_default();
     assert!(yaml.contains("bogus_key"));
@@ -776,7 +808,7 @@ fn rejected_reload_keeps_serving(driver: &'static str) {
     let good = std::fs::read_to_string(&p.config).expect("config");
     std::fs::write(&p.config, good.replace("workers: 2", "workers: 3")).expect("write");
     p.signal("HUP");
-    assert!(p.systemd.wait_count("READY=1", 3, Duration::from_secs(10)));
+    assert!(p.systemd.wait_count("READY=1", 4, Duration::from_secs(10)));
     assert_eq!(
         p.get(p.http, "/version").map(|r| r.body),
         Some(b"v1".to_vec())
@@ -1156,7 +1188,7 @@ fn soak() {
         while Instant::now() < until {
             thread::sleep(every);
             n += 1;
-            if upgrade_every > 0 && n % upgrade_every == 0 {
+            if upgrade_every > 0 && n.is_multiple_of(upgrade_every) {
                 let before = p.systemd.count_prefix("MAINPID=");
                 signal(pid, "USR2");
                 let wait = Instant::now() + Duration::from_secs(30);
@@ -1181,7 +1213,7 @@ fn soak() {
             } else {
                 p.write_config(&Variant {
                     body: format!("v{n}"),
-                    with_b: n % 2 == 0,
+                    with_b: n.is_multiple_of(2),
                     level: "info",
                     idle: 60,
                 });

@@ -100,8 +100,11 @@ fn send(sock: impl AsFd, payload: &[u8], fd: Option<&OwnedFd>) -> Result<(), Han
     Ok(())
 }
 
+/// One protocol message: its bytes and the descriptor it carried, if any.
+type Message = (Vec<u8>, Option<OwnedFd>);
+
 /// Receives one message; `Ok(None)` when the peer closed.
-fn recv(sock: impl AsFd) -> Result<Option<(Vec<u8>, Option<OwnedFd>)>, HandoffError> {
+fn recv(sock: impl AsFd) -> Result<Option<Message>, HandoffError> {
     let mut buf = [0u8; MAX_MESSAGE];
     let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(4))];
     let mut control = RecvAncillaryBuffer::new(&mut space);

@@ -294,7 +294,20 @@ impl Process {
     /// the new configuration was taken.
     pub fn reload(&mut self) -> bool {
         self.notifier.reloading();
-        let taken = match config::load(&self.path) {
+        let base = self.path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let loaded = config::load(&self.path).and_then(|new| {
+            // Every unreadable certificate or key is named, not just the first.
+            let problems = config::check_referenced_files(&new, &base);
+            if problems.is_empty() {
+                Ok(new)
+            } else {
+                Err(config::ConfigError {
+                    origin: self.path.display().to_string(),
+                    problems,
+                })
+            }
+        });
+        let taken = match loaded {
             Ok(new) => {
                 let level = new.logging.level;
                 match self.server.reload(new) {
