@@ -797,8 +797,6 @@ fn rejected_reload_keeps_serving(driver: &'static str) {
         assert!(log.contains(key), "{key} not named: {log}");
     }
     // A restart-required change is named and keeps its running value; the rest applies.
-    let yaml = std::fs::read_to_string(&p.config).unwrap_or_default();
-    assert!(yaml.contains("bogus_key"));
     p.write_config(&Variant {
         body: "v1".into(),
         with_b: true,
