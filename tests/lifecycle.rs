@@ -34,7 +34,8 @@ fn free_port() -> u16 {
 // ---- backend ----
 
 /// A loopback HTTP/1.1 backend: `/slow/<ms>` answers 64 KiB spread over `<ms>`,
-/// `/delay/<ms>` answers `ok` after `<ms>`, anything else answers `ok` at once.
+/// `/delay/<ms>` answers `ok` after `<ms>`, `/ws` becomes an echo tunnel, anything else
+/// answers `ok` at once.
 struct Backend {
     addr: SocketAddr,
     connections: Arc<AtomicUsize>,
@@ -83,6 +84,26 @@ fn serve_backend(mut s: TcpStream) {
         let head = String::from_utf8_lossy(&buf[..end]).into_owned();
         buf.drain(..end);
         let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+        if path == "/ws" {
+            // A WebSocket-style tunnel: 101, then echo raw bytes until the peer closes.
+            if s
+                .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+                .is_err()
+            {
+                return;
+            }
+            let mut b = [0u8; 4096];
+            loop {
+                match s.read(&mut b) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if s.write_all(&b[..n]).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
         let ok = if let Some(ms) = path.strip_prefix("/slow/") {
             let ms: u64 = ms.parse().unwrap_or(0);
             let pieces = 16u64;
@@ -865,6 +886,32 @@ fn drain_finishes_slow_downloads(driver: &'static str) {
             })
         })
         .collect();
+    // A WebSocket tunnel: it keeps working during the drain, until the hard deadline.
+    let mut ws = connect(http).expect("connect");
+    ws.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    .expect("write");
+    let mut ws_buf = Vec::new();
+    let head_end = loop {
+        if let Some(i) = find(&ws_buf, b"\r\n\r\n") {
+            break i + 4;
+        }
+        let mut b = [0u8; 1024];
+        let n = ws.read(&mut b).expect("101");
+        assert!(n > 0, "tunnel closed");
+        ws_buf.extend_from_slice(&b[..n]);
+    };
+    assert!(ws_buf.starts_with(b"HTTP/1.1 101"));
+    assert_eq!(ws_buf.len(), head_end);
+    let echo = |ws: &mut TcpStream, msg: &[u8]| -> bool {
+        if ws.write_all(msg).is_err() {
+            return false;
+        }
+        let mut got = vec![0u8; msg.len()];
+        ws.read_exact(&mut got).is_ok() && got == msg
+    };
+    assert!(echo(&mut ws, b"before"));
     thread::sleep(Duration::from_millis(400));
     let started = Instant::now();
     p.signal("TERM");
@@ -903,11 +950,21 @@ fn drain_finishes_slow_downloads(driver: &'static str) {
             assert_eq!(r.body, b"ok");
         }
     }
-    assert_eq!(p.wait_exit(Duration::from_secs(8)), Some(0), "{}", p.log());
+    // Downloads are done; the tunnel still runs (3 s into a 5 s drain).
+    thread::sleep(Duration::from_secs(3).saturating_sub(started.elapsed()));
     assert!(
-        started.elapsed() < Duration::from_secs(7),
-        "drain overran its deadline"
+        echo(&mut ws, b"during drain"),
+        "tunnel cut before the deadline"
     );
+    assert_eq!(p.wait_exit(Duration::from_secs(8)), Some(0), "{}", p.log());
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(4500) && took < Duration::from_millis(7500),
+        "the hard deadline is 5 s; the drain took {took:?}"
+    );
+    // Cut at the deadline.
+    let mut b = [0u8; 16];
+    assert!(!matches!(ws.read(&mut b), Ok(n) if n > 0));
 }
 
 fn binary_upgrade_loses_nothing(driver: &'static str) {
