@@ -25,9 +25,12 @@ const IN_SLACK: usize = 16 * 1024;
 const REPLAY_LIMIT: usize = 64 * 1024;
 /// Attempts of one request on reused connections that failed before any response byte.
 const MAX_REPLAYS: u8 = 2;
-/// During drain, how long a connection that has not sent a request yet may take to send its
-/// first one (it was accepted, so it gets an answer, but a pre-connect must not hold the drain).
-const DRAIN_FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+/// During drain, an idle keep-alive connection closes once it has been quiet this long. A
+/// client that is actively using its connection sends its next request within this time and
+/// gets it answered with `Connection: close` instead of having its connection closed under a
+/// request in flight; one that has been quiet longer closes at once. A fresh connection gets
+/// the same time for its first request.
+const DRAIN_IDLE_QUIET: Duration = Duration::from_secs(1);
 
 /// Worker-wide context lent to every connection of one worker (never shared across workers).
 pub struct WorkerCx {
@@ -251,21 +254,27 @@ impl Conn {
         }
     }
 
-    /// Drain reached this connection: idle keep-alive connections close now (with a FIN, so
-    /// the client retries elsewhere), a busy one ends after the response under way, which
-    /// carries `Connection: close` when its head is not written yet. A tunnel keeps going
-    /// until the driver's deadline. A connection that never sent a request gets a short grace
-    /// for its first one.
+    /// Drain reached this connection: an idle keep-alive connection closes (with a FIN, so the
+    /// client retries elsewhere) once it has been quiet for [`DRAIN_IDLE_QUIET`] — at once when
+    /// it already was; a request arriving before that is answered with `Connection: close`. A
+    /// busy connection ends after the response under way, which carries `Connection: close`
+    /// when its head is not written yet. A tunnel keeps going until the driver's deadline.
     fn start_drain(&mut self, now: Instant) {
         if self.closed || self.draining {
             return;
         }
         self.draining = true;
         if self.stage == Stage::Idle && self.inbuf.is_empty() {
-            if self.requests > 0 {
+            let quiet_from = if self.requests > 0 {
+                self.idle_since
+            } else {
+                now
+            };
+            let by = quiet_from + DRAIN_IDLE_QUIET;
+            if now >= by {
                 self.close(true);
             } else {
-                self.drain_idle_by = Some(now + DRAIN_FIRST_REQUEST_GRACE);
+                self.drain_idle_by = Some(by);
             }
         }
     }

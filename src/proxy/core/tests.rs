@@ -744,11 +744,12 @@ impl Sim {
 }
 
 #[test]
-fn drain_closes_an_idle_keep_alive_connection_at_once() {
+fn drain_closes_a_quiet_keep_alive_connection_at_once() {
     let mut s = Sim::new(ConnLimits::default());
     s.send(GET_API);
     s.reply(OK_5);
     assert!(!s.take_client().contains("Connection: close"));
+    s.advance(Duration::from_secs(2));
     assert_eq!(s.closed, None);
     s.drain();
     assert_eq!(s.closed, Some(true), "closed with a flush, not a reset");
@@ -756,6 +757,43 @@ fn drain_closes_an_idle_keep_alive_connection_at_once() {
         s.client.is_empty(),
         "nothing is written to an idle connection"
     );
+}
+
+#[test]
+fn drain_answers_the_next_request_of_a_busy_keep_alive_client_with_close() {
+    let mut s = Sim::new(ConnLimits::default());
+    s.send(GET_API);
+    s.reply(OK_5);
+    s.take_client();
+    s.advance(Duration::from_millis(5));
+    s.drain();
+    assert_eq!(
+        s.closed, None,
+        "an active client is not cut under its next request"
+    );
+    s.advance(Duration::from_millis(5));
+    s.send(GET_API);
+    s.reply(OK_5);
+    let t = s.take_client();
+    assert!(t.contains("Connection: close\r\n"), "{t}");
+    assert_eq!(s.closed, Some(true));
+}
+
+#[test]
+fn drain_closes_an_idle_keep_alive_connection_once_quiet() {
+    let mut s = Sim::new(ConnLimits::default());
+    s.send(GET_API);
+    s.reply(OK_5);
+    s.advance(Duration::from_millis(300));
+    s.drain();
+    assert_eq!(s.closed, None);
+    let deadline = s.conn.deadline().expect("a deadline");
+    assert!(deadline <= s.now + Duration::from_millis(700));
+    s.advance(Duration::from_millis(600));
+    assert_eq!(s.closed, None);
+    s.advance(Duration::from_millis(200));
+    assert_eq!(s.closed, Some(true));
+    assert!(s.client.ends_with(b"hello"), "nothing more was written");
 }
 
 #[test]
