@@ -10,8 +10,10 @@
 //!   connections (restart-required keys are named in a warning and keep their values; a bad
 //!   file is rejected whole with every error logged and counted), then `READY=1`.
 //! - **SIGTERM / SIGINT** — drain: `STOPPING=1`, `/readyz` 503 at once, listeners stop
-//!   accepting, idle keep-alive connections close, busy ones finish their response with
-//!   `Connection: close`, tunnels keep going until `lifecycle.drain_timeout`, then exit 0.
+//!   accepting, idle keep-alive connections close (once quiet for a second, so an active
+//!   client's next request is answered with `Connection: close` instead of racing the close),
+//!   busy ones finish their response with `Connection: close`, tunnels keep going until
+//!   `lifecycle.drain_timeout`, then exit 0.
 //! - **SIGUSR2** — upgrade: start the binary this process was started from (resolved at start,
 //!   so a package that replaced the file starts the new version) with the same arguments, hand
 //!   it every listening socket and the admin socket ([`handoff`]), wait until it reports ready
