@@ -328,9 +328,13 @@ impl StopHandle {
 /// - build each connection's handler with `H::new(&mut cx, ConnInfo { listener:
 ///   spec.index, .. }, now)` and follow the driver contract in [`crate::proxy::io`];
 /// - keep its own upstream pool ([`crate::proxy::upstream::pool::Pool`]) with stale detection;
-/// - watch `stop.fd()`: once `stop.is_stopped()`, close the listeners and the idle pool, let
-///   open connections finish for at most `tuning.stop_grace`, then free the rest and return
-///   `Ok(())`;
+/// - watch `stop.fd()`: once `stop.is_stopped()`, stop accepting (deregister and close the
+///   listeners — the sockets may live on in the next process of an upgrade, so a connection
+///   the kernel already completed for this worker is still served), close the idle pool, call
+///   `H::begin_drain` once and `on_drain` on every open handler, let open connections finish
+///   for at most `tuning.stop_grace`, then free the rest and return `Ok(())`;
+/// - call `stop.beat()` once per event-loop turn and never block longer than
+///   [`HEARTBEAT_TICK`], so the watchdog sees the worker alive;
 /// - keep `stats` up to date;
 /// - never panic on socket errors; return `Err` only when the event loop itself cannot go on.
 pub struct DriverParams<Cx> {
