@@ -8,13 +8,17 @@
 //! - [`proxy`] holds the data plane; [`proxy::http1`] is the sans-IO HTTP/1.1 codec;
 //! - [`metrics`] owns the prometheus-client registry, typed labels and per-worker counters;
 //! - [`admin`] serves `/healthz`, `/readyz` and `/metrics` on the control-plane runtime;
-//! - [`crd`] defines the `ArcPolicy` custom resource and prints its CRD (`arc-gateway crdgen`).
+//! - [`controller`] watches Kubernetes and translates Ingresses into the routing model;
+//! - [`crd`] defines the `ArcPolicy` custom resource and prints its CRD (`arc-gateway crdgen`);
+//! - [`lifecycle`] owns the process: signals, hot reload, graceful drain, zero-downtime
+//!   upgrade, systemd notifications and watchdog;
 //! - [`xdp`] owns the XDP fast path (deny lists and SYN-flood guard before the network stack).
 
 pub mod admin;
 pub mod config;
 pub mod controller;
 pub mod crd;
+pub mod lifecycle;
 pub mod metrics;
 pub mod proxy;
 pub mod routing;

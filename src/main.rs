@@ -5,14 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use std::sync::Arc;
-
-use arc_gateway::admin::{AdminServer, HealthState};
 use arc_gateway::config;
-use arc_gateway::controller;
-use arc_gateway::metrics::kube::KubeMetrics;
-use arc_gateway::metrics::{Metrics, ReloadResult};
-use arc_gateway::runtime::Server;
+use arc_gateway::lifecycle;
 
 /// Arc: a Kubernetes Ingress controller with an embedded io_uring data plane.
 #[derive(Debug, Parser)]
@@ -106,6 +100,8 @@ fn check(path: &Path) -> ExitCode {
 }
 
 fn run(path: &Path, kubeconfig: Option<&Path>) -> ExitCode {
+    // Resolved now: after a package replaced the file, /proc/self/exe names a deleted inode.
+    let exe = std::env::current_exe().ok();
     let cfg = match config::load(path) {
         Ok(cfg) => cfg,
         Err(err) => {
@@ -113,7 +109,7 @@ fn run(path: &Path, kubeconfig: Option<&Path>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    init_logging(&cfg.logging);
+    let log_level = init_logging(&cfg.logging);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -124,7 +120,13 @@ fn run(path: &Path, kubeconfig: Option<&Path>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(path, cfg, kubeconfig)) {
+    let opts = lifecycle::Options {
+        exe,
+        args: std::env::args_os().skip(1).collect(),
+        log_level,
+        kubeconfig: kubeconfig.map(Path::to_path_buf),
+    };
+    match runtime.block_on(serve(path, cfg, opts)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "arc-gateway stopped");
@@ -134,15 +136,42 @@ fn run(path: &Path, kubeconfig: Option<&Path>) -> ExitCode {
     }
 }
 
-fn init_logging(logging: &config::Logging) {
-    use config::{LogFormat, LogLevel};
-    let level = match logging.level {
-        LogLevel::Trace => tracing::Level::TRACE,
-        LogLevel::Debug => tracing::Level::DEBUG,
-        LogLevel::Info => tracing::Level::INFO,
-        LogLevel::Warn => tracing::Level::WARN,
-        LogLevel::Error => tracing::Level::ERROR,
-    };
+fn level_filter(level: config::LogLevel) -> tracing_subscriber::filter::LevelFilter {
+    use config::LogLevel;
+    use tracing_subscriber::filter::LevelFilter;
+    match level {
+        LogLevel::Trace => LevelFilter::TRACE,
+        LogLevel::Debug => LevelFilter::DEBUG,
+        LogLevel::Info => LevelFilter::INFO,
+        LogLevel::Warn => LevelFilter::WARN,
+        LogLevel::Error => LevelFilter::ERROR,
+    }
+}
+
+/// Installs the global subscriber; the returned hook changes its level on reload.
+fn init_logging(logging: &config::Logging) -> Option<lifecycle::LogLevelHook> {
+    use config::LogFormat;
+    use tracing_subscriber::filter::LevelFilter;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
+    fn install<S>(subscriber: S, level: LevelFilter) -> Option<lifecycle::LogLevelHook>
+    where
+        S: tracing::Subscriber + Send + Sync + 'static,
+    {
+        let (filter, handle) = tracing_subscriber::reload::Layer::new(level);
+        match subscriber.with(filter).try_init() {
+            Ok(()) => Some(Box::new(move |level| {
+                let _ = handle.reload(level_filter(level));
+            })),
+            Err(e) => {
+                eprintln!("arc-gateway: logging not initialised: {e}");
+                None
+            }
+        }
+    }
+
+    let level = level_filter(logging.level);
     let to_stderr = logging.output.path == "stderr";
     let ansi = if to_stderr {
         std::io::IsTerminal::is_terminal(&std::io::stderr())
@@ -150,115 +179,26 @@ fn init_logging(logging: &config::Logging) {
         std::io::IsTerminal::is_terminal(&std::io::stdout())
     };
     let builder = tracing_subscriber::fmt()
-        .with_max_level(level)
+        .with_max_level(LevelFilter::TRACE)
         .with_ansi(ansi)
         .with_target(false)
         .with_thread_names(true);
-    let result = match (logging.format, to_stderr) {
-        (LogFormat::Json, false) => builder.json().with_writer(std::io::stdout).try_init(),
-        (LogFormat::Json, true) => builder.json().with_writer(std::io::stderr).try_init(),
-        (LogFormat::Text, false) => builder.with_writer(std::io::stdout).try_init(),
-        (LogFormat::Text, true) => builder.with_writer(std::io::stderr).try_init(),
-    };
-    if let Err(e) = result {
-        eprintln!("arc-gateway: logging not initialised: {e}");
-    }
-}
-
-/// Runs the admin server and the data plane until SIGTERM/SIGINT; SIGHUP reloads the file.
-async fn serve(path: &Path, cfg: config::Config, kubeconfig: Option<&Path>) -> anyhow::Result<()> {
-    use anyhow::Context as _;
-    use tokio::signal::unix::{SignalKind, signal};
-
-    let metrics = Arc::new(Metrics::new());
-    let health = Arc::new(HealthState::new());
-    let admin_addr: std::net::SocketAddr =
-        config::validate::parse_socket_addr(&cfg.observability.metrics_bind)
-            .map_err(|m| anyhow::anyhow!("observability.metrics_bind: {m}"))?;
-    let admin = AdminServer::bind(admin_addr, Arc::clone(&metrics), Arc::clone(&health)).await?;
-    tracing::info!(address = %admin.local_addr(), "admin server listening");
-    let (stop_admin, admin_stopped) = tokio::sync::watch::channel(false);
-    let admin_task = tokio::spawn(admin.serve(arc_gateway::admin::shutdown_signal(admin_stopped)));
-
-    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    let mut terminate =
-        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-
-    let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let kube_mode = cfg.kubernetes.enabled;
-    let bootstrap = cfg.clone();
-    let mut server = Server::start(cfg, &base, Arc::clone(&metrics), Arc::clone(&health))?;
-    let mut kube = None;
-    if kube_mode {
-        // Ready only once the controller installed its first complete table.
-        health.set_first_sync_done(false);
-        let client = controller::client(kubeconfig).await?;
-        let settings = controller::Settings {
-            namespace: controller::own_namespace(),
-            identity: controller::own_identity(),
-            bootstrap,
-        };
-        tracing::info!(namespace = %settings.namespace, identity = %settings.identity, "Kubernetes controller starting");
-        kube = Some(controller::start(
-            client,
-            settings,
-            KubeMetrics::register(&metrics),
-        ));
-    }
-    tracing::info!(config = %path.display(), driver = server.driver().name(), "arc-gateway is serving");
-
-    loop {
-        tokio::select! {
-            _ = hangup.recv() => {
-                match config::load(path) {
-                    Ok(new) => match server.reload(match &kube {
-                        Some(k) => k.effective_config(new),
-                        None => new,
-                    }) {
-                        Ok(_) => tracing::info!(config = %path.display(), "configuration reloaded"),
-                        Err(e) => tracing::error!(error = %e, "configuration rejected; the old one keeps serving"),
-                    },
-                    Err(e) => {
-                        metrics.control().config_reloaded(ReloadResult::Failure);
-                        for p in &e.problems {
-                            tracing::error!(key = %p.key, line = p.line, problem = %p.message, "configuration rejected; the old one keeps serving");
-                        }
-                    }
-                }
-            }
-            update = next_update(&mut kube) => match update {
-                controller::Update::Cluster(state) => match server.publish(state) {
-                    Ok(v) => tracing::debug!(version = v, "routing table from the cluster installed"),
-                    Err(e) => tracing::error!(error = %e, "cluster state not installed; the old one keeps serving"),
-                },
-                controller::Update::Config(cfg) => match server.reload((*cfg).clone()) {
-                    Ok(_) => tracing::info!("configuration from the ConfigMap applied"),
-                    Err(e) => tracing::error!(error = %e, "configuration rejected; the old one keeps serving"),
-                },
-            },
-            _ = terminate.recv() => break,
-            _ = interrupt.recv() => break,
+    match (logging.format, to_stderr) {
+        (LogFormat::Json, false) => {
+            install(builder.json().with_writer(std::io::stdout).finish(), level)
         }
+        (LogFormat::Json, true) => {
+            install(builder.json().with_writer(std::io::stderr).finish(), level)
+        }
+        (LogFormat::Text, false) => install(builder.with_writer(std::io::stdout).finish(), level),
+        (LogFormat::Text, true) => install(builder.with_writer(std::io::stderr).finish(), level),
     }
-    tracing::info!("draining");
-    if let Some(k) = kube {
-        k.shutdown().await;
-    }
-    health.start_draining();
-    tokio::task::spawn_blocking(move || server.shutdown())
-        .await
-        .context("joining the workers")??;
-    let _ = stop_admin.send(true);
-    let _ = admin_task.await;
-    tracing::info!("stopped");
-    Ok(())
 }
 
-/// The controller's next update, or never when not in Kubernetes mode.
-async fn next_update(kube: &mut Option<controller::ControllerHandle>) -> controller::Update {
-    match kube {
-        Some(k) => k.next().await,
-        None => std::future::pending().await,
-    }
+/// Runs the process (admin server, data plane, signals) until it has drained; see
+/// [`lifecycle`] for SIGHUP (reload), SIGTERM/SIGINT (drain) and SIGUSR2 (upgrade).
+async fn serve(path: &Path, cfg: config::Config, opts: lifecycle::Options) -> anyhow::Result<()> {
+    let process = lifecycle::Process::start(path, cfg, opts).await?;
+    process.run().await?;
+    Ok(())
 }

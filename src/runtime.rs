@@ -3,7 +3,7 @@
 //! worker threads and the admin server, and applies reloads.
 //!
 //! This is control-plane code: it may block (file reads, DNS) because it never runs on a worker
-//! thread. Signals and the process loop live in `main.rs`.
+//! thread. Signals and the process loop live in [`crate::lifecycle`].
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -20,7 +20,8 @@ use crate::proxy::http1;
 use crate::proxy::io::{ConnLimit, PoolLimits};
 use crate::proxy::tls::{CertResolver, CertStore, LoadedCert, TlsAcceptor, TlsAcceptorConfig};
 use crate::proxy::worker::{
-    DriverKind, ListenerSpec, Tuning, WorkerConfig, WorkerSet, driver_entry,
+    DriverKind, Heartbeats, InheritedListener, ListenerSpec, Tuning, WorkerConfig, WorkerSet,
+    driver_entry,
 };
 use crate::routing;
 
@@ -227,6 +228,19 @@ impl Server {
         metrics: Arc<Metrics>,
         health: Arc<HealthState>,
     ) -> Result<Server, StartError> {
+        Self::start_adopting(cfg, base, metrics, health, &mut Vec::new())
+    }
+
+    /// [`Server::start`] that adopts listener sockets handed over by the previous process of
+    /// a zero-downtime upgrade instead of binding them (see
+    /// [`crate::proxy::worker::adopt_all`]); sockets no listener adopts are left in `inherited`.
+    pub fn start_adopting(
+        cfg: Config,
+        base: &Path,
+        metrics: Arc<Metrics>,
+        health: Arc<HealthState>,
+        inherited: &mut Vec<InheritedListener>,
+    ) -> Result<Server, StartError> {
         let driver = select_driver(cfg.io_uring.enabled)?;
         metrics.control().io_driver_selected(match driver {
             DriverKind::Epoll => IoDriver::Epoll,
@@ -277,13 +291,16 @@ impl Server {
         let cx_shared = Arc::clone(&shared);
         let cx_metrics = Arc::clone(&metrics);
         let seed = seed();
-        let workers = WorkerSet::spawn::<Conn, _>(worker_config, move |i| {
+        let workers = WorkerSet::spawn_adopting::<Conn, _>(worker_config, inherited, move |i| {
             WorkerCx::new(
                 Arc::clone(&cx_shared),
                 cx_metrics.register_worker(),
                 seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
             )
         })?;
+        if let Some(after) = crate::lifecycle::debug::wedge_after_from_env() {
+            workers.heartbeats().debug_wedge_worker0(after);
+        }
         for (l, addr) in cfg.listeners.iter().zip(workers.local_addrs()) {
             tracing::info!(listener = %l.name, address = %addr, "listening");
         }
@@ -404,11 +421,32 @@ impl Server {
 
     /// Stops accepting and lets open connections finish (up to `lifecycle.drain_timeout`).
     pub fn shutdown(self) -> Result<(), StartError> {
+        self.begin_drain();
+        self.join()
+    }
+
+    /// Starts the drain without waiting: `/readyz` turns 503, the workers stop accepting and
+    /// wind their connections down (see `proxy::core` for what drain means to a connection).
+    pub fn begin_drain(&self) {
         self.health.start_draining();
         self.workers.stop();
+    }
+
+    /// Waits for the workers to finish (after [`Server::begin_drain`]).
+    pub fn join(self) -> Result<(), StartError> {
         self.workers.join()?;
         self.xdp.shutdown();
         Ok(())
+    }
+
+    /// Duplicates of every listening socket with its listener name, for an upgrade handoff.
+    pub fn listener_sockets(&self) -> std::io::Result<Vec<(Arc<str>, std::net::TcpListener)>> {
+        self.workers.listener_sockets()
+    }
+
+    /// The workers' heartbeats, for the watchdog.
+    pub fn heartbeats(&self) -> Arc<Heartbeats> {
+        Arc::clone(self.workers.heartbeats())
     }
 }
 

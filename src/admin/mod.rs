@@ -112,6 +112,34 @@ impl AdminServer {
         })
     }
 
+    /// Serves on an already bound listening socket (handed over by the previous process of a
+    /// zero-downtime upgrade). Must run inside a tokio runtime.
+    pub fn from_std(
+        listener: std::net::TcpListener,
+        metrics: Arc<Metrics>,
+        health: Arc<HealthState>,
+    ) -> Result<Self, AdminError> {
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let bind_err = |source| AdminError::Bind { addr, source };
+        listener.set_nonblocking(true).map_err(bind_err)?;
+        let listener = TcpListener::from_std(listener).map_err(bind_err)?;
+        Ok(Self {
+            listener,
+            local_addr: addr,
+            state: Arc::new(AdminState { metrics, health }),
+            grace: DEFAULT_SHUTDOWN_GRACE,
+        })
+    }
+
+    /// A duplicate of the listening socket (the same socket), for an upgrade handoff.
+    pub fn listener_socket(&self) -> std::io::Result<std::net::TcpListener> {
+        use std::os::fd::AsFd;
+        let fd = self.listener.as_fd().try_clone_to_owned()?;
+        Ok(std::net::TcpListener::from(fd))
+    }
+
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr

@@ -135,6 +135,14 @@ pub trait ConnHandler: Sized {
     fn keep_pooled(_cx: &mut Self::Cx, _key: &PoolKey) -> bool {
         true
     }
+
+    /// The worker started draining (called once, before `on_drain` reaches the open
+    /// connections): handlers created from now on are born draining.
+    fn begin_drain(_cx: &mut Self::Cx) {}
+
+    /// The worker drains: finish what is under way, then close (see the core's drain rules).
+    /// The driver carries out the resulting actions as after any callback.
+    fn on_drain(&mut self, _cx: &mut Self::Cx, _now: Instant) {}
 }
 
 /// Process-wide bound on downstream connections (`max_connections`), shared by the workers.

@@ -19,7 +19,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
@@ -142,15 +142,101 @@ impl DriverStats {
     }
 }
 
-/// One worker's view of the stop request: a shared flag plus the worker's own eventfd, which
-/// becomes readable when stop is requested so the event loop wakes from its wait.
+/// Longest a driver's event loop may block before it turns again and stamps its heartbeat, so
+/// an idle worker still shows it is alive.
+pub const HEARTBEAT_TICK: Duration = Duration::from_millis(250);
+
+/// Liveness of the workers: each worker stamps its slot once per event-loop turn (at least
+/// every [`HEARTBEAT_TICK`]); the watchdog reads the oldest stamp. One relaxed store per turn.
+#[derive(Debug)]
+pub struct Heartbeats {
+    epoch: Instant,
+    /// Milliseconds since `epoch` of each worker's last turn.
+    beats: Vec<AtomicU64>,
+    /// Debug control: milliseconds since `epoch` after which worker 0 stops turning
+    /// (`u64::MAX`: never). Only set through [`Heartbeats::debug_wedge_worker0`].
+    wedge_at: AtomicU64,
+}
+
+impl Heartbeats {
+    fn new(workers: usize) -> Heartbeats {
+        Heartbeats {
+            epoch: Instant::now(),
+            beats: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            wedge_at: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    fn millis(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// How long ago the least recently turning worker last turned.
+    pub fn oldest(&self, now: Instant) -> Duration {
+        let now_ms = self.millis(now);
+        let oldest = self
+            .beats
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(now_ms);
+        Duration::from_millis(now_ms.saturating_sub(oldest))
+    }
+
+    /// The workers whose last turn is older than `limit`.
+    pub fn stalled(&self, now: Instant, limit: Duration) -> Vec<usize> {
+        let now_ms = self.millis(now);
+        let limit = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+        self.beats
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| now_ms.saturating_sub(b.load(Ordering::Relaxed)) > limit)
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Debug control for watchdog tests: worker 0 blocks inside its loop once `after` has
+    /// passed, as a wedged worker would. Only the process wiring calls this, and only when the
+    /// operator asked for it explicitly (see `lifecycle::debug`).
+    pub fn debug_wedge_worker0(&self, after: Duration) {
+        let at = self.millis(Instant::now() + after);
+        self.wedge_at.store(at, Ordering::Relaxed);
+    }
+
+    fn beat(&self, worker: usize) {
+        let now = self.millis(Instant::now());
+        if let Some(b) = self.beats.get(worker) {
+            b.store(now, Ordering::Relaxed);
+        }
+        if worker == 0 && now >= self.wedge_at.load(Ordering::Relaxed) {
+            tracing::warn!(
+                worker,
+                "debug wedge: this worker stops turning (requested by ARC_DEBUG_WEDGE_WORKER0_AFTER)"
+            );
+            // Bounded so a forgotten debug process does not hold a thread forever.
+            std::thread::sleep(Duration::from_secs(600));
+        }
+    }
+}
+
+/// One worker's link to its supervisor: the stop request (a shared flag plus the worker's own
+/// eventfd, which becomes readable when stop is requested so the event loop wakes from its
+/// wait) and the worker's heartbeat slot.
 #[derive(Debug)]
 pub struct StopSignal {
     flag: Arc<AtomicBool>,
     event: OwnedFd,
+    heartbeats: Arc<Heartbeats>,
+    worker: usize,
 }
 
 impl StopSignal {
+    /// Stamps this worker's heartbeat; drivers call it once per event-loop turn and never
+    /// block longer than [`HEARTBEAT_TICK`] between turns.
+    pub fn beat(&self) {
+        self.heartbeats.beat(self.worker);
+    }
+
     /// True once stop was requested.
     pub fn is_stopped(&self) -> bool {
         self.flag.load(Ordering::Acquire)
@@ -173,15 +259,17 @@ impl StopSignal {
 pub struct StopHandle {
     flag: Arc<AtomicBool>,
     wakers: Arc<Vec<OwnedFd>>,
+    heartbeats: Arc<Heartbeats>,
 }
 
 impl StopHandle {
     /// Makes a handle and one [`StopSignal`] per worker.
     pub fn new(workers: usize) -> Result<(StopHandle, Vec<StopSignal>), WorkerError> {
         let flag = Arc::new(AtomicBool::new(false));
+        let heartbeats = Arc::new(Heartbeats::new(workers));
         let mut wakers = Vec::with_capacity(workers);
         let mut signals = Vec::with_capacity(workers);
-        for _ in 0..workers {
+        for worker in 0..workers {
             let fd = rustix::event::eventfd(
                 0,
                 rustix::event::EventfdFlags::NONBLOCK | rustix::event::EventfdFlags::CLOEXEC,
@@ -198,15 +286,23 @@ impl StopHandle {
             signals.push(StopSignal {
                 flag: Arc::clone(&flag),
                 event: fd,
+                heartbeats: Arc::clone(&heartbeats),
+                worker,
             });
         }
         Ok((
             StopHandle {
                 flag,
                 wakers: Arc::new(wakers),
+                heartbeats,
             },
             signals,
         ))
+    }
+
+    /// The workers' heartbeats (for the watchdog).
+    pub fn heartbeats(&self) -> &Arc<Heartbeats> {
+        &self.heartbeats
     }
 
     /// Sets the stop flag and wakes every worker. Idempotent.
@@ -232,9 +328,13 @@ impl StopHandle {
 /// - build each connection's handler with `H::new(&mut cx, ConnInfo { listener:
 ///   spec.index, .. }, now)` and follow the driver contract in [`crate::proxy::io`];
 /// - keep its own upstream pool ([`crate::proxy::upstream::pool::Pool`]) with stale detection;
-/// - watch `stop.fd()`: once `stop.is_stopped()`, close the listeners and the idle pool, let
-///   open connections finish for at most `tuning.stop_grace`, then free the rest and return
-///   `Ok(())`;
+/// - watch `stop.fd()`: once `stop.is_stopped()`, stop accepting (deregister and close the
+///   listeners — the sockets may live on in the next process of an upgrade, so a connection
+///   the kernel already completed for this worker is still served), close the idle pool, call
+///   `H::begin_drain` once and `on_drain` on every open handler, let open connections finish
+///   for at most `tuning.stop_grace`, then free the rest and return `Ok(())`;
+/// - call `stop.beat()` once per event-loop turn and never block longer than
+///   [`HEARTBEAT_TICK`], so the watchdog sees the worker alive;
 /// - keep `stats` up to date;
 /// - never panic on socket errors; return `Err` only when the event loop itself cannot go on.
 pub struct DriverParams<Cx> {
@@ -384,6 +484,97 @@ pub fn bind_all(
     Ok(per_worker)
 }
 
+/// A listening socket handed over by the process that ran before this one (zero-downtime
+/// upgrade), with the configured name of the listener it served.
+#[derive(Debug)]
+pub struct InheritedListener {
+    pub name: String,
+    pub socket: TcpListener,
+}
+
+/// Like [`bind_all`], but first adopts the inherited sockets of each listener: a listener
+/// adopts the inherited sockets with its name whose address it would bind (same address, or
+/// same IP when it asks for port 0). Adopted sockets are spread round robin over the workers,
+/// so when this process runs fewer workers than the old one, some workers accept on several
+/// sockets and no socket of the old reuse-port group is closed with connections queued in it;
+/// when it runs more, the missing ones are bound anew on the same address (they join the
+/// group). Sockets left in `inherited` matched no listener; the caller decides what to do.
+pub fn adopt_all(
+    specs: &[ListenerSpec],
+    workers: usize,
+    inherited: &mut Vec<InheritedListener>,
+) -> Result<Vec<Vec<BoundListener>>, WorkerError> {
+    let workers = workers.max(1);
+    let mut per_worker: Vec<Vec<BoundListener>> = (0..workers).map(|_| Vec::new()).collect();
+    for spec in specs {
+        let mut spec = spec.clone();
+        let mut adopted = Vec::new();
+        let mut rest = Vec::with_capacity(inherited.len());
+        for l in inherited.drain(..) {
+            let fits = l.name == *spec.name
+                && l.socket.local_addr().is_ok_and(|a| {
+                    a == spec.addr || (spec.addr.port() == 0 && a.ip() == spec.addr.ip())
+                });
+            if fits {
+                adopted.push(l.socket);
+            } else {
+                rest.push(l);
+            }
+        }
+        *inherited = rest;
+        if adopted.is_empty() {
+            for (w, slot) in per_worker.iter_mut().enumerate() {
+                let socket = bind_listener(&spec)?;
+                if w == 0 {
+                    spec.addr = bound_addr(&spec, &socket)?;
+                }
+                slot.push(BoundListener {
+                    spec: spec.clone(),
+                    socket,
+                });
+            }
+            continue;
+        }
+        let count = adopted.len();
+        for (j, socket) in adopted.into_iter().enumerate() {
+            if j == 0 {
+                spec.addr = bound_addr(&spec, &socket)?;
+            }
+            socket
+                .set_nonblocking(true)
+                .map_err(|source| WorkerError::Bind {
+                    name: Arc::clone(&spec.name),
+                    addr: spec.addr,
+                    step: "make the inherited socket non-blocking",
+                    source,
+                })?;
+            if let Some(slot) = per_worker.get_mut(j % workers) {
+                slot.push(BoundListener {
+                    spec: spec.clone(),
+                    socket,
+                });
+            }
+        }
+        for slot in per_worker.iter_mut().skip(count) {
+            let socket = bind_listener(&spec)?;
+            slot.push(BoundListener {
+                spec: spec.clone(),
+                socket,
+            });
+        }
+    }
+    Ok(per_worker)
+}
+
+fn bound_addr(spec: &ListenerSpec, socket: &TcpListener) -> Result<SocketAddr, WorkerError> {
+    socket.local_addr().map_err(|source| WorkerError::Bind {
+        name: Arc::clone(&spec.name),
+        addr: spec.addr,
+        step: "read the bound address",
+        source,
+    })
+}
+
 /// The driver entry for `kind`, or an error when that driver is not part of this build.
 pub fn driver_entry<H>(kind: DriverKind) -> Result<DriverEntry<H::Cx>, WorkerError>
 where
@@ -398,10 +589,19 @@ where
 /// The running workers: their threads, the stop handle, the addresses they serve.
 pub struct WorkerSet {
     threads: Vec<JoinHandle<Result<(), DriverError>>>,
+    /// A duplicate of every listener socket (same open socket), kept so a zero-downtime upgrade
+    /// can hand them to the next process; dropped when the workers stop.
+    handoff: std::sync::Mutex<Vec<InheritedListenerRef>>,
     stop: StopHandle,
     stats: Vec<Arc<DriverStats>>,
     local_addrs: Vec<SocketAddr>,
     driver: DriverKind,
+}
+
+#[derive(Debug)]
+struct InheritedListenerRef {
+    name: Arc<str>,
+    socket: TcpListener,
 }
 
 /// What a [`WorkerSet`] is started with (besides the handler type and the `Cx` factory).
@@ -425,9 +625,34 @@ impl WorkerSet {
         H::Cx: 'static,
         F: Fn(usize) -> H::Cx + Send + Sync + 'static,
     {
+        Self::spawn_adopting::<H, F>(config, &mut Vec::new(), make_cx)
+    }
+
+    /// [`WorkerSet::spawn`] that first adopts inherited listener sockets (see [`adopt_all`]).
+    pub fn spawn_adopting<H, F>(
+        config: WorkerConfig,
+        inherited: &mut Vec<InheritedListener>,
+        make_cx: F,
+    ) -> Result<WorkerSet, WorkerError>
+    where
+        H: ConnHandler + 'static,
+        H::Cx: 'static,
+        F: Fn(usize) -> H::Cx + Send + Sync + 'static,
+    {
         let entry = driver_entry::<H>(config.driver)?;
         let workers = config.workers.max(1);
-        let bound = bind_all(&config.listeners, workers)?;
+        let bound = adopt_all(&config.listeners, workers, inherited)?;
+        let mut handoff = Vec::new();
+        for l in bound.iter().flatten() {
+            let socket = l.socket.try_clone().map_err(|source| WorkerError::Setup {
+                what: "a handoff copy of a listener socket",
+                source,
+            })?;
+            handoff.push(InheritedListenerRef {
+                name: Arc::clone(&l.spec.name),
+                socket,
+            });
+        }
         let local_addrs = bound
             .first()
             .map(|l| l.iter().map(|b| b.spec.addr).collect())
@@ -436,6 +661,7 @@ impl WorkerSet {
         let make_cx = Arc::new(make_cx);
         let mut set = WorkerSet {
             threads: Vec::with_capacity(workers),
+            handoff: std::sync::Mutex::new(handoff),
             stop,
             stats: Vec::with_capacity(workers),
             local_addrs,
@@ -491,9 +717,30 @@ impl WorkerSet {
         self.stop.clone()
     }
 
-    /// Asks every worker to stop (see [`DriverParams`] for what stopping means).
+    /// Asks every worker to stop (see [`DriverParams`] for what stopping means). The handoff
+    /// copies of the listener sockets are closed too, so a listener no other process holds
+    /// stops taking connections.
     pub fn stop(&self) {
+        if let Ok(mut h) = self.handoff.lock() {
+            h.clear();
+        }
         self.stop.stop();
+    }
+
+    /// Fresh duplicates of every listener socket (listener name, socket), for handing to the
+    /// next process of a zero-downtime upgrade. Empty once the workers were stopped.
+    pub fn listener_sockets(&self) -> io::Result<Vec<(Arc<str>, TcpListener)>> {
+        let Ok(h) = self.handoff.lock() else {
+            return Ok(Vec::new());
+        };
+        h.iter()
+            .map(|l| Ok((Arc::clone(&l.name), l.socket.try_clone()?)))
+            .collect()
+    }
+
+    /// The workers' heartbeats (for the watchdog).
+    pub fn heartbeats(&self) -> &Arc<Heartbeats> {
+        self.stop.heartbeats()
     }
 
     /// Per-worker counters, in worker order.
@@ -541,6 +788,7 @@ impl Drop for WorkerSet {
 mod tests {
     use super::*;
     use std::net::Ipv4Addr;
+    use std::time::Instant;
 
     fn spec(name: &str, addr: SocketAddr) -> ListenerSpec {
         ListenerSpec {
@@ -587,6 +835,104 @@ mod tests {
         assert!(
             matches!(err, WorkerError::Bind { step: "bind", .. }),
             "{err:?}"
+        );
+    }
+
+    fn inherit(bound: Vec<Vec<BoundListener>>) -> Vec<InheritedListener> {
+        bound
+            .into_iter()
+            .flatten()
+            .map(|b| InheritedListener {
+                name: b.spec.name.to_string(),
+                socket: b.socket,
+            })
+            .collect()
+    }
+
+    fn inode(l: &TcpListener) -> u64 {
+        use std::os::fd::AsRawFd;
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", l.as_raw_fd())).unwrap();
+        // "socket:[12345]"
+        link.to_string_lossy()
+            .trim_start_matches("socket:[")
+            .trim_end_matches(']')
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn fewer_workers_adopt_every_inherited_socket() {
+        let specs = [spec("http", SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))];
+        let old = bind_all(&specs, 3).unwrap();
+        let port = old[0][0].spec.addr.port();
+        let sockets: Vec<u64> = old.iter().map(|w| inode(&w[0].socket)).collect();
+        let mut inherited = inherit(old);
+        let new = adopt_all(&specs, 2, &mut inherited).unwrap();
+        assert!(inherited.is_empty());
+        // Three sockets over two workers: none is closed (its queue would be reset).
+        assert_eq!(new[0].len(), 2);
+        assert_eq!(new[1].len(), 1);
+        let mut adopted: Vec<u64> = new.iter().flatten().map(|b| inode(&b.socket)).collect();
+        adopted.sort_unstable();
+        let mut expected = sockets.clone();
+        expected.sort_unstable();
+        assert_eq!(adopted, expected, "the same sockets, not new ones");
+        assert!(new.iter().flatten().all(|b| b.spec.addr.port() == port));
+    }
+
+    #[test]
+    fn more_workers_bind_the_missing_sockets_on_the_same_port() {
+        let specs = [
+            spec("http", SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
+            ListenerSpec {
+                index: 1,
+                ..spec("other", SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+            },
+        ];
+        let old = bind_all(&specs[..1], 1).unwrap();
+        let port = old[0][0].spec.addr.port();
+        let first = inode(&old[0][0].socket);
+        let mut inherited = inherit(old);
+        // A stray socket under a name no listener has is left to the caller.
+        inherited.push(InheritedListener {
+            name: "gone".into(),
+            socket: TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap(),
+        });
+        let new = adopt_all(&specs, 3, &mut inherited).unwrap();
+        assert_eq!(inherited.len(), 1);
+        assert_eq!(inherited[0].name, "gone");
+        assert_eq!(inode(&new[0][0].socket), first);
+        for w in &new {
+            assert_eq!(w.len(), 2);
+            assert_eq!(w[0].socket.local_addr().unwrap().port(), port);
+            assert_eq!(w[0].spec.index, 0);
+            assert_eq!(w[1].spec.index, 1);
+        }
+        // The "other" listener was bound fresh; all its workers share one port.
+        let other = new[0][1].spec.addr.port();
+        assert!(
+            new.iter()
+                .all(|w| w[1].socket.local_addr().unwrap().port() == other)
+        );
+    }
+
+    #[test]
+    fn heartbeats_name_the_worker_that_stopped_turning() {
+        let (handle, signals) = StopHandle::new(2).unwrap();
+        let hb = Arc::clone(handle.heartbeats());
+        for s in &signals {
+            s.beat();
+        }
+        let now = Instant::now();
+        assert!(hb.stalled(now, Duration::from_secs(1)).is_empty());
+        std::thread::sleep(Duration::from_millis(30));
+        signals[1].beat();
+        let now = Instant::now();
+        assert_eq!(hb.stalled(now, Duration::from_millis(20)), vec![0]);
+        assert!(hb.oldest(now) >= Duration::from_millis(30));
+        assert_eq!(
+            hb.stalled(now + Duration::from_secs(10), Duration::from_secs(5)),
+            vec![0, 1]
         );
     }
 

@@ -25,6 +25,12 @@ const IN_SLACK: usize = 16 * 1024;
 const REPLAY_LIMIT: usize = 64 * 1024;
 /// Attempts of one request on reused connections that failed before any response byte.
 const MAX_REPLAYS: u8 = 2;
+/// During drain, an idle keep-alive connection closes once it has been quiet this long. A
+/// client that is actively using its connection sends its next request within this time and
+/// gets it answered with `Connection: close` instead of having its connection closed under a
+/// request in flight; one that has been quiet longer closes at once. A fresh connection gets
+/// the same time for its first request.
+const DRAIN_IDLE_QUIET: Duration = Duration::from_secs(1);
 
 /// Worker-wide context lent to every connection of one worker (never shared across workers).
 pub struct WorkerCx {
@@ -32,6 +38,9 @@ pub struct WorkerCx {
     pub metrics: WorkerMetrics,
     rr: HashMap<Arc<str>, usize>,
     rng: u64,
+    /// Set once the worker drains: every connection opened from now on closes after its first
+    /// response.
+    draining: bool,
 }
 
 impl WorkerCx {
@@ -41,7 +50,13 @@ impl WorkerCx {
             metrics,
             rr: HashMap::new(),
             rng: seed | 1,
+            draining: false,
         }
+    }
+
+    /// Whether the worker is draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining
     }
 
     /// The shared snapshot handle this worker reads from.
@@ -153,6 +168,11 @@ pub struct Conn {
     closed: bool,
     close_counted: bool,
     down_eof: bool,
+    /// The process drains: the response under way (or the next one) says `Connection: close`
+    /// and the connection ends after it.
+    draining: bool,
+    /// During drain, when an idle connection that never sent a request gives up.
+    drain_idle_by: Option<Instant>,
 }
 
 impl Conn {
@@ -213,6 +233,7 @@ impl Conn {
     /// Whether the response being started must end the connection.
     fn must_close_after(&self, now: Instant) -> bool {
         !self.keep_alive
+            || self.draining
             || self.down_eof
             || self
                 .limits
@@ -222,6 +243,40 @@ impl Conn {
                 .limits
                 .max_connection_age
                 .is_some_and(|age| now.saturating_duration_since(self.started) >= age)
+    }
+
+    /// When an idle connection (no request bytes buffered) closes.
+    fn idle_deadline(&self) -> Instant {
+        let idle = self.idle_since + self.limits.idle_timeout;
+        match self.drain_idle_by {
+            Some(t) => idle.min(t),
+            None => idle,
+        }
+    }
+
+    /// Drain reached this connection: an idle keep-alive connection closes (with a FIN, so the
+    /// client retries elsewhere) once it has been quiet for [`DRAIN_IDLE_QUIET`] — at once when
+    /// it already was; a request arriving before that is answered with `Connection: close`. A
+    /// busy connection ends after the response under way, which carries `Connection: close`
+    /// when its head is not written yet. A tunnel keeps going until the driver's deadline.
+    fn start_drain(&mut self, now: Instant) {
+        if self.closed || self.draining {
+            return;
+        }
+        self.draining = true;
+        if self.stage == Stage::Idle && self.inbuf.is_empty() {
+            let quiet_from = if self.requests > 0 {
+                self.idle_since
+            } else {
+                now
+            };
+            let by = quiet_from + DRAIN_IDLE_QUIET;
+            if now >= by {
+                self.close(true);
+            } else {
+                self.drain_idle_by = Some(by);
+            }
+        }
     }
 
     fn connection_header(&self, close: bool) -> ConnectionHeader {
@@ -329,7 +384,7 @@ impl Conn {
     fn finish_exchange(&mut self, cx: &mut WorkerCx, now: Instant) {
         self.record(cx, now);
         self.requests += 1;
-        if !self.keep_alive || self.close_delimited || self.down_eof {
+        if !self.keep_alive || self.close_delimited || self.down_eof || self.draining {
             self.close(true);
             return;
         }
@@ -892,7 +947,7 @@ impl Conn {
                     );
                     self.close(true);
                 }
-                None if now >= self.idle_since + self.limits.idle_timeout => self.close(true),
+                None if now >= self.idle_deadline() => self.close(true),
                 _ => {}
             }
         }
@@ -950,7 +1005,7 @@ impl ConnHandler for Conn {
     fn new(cx: &mut WorkerCx, info: ConnInfo, now: Instant) -> Self {
         let limits = cx.views.latest().snapshot.limits;
         cx.metrics.connection_opened();
-        Conn {
+        let mut conn = Conn {
             info,
             started: now,
             limits,
@@ -991,7 +1046,13 @@ impl ConnHandler for Conn {
             closed: false,
             close_counted: false,
             down_eof: false,
+            draining: false,
+            drain_idle_by: None,
+        };
+        if cx.draining {
+            conn.start_drain(now);
         }
+        conn
     }
 
     fn on_downstream_data(&mut self, cx: &mut WorkerCx, data: &[u8], now: Instant) {
@@ -1083,7 +1144,7 @@ impl ConnHandler for Conn {
         let down = match self.stage {
             Stage::Idle => Some(match self.head_started {
                 Some(t) => t + self.limits.header_read_timeout,
-                None => self.idle_since + self.limits.idle_timeout,
+                None => self.idle_deadline(),
             }),
             _ => None,
         };
@@ -1107,5 +1168,14 @@ impl ConnHandler for Conn {
 
     fn keep_pooled(cx: &mut WorkerCx, key: &PoolKey) -> bool {
         cx.endpoint_current(key)
+    }
+
+    fn begin_drain(cx: &mut WorkerCx) {
+        cx.draining = true;
+    }
+
+    fn on_drain(&mut self, cx: &mut WorkerCx, now: Instant) {
+        self.start_drain(now);
+        self.settle(cx);
     }
 }

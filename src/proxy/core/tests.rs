@@ -774,3 +774,156 @@ fn response_ending_under_back_pressure_completes_once_the_client_reads() {
     s.reply(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
     assert!(s.take_client().ends_with("\r\n\r\nok"));
 }
+
+impl Sim {
+    fn drain(&mut self) {
+        <Conn as ConnHandler>::begin_drain(&mut self.cx);
+        self.conn.on_drain(&mut self.cx, self.now);
+        self.pump();
+    }
+}
+
+#[test]
+fn drain_closes_a_quiet_keep_alive_connection_at_once() {
+    let mut s = Sim::new(ConnLimits::default());
+    s.send(GET_API);
+    s.reply(OK_5);
+    assert!(!s.take_client().contains("Connection: close"));
+    s.advance(Duration::from_secs(2));
+    assert_eq!(s.closed, None);
+    s.drain();
+    assert_eq!(s.closed, Some(true), "closed with a flush, not a reset");
+    assert!(
+        s.client.is_empty(),
+        "nothing is written to an idle connection"
+    );
+}
+
+#[test]
+fn drain_answers_the_next_request_of_a_busy_keep_alive_client_with_close() {
+    let mut s = Sim::new(ConnLimits::default());
+    s.send(GET_API);
+    s.reply(OK_5);
+    s.take_client();
+    s.advance(Duration::from_millis(5));
+    s.drain();
+    assert_eq!(
+        s.closed, None,
+        "an active client is not cut under its next request"
+    );
+    s.advance(Duration::from_millis(5));
+    s.send(GET_API);
+    s.reply(OK_5);
+    let t = s.take_client();
+    assert!(t.contains("Connection: close\r\n"), "{t}");
+    assert_eq!(s.closed, Some(true));
+}
+
+#[test]
+fn drain_closes_an_idle_keep_alive_connection_once_quiet() {
+    let mut s = Sim::new(ConnLimits::default());
+    s.send(GET_API);
+    s.reply(OK_5);
+    s.advance(Duration::from_millis(300));
+    s.drain();
+    assert_eq!(s.closed, None);
+    let deadline = s.conn.deadline().expect("a deadline");
+    assert!(deadline <= s.now + Duration::from_millis(700));
+    s.advance(Duration::from_millis(600));
+    assert_eq!(s.closed, None);
+    s.advance(Duration::from_millis(200));
+    assert_eq!(s.closed, Some(true));
+    assert!(s.client.ends_with(b"hello"), "nothing more was written");
+}
+
+#[test]
+fn drain_lets_the_request_in_flight_finish_with_connection_close() {
+    let mut s = Sim::new(ConnLimits::default());
+    s.send(GET_API);
+    assert_eq!(s.connects.len(), 1);
+    s.drain();
+    assert_eq!(s.closed, None, "the request in flight keeps its connection");
+    s.advance(Duration::from_secs(2));
+    s.reply(OK_5);
+    let t = s.take_client();
+    assert!(t.starts_with("HTTP/1.1 200 OK\r\n"), "{t}");
+    assert!(t.contains("Connection: close\r\n"), "{t}");
+    assert!(t.ends_with("hello"), "{t}");
+    assert_eq!(s.closed, Some(true));
+    // The upstream connection is still good: it goes back to the pool.
+    assert_eq!(s.releases, vec![true]);
+}
+
+#[test]
+fn drain_after_the_response_head_finishes_the_body_then_closes() {
+    let mut s = Sim::new(ConnLimits::default());
+    s.send(GET_API);
+    s.reply(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello");
+    s.drain();
+    assert_eq!(s.closed, None);
+    s.reply(b"world");
+    let t = s.take_client();
+    assert!(t.ends_with("helloworld"), "{t}");
+    assert_eq!(s.closed, Some(true));
+}
+
+#[test]
+fn drain_answers_pipelined_requests_only_up_to_the_current_one() {
+    let mut s = Sim::new(ConnLimits::default());
+    s.send(GET_API);
+    s.drain();
+    s.send(GET_API);
+    s.reply(OK_5);
+    let t = s.take_client();
+    assert_eq!(t.matches("HTTP/1.1 200").count(), 1, "{t}");
+    assert!(t.contains("Connection: close\r\n"), "{t}");
+    assert_eq!(s.connects.len(), 1);
+    assert_eq!(s.closed, Some(true));
+}
+
+#[test]
+fn connection_opened_during_drain_gets_one_answer_then_closes() {
+    let mut s = Sim::new(ConnLimits::default());
+    <Conn as ConnHandler>::begin_drain(&mut s.cx);
+    let info = ConnInfo {
+        peer: SocketAddr::from(([192, 0, 2, 8], 50001)),
+        local: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        listener: 0,
+        tls: false,
+        sni: None,
+    };
+    s.conn = Conn::new(&mut s.cx, info.clone(), s.now);
+    s.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    let t = s.take_client();
+    assert!(t.starts_with("HTTP/1.1 200 OK\r\n"), "{t}");
+    assert!(t.contains("Connection: close\r\n"), "{t}");
+    assert_eq!(s.closed, Some(true));
+
+    // One that sends nothing gives up after a short grace, not after the idle timeout.
+    s.closed = None;
+    s.conn = Conn::new(&mut s.cx, info, s.now);
+    let deadline = s.conn.deadline().expect("a deadline");
+    assert!(deadline <= s.now + Duration::from_secs(1), "grace too long");
+    s.advance(Duration::from_millis(500));
+    assert_eq!(s.closed, None);
+    s.advance(Duration::from_millis(600));
+    assert_eq!(s.closed, Some(true));
+}
+
+#[test]
+fn drain_leaves_websocket_tunnels_open() {
+    let mut s = Sim::new(ConnLimits::default());
+    s.send(b"GET /api/ws HTTP/1.1\r\nHost: app.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\n\r\n");
+    s.reply(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    );
+    s.take_client();
+    s.drain();
+    assert_eq!(s.closed, None);
+    s.upstream.clear();
+    s.send(b"frame");
+    assert_eq!(s.upstream, b"frame");
+    s.reply(b"back");
+    assert_eq!(s.take_client(), "back");
+    assert_eq!(s.closed, None);
+}

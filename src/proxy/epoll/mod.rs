@@ -24,8 +24,15 @@
 //! the client still sends until its EOF or `Tuning::lingering_close`, so the last response is
 //! not destroyed by a reset.
 //!
-//! Stop: the worker's eventfd wakes the loop; listeners and idle pooled connections close at
-//! once, open connections get `Tuning::stop_grace` to finish, then are cut.
+//! Stop (drain): the worker's eventfd wakes the loop; listeners are deregistered and closed
+//! and idle pooled connections close at once; every open handler hears
+//! [`ConnHandler::on_drain`] (idle keep-alive connections close, busy ones end after their
+//! response); open connections get `Tuning::stop_grace` to finish, then are cut. Closing
+//! connections still linger (bounded by the grace) so a request that raced the close gets a
+//! FIN, not a reset.
+//!
+//! Liveness: the loop never blocks longer than [`HEARTBEAT_TICK`] and stamps the worker's
+//! heartbeat each turn, so a wedged worker is visible to the watchdog.
 
 mod slab;
 mod timers;
@@ -45,7 +52,8 @@ use crate::proxy::io::{
 use crate::proxy::tls::{TlsError, TlsSession};
 use crate::proxy::upstream::pool::Pool;
 use crate::proxy::worker::{
-    BoundListener, DriverError, DriverKind, DriverParams, DriverStats, StopSignal, Tuning,
+    BoundListener, DriverError, DriverKind, DriverParams, DriverStats, HEARTBEAT_TICK, StopSignal,
+    Tuning,
 };
 
 use slab::{Slab, SlotId, Source};
@@ -274,6 +282,7 @@ impl<H: ConnHandler> Worker<H> {
             self.begin_stop(Instant::now());
         }
         loop {
+            self.stop.beat();
             let now = Instant::now();
             self.fire_timers(now);
             self.sweep_departed_endpoints();
@@ -299,6 +308,7 @@ impl<H: ConnHandler> Worker<H> {
             let timeout = if self.again.is_empty() {
                 let next = min_opt(self.timers.next(), self.pool_next);
                 let next = min_opt(next, self.accept_retry_at);
+                let next = min_opt(next, Some(now + HEARTBEAT_TICK));
                 wait_timeout(now, min_opt(next, self.stop_deadline))
             } else {
                 Some(rustix::event::Timespec {
@@ -582,8 +592,10 @@ impl<H: ConnHandler> Worker<H> {
                     }
                     let tls_done = d.tls.as_ref().is_none_or(|t| !t.output_pending());
                     if plain_done && tls_done {
-                        // No lingering after EOF, nor while stopping (the grace is for work).
-                        if d.read_done || self.stop_deadline.is_some() {
+                        // No lingering after EOF. While stopping it still lingers (bounded by the
+                        // grace): a request that raced a drained keep-alive close must see a
+                        // FIN, not a reset.
+                        if d.read_done {
                             self.free(id);
                             return;
                         }
@@ -1310,6 +1322,11 @@ impl<H: ConnHandler> Worker<H> {
             return;
         }
         self.stop_deadline = Some(now + self.tuning.stop_grace);
+        // The socket may live on in another process (upgrade): deregister it explicitly, as
+        // closing this descriptor alone would not.
+        for l in &self.listeners {
+            let _ = epoll::delete(&self.epoll, &l.socket);
+        }
         self.listeners.clear();
         self.again.retain(|a| matches!(a, Again::Down(_)));
         self.accept_retry_at = None;
@@ -1317,10 +1334,18 @@ impl<H: ConnHandler> Worker<H> {
             self.close_up(uid);
         }
         self.pool_next = None;
+        H::begin_drain(&mut self.cx);
         for id in self.downs.ids() {
-            if matches!(self.downs.get(id), Some(d) if matches!(d.phase, Phase::Lingering { .. })) {
-                self.free(id);
+            let Some(d) = self.downs.get_mut(id) else {
+                continue;
+            };
+            if d.phase != Phase::Open {
+                continue;
             }
+            if let Some(h) = d.handler.as_mut() {
+                h.on_drain(&mut self.cx, now);
+            }
+            self.drive(id, now);
         }
     }
 }

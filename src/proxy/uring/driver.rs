@@ -27,7 +27,7 @@ use super::slab::{Id, Op, Slab, UserData};
 use super::timers::Timers;
 use super::tls::Layer;
 use super::{RingOptions, Support, UringError};
-use crate::proxy::worker::{BoundListener, DriverStats, StopSignal};
+use crate::proxy::worker::{BoundListener, DriverStats, HEARTBEAT_TICK, StopSignal};
 
 const BGID: u16 = 0;
 /// Callback rounds per `sync` before the rest is deferred to the next loop iteration.
@@ -439,6 +439,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
 
     fn event_loop(&mut self) -> Result<(), UringError> {
         loop {
+            self.stop.beat();
             let now = Instant::now();
             self.sweep_departed_endpoints();
             if self.drain_until.is_none() && self.stop.is_stopped() {
@@ -460,7 +461,10 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             }
             self.flush_overflow();
             let wait = if self.resync.is_empty() {
-                self.next_wakeup().map(|t| t.saturating_duration_since(now))
+                // Bounded, so an idle worker still turns and shows its heartbeat.
+                let tick = now + HEARTBEAT_TICK;
+                let at = self.next_wakeup().map_or(tick, |t| t.min(tick));
+                Some(at.saturating_duration_since(now))
             } else {
                 Some(Duration::ZERO)
             };
@@ -620,6 +624,16 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             self.close_sock(sid);
         }
         self.pool_dirty = true;
+        H::begin_drain(self.cx);
+        for cid in self.conns.ids() {
+            let Driver { conns, cx, .. } = self;
+            if let Some(c) = conns.get_mut(cid)
+                && c.finishing.is_none()
+            {
+                c.h.on_drain(cx, now);
+            }
+            self.sync(cid, now);
+        }
     }
 
     /// Cancels whatever is still in flight and waits (bounded) until the kernel no longer
@@ -758,11 +772,11 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
     }
 
     fn accepted(&mut self, li: usize, fd: RawFd, now: Instant) {
-        if self.drain_until.is_some() || !self.limit.try_acquire() {
+        // A connection the kernel completed before the accept's cancellation is served (born
+        // draining): closing it would lose a request the client already sent.
+        if !self.limit.try_acquire() {
             bump(&self.stats.refused);
-            if self.drain_until.is_none() {
-                H::on_refused(self.cx);
-            }
+            H::on_refused(self.cx);
             self.close_raw(fd);
             return;
         }

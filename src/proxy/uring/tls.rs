@@ -384,6 +384,15 @@ impl<H: ConnHandler> ConnHandler for Layer<H> {
         forward!(self, cx, now, |h| h.upstream_written(cx, n, now));
     }
 
+    fn begin_drain(cx: &mut H::Cx) {
+        H::begin_drain(cx);
+    }
+
+    fn on_drain(&mut self, cx: &mut H::Cx, now: Instant) {
+        // A handshake still running makes its handler later, born draining (`begin_drain`).
+        forward!(self, cx, now, |h| h.on_drain(cx, now));
+    }
+
     fn poll_action(&mut self) -> Option<Action> {
         match self {
             Layer::Plain(h) => h.poll_action(),

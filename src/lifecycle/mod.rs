@@ -1,0 +1,610 @@
+//! The process lifecycle of a running Arc: signals, hot reload, graceful drain, zero-downtime
+//! binary upgrade, systemd notifications and watchdog.
+//!
+//! [`Process::start`] brings up the admin server and the data plane (adopting the listening
+//! sockets of a previous process when it was started by an upgrade), tells systemd it is ready
+//! and starts the watchdog; [`Process::run`] then reacts to signals until the process drains:
+//!
+//! - **SIGHUP** — hot reload: `RELOADING=1` (with `MONOTONIC_USEC`), re-read and validate the
+//!   file, swap routes, upstreams, limits, certificates and the log level without touching open
+//!   connections (restart-required keys are named in a warning and keep their values; a bad
+//!   file is rejected whole with every error logged and counted), then `READY=1`.
+//! - **SIGTERM / SIGINT** — drain: `STOPPING=1`, `/readyz` 503 at once, listeners stop
+//!   accepting, idle keep-alive connections close (once quiet for a second, so an active
+//!   client's next request is answered with `Connection: close` instead of racing the close),
+//!   busy ones finish their response with `Connection: close`, tunnels keep going until
+//!   `lifecycle.drain_timeout`, then exit 0.
+//! - **SIGUSR2** — upgrade: start the binary this process was started from (resolved at start,
+//!   so a package that replaced the file starts the new version) with the same arguments, hand
+//!   it every listening socket and the admin socket ([`handoff`]), wait until it reports ready
+//!   (at most [`UPGRADE_READY_TIMEOUT`]), send `MAINPID=<new>`, then drain as above. If the new
+//!   process fails or is late, it is killed, the reason is logged and this one keeps serving.
+//!   A second SIGUSR2 while an upgrade runs is refused with a log line.
+//!
+//! Design: the decisions (what to notify, when to drain) live here on the control-plane tokio
+//! runtime; the workers only learn "drain" through their stop signal and the proxy core's
+//! drain rules, and show liveness through heartbeats ([`watchdog`]).
+
+pub mod debug;
+pub mod handoff;
+pub mod notify;
+pub mod watchdog;
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::admin::{AdminError, AdminServer, HealthState};
+use crate::config::{self, Config, LogLevel};
+use crate::controller::{self, ControllerHandle, Update};
+use crate::metrics::kube::KubeMetrics;
+use crate::metrics::{Metrics, ReloadResult};
+use crate::runtime::{Server, StartError};
+
+use handoff::{HandoffError, HandoffListener, Handover, Inherited, ReadyChannel};
+use notify::Notifier;
+
+/// Longest wait for a new process of an upgrade to connect, take the sockets and serve.
+pub const UPGRADE_READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait of a new process for its parent's sockets.
+pub const HANDOFF_RECEIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Slack on top of `lifecycle.drain_timeout` for the workers to return after their deadline.
+const DRAIN_SLACK: Duration = Duration::from_secs(2);
+
+/// Applies a new `logging.level` to the running subscriber (installed by the binary).
+pub type LogLevelHook = Box<dyn Fn(LogLevel) + Send + Sync>;
+
+/// Why the process could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error("{0}")]
+    Start(#[from] StartError),
+    #[error("{0}")]
+    Admin(#[from] AdminError),
+    #[error("{0}")]
+    Handoff(#[from] HandoffError),
+    #[error("observability.metrics_bind: {0}")]
+    AdminAddress(String),
+    #[error("cannot install the {signal} handler: {source}")]
+    Signal {
+        signal: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("workers did not stop cleanly: {0}")]
+    Workers(StartError),
+    #[error("Kubernetes: {0}")]
+    Controller(#[from] crate::controller::ControllerError),
+}
+
+/// How a [`Process`] is set up besides its configuration.
+#[derive(Default)]
+pub struct Options {
+    /// The binary an upgrade starts; `None` turns upgrades off. Resolve it at start
+    /// (`std::env::current_exe()`), before a package manager replaces the file.
+    pub exe: Option<PathBuf>,
+    /// Arguments the upgraded process gets (normally this process's own).
+    pub args: Vec<std::ffi::OsString>,
+    /// Applies `logging.level` on reload.
+    pub log_level: Option<LogLevelHook>,
+    /// Kubeconfig for the controller (`--kubeconfig`); `None`: `KUBECONFIG`, then in-cluster.
+    pub kubeconfig: Option<PathBuf>,
+}
+
+struct Signals {
+    hangup: Signal,
+    terminate: Signal,
+    interrupt: Signal,
+    upgrade: Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, LifecycleError> {
+        let make = |kind: SignalKind, name: &'static str| {
+            signal(kind).map_err(|source| LifecycleError::Signal {
+                signal: name,
+                source,
+            })
+        };
+        Ok(Signals {
+            hangup: make(SignalKind::hangup(), "SIGHUP")?,
+            terminate: make(SignalKind::terminate(), "SIGTERM")?,
+            interrupt: make(SignalKind::interrupt(), "SIGINT")?,
+            upgrade: make(SignalKind::user_defined2(), "SIGUSR2")?,
+        })
+    }
+}
+
+/// Why the process drains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrainReason {
+    /// SIGTERM or SIGINT: the service stops.
+    Stop,
+    /// An upgrade handed the service to a new process.
+    Upgraded,
+}
+
+/// An upgrade under way: the blocking handoff task and its cancel flag.
+struct UpgradeTask {
+    task: JoinHandle<Result<u32, String>>,
+    cancel: Arc<AtomicBool>,
+}
+
+/// A running Arc process (admin server, data plane, notifications, watchdog).
+pub struct Process {
+    path: PathBuf,
+    server: Server,
+    metrics: Arc<Metrics>,
+    health: Arc<HealthState>,
+    notifier: Notifier,
+    signals: Signals,
+    admin_stop: watch::Sender<bool>,
+    admin_task: JoinHandle<()>,
+    /// The admin socket, kept for an upgrade handoff.
+    admin_socket: Option<std::net::TcpListener>,
+    watchdog: Option<JoinHandle<()>>,
+    upgrade: Option<UpgradeTask>,
+    /// The Kubernetes controller (`kubernetes.enabled`).
+    kube: Option<ControllerHandle>,
+    opts: Options,
+}
+
+impl Process {
+    /// Starts everything for `cfg` (loaded from `path`) and tells systemd it is ready. In a
+    /// process started by an upgrade, adopts the parent's sockets and reports readiness to it
+    /// instead (the parent then hands the service over with `MAINPID=`).
+    pub async fn start(path: &Path, cfg: Config, opts: Options) -> Result<Process, LifecycleError> {
+        // First, so a signal sent as soon as the process exists does not kill it.
+        let signals = Signals::install()?;
+        let notifier = Notifier::from_env();
+        let metrics = Arc::new(Metrics::new());
+        let health = Arc::new(HealthState::new());
+
+        let inherited =
+            tokio::task::spawn_blocking(|| Inherited::from_env(HANDOFF_RECEIVE_TIMEOUT))
+                .await
+                .map_err(|e| HandoffError::Protocol(format!("receiving task failed: {e}")))??;
+        let (mut inherited_listeners, inherited_admin, ready_channel) = match inherited {
+            Some(i) => {
+                let (l, a, r) = i.into_parts();
+                tracing::info!(
+                    sockets = l.len(),
+                    admin = a.is_some(),
+                    "upgrade: adopted the listening sockets of the previous process"
+                );
+                (l, a, Some(r))
+            }
+            None => (Vec::new(), None, None),
+        };
+
+        let admin_addr: std::net::SocketAddr =
+            config::validate::parse_socket_addr(&cfg.observability.metrics_bind)
+                .map_err(LifecycleError::AdminAddress)?;
+        let admin = match inherited_admin {
+            Some(l) if l.local_addr().is_ok_and(|a| same_bind(a, admin_addr)) => {
+                AdminServer::from_std(l, Arc::clone(&metrics), Arc::clone(&health))?
+            }
+            other => {
+                if other.is_some() {
+                    tracing::warn!(
+                        address = %admin_addr,
+                        "upgrade: observability.metrics_bind changed; binding it anew"
+                    );
+                }
+                AdminServer::bind(admin_addr, Arc::clone(&metrics), Arc::clone(&health)).await?
+            }
+        };
+        tracing::info!(address = %admin.local_addr(), "admin server listening");
+        let admin_socket = admin.listener_socket().ok();
+        let (admin_stop, admin_stopped) = watch::channel(false);
+        let admin_task = tokio::spawn(admin.serve(crate::admin::shutdown_signal(admin_stopped)));
+
+        let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let kube_bootstrap = cfg.kubernetes.enabled.then(|| cfg.clone());
+        let server = Server::start_adopting(
+            cfg,
+            &base,
+            Arc::clone(&metrics),
+            Arc::clone(&health),
+            &mut inherited_listeners,
+        );
+        let server = match server {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = admin_stop.send(true);
+                return Err(e.into());
+            }
+        };
+        for l in &inherited_listeners {
+            tracing::warn!(
+                listener = %l.name,
+                "upgrade: inherited socket matches no configured listener; closing it"
+            );
+        }
+        drop(inherited_listeners);
+        let kube = match kube_bootstrap {
+            Some(bootstrap) => {
+                // Ready only once the controller installed its first complete table.
+                health.set_first_sync_done(false);
+                let client = match controller::client(opts.kubeconfig.as_deref()).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = admin_stop.send(true);
+                        return Err(e.into());
+                    }
+                };
+                let settings = controller::Settings {
+                    namespace: controller::own_namespace(),
+                    identity: controller::own_identity(),
+                    bootstrap,
+                };
+                tracing::info!(
+                    namespace = %settings.namespace,
+                    identity = %settings.identity,
+                    "Kubernetes controller starting"
+                );
+                Some(controller::start(
+                    client,
+                    settings,
+                    KubeMetrics::register(&metrics),
+                ))
+            }
+            None => None,
+        };
+        tracing::info!(config = %path.display(), driver = server.driver().name(), "arc-gateway is serving");
+
+        match ready_channel {
+            Some(channel) => {
+                if let Some(delay) = debug::upgrade_ready_delay_from_env() {
+                    tokio::time::sleep(delay).await;
+                }
+                report_ready_to_parent(channel);
+            }
+            None => notifier.ready(),
+        }
+        let watchdog = watchdog::interval_from_env().map(|interval| {
+            tracing::info!(interval = ?interval, "systemd watchdog enabled");
+            tokio::spawn(watchdog::run(notifier, interval, server.heartbeats()))
+        });
+        Ok(Process {
+            path: path.to_path_buf(),
+            server,
+            metrics,
+            health,
+            notifier,
+            signals,
+            admin_stop,
+            admin_task,
+            admin_socket,
+            watchdog,
+            upgrade: None,
+            kube,
+            opts,
+        })
+    }
+
+    /// The process metrics registry.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The readiness flags `/readyz` reports.
+    pub fn health(&self) -> &Arc<HealthState> {
+        &self.health
+    }
+
+    /// The running data plane.
+    pub fn server(&self) -> &Server {
+        &self.server
+    }
+
+    /// Serves until a stop signal or a completed upgrade, then drains and returns.
+    pub async fn run(mut self) -> Result<(), LifecycleError> {
+        let reason = loop {
+            tokio::select! {
+                _ = self.signals.hangup.recv() => { self.reload(); }
+                _ = self.signals.upgrade.recv() => self.start_upgrade(),
+                done = wait_upgrade(&mut self.upgrade), if self.upgrade.is_some() => {
+                    self.upgrade = None;
+                    match done {
+                        Ok(pid) => {
+                            tracing::info!(pid, "upgrade: the new process serves; draining this one");
+                            self.notifier.main_pid(pid);
+                            break DrainReason::Upgraded;
+                        }
+                        Err(reason) => tracing::error!(
+                            reason = %reason,
+                            "upgrade failed; the new process was stopped and this one keeps serving"
+                        ),
+                    }
+                }
+                update = next_update(&mut self.kube) => self.apply_update(update),
+                _ = self.signals.terminate.recv() => break DrainReason::Stop,
+                _ = self.signals.interrupt.recv() => break DrainReason::Stop,
+            }
+        };
+        self.drain(reason).await
+    }
+
+    /// Re-reads the configuration file and applies it (see the module doc). Returns whether
+    /// the new configuration was taken.
+    pub fn reload(&mut self) -> bool {
+        self.notifier.reloading();
+        let base = self.path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let loaded = config::load(&self.path).and_then(|new| {
+            // Every unreadable certificate or key is named, not just the first.
+            let problems = config::check_referenced_files(&new, &base);
+            if problems.is_empty() {
+                Ok(new)
+            } else {
+                Err(config::ConfigError {
+                    origin: self.path.display().to_string(),
+                    problems,
+                })
+            }
+        });
+        let taken = match loaded {
+            Ok(new) => {
+                // In Kubernetes mode the ConfigMap overrides the file (which then only
+                // bootstraps `kubernetes.*` and the restart-required keys).
+                let new = match &self.kube {
+                    Some(k) => k.effective_config(new),
+                    None => new,
+                };
+                let level = new.logging.level;
+                match self.server.reload(new) {
+                    Ok(changes) => {
+                        if let Some(hook) = &self.opts.log_level {
+                            hook(level);
+                        }
+                        tracing::info!(
+                            config = %self.path.display(),
+                            restart_required = changes.len(),
+                            "configuration reloaded"
+                        );
+                        true
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "configuration rejected; the old one keeps serving");
+                        false
+                    }
+                }
+            }
+            Err(e) => {
+                self.metrics
+                    .control()
+                    .config_reloaded(ReloadResult::Failure);
+                for p in &e.problems {
+                    tracing::error!(
+                        config = %e.origin,
+                        key = %p.key,
+                        line = p.line,
+                        problem = %p.message,
+                        "configuration rejected; the old one keeps serving"
+                    );
+                }
+                false
+            }
+        };
+        self.notifier.ready();
+        taken
+    }
+
+    /// Installs what the Kubernetes controller published: a new cluster state (routes,
+    /// endpoints, certificates) or a new configuration from the ConfigMap.
+    fn apply_update(&mut self, update: Update) {
+        match update {
+            Update::Cluster(state) => match self.server.publish(state) {
+                Ok(v) => tracing::debug!(version = v, "routing table from the cluster installed"),
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "cluster state not installed; the old one keeps serving"
+                ),
+            },
+            Update::Config(cfg) => {
+                self.notifier.reloading();
+                let level = cfg.logging.level;
+                match self.server.reload((*cfg).clone()) {
+                    Ok(_) => {
+                        if let Some(hook) = &self.opts.log_level {
+                            hook(level);
+                        }
+                        tracing::info!("configuration from the ConfigMap applied");
+                    }
+                    Err(e) => tracing::error!(
+                        error = %e,
+                        "configuration rejected; the old one keeps serving"
+                    ),
+                }
+                self.notifier.ready();
+            }
+        }
+    }
+
+    fn start_upgrade(&mut self) {
+        if self.upgrade.is_some() {
+            tracing::warn!("SIGUSR2 refused: an upgrade is already in progress");
+            return;
+        }
+        let Some(exe) = self.opts.exe.clone() else {
+            tracing::error!("SIGUSR2 refused: the binary path of this process is unknown");
+            return;
+        };
+        let handover = match self.handover() {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!(error = %e, "SIGUSR2 refused: cannot duplicate the listening sockets");
+                return;
+            }
+        };
+        tracing::info!(binary = %exe.display(), "upgrade: starting the new process");
+        let args = self.opts.args.clone();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&cancel);
+        let task = tokio::task::spawn_blocking(move || upgrade(&exe, &args, &handover, &flag));
+        self.upgrade = Some(UpgradeTask { task, cancel });
+    }
+
+    fn handover(&self) -> std::io::Result<Handover> {
+        let listeners = self
+            .server
+            .listener_sockets()?
+            .into_iter()
+            .map(|(name, socket)| (name.to_string(), OwnedFd::from(socket)))
+            .collect();
+        let admin = match &self.admin_socket {
+            Some(s) => Some(OwnedFd::from(s.try_clone()?)),
+            None => None,
+        };
+        Ok(Handover { listeners, admin })
+    }
+
+    /// Drains (see the module doc) and returns once the workers finished or the deadline
+    /// (`lifecycle.drain_timeout`) passed.
+    pub async fn drain(mut self, reason: DrainReason) -> Result<(), LifecycleError> {
+        if let Some(up) = self.upgrade.take() {
+            // A stop during an upgrade: the new process must not outlive this one unasked.
+            up.cancel.store(true, Ordering::Release);
+            let _ = up.task.await;
+        }
+        if let Some(w) = self.watchdog.take() {
+            w.abort();
+        }
+        if let Some(k) = self.kube.take() {
+            // Watches stop and the Lease is handed back; traffic keeps the last table.
+            k.shutdown().await;
+        }
+        let timeout = self.server.config().lifecycle.drain_timeout.get();
+        match reason {
+            DrainReason::Stop => {
+                self.notifier.stopping();
+                tracing::info!(deadline = ?timeout, "draining");
+            }
+            DrainReason::Upgraded => {
+                tracing::info!(deadline = ?timeout, "draining after the upgrade");
+            }
+        }
+        let started = Instant::now();
+        self.server.begin_drain();
+        // The handoff copies would keep the sockets open; the admin socket lives on in the new
+        // process after an upgrade, which answers /readyz from now on.
+        self.admin_socket = None;
+        if reason == DrainReason::Upgraded {
+            let _ = self.admin_stop.send(true);
+        }
+        let server = self.server;
+        let joined = tokio::time::timeout(
+            timeout + DRAIN_SLACK,
+            tokio::task::spawn_blocking(move || server.join()),
+        )
+        .await;
+        let result = match joined {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(LifecycleError::Workers(e)),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "joining the workers failed");
+                Ok(())
+            }
+            Err(_) => {
+                tracing::warn!(
+                    deadline = ?timeout,
+                    "drain deadline passed with connections still open; exiting"
+                );
+                Ok(())
+            }
+        };
+        let _ = self.admin_stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.admin_task).await;
+        tracing::info!(took = ?started.elapsed(), "stopped");
+        result
+    }
+}
+
+/// Two socket addresses name the same bind (port 0 in the configuration matches any port).
+fn same_bind(bound: std::net::SocketAddr, configured: std::net::SocketAddr) -> bool {
+    bound == configured || (configured.port() == 0 && bound.ip() == configured.ip())
+}
+
+fn report_ready_to_parent(channel: ReadyChannel) {
+    match channel.ready() {
+        Ok(()) => tracing::info!("upgrade: told the previous process this one serves"),
+        Err(e) => {
+            tracing::error!(error = %e, "upgrade: cannot tell the previous process this one serves")
+        }
+    }
+}
+
+/// The controller's next update, or never when not in Kubernetes mode.
+async fn next_update(kube: &mut Option<ControllerHandle>) -> Update {
+    match kube {
+        Some(k) => k.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn wait_upgrade(task: &mut Option<UpgradeTask>) -> Result<u32, String> {
+    match task {
+        Some(t) => match (&mut t.task).await {
+            Ok(r) => r,
+            Err(e) => Err(format!("the upgrade task failed: {e}")),
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// Starts `exe`, hands it the sockets, waits for its readiness. Blocking; on failure the new
+/// process is killed and reaped, and the error says why.
+fn upgrade(
+    exe: &Path,
+    args: &[std::ffi::OsString],
+    handover: &Handover,
+    cancel: &AtomicBool,
+) -> Result<u32, String> {
+    let listener = HandoffListener::bind().map_err(|e| e.to_string())?;
+    let mut child = std::process::Command::new(exe)
+        .args(args)
+        .env(handoff::UPGRADE_SOCKET_ENV, listener.name())
+        // systemd moves the watchdog to the new main process; the old pid must not stop it.
+        .env_remove("WATCHDOG_PID")
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+    let pid = child.id();
+    let until = Instant::now() + UPGRADE_READY_TIMEOUT;
+    let mut exit_status = None;
+    let mut alive = || {
+        if cancel.load(Ordering::Acquire) {
+            return false;
+        }
+        match child.try_wait() {
+            Ok(None) => true,
+            Ok(Some(status)) => {
+                exit_status = Some(status);
+                false
+            }
+            Err(_) => false,
+        }
+    };
+    let result = listener
+        .hand_over(pid, handover, until, &mut alive)
+        .and_then(|channel| channel.wait_ready(until, &mut alive));
+    match result {
+        Ok(()) => Ok(pid),
+        Err(e) => {
+            let mut reason = format!("new process {pid}: {e}");
+            if let Some(status) = exit_status {
+                reason.push_str(&format!(" (it exited: {status})"));
+            } else if cancel.load(Ordering::Acquire) {
+                reason.push_str(" (cancelled by a stop signal)");
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(reason)
+        }
+    }
+}
