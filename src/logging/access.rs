@@ -233,10 +233,14 @@ impl RequestLog {
         self.written = self.written.saturating_add(n as u64);
     }
 
-    /// The request goes to `endpoint` with the ids sent upstream.
-    pub fn proxied(&mut self, endpoint: SocketAddr, request_id: &[u8], trace_id: Option<u128>) {
+    /// The request goes to `endpoint` with the `X-Request-ID` and `traceparent` values sent
+    /// upstream (empty when absent).
+    pub fn proxied(&mut self, endpoint: SocketAddr, request_id: &[u8], traceparent: &[u8]) {
         self.rec.upstream = Some(endpoint);
-        self.rec.trace_id = trace_id;
+        self.rec.trace_id = traceparent
+            .get(3..35)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u128::from_str_radix(h, 16).ok());
         let n = request_id.len().min(REQUEST_ID_CAPACITY);
         if let (Some(dst), Some(src)) = (self.rec.request_id.get_mut(..n), request_id.get(..n)) {
             dst.copy_from_slice(src);
@@ -296,6 +300,17 @@ impl AccessLogger {
             tx: None,
             dropped: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// A logger over a fresh ring of `capacity` records whose receiving end the caller
+    /// drains itself (tests, custom writers).
+    pub fn channel(capacity: usize) -> (Self, Receiver<AccessRecord>) {
+        let (tx, rx) = sync_channel(capacity);
+        let logger = AccessLogger {
+            tx: Some(tx),
+            dropped: Arc::new(AtomicU64::new(0)),
+        };
+        (logger, rx)
     }
 
     /// Whether records are taken at all (lets the caller skip filling one).
@@ -611,7 +626,11 @@ impl Writer {
                 }
             }
         }
-        if !policy.enabled || rec.route.is_some_and(|r| policy.disabled_routes.contains(&r)) {
+        if !policy.enabled
+            || rec
+                .route
+                .is_some_and(|r| policy.disabled_routes.contains(&r))
+        {
             return;
         }
         self.sample_acc += policy.sample;
@@ -708,7 +727,11 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if m <= 2 { y + 1 } else { y };
-    (y, u32::try_from(m).unwrap_or(1), u32::try_from(d).unwrap_or(1))
+    (
+        y,
+        u32::try_from(m).unwrap_or(1),
+        u32::try_from(d).unwrap_or(1),
+    )
 }
 
 #[cfg(test)]

@@ -8,8 +8,8 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 
-use super::file::RotatingFile;
 use super::LoggingError;
+use super::file::RotatingFile;
 use crate::config::LogOutput;
 
 /// File name of the process log inside `logging.output.path`.
@@ -61,15 +61,12 @@ impl LogTarget {
                     source,
                 })?;
                 let path = dir.join(file_name);
-                let file = RotatingFile::open(
-                    &path,
-                    out.rotation.max_size.get(),
-                    out.rotation.max_files,
-                )
-                .map_err(|source| LoggingError::Open {
-                    path: path.display().to_string(),
-                    source,
-                })?;
+                let file =
+                    RotatingFile::open(&path, out.rotation.max_size.get(), out.rotation.max_files)
+                        .map_err(|source| LoggingError::Open {
+                            path: path.display().to_string(),
+                            source,
+                        })?;
                 Ok(Self::file(file))
             }
         }

@@ -53,7 +53,10 @@ fn full_ring_drops_and_counts_without_blocking() {
     for _ in 0..10 {
         worker.push(&rec);
     }
-    assert!(started.elapsed() < Duration::from_secs(1), "push never blocks");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "push never blocks"
+    );
     assert_eq!(worker.dropped(), 6);
     assert_eq!(log.dropped(), 6);
     let other = log.worker();
@@ -80,16 +83,15 @@ fn dropped_lines_reach_the_metric() {
     let log = AccessLog::spawn(log, target, Arc::clone(&metrics)).expect("spawn");
     log.stop();
     let text = metrics.encode().expect("encode");
-    assert!(
-        text.contains("arc_access_log_dropped_total 2"),
-        "{text}"
-    );
+    assert!(text.contains("arc_access_log_dropped_total 2"), "{text}");
 }
 
 #[test]
 fn sampling_writes_the_configured_fraction() {
     let now = Instant::now();
-    let records: Vec<_> = (0..100).map(|i| record(now, &format!("/{i}"), None)).collect();
+    let records: Vec<_> = (0..100)
+        .map(|i| record(now, &format!("/{i}"), None))
+        .collect();
     let policy = AccessPolicy {
         sample: 0.25,
         ..AccessPolicy::default()
@@ -158,7 +160,7 @@ fn line_carries_every_field() {
     log.proxied(
         "10.0.0.5:8080".parse().expect("addr"),
         b"0123456789abcdef0123456789abcdef",
-        Some(0xabc),
+        b"00-00000000000000000000000000000abc-00f067aa0ba902b7-01",
     );
     log.attempt(now + Duration::from_millis(1), 0);
     log.attempt(now + Duration::from_millis(2), 1);
@@ -209,7 +211,7 @@ fn next_request_on_a_connection_starts_clean() {
     let now = Instant::now();
     let mut log = RequestLog::new("127.0.0.1:1".parse().expect("addr"), now);
     log.begin(now, "GET", "h", "/a", 0);
-    log.proxied("10.0.0.1:80".parse().expect("addr"), b"id", None);
+    log.proxied("10.0.0.1:80".parse().expect("addr"), b"id", b"");
     log.error(ErrorReason::UpstreamReset);
     log.wrote(100);
     let _ = log.finish(now, 502, None, 0);
@@ -245,6 +247,9 @@ fn rfc3339_dates() {
     );
     assert_eq!(s, "2026-11-18T11:06:40.123Z");
     s.clear();
-    push_rfc3339(&mut s, SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400));
+    push_rfc3339(
+        &mut s,
+        SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400),
+    );
     assert_eq!(s, "2000-02-29T00:00:00.000Z");
 }

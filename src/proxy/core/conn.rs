@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::logging::{AccessLogger, RequestLog};
 use crate::metrics::{ErrorReason, PoolResult, RefuseReason, RouteMetricId, WorkerMetrics};
 use crate::proxy::http1::{
     self, BodyKind, ClientInfo, ConnectionHeader, DirectResponse, DownstreamResponse, ErrorKind,
@@ -30,6 +31,8 @@ const MAX_REPLAYS: u8 = 2;
 pub struct WorkerCx {
     views: Views,
     pub metrics: WorkerMetrics,
+    /// This worker's access-log ring (off unless [`WorkerCx::with_access_log`]).
+    pub access: AccessLogger,
     rr: HashMap<Arc<str>, usize>,
     rng: u64,
 }
@@ -39,9 +42,16 @@ impl WorkerCx {
         WorkerCx {
             views: Views::new(shared),
             metrics,
+            access: AccessLogger::off(),
             rr: HashMap::new(),
             rng: seed | 1,
         }
+    }
+
+    /// Sends this worker's access-log records to `access`.
+    pub fn with_access_log(mut self, access: AccessLogger) -> Self {
+        self.access = access;
+        self
     }
 
     /// The shared snapshot handle this worker reads from.
@@ -153,6 +163,8 @@ pub struct Conn {
     closed: bool,
     close_counted: bool,
     down_eof: bool,
+    /// Access-log fields of the current request.
+    log: RequestLog,
 }
 
 impl Conn {
@@ -276,6 +288,7 @@ impl Conn {
 
     fn respond_error(&mut self, cx: &mut WorkerCx, status: u16, reason: ErrorReason, now: Instant) {
         cx.metrics.error(reason);
+        self.log.error(reason);
         let body = format!("{status} {}\n", http1::reason_phrase(status));
         self.respond_local(
             cx,
@@ -296,6 +309,10 @@ impl Conn {
             _ => ErrorReason::BadRequest,
         };
         cx.metrics.error(reason);
+        if self.stage == Stage::Idle {
+            self.log.begin(now, "", "", "", self.pending_down() as u64);
+        }
+        self.log.error(reason);
         if self.resp_started || self.stage == Stage::Proxy && self.req_done {
             // A response is under way: nothing sensible can follow it.
             self.close(true);
@@ -322,6 +339,11 @@ impl Conn {
     fn record(&mut self, cx: &mut WorkerCx, now: Instant) {
         let elapsed = now.saturating_duration_since(self.req_started);
         cx.metrics.request_done(self.route, self.status, elapsed);
+        if cx.access.is_on() {
+            let pending = self.pending_down() as u64;
+            cx.access
+                .push(self.log.finish(now, self.status, self.route, pending));
+        }
     }
 
     /// Both sides of the exchange are complete: account it and get ready for the next request
@@ -369,22 +391,26 @@ impl Conn {
             };
             let consumed = decoded.consumed;
             let raw_end = (pos + consumed).min(self.inbuf.len());
+            let taken = raw_end.saturating_sub(pos);
             match decoded.event {
                 RequestEvent::Head(head) => {
                     pos = raw_end;
                     self.start_request(cx, &head, now);
+                    self.log.read(taken);
                 }
                 RequestEvent::Body(_) => {
                     if self.stage == Stage::Proxy {
                         self.forward_input(pos..raw_end);
                     }
                     pos = raw_end;
+                    self.log.read(taken);
                 }
                 RequestEvent::End | RequestEvent::UpgradeRequested => {
                     if self.stage == Stage::Proxy && raw_end > pos {
                         self.forward_input(pos..raw_end);
                     }
                     pos = raw_end;
+                    self.log.read(taken);
                     self.req_done = true;
                     if self.stage == Stage::Local {
                         self.finish_exchange(cx, now);
@@ -435,6 +461,9 @@ impl Conn {
         self.limits = snapshot.limits;
         let host = head.authority().or(head.host_header()).unwrap_or("");
         let path = head.path();
+        let queued = self.pending_down() as u64;
+        self.log
+            .begin(now, head.method_str(), host, head.target(), queued);
         let found = match snapshot.table.lookup(host, path) {
             Lookup::Found(m) => m,
             Lookup::NotFound => {
@@ -521,7 +550,13 @@ impl Conn {
         self.replay.clear();
         self.replayable = true;
         self.replays = 0;
-        http1::write_request_head(&mut self.up_out, head, &opts);
+        let ids = http1::write_request_head(&mut self.up_out, head, &opts);
+        let field = |r: Option<std::ops::Range<usize>>| r.and_then(|r| self.up_out.get(r));
+        self.log.proxied(
+            endpoint,
+            field(ids.request_id).unwrap_or_default(),
+            field(ids.traceparent).unwrap_or_default(),
+        );
         Self::keep_for_replay(&mut self.replay, &mut self.replayable, &self.up_out);
         self.resp = Some(self.response_decoder());
         if self.expect_continue {
@@ -550,6 +585,7 @@ impl Conn {
         self.up_state = UpState::Connecting;
         self.up_reused = false;
         self.up_started = now;
+        self.log.attempt(now, self.replays);
         self.up_deadline = None;
     }
 
@@ -610,6 +646,7 @@ impl Conn {
         }
         // The response is cut short: the client must see the truncation, not a complete answer.
         cx.metrics.error(ErrorReason::UpstreamReset);
+        self.log.error(ErrorReason::UpstreamReset);
         self.record(cx, now);
         self.close(true);
     }
@@ -640,6 +677,7 @@ impl Conn {
                     pos = 0;
                     if self.resp_started {
                         cx.metrics.error(ErrorReason::UpstreamInvalidResponse);
+                        self.log.error(ErrorReason::UpstreamInvalidResponse);
                         self.record(cx, now);
                         self.close(true);
                     } else {
@@ -899,6 +937,7 @@ impl Conn {
     }
 
     fn do_downstream_written(&mut self, cx: &mut WorkerCx, n: usize, now: Instant) {
+        self.log.wrote(n);
         self.down_pos = (self.down_pos + n).min(self.down_out.len());
         if self.down_pos == self.down_out.len() {
             self.down_out.clear();
@@ -942,6 +981,7 @@ impl ConnHandler for Conn {
     fn new(cx: &mut WorkerCx, info: ConnInfo, now: Instant) -> Self {
         let limits = cx.views.latest().snapshot.limits;
         cx.metrics.connection_opened();
+        let log = RequestLog::new(info.peer, now);
         Conn {
             info,
             started: now,
@@ -983,6 +1023,7 @@ impl ConnHandler for Conn {
             closed: false,
             close_counted: false,
             down_eof: false,
+            log,
         }
     }
 
