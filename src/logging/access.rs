@@ -353,7 +353,32 @@ pub struct RouteLatency {
     pub max_seconds: f64,
 }
 
+/// Passive health of one upstream endpoint, from the requests that went to it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct EndpointStats {
+    /// Requests sent to the endpoint.
+    pub requests: u64,
+    /// Requests that failed on the upstream side (connect, timeout, reset, invalid response).
+    pub failures: u64,
+    /// Failures since the last success.
+    pub consecutive_failures: u64,
+    /// Reason of the latest failure.
+    pub last_error: Option<&'static str>,
+}
+
+/// Whether an error reason is the upstream's fault.
+fn upstream_failure(reason: ErrorReason) -> bool {
+    matches!(
+        reason,
+        ErrorReason::UpstreamConnect
+            | ErrorReason::UpstreamTimeout
+            | ErrorReason::UpstreamReset
+            | ErrorReason::UpstreamInvalidResponse
+    )
+}
+
 struct Shared {
+    endpoints: Mutex<std::collections::HashMap<SocketAddr, EndpointStats>>,
     receivers: Mutex<Vec<Receiver<AccessRecord>>>,
     dropped: Mutex<Vec<Arc<AtomicU64>>>,
     policy: ArcSwap<AccessPolicy>,
@@ -412,6 +437,7 @@ impl AccessLog {
     fn unstarted(policy: AccessPolicy, capacity: usize) -> Self {
         AccessLog {
             shared: Arc::new(Shared {
+                endpoints: Mutex::new(std::collections::HashMap::new()),
                 receivers: Mutex::new(Vec::new()),
                 dropped: Mutex::new(Vec::new()),
                 policy: ArcSwap::from_pointee(policy),
@@ -478,6 +504,15 @@ impl AccessLog {
     pub fn route_latency(&self) -> Vec<RouteLatency> {
         self.shared
             .latency
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Passive health per upstream endpoint.
+    pub fn endpoint_stats(&self) -> std::collections::HashMap<SocketAddr, EndpointStats> {
+        self.shared
+            .endpoints
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
@@ -624,6 +659,23 @@ impl Writer {
                 if secs > l.max_seconds {
                     l.max_seconds = secs;
                 }
+            }
+        }
+        if let Some(up) = rec.upstream {
+            let mut eps = self
+                .shared
+                .endpoints
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let e = eps.entry(up).or_default();
+            e.requests += 1;
+            match rec.error.filter(|r| upstream_failure(*r)) {
+                Some(reason) => {
+                    e.failures += 1;
+                    e.consecutive_failures += 1;
+                    e.last_error = Some(reason.as_str());
+                }
+                None => e.consecutive_failures = 0,
             }
         }
         if !policy.enabled

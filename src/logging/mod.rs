@@ -13,7 +13,9 @@ pub mod file;
 pub mod process;
 pub mod target;
 
-pub use access::{AccessLog, AccessLogger, AccessPolicy, AccessRecord, RequestLog, RouteLatency};
+pub use access::{
+    AccessLog, AccessLogger, AccessPolicy, AccessRecord, EndpointStats, RequestLog, RouteLatency,
+};
 pub use file::RotatingFile;
 pub use process::{LoggingHandle, init, level_filter};
 pub use target::{ACCESS_LOG_FILE, LogTarget, PROCESS_LOG_FILE};
