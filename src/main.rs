@@ -7,8 +7,9 @@ use clap::{Parser, Subcommand};
 
 use std::sync::Arc;
 
-use arc_gateway::admin::{AdminServer, HealthState};
+use arc_gateway::admin::{AdminServer, ControlCommand, ControlToken, ControlView, HealthState};
 use arc_gateway::config;
+use arc_gateway::logging::{self, AccessLog, LoggingHandle};
 use arc_gateway::metrics::{Metrics, ReloadResult};
 use arc_gateway::runtime::Server;
 
@@ -96,7 +97,13 @@ fn run(path: &Path, _kubeconfig: Option<&Path>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    init_logging(&cfg.logging);
+    let logs = match logging::init(&cfg.logging) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("arc-gateway: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -107,7 +114,7 @@ fn run(path: &Path, _kubeconfig: Option<&Path>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(path, cfg)) {
+    match runtime.block_on(serve(path, cfg, logs)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "arc-gateway stopped");
@@ -117,39 +124,8 @@ fn run(path: &Path, _kubeconfig: Option<&Path>) -> ExitCode {
     }
 }
 
-fn init_logging(logging: &config::Logging) {
-    use config::{LogFormat, LogLevel};
-    let level = match logging.level {
-        LogLevel::Trace => tracing::Level::TRACE,
-        LogLevel::Debug => tracing::Level::DEBUG,
-        LogLevel::Info => tracing::Level::INFO,
-        LogLevel::Warn => tracing::Level::WARN,
-        LogLevel::Error => tracing::Level::ERROR,
-    };
-    let to_stderr = logging.output.path == "stderr";
-    let ansi = if to_stderr {
-        std::io::IsTerminal::is_terminal(&std::io::stderr())
-    } else {
-        std::io::IsTerminal::is_terminal(&std::io::stdout())
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_ansi(ansi)
-        .with_target(false)
-        .with_thread_names(true);
-    let result = match (logging.format, to_stderr) {
-        (LogFormat::Json, false) => builder.json().with_writer(std::io::stdout).try_init(),
-        (LogFormat::Json, true) => builder.json().with_writer(std::io::stderr).try_init(),
-        (LogFormat::Text, false) => builder.with_writer(std::io::stdout).try_init(),
-        (LogFormat::Text, true) => builder.with_writer(std::io::stderr).try_init(),
-    };
-    if let Err(e) = result {
-        eprintln!("arc-gateway: logging not initialised: {e}");
-    }
-}
-
 /// Runs the admin server and the data plane until SIGTERM/SIGINT; SIGHUP reloads the file.
-async fn serve(path: &Path, cfg: config::Config) -> anyhow::Result<()> {
+async fn serve(path: &Path, cfg: config::Config, logs: LoggingHandle) -> anyhow::Result<()> {
     use anyhow::Context as _;
     use tokio::signal::unix::{SignalKind, signal};
 
@@ -158,7 +134,27 @@ async fn serve(path: &Path, cfg: config::Config) -> anyhow::Result<()> {
     let admin_addr: std::net::SocketAddr =
         config::validate::parse_socket_addr(&cfg.observability.metrics_bind)
             .map_err(|m| anyhow::anyhow!("observability.metrics_bind: {m}"))?;
-    let admin = AdminServer::bind(admin_addr, Arc::clone(&metrics), Arc::clone(&health)).await?;
+    let access = if cfg.logging.access_log.enabled {
+        let policy = logging::access_policy(&cfg, metrics.routes());
+        let buffer = cfg.logging.access_log.buffer;
+        Some(Arc::new(AccessLog::start(
+            logs.access_target(),
+            policy,
+            buffer,
+            Arc::clone(&metrics),
+        )?))
+    } else {
+        None
+    };
+    let token = ControlToken::new(cfg.control_plane.auth_token.clone());
+    let (command_tx, mut commands) = tokio::sync::mpsc::channel::<ControlCommand>(16);
+    let control = Arc::new(ControlView::new(token.clone(), Some(command_tx)));
+    if let Some(a) = &access {
+        control.attach_access_log(Arc::clone(a));
+    }
+    let admin = AdminServer::bind(admin_addr, Arc::clone(&metrics), Arc::clone(&health))
+        .await?
+        .with_control(Arc::clone(&control));
     tracing::info!(address = %admin.local_addr(), "admin server listening");
     let (stop_admin, admin_stopped) = tokio::sync::watch::channel(false);
     let admin_task = tokio::spawn(admin.serve(arc_gateway::admin::shutdown_signal(admin_stopped)));
@@ -167,27 +163,43 @@ async fn serve(path: &Path, cfg: config::Config) -> anyhow::Result<()> {
     let mut terminate =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut user1 =
+        signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
 
     let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let mut server = Server::start(cfg, &base, Arc::clone(&metrics), Arc::clone(&health))?;
+    let mut server = Server::start_with_access_log(
+        cfg,
+        &base,
+        Arc::clone(&metrics),
+        Arc::clone(&health),
+        access.clone(),
+    )?;
+    server.attach_control(Arc::clone(&control));
     tracing::info!(config = %path.display(), driver = server.driver().name(), "arc-gateway is serving");
 
     loop {
         tokio::select! {
             _ = hangup.recv() => {
-                match config::load(path) {
-                    Ok(new) => match server.reload(new) {
-                        Ok(_) => tracing::info!(config = %path.display(), "configuration reloaded"),
-                        Err(e) => tracing::error!(error = %e, "configuration rejected; the old one keeps serving"),
-                    },
-                    Err(e) => {
-                        metrics.control().config_reloaded(ReloadResult::Failure);
-                        for p in &e.problems {
-                            tracing::error!(key = %p.key, line = p.line, problem = %p.message, "configuration rejected; the old one keeps serving");
-                        }
-                    }
-                }
+                let result = reload(path, &mut server, &metrics, &logs, &token);
+                control.record_reload("signal", result);
             }
+            _ = user1.recv() => match logs.reopen() {
+                Ok(()) => tracing::info!("log files reopened"),
+                Err(e) => tracing::error!(error = %e, "log files not reopened"),
+            },
+            Some(cmd) = commands.recv() => match cmd {
+                ControlCommand::Reload { reply } => {
+                    let result = reload(path, &mut server, &metrics, &logs, &token);
+                    control.record_reload("api", result.clone());
+                    let _ = reply.send(result);
+                }
+                ControlCommand::SetEndpoint { upstream, endpoint, enabled, reply } => {
+                    let version = server.set_endpoint(&upstream, endpoint, enabled);
+                    tracing::info!(upstream = %upstream, endpoint = %endpoint, enabled, version, "endpoint load balancing changed");
+                    let _ = reply.send(Ok(version));
+                }
+                ControlCommand::Drain => break,
+            },
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }
@@ -197,8 +209,47 @@ async fn serve(path: &Path, cfg: config::Config) -> anyhow::Result<()> {
     tokio::task::spawn_blocking(move || server.shutdown())
         .await
         .context("joining the workers")??;
+    if let Some(a) = &access {
+        a.stop();
+    }
     let _ = stop_admin.send(true);
     let _ = admin_task.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Re-reads the configuration file and applies it; the new routing version, or why not.
+fn reload(
+    path: &Path,
+    server: &mut Server,
+    metrics: &Metrics,
+    logs: &LoggingHandle,
+    token: &ControlToken,
+) -> Result<u64, String> {
+    match config::load(path) {
+        Ok(new) => match server.reload(new) {
+            Ok(_) => {
+                let cfg = server.config();
+                if let Err(e) = logs.apply(&cfg.logging) {
+                    tracing::warn!(error = %e, "logging settings not applied");
+                }
+                if let Some(t) = &cfg.control_plane.auth_token {
+                    token.set(Some(t.clone()));
+                }
+                tracing::info!(config = %path.display(), version = server.version(), "configuration reloaded");
+                Ok(server.version())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "configuration rejected; the old one keeps serving");
+                Err(e.to_string())
+            }
+        },
+        Err(e) => {
+            metrics.control().config_reloaded(ReloadResult::Failure);
+            for p in &e.problems {
+                tracing::error!(key = %p.key, line = p.line, problem = %p.message, "configuration rejected; the old one keeps serving");
+            }
+            Err(e.to_string())
+        }
+    }
 }

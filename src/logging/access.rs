@@ -403,14 +403,14 @@ impl Shared {
 /// The access log: hands out per-worker loggers and runs the writer thread.
 pub struct AccessLog {
     shared: Arc<Shared>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for AccessLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AccessLog")
             .field("capacity", &self.shared.capacity)
-            .field("running", &self.thread.is_some())
+            .field("stopping", &self.shared.stop.load(Relaxed))
             .finish()
     }
 }
@@ -447,12 +447,12 @@ impl AccessLog {
                 latency: Mutex::new(Vec::new()),
                 dropped_metric: Counter::default(),
             }),
-            thread: None,
+            thread: Mutex::new(None),
         }
     }
 
     fn spawn(
-        mut log: Self,
+        log: Self,
         target: Arc<LogTarget>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, super::LoggingError> {
@@ -461,7 +461,7 @@ impl AccessLog {
             .name("arc-access-log".into())
             .spawn(move || Writer::new(shared, target, metrics).run())
             .map_err(super::LoggingError::Thread)?;
-        log.thread = Some(thread);
+        *log.thread.lock().unwrap_or_else(PoisonError::into_inner) = Some(thread);
         Ok(log)
     }
 
@@ -519,13 +519,14 @@ impl AccessLog {
     }
 
     /// Writes what the rings still hold and stops the writer (call after the workers stopped).
-    pub fn stop(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
+    pub fn stop(&self) {
         self.shared.stop.store(true, Relaxed);
-        if let Some(t) = self.thread.take() {
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(t) = thread {
             let _ = t.join();
         }
     }
@@ -533,7 +534,7 @@ impl AccessLog {
 
 impl Drop for AccessLog {
     fn drop(&mut self) {
-        self.shutdown();
+        self.stop();
     }
 }
 
