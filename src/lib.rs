@@ -7,7 +7,9 @@
 //!   and answers lookups; it is pure (no sockets, no clock);
 //! - [`proxy`] holds the data plane; [`proxy::http1`] is the sans-IO HTTP/1.1 codec;
 //! - [`metrics`] owns the prometheus-client registry, typed labels and per-worker counters;
-//! - [`admin`] serves `/healthz`, `/readyz` and `/metrics` on the control-plane runtime.
+//! - [`admin`] serves `/healthz`, `/readyz`, `/metrics`, the token-protected control API
+//!   (`/api/v1`) and the dashboard (`/ui`) on the control-plane runtime;
+//! - [`logging`] owns process logs (`tracing`), the access log and rotated log files.
 
 pub mod admin;
 pub mod config;
