@@ -182,9 +182,85 @@ fn floor_char_boundary(s: &str, max: usize) -> usize {
 }
 
 /// The access-log state one connection keeps for its current request; the proxy core calls
-/// these at the matching points of an exchange.
-#[derive(Debug, Clone, Copy)]
+/// these at the matching points of an exchange. The record (about 700 bytes) is allocated once
+/// per connection, at its first [`begin`](Self::begin); a connection that never logs costs a
+/// pointer.
+#[derive(Debug, Clone)]
 pub struct RequestLog {
+    client: SocketAddr,
+    state: Option<Box<LogState>>,
+}
+
+impl RequestLog {
+    /// A request log for a connection from `client` (allocates nothing yet).
+    pub fn new(client: SocketAddr, _now: Instant) -> Self {
+        RequestLog {
+            client,
+            state: None,
+        }
+    }
+
+    /// A request head arrived; `queued_out` is the response bytes still waiting to be written.
+    pub fn begin(&mut self, now: Instant, method: &str, host: &str, path: &str, queued_out: u64) {
+        let client = self.client;
+        self.state
+            .get_or_insert_with(|| Box::new(LogState::new(client, now)))
+            .begin(now, method, host, path, queued_out);
+    }
+
+    /// `n` request bytes (head or body) were consumed.
+    pub fn read(&mut self, n: usize) {
+        if let Some(s) = &mut self.state {
+            s.read(n);
+        }
+    }
+
+    /// `n` bytes were written to the client.
+    pub fn wrote(&mut self, n: usize) {
+        if let Some(s) = &mut self.state {
+            s.wrote(n);
+        }
+    }
+
+    /// The request goes to `endpoint` with the `X-Request-ID` and `traceparent` values sent
+    /// upstream (empty when absent).
+    pub fn proxied(&mut self, endpoint: SocketAddr, request_id: &[u8], traceparent: &[u8]) {
+        if let Some(s) = &mut self.state {
+            s.proxied(endpoint, request_id, traceparent);
+        }
+    }
+
+    /// A connection attempt to the upstream starts (`retries` earlier attempts failed).
+    pub fn attempt(&mut self, now: Instant, retries: u8) {
+        if let Some(s) = &mut self.state {
+            s.attempt(now, retries);
+        }
+    }
+
+    /// Arc gave up on the request or answered an error itself.
+    pub fn error(&mut self, reason: ErrorReason) {
+        if let Some(s) = &mut self.state {
+            s.error(reason);
+        }
+    }
+
+    /// Completes the record (`None` when no request began); `queued_out` is the response bytes
+    /// still waiting to be written.
+    pub fn finish(
+        &mut self,
+        now: Instant,
+        status: u16,
+        route: Option<RouteMetricId>,
+        queued_out: u64,
+    ) -> Option<&AccessRecord> {
+        let s = self.state.as_deref_mut()?;
+        Some(s.finish(now, status, route, queued_out))
+    }
+}
+
+/// The fields of [`RequestLog`] once it is in use.
+#[derive(Debug, Clone, Copy)]
+struct LogState {
     rec: AccessRecord,
     started: Instant,
     up_started: Option<Instant>,
@@ -192,12 +268,11 @@ pub struct RequestLog {
     out_base: u64,
 }
 
-impl RequestLog {
-    /// A request log for a connection from `client`.
-    pub fn new(client: SocketAddr, now: Instant) -> Self {
+impl LogState {
+    fn new(client: SocketAddr, now: Instant) -> Self {
         let mut rec = AccessRecord::new(now);
         rec.client = client;
-        RequestLog {
+        LogState {
             rec,
             started: now,
             up_started: None,
@@ -207,7 +282,7 @@ impl RequestLog {
     }
 
     /// A request head arrived; `queued_out` is the response bytes still waiting to be written.
-    pub fn begin(&mut self, now: Instant, method: &str, host: &str, path: &str, queued_out: u64) {
+    fn begin(&mut self, now: Instant, method: &str, host: &str, path: &str, queued_out: u64) {
         let client = self.rec.client;
         self.rec.bytes_in = 0;
         self.rec.upstream = None;
@@ -224,18 +299,18 @@ impl RequestLog {
     }
 
     /// `n` request bytes (head or body) were consumed.
-    pub fn read(&mut self, n: usize) {
+    fn read(&mut self, n: usize) {
         self.rec.bytes_in = self.rec.bytes_in.saturating_add(n as u64);
     }
 
     /// `n` bytes were written to the client.
-    pub fn wrote(&mut self, n: usize) {
+    fn wrote(&mut self, n: usize) {
         self.written = self.written.saturating_add(n as u64);
     }
 
     /// The request goes to `endpoint` with the `X-Request-ID` and `traceparent` values sent
     /// upstream (empty when absent).
-    pub fn proxied(&mut self, endpoint: SocketAddr, request_id: &[u8], traceparent: &[u8]) {
+    fn proxied(&mut self, endpoint: SocketAddr, request_id: &[u8], traceparent: &[u8]) {
         self.rec.upstream = Some(endpoint);
         self.rec.trace_id = traceparent
             .get(3..35)
@@ -249,7 +324,7 @@ impl RequestLog {
     }
 
     /// A connection attempt to the upstream starts (`retries` earlier attempts failed).
-    pub fn attempt(&mut self, now: Instant, retries: u8) {
+    fn attempt(&mut self, now: Instant, retries: u8) {
         if self.up_started.is_none() {
             self.up_started = Some(now);
         }
@@ -257,12 +332,12 @@ impl RequestLog {
     }
 
     /// Arc gave up on the request or answered an error itself.
-    pub fn error(&mut self, reason: ErrorReason) {
+    fn error(&mut self, reason: ErrorReason) {
         self.rec.error = Some(reason);
     }
 
     /// Completes the record; `queued_out` is the response bytes still waiting to be written.
-    pub fn finish(
+    fn finish(
         &mut self,
         now: Instant,
         status: u16,

@@ -15,6 +15,7 @@ fn record(now: Instant, path: &str, route: Option<RouteMetricId>) -> AccessRecor
     log.begin(now, "GET", "app.example.com", path, 0);
     log.read(80);
     *log.finish(now + Duration::from_millis(3), 200, route, 10)
+        .expect("begun")
 }
 
 /// Starts a writer on a file, feeds `records` through one worker, stops and returns the lines.
@@ -165,7 +166,9 @@ fn line_carries_every_field() {
     log.attempt(now + Duration::from_millis(1), 0);
     log.attempt(now + Duration::from_millis(2), 1);
     log.wrote(50);
-    let rec = *log.finish(now + Duration::from_millis(11), 201, Some(route), 25);
+    let rec = *log
+        .finish(now + Duration::from_millis(11), 201, Some(route), 25)
+        .expect("begun");
     let lines = written_lines("fields", AccessPolicy::default(), metrics, &[rec]);
     let l = &lines[0];
     assert_eq!(l["client"], "[2001:db8::1]:5000");
@@ -194,7 +197,7 @@ fn error_record_names_the_reason() {
     let mut log = RequestLog::new("127.0.0.1:1".parse().expect("addr"), now);
     log.begin(now, "GET", "h", "/x", 0);
     log.error(ErrorReason::NoRoute);
-    let rec = *log.finish(now, 404, None, 0);
+    let rec = *log.finish(now, 404, None, 0).expect("begun");
     let lines = written_lines(
         "error",
         AccessPolicy::default(),
@@ -216,7 +219,7 @@ fn next_request_on_a_connection_starts_clean() {
     log.wrote(100);
     let _ = log.finish(now, 502, None, 0);
     log.begin(now, "GET", "h", "/b", 0);
-    let rec = log.finish(now, 200, None, 7);
+    let rec = log.finish(now, 200, None, 7).expect("begun");
     assert_eq!(rec.path(), "/b");
     assert_eq!(rec.upstream, None);
     assert_eq!(rec.error, None);
@@ -230,7 +233,7 @@ fn long_values_truncate_on_char_boundaries() {
     let mut log = RequestLog::new("127.0.0.1:1".parse().expect("addr"), now);
     let path = format!("/{}", "é".repeat(400));
     log.begin(now, "GET", "host", &path, 0);
-    let rec = log.finish(now, 200, None, 0);
+    let rec = log.finish(now, 200, None, 0).expect("begun");
     assert_eq!(rec.method(), "GET");
     assert_eq!(rec.host(), "host");
     assert!(path.starts_with(rec.path()));
@@ -252,4 +255,14 @@ fn rfc3339_dates() {
         SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400),
     );
     assert_eq!(s, "2000-02-29T00:00:00.000Z");
+}
+
+#[test]
+fn an_unused_request_log_records_nothing() {
+    let now = Instant::now();
+    let mut log = RequestLog::new("127.0.0.1:1".parse().expect("addr"), now);
+    log.read(10);
+    log.wrote(10);
+    log.error(ErrorReason::BadRequest);
+    assert!(log.finish(now, 400, None, 0).is_none());
 }

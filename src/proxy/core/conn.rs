@@ -309,7 +309,7 @@ impl Conn {
             _ => ErrorReason::BadRequest,
         };
         cx.metrics.error(reason);
-        if self.stage == Stage::Idle {
+        if self.stage == Stage::Idle && cx.access.is_on() {
             self.log.begin(now, "", "", "", self.pending_down() as u64);
         }
         self.log.error(reason);
@@ -341,8 +341,9 @@ impl Conn {
         cx.metrics.request_done(self.route, self.status, elapsed);
         if cx.access.is_on() {
             let pending = self.pending_down() as u64;
-            cx.access
-                .push(self.log.finish(now, self.status, self.route, pending));
+            if let Some(rec) = self.log.finish(now, self.status, self.route, pending) {
+                cx.access.push(rec);
+            }
         }
     }
 
@@ -461,9 +462,11 @@ impl Conn {
         self.limits = snapshot.limits;
         let host = head.authority().or(head.host_header()).unwrap_or("");
         let path = head.path();
-        let queued = self.pending_down() as u64;
-        self.log
-            .begin(now, head.method_str(), host, head.target(), queued);
+        if cx.access.is_on() {
+            let queued = self.pending_down() as u64;
+            self.log
+                .begin(now, head.method_str(), host, head.target(), queued);
+        }
         let found = match snapshot.table.lookup(host, path) {
             Lookup::Found(m) => m,
             Lookup::NotFound => {
