@@ -346,6 +346,84 @@ async fn write(
 mod tests {
     use super::*;
 
+    fn peer() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 40000))
+    }
+
+    async fn status(
+        control: Option<&ControlView>,
+        method: Method,
+        path: &str,
+        auth: Option<&[u8]>,
+    ) -> StatusCode {
+        respond(control, &Metrics::new(), &method, path, auth, peer())
+            .await
+            .status()
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn api_routing_table() {
+        use super::super::token::ControlToken;
+        let view = ControlView::new(ControlToken::new(Some("t".into())), None);
+        let ok = Some(&b"Bearer t"[..]);
+        let cases = [
+            (Method::GET, "/api/v1/routes", ok, StatusCode::OK),
+            (Method::HEAD, "/api/v1/build", ok, StatusCode::OK),
+            (Method::GET, "/api/v1/nope", ok, StatusCode::NOT_FOUND),
+            (Method::GET, "/api/v2/routes", ok, StatusCode::NOT_FOUND),
+            (Method::GET, "/api", ok, StatusCode::NOT_FOUND),
+            (
+                Method::PUT,
+                "/api/v1/routes",
+                ok,
+                StatusCode::METHOD_NOT_ALLOWED,
+            ),
+            (
+                Method::GET,
+                "/api/v1/reload",
+                ok,
+                StatusCode::METHOD_NOT_ALLOWED,
+            ),
+            // Writes without a process loop to take them.
+            (
+                Method::POST,
+                "/api/v1/reload",
+                ok,
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (
+                Method::POST,
+                "/api/v1/drain",
+                ok,
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            // Authentication comes before everything else, even unknown paths.
+            (Method::GET, "/api/v1/nope", None, StatusCode::UNAUTHORIZED),
+            (
+                Method::POST,
+                "/api/v1/drain",
+                Some(&b"Bearer x"[..]),
+                StatusCode::UNAUTHORIZED,
+            ),
+            // The dashboard needs no token.
+            (Method::GET, "/ui", None, StatusCode::OK),
+            (Method::HEAD, "/ui/app.js", None, StatusCode::OK),
+            (Method::POST, "/ui", None, StatusCode::METHOD_NOT_ALLOWED),
+        ];
+        for (method, path, auth, want) in cases {
+            assert_eq!(
+                status(Some(&view), method.clone(), path, auth).await,
+                want,
+                "{method} {path}"
+            );
+        }
+        // No control view at all: the API does not exist.
+        assert_eq!(
+            status(None, Method::GET, "/api/v1/routes", ok).await,
+            StatusCode::NOT_FOUND
+        );
+    }
+
     #[test]
     fn segments_decode() {
         assert_eq!(
