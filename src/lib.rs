@@ -7,11 +7,13 @@
 //!   and answers lookups; it is pure (no sockets, no clock);
 //! - [`proxy`] holds the data plane; [`proxy::http1`] is the sans-IO HTTP/1.1 codec;
 //! - [`metrics`] owns the prometheus-client registry, typed labels and per-worker counters;
-//! - [`admin`] serves `/healthz`, `/readyz` and `/metrics` on the control-plane runtime;
+//! - [`admin`] serves `/healthz`, `/readyz`, `/metrics`, the token-protected control API
+//!   (`/api/v1`) and the dashboard (`/ui`) on the control-plane runtime;
 //! - [`controller`] watches Kubernetes and translates Ingresses into the routing model;
 //! - [`crd`] defines the `ArcPolicy` custom resource and prints its CRD (`arc-gateway crdgen`);
 //! - [`lifecycle`] owns the process: signals, hot reload, graceful drain, zero-downtime
 //!   upgrade, systemd notifications and watchdog;
+//! - [`logging`] owns process logs (`tracing`), the access log and rotated log files;
 //! - [`xdp`] owns the XDP fast path (deny lists and SYN-flood guard before the network stack).
 
 pub mod admin;
@@ -19,6 +21,7 @@ pub mod config;
 pub mod controller;
 pub mod crd;
 pub mod lifecycle;
+pub mod logging;
 pub mod metrics;
 pub mod proxy;
 pub mod routing;

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use arc_gateway::config;
 use arc_gateway::lifecycle;
+use arc_gateway::logging;
 
 /// Arc: a Kubernetes Ingress controller with an embedded io_uring data plane.
 #[derive(Debug, Parser)]
@@ -109,7 +110,13 @@ fn run(path: &Path, kubeconfig: Option<&Path>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let log_level = init_logging(&cfg.logging);
+    let logs = match logging::init(&cfg.logging) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("arc-gateway: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -123,7 +130,7 @@ fn run(path: &Path, kubeconfig: Option<&Path>) -> ExitCode {
     let opts = lifecycle::Options {
         exe,
         args: std::env::args_os().skip(1).collect(),
-        log_level,
+        logs: Some(logs),
         kubeconfig: kubeconfig.map(Path::to_path_buf),
     };
     match runtime.block_on(serve(path, cfg, opts)) {
@@ -136,67 +143,9 @@ fn run(path: &Path, kubeconfig: Option<&Path>) -> ExitCode {
     }
 }
 
-fn level_filter(level: config::LogLevel) -> tracing_subscriber::filter::LevelFilter {
-    use config::LogLevel;
-    use tracing_subscriber::filter::LevelFilter;
-    match level {
-        LogLevel::Trace => LevelFilter::TRACE,
-        LogLevel::Debug => LevelFilter::DEBUG,
-        LogLevel::Info => LevelFilter::INFO,
-        LogLevel::Warn => LevelFilter::WARN,
-        LogLevel::Error => LevelFilter::ERROR,
-    }
-}
-
-/// Installs the global subscriber; the returned hook changes its level on reload.
-fn init_logging(logging: &config::Logging) -> Option<lifecycle::LogLevelHook> {
-    use config::LogFormat;
-    use tracing_subscriber::filter::LevelFilter;
-    use tracing_subscriber::layer::SubscriberExt as _;
-    use tracing_subscriber::util::SubscriberInitExt as _;
-
-    fn install<S>(subscriber: S, level: LevelFilter) -> Option<lifecycle::LogLevelHook>
-    where
-        S: tracing::Subscriber + Send + Sync + 'static,
-    {
-        let (filter, handle) = tracing_subscriber::reload::Layer::new(level);
-        match subscriber.with(filter).try_init() {
-            Ok(()) => Some(Box::new(move |level| {
-                let _ = handle.reload(level_filter(level));
-            })),
-            Err(e) => {
-                eprintln!("arc-gateway: logging not initialised: {e}");
-                None
-            }
-        }
-    }
-
-    let level = level_filter(logging.level);
-    let to_stderr = logging.output.path == "stderr";
-    let ansi = if to_stderr {
-        std::io::IsTerminal::is_terminal(&std::io::stderr())
-    } else {
-        std::io::IsTerminal::is_terminal(&std::io::stdout())
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_max_level(LevelFilter::TRACE)
-        .with_ansi(ansi)
-        .with_target(false)
-        .with_thread_names(true);
-    match (logging.format, to_stderr) {
-        (LogFormat::Json, false) => {
-            install(builder.json().with_writer(std::io::stdout).finish(), level)
-        }
-        (LogFormat::Json, true) => {
-            install(builder.json().with_writer(std::io::stderr).finish(), level)
-        }
-        (LogFormat::Text, false) => install(builder.with_writer(std::io::stdout).finish(), level),
-        (LogFormat::Text, true) => install(builder.with_writer(std::io::stderr).finish(), level),
-    }
-}
-
 /// Runs the process (admin server, data plane, signals) until it has drained; see
-/// [`lifecycle`] for SIGHUP (reload), SIGTERM/SIGINT (drain) and SIGUSR2 (upgrade).
+/// [`lifecycle`] for SIGHUP (reload), SIGTERM/SIGINT (drain), SIGUSR1 (reopen the log files)
+/// and SIGUSR2 (upgrade).
 async fn serve(path: &Path, cfg: config::Config, opts: lifecycle::Options) -> anyhow::Result<()> {
     let process = lifecycle::Process::start(path, cfg, opts).await?;
     process.run().await?;

@@ -8,12 +8,13 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 
-use crate::admin::HealthState;
+use crate::admin::{ControlView, HealthState};
 use crate::config::{self, Config, IoUringMode, Protocol};
+use crate::logging::AccessLog;
 use crate::metrics::{IoDriver, Metrics, ReloadResult};
 use crate::proxy::core::{Conn, ConnLimits, SharedSnapshot, Snapshot, UpstreamSpec, WorkerCx};
 use crate::proxy::http1;
@@ -218,6 +219,11 @@ pub struct Server {
     xdp: crate::xdp::XdpFilter,
     /// The last state the Kubernetes controller published (Kubernetes mode).
     cluster: Option<Arc<crate::controller::ClusterState>>,
+    /// Access log the workers feed (restart required to add or remove).
+    access: Option<Arc<AccessLog>>,
+    /// Control API view, republished on every change.
+    control: Option<Arc<ControlView>>,
+    compiled_at: SystemTime,
 }
 
 impl Server {
@@ -228,18 +234,31 @@ impl Server {
         metrics: Arc<Metrics>,
         health: Arc<HealthState>,
     ) -> Result<Server, StartError> {
-        Self::start_adopting(cfg, base, metrics, health, &mut Vec::new())
+        Self::start_adopting(cfg, base, metrics, health, &mut Vec::new(), None)
+    }
+
+    /// [`Server::start`] with each worker feeding `access` (see [`crate::logging::access`]).
+    pub fn start_with_access_log(
+        cfg: Config,
+        base: &Path,
+        metrics: Arc<Metrics>,
+        health: Arc<HealthState>,
+        access: Option<Arc<AccessLog>>,
+    ) -> Result<Server, StartError> {
+        Self::start_adopting(cfg, base, metrics, health, &mut Vec::new(), access)
     }
 
     /// [`Server::start`] that adopts listener sockets handed over by the previous process of
     /// a zero-downtime upgrade instead of binding them (see
     /// [`crate::proxy::worker::adopt_all`]); sockets no listener adopts are left in `inherited`.
+    /// Each worker feeds `access` when given (see [`crate::logging::access`]).
     pub fn start_adopting(
         cfg: Config,
         base: &Path,
         metrics: Arc<Metrics>,
         health: Arc<HealthState>,
         inherited: &mut Vec<InheritedListener>,
+        access: Option<Arc<AccessLog>>,
     ) -> Result<Server, StartError> {
         let driver = select_driver(cfg.io_uring.enabled)?;
         metrics.control().io_driver_selected(match driver {
@@ -291,12 +310,17 @@ impl Server {
         let cx_shared = Arc::clone(&shared);
         let cx_metrics = Arc::clone(&metrics);
         let seed = seed();
+        let cx_access = access.clone();
         let workers = WorkerSet::spawn_adopting::<Conn, _>(worker_config, inherited, move |i| {
-            WorkerCx::new(
+            let cx = WorkerCx::new(
                 Arc::clone(&cx_shared),
                 cx_metrics.register_worker(),
                 seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-            )
+            );
+            match &cx_access {
+                Some(a) => cx.with_access_log(a.worker()),
+                None => cx,
+            }
         })?;
         if let Some(after) = crate::lifecycle::debug::wedge_after_from_env() {
             workers.heartbeats().debug_wedge_worker0(after);
@@ -323,7 +347,68 @@ impl Server {
             version,
             xdp,
             cluster: None,
+            access,
+            control: None,
+            compiled_at: SystemTime::now(),
         })
+    }
+
+    /// The routing version in force.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Publishes this server's state to the control API now and after every change; endpoints
+    /// the API disabled stay out of the snapshots from now on.
+    pub fn attach_control(&mut self, control: Arc<ControlView>) {
+        self.control = Some(control);
+        self.publish_control();
+    }
+
+    /// Takes an endpoint out of load balancing (`enabled: false`) or puts it back, by
+    /// publishing a new snapshot; returns its version.
+    pub fn set_endpoint(&mut self, upstream: &str, endpoint: SocketAddr, enabled: bool) -> u64 {
+        if let Some(c) = &self.control {
+            c.set_endpoint(upstream, endpoint, enabled);
+        }
+        self.version += 1;
+        let (snapshot, took) = self.snapshot_for(&self.cfg);
+        self.install(snapshot, took);
+        self.version
+    }
+
+    /// The snapshot of `cfg` at the current version: from the cluster state in Kubernetes
+    /// mode, from the configuration's routes otherwise.
+    fn snapshot_for(&self, cfg: &Config) -> (Snapshot, Duration) {
+        match &self.cluster {
+            Some(c) => cluster_snapshot(cfg, c, self.version, &self.metrics),
+            None => build_snapshot(cfg, self.version, &self.metrics),
+        }
+    }
+
+    /// Swaps a new snapshot in (without endpoints the control API disabled).
+    fn install(&mut self, mut snapshot: Snapshot, took: Duration) {
+        if let Some(c) = &self.control {
+            c.filter_snapshot(&mut snapshot);
+        }
+        self.shared.store(Arc::new(snapshot));
+        self.metrics
+            .control()
+            .routing_table_swapped(self.version, took);
+        self.compiled_at = SystemTime::now();
+        self.publish_control();
+    }
+
+    fn publish_control(&self) {
+        if let Some(c) = &self.control {
+            c.publish(
+                &self.cfg,
+                &self.shared.load(),
+                &self.resolver.current(),
+                self.compiled_at,
+                self.workers.driver().name(),
+            );
+        }
     }
 
     /// The address each listener serves, in configuration order.
@@ -377,20 +462,17 @@ impl Server {
         new.observability = self.cfg.observability.clone();
 
         self.version += 1;
-        let (snapshot, took) = match &self.cluster {
-            Some(c) => cluster_snapshot(&new, c, self.version, &self.metrics),
-            None => build_snapshot(&new, self.version, &self.metrics),
-        };
-        self.shared.store(Arc::new(snapshot));
-        self.resolver.swap(store);
+        let (snapshot, took) = self.snapshot_for(&new);
+        if let Some(a) = &self.access {
+            a.set_policy(crate::logging::access_policy(&new, self.metrics.routes()));
+        }
         self.xdp.reload(&new.xdp);
-        self.metrics
-            .control()
-            .routing_table_swapped(self.version, took);
+        self.cfg = new;
+        self.resolver.swap(store);
+        self.install(snapshot, took);
         self.metrics
             .control()
             .config_reloaded(ReloadResult::Success);
-        self.cfg = new;
         Ok(changes)
     }
 
@@ -409,12 +491,9 @@ impl Server {
         )?;
         self.version += 1;
         let (snapshot, took) = cluster_snapshot(&self.cfg, &state, self.version, &self.metrics);
-        self.shared.store(Arc::new(snapshot));
-        self.resolver.swap(store);
-        self.metrics
-            .control()
-            .routing_table_swapped(self.version, took);
         self.cluster = Some(state);
+        self.resolver.swap(store);
+        self.install(snapshot, took);
         self.health.set_first_sync_done(true);
         Ok(self.version)
     }

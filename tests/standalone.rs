@@ -325,6 +325,7 @@ fn reload_swaps_routes_without_dropping_connections(driver: &str) {
             upstream: Some("app".into()),
             direct_response: None,
             redirect: None,
+            access_log: true,
         },
     );
     let changes = arc.server.as_mut().unwrap().reload(cfg).expect("reload");

@@ -13,12 +13,18 @@
 //! - `HEAD` works wherever `GET` does; other methods on these paths get `405` with `Allow`;
 //!   other paths `404`.
 //!
-//! The room reads [`Metrics`] and [`HealthState`] only; it never imports proxy internals.
+//! - `/api/v1/...`: the token-protected control API, and `/ui`: the dashboard (see [`api`]).
+//!
+//! The room reads [`Metrics`], [`HealthState`] and what the process publishes into a
+//! [`ControlView`] (snapshots, certificates); it never reaches into workers.
 //! Shutdown is graceful: when the shutdown future resolves the listener closes, idle
 //! keep-alive connections close, responses in progress finish, and after a grace period
 //! ([`DEFAULT_SHUTDOWN_GRACE`]) whatever remains is dropped.
 
+pub mod api;
+pub mod control;
 pub mod health;
+pub mod token;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -37,7 +43,9 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
+pub use control::{ControlCommand, ControlView, Published, ReloadEvent};
 pub use health::{HealthState, Readiness};
+pub use token::{ControlToken, TokenCheck};
 
 use crate::metrics::{Metrics, OPENMETRICS_CONTENT_TYPE};
 
@@ -82,6 +90,7 @@ pub enum AdminError {
 struct AdminState {
     metrics: Arc<Metrics>,
     health: Arc<HealthState>,
+    control: Option<Arc<ControlView>>,
 }
 
 /// A bound admin server, ready to [`serve`](AdminServer::serve).
@@ -107,7 +116,11 @@ impl AdminServer {
         Ok(Self {
             listener,
             local_addr,
-            state: Arc::new(AdminState { metrics, health }),
+            state: Arc::new(AdminState {
+                metrics,
+                health,
+                control: None,
+            }),
             grace: DEFAULT_SHUTDOWN_GRACE,
         })
     }
@@ -128,7 +141,11 @@ impl AdminServer {
         Ok(Self {
             listener,
             local_addr: addr,
-            state: Arc::new(AdminState { metrics, health }),
+            state: Arc::new(AdminState {
+                metrics,
+                health,
+                control: None,
+            }),
             grace: DEFAULT_SHUTDOWN_GRACE,
         })
     }
@@ -143,6 +160,17 @@ impl AdminServer {
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Serves the control API and dashboard from `control` (without it `/api` answers 404).
+    pub fn with_control(mut self, control: Arc<ControlView>) -> Self {
+        let state = AdminState {
+            metrics: Arc::clone(&self.state.metrics),
+            health: Arc::clone(&self.state.health),
+            control: Some(control),
+        };
+        self.state = Arc::new(state);
+        self
     }
 
     /// Sets how long shutdown waits for open connections.
@@ -172,8 +200,8 @@ impl AdminServer {
                 () = &mut shutdown => break,
                 accepted = self.listener.accept() => accepted,
             };
-            let stream = match accepted {
-                Ok((stream, _peer)) => stream,
+            let (stream, peer) = match accepted {
+                Ok(pair) => pair,
                 Err(_) => {
                     // Transient (EMFILE, ECONNABORTED...): back off instead of spinning.
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
@@ -186,8 +214,28 @@ impl AdminServer {
             };
             let state = Arc::clone(&self.state);
             let service = service_fn(move |req: Request<Incoming>| {
-                let response = respond(&state, &req);
-                async move { Ok::<_, Infallible>(response) }
+                let state = Arc::clone(&state);
+                async move {
+                    let path = req.uri().path();
+                    let response = if api::owns(path) {
+                        let auth = req
+                            .headers()
+                            .get(header::AUTHORIZATION)
+                            .map(HeaderValue::as_bytes);
+                        api::respond(
+                            state.control.as_deref(),
+                            &state.metrics,
+                            req.method(),
+                            path,
+                            auth,
+                            peer,
+                        )
+                        .await
+                    } else {
+                        respond(&state, &req)
+                    };
+                    Ok::<_, Infallible>(response)
+                }
             });
             let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
             tokio::spawn(async move {
@@ -280,6 +328,7 @@ mod tests {
         AdminState {
             metrics: Arc::new(Metrics::new()),
             health: Arc::new(HealthState::new()),
+            control: None,
         }
     }
 

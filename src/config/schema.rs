@@ -331,6 +331,13 @@ pub struct Route {
     pub direct_response: Option<DirectResponse>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirect: Option<Redirect>,
+    /// Write access-log lines for this route (`false` silences a noisy route, e.g. probes).
+    #[serde(default = "default_true")]
+    pub access_log: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_path() -> String {
@@ -411,12 +418,36 @@ pub struct Logging {
     pub level: LogLevel,
     pub format: LogFormat,
     pub output: LogOutput,
+    pub access_log: AccessLog,
+}
+
+/// The per-request access log (`logging.access_log`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessLog {
+    /// One JSON line per request.
+    pub enabled: bool,
+    /// Fraction of requests written, 0.0 to 1.0 (counters see every request).
+    pub sample: f64,
+    /// Lines buffered per worker before new ones are dropped (and counted); restart required.
+    pub buffer: usize,
+}
+
+impl Default for AccessLog {
+    fn default() -> Self {
+        AccessLog {
+            enabled: true,
+            sample: 1.0,
+            buffer: 4096,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogOutput {
-    /// `stdout`, `stderr`, or a directory/file path for rotated log files.
+    /// `stdout`, `stderr`, or a directory receiving `arc.log` (process log) and `access.log`,
+    /// both rotated by size.
     pub path: String,
     pub rotation: Rotation,
 }

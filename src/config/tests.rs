@@ -396,14 +396,6 @@ fn keys_not_built_yet_are_refused() {
     for (text, key) in [
         ("redis: {url: 'redis://127.0.0.1'}", "redis.url"),
         (
-            "logging: {output: {path: /var/log/arc}}",
-            "logging.output.path",
-        ),
-        (
-            "control_plane: {auth_token: s3cr3t-t0ken-value}",
-            "control_plane.auth_token",
-        ),
-        (
             "listeners: [{name: a, bind: '0.0.0.0:1', protocol: http, proxy_protocol: true}]",
             "listeners[0].proxy_protocol",
         ),

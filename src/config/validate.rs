@@ -286,7 +286,6 @@ pub fn validate(cfg: &Config, seq_intact: bool) -> Vec<Issue> {
                 "must not be empty (leave it out to disable the control API)",
             );
         }
-        not_supported(s, path);
     }
 
     if let Err(e) = parse_socket_addr(&cfg.observability.metrics_bind) {
@@ -295,8 +294,24 @@ pub fn validate(cfg: &Config, seq_intact: bool) -> Vec<Issue> {
 
     // logging
     let out = &cfg.logging.output;
-    if out.path != "stdout" && out.path != "stderr" {
-        not_supported(s, p(&[k("logging"), k("output"), k("path")]));
+    if out.path.trim().is_empty() {
+        s.push(
+            p(&[k("logging"), k("output"), k("path")]),
+            "must be stdout, stderr or a directory",
+        );
+    }
+    let sample = cfg.logging.access_log.sample;
+    if !(0.0..=1.0).contains(&sample) {
+        s.push(
+            p(&[k("logging"), k("access_log"), k("sample")]),
+            "must be between 0.0 and 1.0",
+        );
+    }
+    if cfg.logging.access_log.buffer == 0 {
+        s.push(
+            p(&[k("logging"), k("access_log"), k("buffer")]),
+            "must be at least 1",
+        );
     }
     if out.rotation.max_size.get() < 4096 {
         s.push(

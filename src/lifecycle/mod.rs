@@ -41,8 +41,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::{AdminError, AdminServer, HealthState};
-use crate::config::{self, Config, LogLevel};
+use crate::admin::{ControlCommand, ControlToken, ControlView};
+use crate::config::{self, Config};
 use crate::controller::{self, ControllerHandle, Update};
+use crate::logging::{AccessLog, LoggingError, LoggingHandle};
 use crate::metrics::kube::KubeMetrics;
 use crate::metrics::{Metrics, ReloadResult};
 use crate::runtime::{Server, StartError};
@@ -56,9 +58,6 @@ pub const UPGRADE_READY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const HANDOFF_RECEIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Slack on top of `lifecycle.drain_timeout` for the workers to return after their deadline.
 const DRAIN_SLACK: Duration = Duration::from_secs(2);
-
-/// Applies a new `logging.level` to the running subscriber (installed by the binary).
-pub type LogLevelHook = Box<dyn Fn(LogLevel) + Send + Sync>;
 
 /// Why the process could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +78,8 @@ pub enum LifecycleError {
     },
     #[error("workers did not stop cleanly: {0}")]
     Workers(StartError),
+    #[error("{0}")]
+    Logging(#[from] LoggingError),
     #[error("Kubernetes: {0}")]
     Controller(#[from] crate::controller::ControllerError),
 }
@@ -91,8 +92,9 @@ pub struct Options {
     pub exe: Option<PathBuf>,
     /// Arguments the upgraded process gets (normally this process's own).
     pub args: Vec<std::ffi::OsString>,
-    /// Applies `logging.level` on reload.
-    pub log_level: Option<LogLevelHook>,
+    /// The process logs (installed by the binary): reloads apply `logging.*` to them, SIGUSR1
+    /// reopens their files, and the access log writes through them. `None`: no access log.
+    pub logs: Option<LoggingHandle>,
     /// Kubeconfig for the controller (`--kubeconfig`); `None`: `KUBECONFIG`, then in-cluster.
     pub kubeconfig: Option<PathBuf>,
 }
@@ -102,6 +104,7 @@ struct Signals {
     terminate: Signal,
     interrupt: Signal,
     upgrade: Signal,
+    reopen: Signal,
 }
 
 impl Signals {
@@ -117,6 +120,7 @@ impl Signals {
             terminate: make(SignalKind::terminate(), "SIGTERM")?,
             interrupt: make(SignalKind::interrupt(), "SIGINT")?,
             upgrade: make(SignalKind::user_defined2(), "SIGUSR2")?,
+            reopen: make(SignalKind::user_defined1(), "SIGUSR1")?,
         })
     }
 }
@@ -152,6 +156,13 @@ pub struct Process {
     upgrade: Option<UpgradeTask>,
     /// The Kubernetes controller (`kubernetes.enabled`).
     kube: Option<ControllerHandle>,
+    /// The access log the workers feed (`logging.access_log.enabled` at start).
+    access: Option<Arc<AccessLog>>,
+    /// What the control API shows, and its token.
+    control: Arc<ControlView>,
+    token: ControlToken,
+    /// Writes requested through the control API.
+    commands: tokio::sync::mpsc::Receiver<ControlCommand>,
     opts: Options,
 }
 
@@ -186,9 +197,25 @@ impl Process {
         let admin_addr: std::net::SocketAddr =
             config::validate::parse_socket_addr(&cfg.observability.metrics_bind)
                 .map_err(LifecycleError::AdminAddress)?;
+        let access = match (&opts.logs, cfg.logging.access_log.enabled) {
+            (Some(logs), true) => Some(Arc::new(AccessLog::start(
+                logs.access_target(),
+                crate::logging::access_policy(&cfg, metrics.routes()),
+                cfg.logging.access_log.buffer,
+                Arc::clone(&metrics),
+            )?)),
+            _ => None,
+        };
+        let token = ControlToken::new(cfg.control_plane.auth_token.clone());
+        let (command_tx, commands) = tokio::sync::mpsc::channel::<ControlCommand>(16);
+        let control = Arc::new(ControlView::new(token.clone(), Some(command_tx)));
+        if let Some(a) = &access {
+            control.attach_access_log(Arc::clone(a));
+        }
         let admin = match inherited_admin {
             Some(l) if l.local_addr().is_ok_and(|a| same_bind(a, admin_addr)) => {
                 AdminServer::from_std(l, Arc::clone(&metrics), Arc::clone(&health))?
+                    .with_control(Arc::clone(&control))
             }
             other => {
                 if other.is_some() {
@@ -197,7 +224,9 @@ impl Process {
                         "upgrade: observability.metrics_bind changed; binding it anew"
                     );
                 }
-                AdminServer::bind(admin_addr, Arc::clone(&metrics), Arc::clone(&health)).await?
+                AdminServer::bind(admin_addr, Arc::clone(&metrics), Arc::clone(&health))
+                    .await?
+                    .with_control(Arc::clone(&control))
             }
         };
         tracing::info!(address = %admin.local_addr(), "admin server listening");
@@ -213,8 +242,9 @@ impl Process {
             Arc::clone(&metrics),
             Arc::clone(&health),
             &mut inherited_listeners,
+            access.clone(),
         );
-        let server = match server {
+        let mut server = match server {
             Ok(s) => s,
             Err(e) => {
                 let _ = admin_stop.send(true);
@@ -228,6 +258,7 @@ impl Process {
             );
         }
         drop(inherited_listeners);
+        server.attach_control(Arc::clone(&control));
         let kube = match kube_bootstrap {
             Some(bootstrap) => {
                 // Ready only once the controller installed its first complete table.
@@ -249,11 +280,10 @@ impl Process {
                     identity = %settings.identity,
                     "Kubernetes controller starting"
                 );
-                Some(controller::start(
-                    client,
-                    settings,
-                    KubeMetrics::register(&metrics),
-                ))
+                let handle = controller::start(client, settings, KubeMetrics::register(&metrics));
+                // The control-plane token follows Secret arc-gateway-secret.
+                tokio::spawn(token.clone().follow(handle.token()));
+                Some(handle)
             }
             None => None,
         };
@@ -285,6 +315,10 @@ impl Process {
             watchdog,
             upgrade: None,
             kube,
+            access,
+            control,
+            token,
+            commands,
             opts,
         })
     }
@@ -325,6 +359,26 @@ impl Process {
                     }
                 }
                 update = next_update(&mut self.kube) => self.apply_update(update),
+                _ = self.signals.reopen.recv() => self.reopen_logs(),
+                Some(cmd) = self.commands.recv() => match cmd {
+                    ControlCommand::Reload { reply } => {
+                        let result = self.reload_file();
+                        self.control.record_reload("api", result.clone());
+                        let _ = reply.send(result);
+                    }
+                    ControlCommand::SetEndpoint { upstream, endpoint, enabled, reply } => {
+                        let version = self.server.set_endpoint(&upstream, endpoint, enabled);
+                        tracing::info!(
+                            upstream = %upstream,
+                            endpoint = %endpoint,
+                            enabled,
+                            version,
+                            "endpoint load balancing changed"
+                        );
+                        let _ = reply.send(Ok(version));
+                    }
+                    ControlCommand::Drain => break DrainReason::Stop,
+                },
                 _ = self.signals.terminate.recv() => break DrainReason::Stop,
                 _ = self.signals.interrupt.recv() => break DrainReason::Stop,
             }
@@ -335,6 +389,37 @@ impl Process {
     /// Re-reads the configuration file and applies it (see the module doc). Returns whether
     /// the new configuration was taken.
     pub fn reload(&mut self) -> bool {
+        let result = self.reload_file();
+        let taken = result.is_ok();
+        self.control.record_reload("signal", result);
+        taken
+    }
+
+    /// SIGUSR1: reopens the log files (after an external logrotate moved them).
+    fn reopen_logs(&self) {
+        if let Some(logs) = &self.opts.logs {
+            match logs.reopen() {
+                Ok(()) => tracing::info!("log files reopened"),
+                Err(e) => tracing::error!(error = %e, "log files not reopened"),
+            }
+        }
+    }
+
+    /// Applies what a reload changes outside the data plane: logging settings and the token.
+    fn after_reload(&self) {
+        let cfg = self.server.config();
+        if let Some(logs) = &self.opts.logs
+            && let Err(e) = logs.apply(&cfg.logging)
+        {
+            tracing::warn!(error = %e, "logging settings not applied");
+        }
+        if let Some(t) = &cfg.control_plane.auth_token {
+            self.token.set(Some(t.clone()));
+        }
+    }
+
+    /// [`Process::reload`]: the new routing version, or why the file was rejected.
+    fn reload_file(&mut self) -> Result<u64, String> {
         self.notifier.reloading();
         let base = self.path.parent().unwrap_or(Path::new(".")).to_path_buf();
         let loaded = config::load(&self.path).and_then(|new| {
@@ -357,22 +442,20 @@ impl Process {
                     Some(k) => k.effective_config(new),
                     None => new,
                 };
-                let level = new.logging.level;
                 match self.server.reload(new) {
                     Ok(changes) => {
-                        if let Some(hook) = &self.opts.log_level {
-                            hook(level);
-                        }
+                        self.after_reload();
                         tracing::info!(
                             config = %self.path.display(),
                             restart_required = changes.len(),
+                            version = self.server.version(),
                             "configuration reloaded"
                         );
-                        true
+                        Ok(self.server.version())
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "configuration rejected; the old one keeps serving");
-                        false
+                        Err(e.to_string())
                     }
                 }
             }
@@ -389,7 +472,7 @@ impl Process {
                         "configuration rejected; the old one keeps serving"
                     );
                 }
-                false
+                Err(e.to_string())
             }
         };
         self.notifier.ready();
@@ -409,19 +492,21 @@ impl Process {
             },
             Update::Config(cfg) => {
                 self.notifier.reloading();
-                let level = cfg.logging.level;
-                match self.server.reload((*cfg).clone()) {
+                let result = match self.server.reload((*cfg).clone()) {
                     Ok(_) => {
-                        if let Some(hook) = &self.opts.log_level {
-                            hook(level);
-                        }
+                        self.after_reload();
                         tracing::info!("configuration from the ConfigMap applied");
+                        Ok(self.server.version())
                     }
-                    Err(e) => tracing::error!(
-                        error = %e,
-                        "configuration rejected; the old one keeps serving"
-                    ),
-                }
+                    Err(e) => {
+                        tracing::error!(
+                            error = %e,
+                            "configuration rejected; the old one keeps serving"
+                        );
+                        Err(e.to_string())
+                    }
+                };
+                self.control.record_reload("kubernetes", result);
                 self.notifier.ready();
             }
         }
@@ -521,6 +606,10 @@ impl Process {
         };
         let _ = self.admin_stop.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(2), self.admin_task).await;
+        if let Some(a) = &self.access {
+            // Flushes what the workers queued.
+            a.stop();
+        }
         tracing::info!(took = ?started.elapsed(), "stopped");
         result
     }

@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::logging::{AccessLogger, RequestLog};
 use crate::metrics::{ErrorReason, PoolResult, RefuseReason, RouteMetricId, WorkerMetrics};
 use crate::proxy::http1::{
     self, BodyKind, ClientInfo, ConnectionHeader, DirectResponse, DownstreamResponse, ErrorKind,
@@ -36,6 +37,8 @@ const DRAIN_IDLE_QUIET: Duration = Duration::from_secs(1);
 pub struct WorkerCx {
     views: Views,
     pub metrics: WorkerMetrics,
+    /// This worker's access-log ring (off unless [`WorkerCx::with_access_log`]).
+    pub access: AccessLogger,
     rr: HashMap<Arc<str>, usize>,
     rng: u64,
     /// Set once the worker drains: every connection opened from now on closes after its first
@@ -48,6 +51,7 @@ impl WorkerCx {
         WorkerCx {
             views: Views::new(shared),
             metrics,
+            access: AccessLogger::off(),
             rr: HashMap::new(),
             rng: seed | 1,
             draining: false,
@@ -57,6 +61,12 @@ impl WorkerCx {
     /// Whether the worker is draining.
     pub fn is_draining(&self) -> bool {
         self.draining
+    }
+
+    /// Sends this worker's access-log records to `access`.
+    pub fn with_access_log(mut self, access: AccessLogger) -> Self {
+        self.access = access;
+        self
     }
 
     /// The shared snapshot handle this worker reads from.
@@ -173,6 +183,8 @@ pub struct Conn {
     draining: bool,
     /// During drain, when an idle connection that never sent a request gives up.
     drain_idle_by: Option<Instant>,
+    /// Access-log fields of the current request.
+    log: RequestLog,
 }
 
 impl Conn {
@@ -331,6 +343,7 @@ impl Conn {
 
     fn respond_error(&mut self, cx: &mut WorkerCx, status: u16, reason: ErrorReason, now: Instant) {
         cx.metrics.error(reason);
+        self.log.error(reason);
         let body = format!("{status} {}\n", http1::reason_phrase(status));
         self.respond_local(
             cx,
@@ -351,6 +364,10 @@ impl Conn {
             _ => ErrorReason::BadRequest,
         };
         cx.metrics.error(reason);
+        if self.stage == Stage::Idle && cx.access.is_on() {
+            self.log.begin(now, "", "", "", self.pending_down() as u64);
+        }
+        self.log.error(reason);
         if self.resp_started || self.stage == Stage::Proxy && self.req_done {
             // A response is under way: nothing sensible can follow it.
             self.close(true);
@@ -377,6 +394,12 @@ impl Conn {
     fn record(&mut self, cx: &mut WorkerCx, now: Instant) {
         let elapsed = now.saturating_duration_since(self.req_started);
         cx.metrics.request_done(self.route, self.status, elapsed);
+        if cx.access.is_on() {
+            let pending = self.pending_down() as u64;
+            if let Some(rec) = self.log.finish(now, self.status, self.route, pending) {
+                cx.access.push(rec);
+            }
+        }
     }
 
     /// Both sides of the exchange are complete: account it and get ready for the next request
@@ -424,22 +447,26 @@ impl Conn {
             };
             let consumed = decoded.consumed;
             let raw_end = (pos + consumed).min(self.inbuf.len());
+            let taken = raw_end.saturating_sub(pos);
             match decoded.event {
                 RequestEvent::Head(head) => {
                     pos = raw_end;
                     self.start_request(cx, &head, now);
+                    self.log.read(taken);
                 }
                 RequestEvent::Body(_) => {
                     if self.stage == Stage::Proxy {
                         self.forward_input(pos..raw_end);
                     }
                     pos = raw_end;
+                    self.log.read(taken);
                 }
                 RequestEvent::End | RequestEvent::UpgradeRequested => {
                     if self.stage == Stage::Proxy && raw_end > pos {
                         self.forward_input(pos..raw_end);
                     }
                     pos = raw_end;
+                    self.log.read(taken);
                     self.req_done = true;
                     if self.stage == Stage::Local {
                         self.finish_exchange(cx, now);
@@ -490,6 +517,11 @@ impl Conn {
         self.limits = snapshot.limits;
         let host = head.authority().or(head.host_header()).unwrap_or("");
         let path = head.path();
+        if cx.access.is_on() {
+            let queued = self.pending_down() as u64;
+            self.log
+                .begin(now, head.method_str(), host, head.target(), queued);
+        }
         let found = match snapshot.table.lookup(host, path) {
             Lookup::Found(m) => m,
             Lookup::NotFound => {
@@ -576,7 +608,13 @@ impl Conn {
         self.replay.clear();
         self.replayable = true;
         self.replays = 0;
-        http1::write_request_head(&mut self.up_out, head, &opts);
+        let ids = http1::write_request_head(&mut self.up_out, head, &opts);
+        let field = |r: Option<std::ops::Range<usize>>| r.and_then(|r| self.up_out.get(r));
+        self.log.proxied(
+            endpoint,
+            field(ids.request_id).unwrap_or_default(),
+            field(ids.traceparent).unwrap_or_default(),
+        );
         Self::keep_for_replay(&mut self.replay, &mut self.replayable, &self.up_out);
         self.resp = Some(self.response_decoder());
         if self.expect_continue {
@@ -605,6 +643,7 @@ impl Conn {
         self.up_state = UpState::Connecting;
         self.up_reused = false;
         self.up_started = now;
+        self.log.attempt(now, self.replays);
         self.up_deadline = None;
     }
 
@@ -665,6 +704,7 @@ impl Conn {
         }
         // The response is cut short: the client must see the truncation, not a complete answer.
         cx.metrics.error(ErrorReason::UpstreamReset);
+        self.log.error(ErrorReason::UpstreamReset);
         self.record(cx, now);
         self.close(true);
     }
@@ -695,6 +735,7 @@ impl Conn {
                     pos = 0;
                     if self.resp_started {
                         cx.metrics.error(ErrorReason::UpstreamInvalidResponse);
+                        self.log.error(ErrorReason::UpstreamInvalidResponse);
                         self.record(cx, now);
                         self.close(true);
                     } else {
@@ -954,6 +995,7 @@ impl Conn {
     }
 
     fn do_downstream_written(&mut self, cx: &mut WorkerCx, n: usize, now: Instant) {
+        self.log.wrote(n);
         self.down_pos = (self.down_pos + n).min(self.down_out.len());
         if self.down_pos == self.down_out.len() {
             self.down_out.clear();
@@ -1005,6 +1047,7 @@ impl ConnHandler for Conn {
     fn new(cx: &mut WorkerCx, info: ConnInfo, now: Instant) -> Self {
         let limits = cx.views.latest().snapshot.limits;
         cx.metrics.connection_opened();
+        let log = RequestLog::new(info.peer, now);
         let mut conn = Conn {
             info,
             started: now,
@@ -1048,6 +1091,7 @@ impl ConnHandler for Conn {
             down_eof: false,
             draining: false,
             drain_idle_by: None,
+            log,
         };
         if cx.draining {
             conn.start_drain(now);

@@ -927,3 +927,104 @@ fn drain_leaves_websocket_tunnels_open() {
     assert_eq!(s.take_client(), "back");
     assert_eq!(s.closed, None);
 }
+
+/// A simulated connection whose worker sends access-log records to the returned ring.
+fn logged_sim() -> (Sim, std::sync::mpsc::Receiver<crate::logging::AccessRecord>) {
+    let mut s = Sim::new(ConnLimits::default());
+    let (logger, rx) = crate::logging::AccessLogger::channel(16);
+    s.cx.access = logger;
+    (s, rx)
+}
+
+fn header_value<'a>(text: &'a str, name: &str) -> &'a str {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .unwrap_or_default()
+}
+
+#[test]
+fn access_record_of_a_proxied_request() {
+    let (mut s, rx) = logged_sim();
+    s.advance(Duration::from_millis(1));
+    s.send(GET_API);
+    s.advance(Duration::from_millis(20));
+    s.reply(OK_5);
+    let rec = rx.try_recv().expect("one record");
+    assert!(rx.try_recv().is_err(), "exactly one record");
+    assert_eq!(rec.method(), "GET");
+    assert_eq!(rec.host(), "app.example.com");
+    assert_eq!(rec.path(), "/api/items?x=1");
+    assert_eq!(rec.status, 200);
+    assert_eq!(rec.client, SocketAddr::from(([192, 0, 2, 7], 50000)));
+    assert_eq!(rec.bytes_in, GET_API.len() as u64);
+    assert_eq!(rec.bytes_out, OK_5.len() as u64);
+    assert_eq!(rec.duration, Duration::from_millis(20));
+    assert_eq!(rec.upstream, Some(endpoint(1)));
+    assert_eq!(rec.upstream_duration, Some(Duration::from_millis(20)));
+    let up = s.upstream_text();
+    assert_eq!(rec.request_id(), header_value(&up, "X-Request-ID: "));
+    let traceparent = header_value(&up, "traceparent: ");
+    assert_eq!(
+        rec.trace_id.map(|t| format!("{t:032x}")).as_deref(),
+        traceparent.get(3..35)
+    );
+    assert_eq!(rec.retries, 0);
+    assert_eq!(rec.error, None);
+    let name = rec.route.and_then(|r| s.metrics.routes().name(r));
+    assert_eq!(name.as_deref(), Some("api"));
+}
+
+#[test]
+fn access_records_of_rejected_requests() {
+    let (mut s, rx) = logged_sim();
+    s.send(b"GET /nothing HTTP/1.1\r\nHost: nowhere.example.com\r\n\r\n");
+    let rec = rx.try_recv().expect("404 record");
+    assert_eq!(rec.status, 404);
+    assert_eq!(rec.error, Some(ErrorReason::NoRoute));
+    assert_eq!(rec.path(), "/nothing");
+    assert_eq!(rec.route, None);
+    assert_eq!(rec.upstream, None);
+    assert!(rec.bytes_out > 0);
+
+    s.send(b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n");
+    let rec = rx.try_recv().expect("400 record");
+    assert_eq!(rec.status, 400);
+    assert_eq!(rec.error, Some(ErrorReason::BadRequest));
+    assert_eq!(rec.path(), "", "no head was accepted");
+}
+
+#[test]
+fn access_records_of_errored_requests() {
+    let (mut s, rx) = logged_sim();
+    s.auto_connect = false;
+    s.send(GET_API);
+    s.conn
+        .on_upstream_error(&mut s.cx, UpstreamError::Connect, s.now);
+    s.pump();
+    let rec = rx.try_recv().expect("502 record");
+    assert_eq!(rec.status, 502);
+    assert_eq!(rec.error, Some(ErrorReason::UpstreamConnect));
+    assert_eq!(rec.upstream, Some(endpoint(1)));
+
+    s.auto_connect = true;
+    s.send(GET_API);
+    s.advance(Duration::from_secs(6));
+    let rec = rx.try_recv().expect("504 record");
+    assert_eq!(rec.status, 504);
+    assert_eq!(rec.error, Some(ErrorReason::UpstreamTimeout));
+    assert_eq!(rec.upstream, Some(endpoint(2)));
+    assert_eq!(rec.upstream_duration, Some(Duration::from_secs(6)));
+}
+
+#[test]
+fn a_full_access_ring_drops_and_counts_without_stalling_the_connection() {
+    let mut s = Sim::new(ConnLimits::default());
+    let (logger, rx) = crate::logging::AccessLogger::channel(2);
+    s.cx.access = logger;
+    for _ in 0..5 {
+        s.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    }
+    assert_eq!(s.take_client().matches("HTTP/1.1 200 OK").count(), 5);
+    assert_eq!(s.cx.access.dropped(), 3);
+    assert_eq!(rx.try_iter().count(), 2);
+}
