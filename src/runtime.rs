@@ -401,6 +401,13 @@ impl Server {
 
     fn publish_control(&self) {
         if let Some(c) = &self.control {
+            let xdp = self.xdp.status();
+            let mut state = serde_json::to_value(&xdp).unwrap_or_default();
+            if let Some(obj) = state.as_object_mut() {
+                let name = if xdp.enabled { "attached" } else { "off" };
+                obj.insert("state".to_owned(), serde_json::Value::from(name));
+            }
+            c.set_xdp_state(state);
             c.publish(
                 &self.cfg,
                 &self.shared.load(),

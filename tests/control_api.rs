@@ -442,6 +442,13 @@ fn live_responses_match_the_openapi_document() {
         let v = get_json(&s, &format!("/api/v1{path}"));
         conforms(&doc, path, "get", 200, &v);
     }
+    // XDP is off in this configuration; its counters are reported all the same.
+    let xdp = get_json(&s, "/api/v1/xdp");
+    assert_eq!(xdp["state"], "off");
+    assert_eq!(xdp["enabled"], false);
+    for action in ["passed", "denied", "syn_limited", "parse_error"] {
+        assert!(xdp["packets"][action].is_u64(), "{action}: {xdp}");
+    }
     let stats = get_json(&s, "/api/v1/stats");
     let routes = stats["routes"].as_array().expect("routes");
     let app = routes

@@ -163,7 +163,7 @@ pub async fn respond(
             StatusCode::OK,
             &json!({"certificates": control.published().certificates}),
         ),
-        ["xdp"] => json_response(StatusCode::OK, &control.xdp_state()),
+        ["xdp"] => xdp(control, metrics),
         ["build"] => json_response(
             StatusCode::OK,
             &json!({
@@ -178,6 +178,19 @@ pub async fn respond(
         ["reloads"] => json_response(StatusCode::OK, &json!({"reloads": control.reloads()})),
         _ => error(StatusCode::NOT_FOUND, "unknown API path"),
     }
+}
+
+/// The XDP state the server published, with the packet counters as they are now.
+fn xdp(control: &ControlView, metrics: &Metrics) -> Response<Full<Bytes>> {
+    let mut state = (*control.xdp_state()).clone();
+    if let Some(obj) = state.as_object_mut() {
+        let packets: serde_json::Map<String, Value> = crate::metrics::XdpAction::ALL
+            .iter()
+            .map(|a| (a.as_str().to_owned(), json!(metrics.xdp().packets(*a))))
+            .collect();
+        obj.insert("packets".to_owned(), Value::Object(packets));
+    }
+    json_response(StatusCode::OK, &state)
 }
 
 fn upstreams(control: &ControlView, metrics: &Metrics) -> Response<Full<Bytes>> {

@@ -142,7 +142,14 @@ impl ControlView {
             published: ArcSwap::from_pointee(Published::default()),
             disabled: Mutex::new(BTreeSet::new()),
             reloads: Mutex::new(VecDeque::new()),
-            xdp: ArcSwap::from_pointee(json!({"state": "not_built", "enabled": false})),
+            xdp: ArcSwap::from_pointee(json!({
+                "state": "off",
+                "enabled": false,
+                "interfaces": [],
+                "deny_cidrs": [],
+                "syn_limit": null,
+                "packets": {},
+            })),
             access: Mutex::new(None),
         }
     }
