@@ -187,6 +187,7 @@ impl HandoffListener {
         until: Instant,
         child_alive: &mut dyn FnMut() -> bool,
     ) -> Result<ParentChannel, HandoffError> {
+        let waited_from = Instant::now();
         let conn = loop {
             if !child_alive() {
                 return Err(HandoffError::Closed(
@@ -199,7 +200,7 @@ impl HandoffListener {
             )? {
                 if Instant::now() >= until {
                     return Err(HandoffError::Timeout(
-                        until.saturating_duration_since(Instant::now()),
+                        until.saturating_duration_since(waited_from),
                         "the new process to connect",
                     ));
                 }
@@ -248,6 +249,7 @@ impl ParentChannel {
         until: Instant,
         child_alive: &mut dyn FnMut() -> bool,
     ) -> Result<(), HandoffError> {
+        let waited_from = Instant::now();
         loop {
             if !child_alive() {
                 return Err(HandoffError::Closed(
@@ -269,7 +271,7 @@ impl ParentChannel {
             }
             if Instant::now() >= until {
                 return Err(HandoffError::Timeout(
-                    Duration::ZERO,
+                    until.saturating_duration_since(waited_from),
                     "the new process to be ready",
                 ));
             }

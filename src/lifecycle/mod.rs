@@ -732,6 +732,18 @@ fn upgrade(
         Ok(()) => Ok(pid),
         Err(e) => {
             let mut reason = format!("new process {pid}: {e}");
+            let late = matches!(e, HandoffError::Timeout(..));
+            if exit_status.is_none() && !late && !cancel.load(Ordering::Acquire) {
+                // It may be exiting on its own (the channel closed first): say how it ended.
+                let until = Instant::now() + Duration::from_millis(300);
+                while exit_status.is_none() && Instant::now() < until {
+                    match child.try_wait() {
+                        Ok(Some(status)) => exit_status = Some(status),
+                        Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+                        Err(_) => break,
+                    }
+                }
+            }
             if let Some(status) = exit_status {
                 reason.push_str(&format!(" (it exited: {status})"));
             } else if cancel.load(Ordering::Acquire) {
