@@ -1,7 +1,10 @@
 //! Lifecycle of the real `arc-gateway` binary under steady load, for each io driver: 50 hot
 //! reloads, a rejected reload, a drain with slow downloads in flight, a binary upgrade old →
-//! new process, and the systemd notifications (a fake `NOTIFY_SOCKET` bound by the test)
-//! including the watchdog that stops when a worker is wedged.
+//! new process, upgrades whose new process fails after adopting the sockets (late, or exiting
+//! before "go"), an upgrade to the configured `lifecycle.upgrade_binary`, a reloaded
+//! `lifecycle.drain_timeout` (up and down) applied by the next drain, and the systemd
+//! notifications (a fake `NOTIFY_SOCKET` bound by the test) including the watchdog that stops
+//! when a worker is wedged.
 //!
 //! The load is bounded in threads, rate and time; it counts requests sent, answered correctly,
 //! failed, reset and refused. A client retries a request once only when a *reused* keep-alive
@@ -1032,8 +1035,8 @@ fn binary_upgrade_loses_nothing(driver: &'static str) {
     let _g = serial();
     let app = backend();
     let b = backend();
-    // The new process reports ready 1 s late, so both serve for a while and a second SIGUSR2
-    // lands while the upgrade is under way.
+    // The new process reports ready 1 s late (holding the adopted sockets with accepting
+    // paused meanwhile), so a second SIGUSR2 lands while the upgrade is under way.
     let mut p = ArcProc::start(
         driver,
         app.addr,
