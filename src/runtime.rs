@@ -251,6 +251,8 @@ impl Server {
     /// [`Server::start`] that adopts listener sockets handed over by the previous process of
     /// a zero-downtime upgrade instead of binding them (see
     /// [`crate::proxy::worker::adopt_all`]); sockets no listener adopts are left in `inherited`.
+    /// With inherited sockets the workers start with accepting paused: the queued connections
+    /// stay the previous process's until it says "go" ([`Server::resume_accepting`]).
     /// Each worker feeds `access` when given (see [`crate::logging::access`]).
     pub fn start_adopting(
         cfg: Config,
@@ -306,6 +308,7 @@ impl Server {
             listeners,
             conn_limit: Arc::new(ConnLimit::new(cfg.max_connections)),
             tuning,
+            accept_paused: !inherited.is_empty(),
         };
         let cx_shared = Arc::clone(&shared);
         let cx_metrics = Arc::clone(&metrics);
@@ -474,6 +477,9 @@ impl Server {
             a.set_policy(crate::logging::access_policy(&new, self.metrics.routes()));
         }
         self.xdp.reload(&new.xdp);
+        // A later drain gives connections the reloaded deadline.
+        self.workers
+            .set_stop_grace(new.lifecycle.drain_timeout.get());
         self.cfg = new;
         self.resolver.swap(store);
         self.install(snapshot, took);
@@ -516,6 +522,11 @@ impl Server {
     pub fn begin_drain(&self) {
         self.health.start_draining();
         self.workers.stop();
+    }
+
+    /// Lets workers started paused (inherited sockets) accept: the previous process said "go".
+    pub fn resume_accepting(&self) {
+        self.workers.resume_accepting();
     }
 
     /// Waits for the workers to finish (after [`Server::begin_drain`]).

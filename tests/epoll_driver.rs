@@ -288,6 +288,7 @@ fn start_driver(
         }],
         conn_limit: Arc::new(ConnLimit::new(limit)),
         tuning,
+        accept_paused: false,
     };
     let shared = Arc::clone(shared);
     let set = WorkerSet::spawn::<Relay, _>(config, move |_| Cx {

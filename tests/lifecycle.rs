@@ -1,7 +1,10 @@
 //! Lifecycle of the real `arc-gateway` binary under steady load, for each io driver: 50 hot
 //! reloads, a rejected reload, a drain with slow downloads in flight, a binary upgrade old →
-//! new process, and the systemd notifications (a fake `NOTIFY_SOCKET` bound by the test)
-//! including the watchdog that stops when a worker is wedged.
+//! new process, upgrades whose new process fails after adopting the sockets (late, or exiting
+//! before "go"), an upgrade to the configured `lifecycle.upgrade_binary`, a reloaded
+//! `lifecycle.drain_timeout` (up and down) applied by the next drain, and the systemd
+//! notifications (a fake `NOTIFY_SOCKET` bound by the test) including the watchdog that stops
+//! when a worker is wedged.
 //!
 //! The load is bounded in threads, rate and time; it counts requests sent, answered correctly,
 //! failed, reset and refused. A client retries a request once only when a *reused* keep-alive
@@ -483,10 +486,23 @@ struct ArcProc {
     app: SocketAddr,
     b: SocketAddr,
     systemd: Systemd,
+    /// The `lifecycle:` mapping's contents in every config written.
+    lifecycle: Mutex<String>,
 }
 
 impl ArcProc {
     fn start(driver: &'static str, app: SocketAddr, b: SocketAddr, env: &[(&str, &str)]) -> Self {
+        Self::start_with(driver, app, b, env, "drain_timeout: 5s")
+    }
+
+    /// [`ArcProc::start`] with `lifecycle: {<lifecycle>}` in the config.
+    fn start_with(
+        driver: &'static str,
+        app: SocketAddr,
+        b: SocketAddr,
+        env: &[(&str, &str)],
+        lifecycle: &str,
+    ) -> Self {
         static N: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "arc-lifecycle-{}-{}",
@@ -506,6 +522,7 @@ impl ArcProc {
             app,
             b,
             systemd,
+            lifecycle: Mutex::new(lifecycle.to_string()),
         };
         p.write_config(&Variant {
             body: "v0".into(),
@@ -551,7 +568,7 @@ impl ArcProc {
              io_uring: {{enabled: {driver}}}\n\
              listeners:\n  - {{name: http, bind: '{http}', protocol: http}}\n\
              observability: {{metrics_bind: '{admin}'}}\n\
-             lifecycle: {{drain_timeout: 5s}}\n\
+             lifecycle: {{{lifecycle}}}\n\
              logging: {{level: {level}, format: text, output: {{path: stderr}}}}\n\
              limits: {{idle_timeout: {idle}s}}\n\
              upstreams:\n  - {{name: app, addr: '{app}', read_timeout: 20s, pool: {{max_idle: 64, idle_timeout: 60s}}}}\n{b_upstream}\
@@ -563,11 +580,58 @@ impl ArcProc {
             idle = v.idle,
             app = self.app,
             body = v.body,
+            lifecycle = self.lifecycle(),
         );
         // Written whole then renamed, as a config manager would.
         let tmp = self.dir.join("arc.yaml.tmp");
         std::fs::write(&tmp, yaml).expect("write config");
         std::fs::rename(&tmp, &self.config).expect("rename config");
+    }
+
+    fn lifecycle(&self) -> String {
+        self.lifecycle
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    /// Rewrites the config with `lifecycle: {<lifecycle>}` and reloads (SIGHUP), waiting for
+    /// the reload's `READY=1`.
+    fn reload_lifecycle(&self, lifecycle: &str) {
+        if let Ok(mut l) = self.lifecycle.lock() {
+            *l = lifecycle.to_string();
+        }
+        self.write_config(&Variant {
+            body: "v0".into(),
+            with_b: true,
+            level: "info",
+            idle: 60,
+        });
+        let before = self.systemd.count("READY=1");
+        self.signal("HUP");
+        assert!(
+            self.systemd
+                .wait_count("READY=1", before + 1, Duration::from_secs(10)),
+            "reload not acknowledged; log:\n{}",
+            self.log()
+        );
+        assert!(
+            !self.log().contains("configuration rejected"),
+            "{}",
+            self.log()
+        );
+    }
+
+    /// Waits until the log mentions `needle` at least `n` times.
+    fn wait_log(&self, needle: &str, n: usize, within: Duration) -> bool {
+        let until = Instant::now() + within;
+        while Instant::now() < until {
+            if self.log().matches(needle).count() >= n {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        false
     }
 
     fn pid(&self) -> i32 {
@@ -971,8 +1035,8 @@ fn binary_upgrade_loses_nothing(driver: &'static str) {
     let _g = serial();
     let app = backend();
     let b = backend();
-    // The new process reports ready 1 s late, so both serve for a while and a second SIGUSR2
-    // lands while the upgrade is under way.
+    // The new process reports ready 1 s late (holding the adopted sockets with accepting
+    // paused meanwhile), so a second SIGUSR2 lands while the upgrade is under way.
     let mut p = ArcProc::start(
         driver,
         app.addr,
@@ -1045,6 +1109,190 @@ fn binary_upgrade_loses_nothing(driver: &'static str) {
     assert_clean("binary upgrade", t, last, &log);
 }
 
+/// The new process of an upgrade adopts the sockets and runs its workers, then fails: once
+/// killed for being late (`lifecycle.upgrade_timeout` shorter than its readiness delay), once
+/// exiting on its own before "go" (after the timeout was raised by a reload). New connections
+/// keep arriving all the while; the old process keeps every one of them.
+fn failed_upgrade_loses_no_connection(driver: &'static str) {
+    let _g = serial();
+    let app = backend();
+    let b = backend();
+    let mut p = ArcProc::start_with(
+        driver,
+        app.addr,
+        b.addr,
+        &[
+            ("ARC_DEBUG_UPGRADE_READY_DELAY", "2500"),
+            ("ARC_DEBUG_UPGRADE_EXIT_BEFORE_GO", "1"),
+        ],
+        "drain_timeout: 5s, upgrade_timeout: 1s",
+    );
+    // Mostly new connections: each one a chance for the new process to take it.
+    let load = Load::start(p.http, 8, Duration::from_millis(1), Duration::from_secs(60));
+    thread::sleep(Duration::from_millis(300));
+
+    // Late: killed after 1 s with its workers up (accepting paused) all that time.
+    let before = load.totals();
+    p.signal("USR2");
+    assert!(
+        p.wait_log("upgrade failed", 1, Duration::from_secs(10)),
+        "{}",
+        p.log()
+    );
+    let log = p.log();
+    assert!(log.contains("timed out"), "{log}");
+    assert!(
+        log.contains("timeout=1s") || log.contains("timeout: 1s"),
+        "{log}"
+    );
+    thread::sleep(Duration::from_millis(300));
+
+    // Exits on its own after adoption (the timeout reloaded to 10 s lets it get that far).
+    p.reload_lifecycle("drain_timeout: 5s, upgrade_timeout: 10s");
+    p.signal("USR2");
+    assert!(
+        p.wait_log("upgrade failed", 2, Duration::from_secs(15)),
+        "{}",
+        p.log()
+    );
+    let log = p.log();
+    assert!(log.contains("it exited"), "{log}");
+    assert!(log.contains("exiting before go"), "{log}");
+    thread::sleep(Duration::from_millis(500));
+
+    assert_eq!(p.systemd.find_prefix("MAINPID="), None);
+    assert_eq!(
+        p.wait_exit(Duration::from_millis(100)),
+        None,
+        "old process left"
+    );
+    assert_eq!(p.get(p.admin, "/readyz").map(|r| r.status), Some(200));
+    let (t, last) = load.finish();
+    assert!(
+        t.sent > before.sent + 500,
+        "too little load across the failed upgrades: {t:?}"
+    );
+    assert_clean("failed upgrades", t, last, &p.log());
+    p.signal("TERM");
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+/// `lifecycle.upgrade_binary` (set by a reload) names the binary the upgrade starts.
+fn upgrade_to_configured_binary(driver: &'static str) {
+    let _g = serial();
+    let app = backend();
+    let b = backend();
+    let mut p = ArcProc::start(driver, app.addr, b.addr, &[]);
+    let bin_dir = p.dir.join("next");
+    std::fs::create_dir_all(&bin_dir).expect("bin dir");
+    let next = bin_dir.join("arc-gateway-next");
+    let original = Path::new(env!("CARGO_BIN_EXE_arc-gateway"));
+    if std::fs::hard_link(original, &next).is_err() {
+        std::fs::copy(original, &next).expect("copy the binary");
+    }
+    p.reload_lifecycle(&format!(
+        "drain_timeout: 5s, upgrade_binary: '{}'",
+        next.display()
+    ));
+    let load = Load::start(p.http, 6, Duration::from_millis(2), Duration::from_secs(60));
+    thread::sleep(Duration::from_millis(300));
+    p.signal("USR2");
+    let until = Instant::now() + Duration::from_secs(20);
+    let mut new_pid = None;
+    while new_pid.is_none() && Instant::now() < until {
+        new_pid = p
+            .systemd
+            .find_prefix("MAINPID=")
+            .and_then(|v| v.parse::<i32>().ok());
+        thread::sleep(Duration::from_millis(20));
+    }
+    let new_pid = new_pid.unwrap_or_else(|| panic!("no MAINPID=; log:\n{}", p.log()));
+    let exe = std::fs::read_link(format!("/proc/{new_pid}/exe")).expect("exe of the new process");
+    assert_eq!(exe, next, "the new process runs the configured binary");
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0), "{}", p.log());
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(p.get(p.admin, "/readyz").map(|r| r.status), Some(200));
+    let (t, last) = load.finish();
+    let log = p.log();
+    signal(new_pid, "TERM");
+    assert!(
+        process_gone(new_pid, Duration::from_secs(10)),
+        "new process did not stop"
+    );
+    assert_clean("upgrade to the configured binary", t, last, &log);
+}
+
+/// One slow download (64 KiB over `ms`) through `http`: the bytes of the body received.
+fn slow_download(http: SocketAddr, ms: u64) -> JoinHandle<usize> {
+    thread::spawn(move || {
+        let Ok(mut s) = connect(http) else {
+            return 0;
+        };
+        if s.write_all(format!("GET /slow/{ms} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+            .is_err()
+        {
+            return 0;
+        }
+        let mut all = Vec::new();
+        let mut b = [0u8; 8192];
+        let until = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < until {
+            match s.read(&mut b) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => all.extend_from_slice(&b[..n]),
+            }
+            if all.len() >= 65536
+                && find(&all, b"\r\n\r\n").is_some_and(|i| all.len() - i - 4 >= 65536)
+            {
+                break;
+            }
+        }
+        find(&all, b"\r\n\r\n").map_or(0, |i| all.len() - i - 4)
+    })
+}
+
+/// A reloaded `lifecycle.drain_timeout` is the one the workers use when a later drain starts,
+/// whether it went up or down.
+fn reloaded_drain_timeout_applies(driver: &'static str) {
+    let _g = serial();
+    let app = backend();
+    let b = backend();
+
+    // 2 s → 6 s: a 4 s download started before the drain completes.
+    let mut p = ArcProc::start_with(driver, app.addr, b.addr, &[], "drain_timeout: 2s");
+    p.reload_lifecycle("drain_timeout: 6s");
+    let download = slow_download(p.http, 4000);
+    thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    p.signal("TERM");
+    let got = download.join().expect("download thread");
+    assert_eq!(got, 65536, "download cut; log:\n{}", p.log());
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0), "{}", p.log());
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(3000) && took < Duration::from_millis(6500),
+        "drain took {took:?}"
+    );
+    drop(p);
+
+    // 6 s → 2 s: a 5 s download is cut at the new 2 s deadline.
+    let mut p = ArcProc::start_with(driver, app.addr, b.addr, &[], "drain_timeout: 6s");
+    p.reload_lifecycle("drain_timeout: 2s");
+    let download = slow_download(p.http, 5000);
+    thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    p.signal("TERM");
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0), "{}", p.log());
+    let took = started.elapsed();
+    let got = download.join().expect("download thread");
+    assert!(got < 65536, "the download outlived the 2 s deadline");
+    assert!(
+        took >= Duration::from_millis(1800) && took < Duration::from_millis(3500),
+        "the reloaded deadline is 2 s; the drain took {took:?}; log:\n{}",
+        p.log()
+    );
+}
+
 fn systemd_notifications_and_watchdog(driver: &'static str) {
     let _g = serial();
     let app = backend();
@@ -1113,6 +1361,18 @@ macro_rules! per_driver {
             #[test]
             fn binary_upgrade_loses_nothing() {
                 super::binary_upgrade_loses_nothing($value)
+            }
+            #[test]
+            fn failed_upgrade_loses_no_connection() {
+                super::failed_upgrade_loses_no_connection($value)
+            }
+            #[test]
+            fn upgrade_to_configured_binary() {
+                super::upgrade_to_configured_binary($value)
+            }
+            #[test]
+            fn reloaded_drain_timeout_applies() {
+                super::reloaded_drain_timeout_applies($value)
             }
             #[test]
             fn systemd_notifications_and_watchdog() {

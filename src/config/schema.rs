@@ -559,13 +559,23 @@ impl Default for Kubernetes {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Lifecycle {
+    /// Graceful-drain deadline (SIGTERM, after an upgrade); a reload applies to later drains.
     pub drain_timeout: Duration,
+    /// Absolute path of the binary a SIGUSR2 upgrade starts; unset = the binary Arc was
+    /// started from (resolved at start, so a replaced file starts the new version).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upgrade_binary: Option<String>,
+    /// Longest wait for the new process of an upgrade to take the sockets and report ready;
+    /// past it the new process is killed and this one keeps serving.
+    pub upgrade_timeout: Duration,
 }
 
 impl Default for Lifecycle {
     fn default() -> Self {
         Lifecycle {
             drain_timeout: Duration::from_secs(30),
+            upgrade_binary: None,
+            upgrade_timeout: Duration::from_secs(30),
         }
     }
 }

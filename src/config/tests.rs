@@ -57,6 +57,7 @@ fn example_documents_every_key_of_the_schema() {
     cfg.limits.max_body = Some(ByteSize(1));
     cfg.limits.max_requests_per_connection = Some(1);
     cfg.limits.max_connection_age = Some(Duration::from_secs(1));
+    cfg.lifecycle.upgrade_binary = Some("/usr/bin/arc-gateway".into());
     let value = serde_json::to_value(&cfg).unwrap();
     let mut missing = Vec::new();
     fn walk(v: &serde_json::Value, text: &str, missing: &mut Vec<String>) {
@@ -515,6 +516,14 @@ fn limits_and_units() {
             "io_uring.uring_entries",
         ),
         ("lifecycle: {drain_timeout: 30}", "lifecycle.drain_timeout"),
+        (
+            "lifecycle: {upgrade_timeout: 0s}",
+            "lifecycle.upgrade_timeout",
+        ),
+        (
+            "lifecycle: {upgrade_binary: bin/arc-gateway}",
+            "lifecycle.upgrade_binary",
+        ),
     ] {
         let err = yaml(text).unwrap_err();
         assert_eq!(keys(&err), vec![key], "{text}: {err}");

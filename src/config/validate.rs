@@ -385,6 +385,20 @@ pub fn validate(cfg: &Config, seq_intact: bool) -> Vec<Issue> {
             "must be greater than zero",
         );
     }
+    if cfg.lifecycle.upgrade_timeout.get().is_zero() {
+        s.push(
+            p(&[k("lifecycle"), k("upgrade_timeout")]),
+            "must be greater than zero",
+        );
+    }
+    if let Some(bin) = &cfg.lifecycle.upgrade_binary
+        && !std::path::Path::new(bin).is_absolute()
+    {
+        s.push(
+            p(&[k("lifecycle"), k("upgrade_binary")]),
+            "must be an absolute path",
+        );
+    }
 
     let l = &cfg.limits;
     if l.max_head.get() < 1024 || l.max_head.get() > 1024 * 1024 {

@@ -41,3 +41,19 @@ pub fn upgrade_ready_delay_from_env() -> Option<Duration> {
     );
     Some(Duration::from_millis(ms))
 }
+
+/// `ARC_DEBUG_UPGRADE_EXIT_BEFORE_GO=1`: a process started by an upgrade adopts the sockets and
+/// starts its workers (accepting paused), then exits with an error instead of reporting ready,
+/// as a new version that fails after adoption would.
+pub const UPGRADE_EXIT_BEFORE_GO_ENV: &str = "ARC_DEBUG_UPGRADE_EXIT_BEFORE_GO";
+
+/// Whether the operator set [`UPGRADE_EXIT_BEFORE_GO_ENV`] to `1`.
+pub fn upgrade_exit_before_go_from_env() -> bool {
+    let set = std::env::var(UPGRADE_EXIT_BEFORE_GO_ENV).is_ok_and(|v| v.trim() == "1");
+    if set {
+        tracing::warn!(
+            "{UPGRADE_EXIT_BEFORE_GO_ENV} is set: this upgraded process exits before go (debug control)"
+        );
+    }
+    set
+}

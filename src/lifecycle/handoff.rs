@@ -8,8 +8,12 @@
 //! sends one message per socket — `L<listener name>` for each data-plane listener socket (one
 //! per worker, the whole `SO_REUSEPORT` group) and `A` for the admin socket — each carrying the
 //! descriptor with `SCM_RIGHTS`, then `E`. The child adopts the sockets instead of binding
-//! (the same open sockets: nothing queued in them is lost), starts, and answers `R` on the same
-//! connection once it serves. Sequenced packets keep every descriptor with its own label.
+//! (the same open sockets: nothing queued in them is lost), starts its workers with accepting
+//! paused, and answers `R` on the same connection once it is ready to serve. The parent then
+//! answers `G` ("go") and stops accepting itself; only on `G` does the child start accepting.
+//! Until then every connection stays queued in the shared sockets, so a child that fails or is
+//! killed before `G` takes no connection with it. Sequenced packets keep every descriptor with
+//! its own label.
 //!
 //! Message boundaries are the only framing; every message is at most [`MAX_MESSAGE`] bytes.
 
@@ -183,6 +187,7 @@ impl HandoffListener {
         until: Instant,
         child_alive: &mut dyn FnMut() -> bool,
     ) -> Result<ParentChannel, HandoffError> {
+        let waited_from = Instant::now();
         let conn = loop {
             if !child_alive() {
                 return Err(HandoffError::Closed(
@@ -195,7 +200,7 @@ impl HandoffListener {
             )? {
                 if Instant::now() >= until {
                     return Err(HandoffError::Timeout(
-                        until.saturating_duration_since(Instant::now()),
+                        until.saturating_duration_since(waited_from),
                         "the new process to connect",
                     ));
                 }
@@ -244,6 +249,7 @@ impl ParentChannel {
         until: Instant,
         child_alive: &mut dyn FnMut() -> bool,
     ) -> Result<(), HandoffError> {
+        let waited_from = Instant::now();
         loop {
             if !child_alive() {
                 return Err(HandoffError::Closed(
@@ -265,11 +271,19 @@ impl ParentChannel {
             }
             if Instant::now() >= until {
                 return Err(HandoffError::Timeout(
-                    Duration::ZERO,
+                    until.saturating_duration_since(waited_from),
                     "the new process to be ready",
                 ));
             }
         }
+    }
+}
+
+impl ParentChannel {
+    /// Tells the ready child to start accepting (`G`); the caller stops its own accepting
+    /// right after. An error means the child is gone or the channel broke.
+    pub fn go(&self) -> Result<(), HandoffError> {
+        send(&self.conn, b"G", None)
     }
 }
 
@@ -350,16 +364,34 @@ impl Inherited {
     }
 }
 
-/// The child's end of the handoff connection, used once to report readiness.
+/// The child's end of the handoff connection: reports readiness, then waits for "go".
 #[derive(Debug)]
 pub struct ReadyChannel {
     conn: OwnedFd,
 }
 
 impl ReadyChannel {
-    /// Tells the parent this process serves; the parent then drains.
-    pub fn ready(self) -> Result<(), HandoffError> {
+    /// Tells the parent this process is ready to serve (its workers run, accepting paused).
+    pub fn ready(&self) -> Result<(), HandoffError> {
         send(&self.conn, b"R", None)
+    }
+
+    /// Waits for the parent's "go" (at most `timeout`). Any other outcome — the parent closed
+    /// the channel, gave up, or said something else — is an error: this process must then
+    /// exit without having accepted anything.
+    pub fn wait_go(self, timeout: Duration) -> Result<(), HandoffError> {
+        let until = Instant::now() + timeout;
+        if !wait_readable(&self.conn, until)? {
+            return Err(HandoffError::Timeout(timeout, "the previous process's go"));
+        }
+        match recv(&self.conn)? {
+            Some((msg, _)) if msg == b"G" => Ok(()),
+            Some((msg, _)) => Err(HandoffError::Protocol(format!(
+                "unexpected message {:?}",
+                String::from_utf8_lossy(&msg)
+            ))),
+            None => Err(HandoffError::Closed("waiting for go")),
+        }
     }
 }
 
@@ -413,6 +445,7 @@ mod tests {
             assert_eq!(accepted.peer_addr().unwrap(), queued.local_addr().unwrap());
             let (_, _, ready) = got.into_parts();
             ready.ready().unwrap();
+            ready.wait_go(Duration::from_secs(5)).unwrap();
             (names, admin)
         });
         // The test process is its own "child" here.
@@ -428,6 +461,7 @@ mod tests {
         channel
             .wait_ready(Instant::now() + Duration::from_secs(5), &mut || true)
             .unwrap();
+        channel.go().unwrap();
         let (names, admin) = child.join().unwrap();
         assert_eq!(
             names,
@@ -437,6 +471,52 @@ mod tests {
             ]
         );
         assert_eq!(admin, Some(addrs[2]));
+    }
+
+    #[test]
+    fn a_child_whose_parent_gives_up_gets_no_go() {
+        let parent = HandoffListener::bind().unwrap();
+        let name = parent.name().to_string();
+        let child = std::thread::spawn(move || {
+            let got = Inherited::connect(&name, Duration::from_secs(5)).unwrap();
+            let (_, _, ready) = got.into_parts();
+            ready.ready().unwrap();
+            ready.wait_go(Duration::from_secs(5))
+        });
+        let channel = parent
+            .hand_over(
+                std::process::id(),
+                &Handover::default(),
+                Instant::now() + Duration::from_secs(5),
+                &mut || true,
+            )
+            .unwrap();
+        channel
+            .wait_ready(Instant::now() + Duration::from_secs(5), &mut || true)
+            .unwrap();
+        // The parent decides against the child (late, failed): it closes without "go".
+        drop(channel);
+        let err = child.join().unwrap().unwrap_err();
+        assert!(matches!(err, HandoffError::Closed(_)), "{err}");
+
+        // And a parent that stays silent: the child gives up after its timeout.
+        let name = parent.name().to_string();
+        let child = std::thread::spawn(move || {
+            let got = Inherited::connect(&name, Duration::from_secs(5)).unwrap();
+            let (_, _, ready) = got.into_parts();
+            ready.ready().unwrap();
+            ready.wait_go(Duration::from_millis(200))
+        });
+        let _channel = parent
+            .hand_over(
+                std::process::id(),
+                &Handover::default(),
+                Instant::now() + Duration::from_secs(5),
+                &mut || true,
+            )
+            .unwrap();
+        let err = child.join().unwrap().unwrap_err();
+        assert!(matches!(err, HandoffError::Timeout(..)), "{err}");
     }
 
     #[test]

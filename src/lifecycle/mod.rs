@@ -14,12 +14,15 @@
 //!   client's next request is answered with `Connection: close` instead of racing the close),
 //!   busy ones finish their response with `Connection: close`, tunnels keep going until
 //!   `lifecycle.drain_timeout`, then exit 0.
-//! - **SIGUSR2** — upgrade: start the binary this process was started from (resolved at start,
-//!   so a package that replaced the file starts the new version) with the same arguments, hand
-//!   it every listening socket and the admin socket ([`handoff`]), wait until it reports ready
-//!   (at most [`UPGRADE_READY_TIMEOUT`]), send `MAINPID=<new>`, then drain as above. If the new
-//!   process fails or is late, it is killed, the reason is logged and this one keeps serving.
-//!   A second SIGUSR2 while an upgrade runs is refused with a log line.
+//! - **SIGUSR2** — upgrade: start `lifecycle.upgrade_binary`, or else the binary this process
+//!   was started from (resolved at start, so a package that replaced the file starts the new
+//!   version), with the same arguments, hand it every listening socket and the admin socket
+//!   ([`handoff`]), wait until it reports ready (at most `lifecycle.upgrade_timeout`), answer
+//!   "go", send `MAINPID=<new>`, then drain as above. The new process runs its workers with
+//!   accepting paused and does not serve the admin socket until "go", so until then every new
+//!   connection waits in the shared listen queues: if the new process fails or is late, it is
+//!   killed having accepted nothing, the reason is logged and this one keeps serving (and
+//!   accepting what queued). A second SIGUSR2 while an upgrade runs is refused with a log line.
 //!
 //! Design: the decisions (what to notify, when to drain) live here on the control-plane tokio
 //! runtime; the workers only learn "drain" through their stop signal and the proxy core's
@@ -52,10 +55,11 @@ use crate::runtime::{Server, StartError};
 use handoff::{HandoffError, HandoffListener, Handover, Inherited, ReadyChannel};
 use notify::Notifier;
 
-/// Longest wait for a new process of an upgrade to connect, take the sockets and serve.
-pub const UPGRADE_READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest wait of a new process for its parent's sockets.
 pub const HANDOFF_RECEIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait of a new process, once it reported ready, for its parent's "go" (the parent
+/// answers at once; silence means it gave up and this process must exit).
+pub const HANDOFF_GO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Slack on top of `lifecycle.drain_timeout` for the workers to return after their deadline.
 const DRAIN_SLACK: Duration = Duration::from_secs(2);
 
@@ -87,7 +91,8 @@ pub enum LifecycleError {
 /// How a [`Process`] is set up besides its configuration.
 #[derive(Default)]
 pub struct Options {
-    /// The binary an upgrade starts; `None` turns upgrades off. Resolve it at start
+    /// The binary an upgrade starts unless `lifecycle.upgrade_binary` names one; `None` (and
+    /// no configured binary) turns upgrades off. Resolve it at start
     /// (`std::env::current_exe()`), before a package manager replaces the file.
     pub exe: Option<PathBuf>,
     /// Arguments the upgraded process gets (normally this process's own).
@@ -232,7 +237,13 @@ impl Process {
         tracing::info!(address = %admin.local_addr(), "admin server listening");
         let admin_socket = admin.listener_socket().ok();
         let (admin_stop, admin_stopped) = watch::channel(false);
-        let admin_task = tokio::spawn(admin.serve(crate::admin::shutdown_signal(admin_stopped)));
+        let mut admin_serve = Some(admin.serve(crate::admin::shutdown_signal(admin_stopped)));
+        // In a process started by an upgrade the admin socket stays the parent's until "go".
+        let early_admin = if ready_channel.is_none() {
+            admin_serve.take().map(tokio::spawn)
+        } else {
+            None
+        };
 
         let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
         let kube_bootstrap = cfg.kubernetes.enabled.then(|| cfg.clone());
@@ -294,10 +305,26 @@ impl Process {
                 if let Some(delay) = debug::upgrade_ready_delay_from_env() {
                     tokio::time::sleep(delay).await;
                 }
-                report_ready_to_parent(channel);
+                if let Err(e) = await_go(channel).await {
+                    // Nothing was accepted: the parent's listen queues still hold every
+                    // connection. Stop the paused workers and exit.
+                    let _ = admin_stop.send(true);
+                    if let Some(k) = kube {
+                        k.shutdown().await;
+                    }
+                    let _ = tokio::task::spawn_blocking(move || server.shutdown()).await;
+                    return Err(e.into());
+                }
+                server.resume_accepting();
+                tracing::info!("upgrade: the previous process said go; accepting");
             }
             None => notifier.ready(),
         }
+        let admin_task = match (early_admin, admin_serve) {
+            (Some(t), _) => t,
+            (None, Some(serve)) => tokio::spawn(serve),
+            (None, None) => tokio::spawn(async {}),
+        };
         let watchdog = watchdog::interval_from_env().map(|interval| {
             tracing::info!(interval = ?interval, "systemd watchdog enabled");
             tokio::spawn(watchdog::run(notifier, interval, server.heartbeats()))
@@ -517,7 +544,10 @@ impl Process {
             tracing::warn!("SIGUSR2 refused: an upgrade is already in progress");
             return;
         }
-        let Some(exe) = self.opts.exe.clone() else {
+        let lifecycle = &self.server.config().lifecycle;
+        let configured = lifecycle.upgrade_binary.as_ref().map(PathBuf::from);
+        let timeout = lifecycle.upgrade_timeout.get();
+        let Some(exe) = configured.or_else(|| self.opts.exe.clone()) else {
             tracing::error!("SIGUSR2 refused: the binary path of this process is unknown");
             return;
         };
@@ -528,11 +558,12 @@ impl Process {
                 return;
             }
         };
-        tracing::info!(binary = %exe.display(), "upgrade: starting the new process");
+        tracing::info!(binary = %exe.display(), timeout = ?timeout, "upgrade: starting the new process");
         let args = self.opts.args.clone();
         let cancel = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&cancel);
-        let task = tokio::task::spawn_blocking(move || upgrade(&exe, &args, &handover, &flag));
+        let task =
+            tokio::task::spawn_blocking(move || upgrade(&exe, &args, &handover, timeout, &flag));
         self.upgrade = Some(UpgradeTask { task, cancel });
     }
 
@@ -620,13 +651,22 @@ fn same_bind(bound: std::net::SocketAddr, configured: std::net::SocketAddr) -> b
     bound == configured || (configured.port() == 0 && bound.ip() == configured.ip())
 }
 
-fn report_ready_to_parent(channel: ReadyChannel) {
-    match channel.ready() {
-        Ok(()) => tracing::info!("upgrade: told the previous process this one serves"),
-        Err(e) => {
-            tracing::error!(error = %e, "upgrade: cannot tell the previous process this one serves")
-        }
+/// In a process started by an upgrade: reports readiness to the parent and waits for its
+/// "go". An error means this process must not accept anything and exits.
+async fn await_go(channel: ReadyChannel) -> Result<(), HandoffError> {
+    if debug::upgrade_exit_before_go_from_env() {
+        return Err(HandoffError::Protocol(format!(
+            "{} is set: exiting before go (debug control)",
+            debug::UPGRADE_EXIT_BEFORE_GO_ENV
+        )));
     }
+    tokio::task::spawn_blocking(move || {
+        channel.ready()?;
+        tracing::info!("upgrade: told the previous process this one is ready; waiting for go");
+        channel.wait_go(HANDOFF_GO_TIMEOUT)
+    })
+    .await
+    .map_err(|e| HandoffError::Protocol(format!("readiness task failed: {e}")))?
 }
 
 /// The controller's next update, or never when not in Kubernetes mode.
@@ -647,12 +687,13 @@ async fn wait_upgrade(task: &mut Option<UpgradeTask>) -> Result<u32, String> {
     }
 }
 
-/// Starts `exe`, hands it the sockets, waits for its readiness. Blocking; on failure the new
-/// process is killed and reaped, and the error says why.
+/// Starts `exe`, hands it the sockets, waits (until `timeout`) for its readiness and answers
+/// "go". Blocking; on failure the new process is killed and reaped, and the error says why.
 fn upgrade(
     exe: &Path,
     args: &[std::ffi::OsString],
     handover: &Handover,
+    timeout: Duration,
     cancel: &AtomicBool,
 ) -> Result<u32, String> {
     let listener = HandoffListener::bind().map_err(|e| e.to_string())?;
@@ -664,7 +705,7 @@ fn upgrade(
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
     let pid = child.id();
-    let until = Instant::now() + UPGRADE_READY_TIMEOUT;
+    let until = Instant::now() + timeout;
     let mut exit_status = None;
     let mut alive = || {
         if cancel.load(Ordering::Acquire) {
@@ -679,13 +720,30 @@ fn upgrade(
             Err(_) => false,
         }
     };
+    // "Go" right after readiness: from here on the new process accepts, and the caller stops
+    // this one's accepting at once.
     let result = listener
         .hand_over(pid, handover, until, &mut alive)
-        .and_then(|channel| channel.wait_ready(until, &mut alive));
+        .and_then(|channel| {
+            channel.wait_ready(until, &mut alive)?;
+            channel.go()
+        });
     match result {
         Ok(()) => Ok(pid),
         Err(e) => {
             let mut reason = format!("new process {pid}: {e}");
+            let late = matches!(e, HandoffError::Timeout(..));
+            if exit_status.is_none() && !late && !cancel.load(Ordering::Acquire) {
+                // It may be exiting on its own (the channel closed first): say how it ended.
+                let until = Instant::now() + Duration::from_millis(300);
+                while exit_status.is_none() && Instant::now() < until {
+                    match child.try_wait() {
+                        Ok(Some(status)) => exit_status = Some(status),
+                        Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+                        Err(_) => break,
+                    }
+                }
+            }
             if let Some(status) = exit_status {
                 reason.push_str(&format!(" (it exited: {status})"));
             } else if cancel.load(Ordering::Acquire) {

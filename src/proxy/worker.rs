@@ -219,12 +219,25 @@ impl Heartbeats {
     }
 }
 
-/// One worker's link to its supervisor: the stop request (a shared flag plus the worker's own
-/// eventfd, which becomes readable when stop is requested so the event loop wakes from its
-/// wait) and the worker's heartbeat slot.
+/// Marks "no override" in [`Control::grace_ms`]: the driver's own `Tuning::stop_grace` applies.
+const GRACE_UNSET: u64 = u64::MAX;
+
+/// What the supervisor tells its workers besides "stop": whether they may accept yet, and the
+/// stop grace in force (reloads change it while the workers run).
+#[derive(Debug)]
+struct Control {
+    stop: AtomicBool,
+    accepting: AtomicBool,
+    /// Milliseconds, or [`GRACE_UNSET`].
+    grace_ms: AtomicU64,
+}
+
+/// One worker's link to its supervisor: the stop request and the accept gate (shared flags
+/// plus the worker's own eventfd, which becomes readable when either changes so the event
+/// loop wakes from its wait), the stop grace in force, and the worker's heartbeat slot.
 #[derive(Debug)]
 pub struct StopSignal {
-    flag: Arc<AtomicBool>,
+    flag: Arc<Control>,
     event: OwnedFd,
     heartbeats: Arc<Heartbeats>,
     worker: usize,
@@ -239,7 +252,24 @@ impl StopSignal {
 
     /// True once stop was requested.
     pub fn is_stopped(&self) -> bool {
-        self.flag.load(Ordering::Acquire)
+        self.flag.stop.load(Ordering::Acquire)
+    }
+
+    /// True while the worker may accept new connections. A process started by an upgrade
+    /// starts with accepting paused: it adopts the listening sockets but leaves every
+    /// connection queued in them (for the previous process, should this one fail) until the
+    /// previous process answers "go" ([`StopHandle::resume_accepting`]).
+    pub fn accepting(&self) -> bool {
+        self.flag.accepting.load(Ordering::Acquire)
+    }
+
+    /// The stop grace set by the supervisor after start ([`StopHandle::set_grace`]), read when
+    /// the drain starts; `None`: the driver's `Tuning::stop_grace` applies.
+    pub fn grace(&self) -> Option<Duration> {
+        match self.flag.grace_ms.load(Ordering::Acquire) {
+            GRACE_UNSET => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
     }
 
     /// The eventfd (non-blocking) to register for readability in the event loop.
@@ -254,18 +284,23 @@ impl StopSignal {
     }
 }
 
-/// Requests every worker of a [`WorkerSet`] to stop. Cheap to clone.
+/// Requests every worker of a [`WorkerSet`] to stop, resumes their accepting, sets their stop
+/// grace. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct StopHandle {
-    flag: Arc<AtomicBool>,
+    flag: Arc<Control>,
     wakers: Arc<Vec<OwnedFd>>,
     heartbeats: Arc<Heartbeats>,
 }
 
 impl StopHandle {
-    /// Makes a handle and one [`StopSignal`] per worker.
+    /// Makes a handle and one [`StopSignal`] per worker (accepting, no grace override).
     pub fn new(workers: usize) -> Result<(StopHandle, Vec<StopSignal>), WorkerError> {
-        let flag = Arc::new(AtomicBool::new(false));
+        let flag = Arc::new(Control {
+            stop: AtomicBool::new(false),
+            accepting: AtomicBool::new(true),
+            grace_ms: AtomicU64::new(GRACE_UNSET),
+        });
         let heartbeats = Arc::new(Heartbeats::new(workers));
         let mut wakers = Vec::with_capacity(workers);
         let mut signals = Vec::with_capacity(workers);
@@ -307,7 +342,11 @@ impl StopHandle {
 
     /// Sets the stop flag and wakes every worker. Idempotent.
     pub fn stop(&self) {
-        self.flag.store(true, Ordering::Release);
+        self.flag.stop.store(true, Ordering::Release);
+        self.wake();
+    }
+
+    fn wake(&self) {
         for fd in self.wakers.iter() {
             let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
         }
@@ -315,7 +354,32 @@ impl StopHandle {
 
     /// True once [`StopHandle::stop`] was called.
     pub fn is_stopped(&self) -> bool {
-        self.flag.load(Ordering::Acquire)
+        self.flag.stop.load(Ordering::Acquire)
+    }
+
+    /// Pauses accepting; takes effect when a worker starts (see [`StopSignal::accepting`]).
+    pub fn pause_accepting(&self) {
+        self.flag.accepting.store(false, Ordering::Release);
+    }
+
+    /// Lets paused workers accept and wakes them. Idempotent.
+    pub fn resume_accepting(&self) {
+        self.flag.accepting.store(true, Ordering::Release);
+        self.wake();
+    }
+
+    /// True while the workers may accept.
+    pub fn is_accepting(&self) -> bool {
+        self.flag.accepting.load(Ordering::Acquire)
+    }
+
+    /// The stop grace the workers use when the drain starts from now on (a reloaded
+    /// `lifecycle.drain_timeout`); overrides `Tuning::stop_grace`.
+    pub fn set_grace(&self, grace: Duration) {
+        let ms = u64::try_from(grace.as_millis())
+            .unwrap_or(GRACE_UNSET - 1)
+            .min(GRACE_UNSET - 1);
+        self.flag.grace_ms.store(ms, Ordering::Release);
     }
 }
 
@@ -328,11 +392,15 @@ impl StopHandle {
 /// - build each connection's handler with `H::new(&mut cx, ConnInfo { listener:
 ///   spec.index, .. }, now)` and follow the driver contract in [`crate::proxy::io`];
 /// - keep its own upstream pool ([`crate::proxy::upstream::pool::Pool`]) with stale detection;
+/// - not accept while `stop.accepting()` is false (the sockets were adopted during an upgrade
+///   and their queues belong to the previous process until it says "go"); start accepting
+///   once it turns true (`stop.fd()` wakes the loop, which re-checks at least every turn);
 /// - watch `stop.fd()`: once `stop.is_stopped()`, stop accepting (deregister and close the
 ///   listeners — the sockets may live on in the next process of an upgrade, so a connection
 ///   the kernel already completed for this worker is still served), close the idle pool, call
 ///   `H::begin_drain` once and `on_drain` on every open handler, let open connections finish
-///   for at most `tuning.stop_grace`, then free the rest and return `Ok(())`;
+///   for at most `stop.grace()` (when set, else `tuning.stop_grace`), read when the drain
+///   starts, then free the rest and return `Ok(())`;
 /// - call `stop.beat()` once per event-loop turn and never block longer than
 ///   [`HEARTBEAT_TICK`], so the watchdog sees the worker alive;
 /// - keep `stats` up to date;
@@ -497,8 +565,11 @@ pub struct InheritedListener {
 /// same IP when it asks for port 0). Adopted sockets are spread round robin over the workers,
 /// so when this process runs fewer workers than the old one, some workers accept on several
 /// sockets and no socket of the old reuse-port group is closed with connections queued in it;
-/// when it runs more, the missing ones are bound anew on the same address (they join the
-/// group). Sockets left in `inherited` matched no listener; the caller decides what to do.
+/// when it runs more, the extra workers share the adopted sockets (duplicates) instead of
+/// binding new ones, so the reuse-port group stays exactly the old one and a new process that
+/// exits early leaves every queued connection to the old one. A listener with no inherited
+/// socket is bound anew. Sockets left in `inherited` matched no listener; the caller decides
+/// what to do.
 pub fn adopt_all(
     specs: &[ListenerSpec],
     workers: usize,
@@ -555,8 +626,32 @@ pub fn adopt_all(
                 });
             }
         }
-        for slot in per_worker.iter_mut().skip(count) {
-            let socket = bind_listener(&spec)?;
+        // Workers beyond the inherited sockets share them (duplicates of the same sockets)
+        // rather than binding new ones: a new socket would join the reuse-port group at once
+        // and take a share of new connections, which a new process that fails before the old
+        // one says "go" would reset when it exits.
+        let shared: Vec<TcpListener> = per_worker
+            .iter()
+            .take(count)
+            .filter_map(|w| w.iter().find(|b| b.spec.index == spec.index))
+            .map(|b| b.socket.try_clone())
+            .collect::<io::Result<_>>()
+            .map_err(|source| WorkerError::Bind {
+                name: Arc::clone(&spec.name),
+                addr: spec.addr,
+                step: "share an inherited socket",
+                source,
+            })?;
+        for (k, slot) in per_worker.iter_mut().skip(count).enumerate() {
+            let Some(socket) = shared.get(k % shared.len().max(1)) else {
+                break;
+            };
+            let socket = socket.try_clone().map_err(|source| WorkerError::Bind {
+                name: Arc::clone(&spec.name),
+                addr: spec.addr,
+                step: "share an inherited socket",
+                source,
+            })?;
             slot.push(BoundListener {
                 spec: spec.clone(),
                 socket,
@@ -564,6 +659,14 @@ pub fn adopt_all(
         }
     }
     Ok(per_worker)
+}
+
+/// The (device, inode) of a socket: duplicates of one socket share it.
+fn socket_identity(socket: &TcpListener) -> io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let file = std::fs::File::from(OwnedFd::from(socket.try_clone()?));
+    let meta = file.metadata()?;
+    Ok((meta.dev(), meta.ino()))
 }
 
 fn bound_addr(spec: &ListenerSpec, socket: &TcpListener) -> Result<SocketAddr, WorkerError> {
@@ -613,6 +716,9 @@ pub struct WorkerConfig {
     pub listeners: Vec<ListenerSpec>,
     pub conn_limit: Arc<ConnLimit>,
     pub tuning: Tuning,
+    /// Start with accepting paused until [`WorkerSet::resume_accepting`] (a process started by
+    /// an upgrade, before its predecessor says "go").
+    pub accept_paused: bool,
 }
 
 impl WorkerSet {
@@ -643,7 +749,16 @@ impl WorkerSet {
         let workers = config.workers.max(1);
         let bound = adopt_all(&config.listeners, workers, inherited)?;
         let mut handoff = Vec::new();
+        let mut seen = Vec::new();
         for l in bound.iter().flatten() {
+            // A socket shared by several workers is handed over once.
+            if let Ok(meta) = socket_identity(&l.socket) {
+                let id = meta;
+                if seen.contains(&id) {
+                    continue;
+                }
+                seen.push(id);
+            }
             let socket = l.socket.try_clone().map_err(|source| WorkerError::Setup {
                 what: "a handoff copy of a listener socket",
                 source,
@@ -658,6 +773,9 @@ impl WorkerSet {
             .map(|l| l.iter().map(|b| b.spec.addr).collect())
             .unwrap_or_default();
         let (stop, signals) = StopHandle::new(workers)?;
+        if config.accept_paused {
+            stop.pause_accepting();
+        }
         let make_cx = Arc::new(make_cx);
         let mut set = WorkerSet {
             threads: Vec::with_capacity(workers),
@@ -725,6 +843,17 @@ impl WorkerSet {
             h.clear();
         }
         self.stop.stop();
+    }
+
+    /// Lets workers started with accepting paused accept (see [`WorkerConfig::accept_paused`]).
+    pub fn resume_accepting(&self) {
+        self.stop.resume_accepting();
+    }
+
+    /// The stop grace the workers use from now on when the drain starts (a reloaded
+    /// `lifecycle.drain_timeout`).
+    pub fn set_stop_grace(&self, grace: Duration) {
+        self.stop.set_grace(grace);
     }
 
     /// Fresh duplicates of every listener socket (listener name, socket), for handing to the
@@ -881,7 +1010,7 @@ mod tests {
     }
 
     #[test]
-    fn more_workers_bind_the_missing_sockets_on_the_same_port() {
+    fn more_workers_share_the_inherited_sockets_and_bind_only_new_listeners() {
         let specs = [
             spec("http", SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
             ListenerSpec {
@@ -889,9 +1018,10 @@ mod tests {
                 ..spec("other", SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
             },
         ];
-        let old = bind_all(&specs[..1], 1).unwrap();
+        let old = bind_all(&specs[..1], 2).unwrap();
         let port = old[0][0].spec.addr.port();
-        let first = inode(&old[0][0].socket);
+        let mut first: Vec<u64> = old.iter().map(|w| inode(&w[0].socket)).collect();
+        first.sort_unstable();
         let mut inherited = inherit(old);
         // A stray socket under a name no listener has is left to the caller.
         inherited.push(InheritedListener {
@@ -901,7 +1031,11 @@ mod tests {
         let new = adopt_all(&specs, 3, &mut inherited).unwrap();
         assert_eq!(inherited.len(), 1);
         assert_eq!(inherited[0].name, "gone");
-        assert_eq!(inode(&new[0][0].socket), first);
+        // Three workers over two inherited sockets: no new socket joins the group.
+        let mut http: Vec<u64> = new.iter().map(|w| inode(&w[0].socket)).collect();
+        http.sort_unstable();
+        http.dedup();
+        assert_eq!(http, first);
         for w in &new {
             assert_eq!(w.len(), 2);
             assert_eq!(w[0].socket.local_addr().unwrap().port(), port);
@@ -914,6 +1048,28 @@ mod tests {
             new.iter()
                 .all(|w| w[1].socket.local_addr().unwrap().port() == other)
         );
+    }
+
+    #[test]
+    fn accept_gate_and_grace_reach_every_signal() {
+        let (handle, signals) = StopHandle::new(2).unwrap();
+        assert!(signals.iter().all(|s| s.accepting() && s.grace().is_none()));
+        handle.pause_accepting();
+        assert!(signals.iter().all(|s| !s.accepting()));
+        handle.set_grace(Duration::from_secs(6));
+        assert!(
+            signals
+                .iter()
+                .all(|s| s.grace() == Some(Duration::from_secs(6)))
+        );
+        let mut buf = [0u8; 8];
+        handle.resume_accepting();
+        for s in &signals {
+            assert!(s.accepting());
+            assert!(!s.is_stopped());
+            // Resuming wakes the loop.
+            assert_eq!(rustix::io::read(s.fd(), &mut buf), Ok(8));
+        }
     }
 
     #[test]

@@ -27,9 +27,14 @@
 //! Stop (drain): the worker's eventfd wakes the loop; listeners are deregistered and closed
 //! and idle pooled connections close at once; every open handler hears
 //! [`ConnHandler::on_drain`] (idle keep-alive connections close, busy ones end after their
-//! response); open connections get `Tuning::stop_grace` to finish, then are cut. Closing
+//! response); open connections get the stop grace (`StopSignal::grace`, else
+//! `Tuning::stop_grace`) to finish, then are cut. Closing
 //! connections still linger (bounded by the grace) so a request that raced the close gets a
 //! FIN, not a reset.
+//!
+//! Accept gate: while `StopSignal::accepting` is false (a process started by an upgrade, before
+//! its predecessor says "go") listener edges are ignored and connections stay queued; when it
+//! turns true the loop accepts from every listener.
 //!
 //! Liveness: the loop never blocks longer than [`HEARTBEAT_TICK`] and stamps the worker's
 //! heartbeat each turn, so a wedged worker is visible to the watchdog.
@@ -182,6 +187,9 @@ struct Worker<H: ConnHandler> {
     events: Vec<epoll::Event>,
     again: Vec<Again>,
     accept_retry_at: Option<Instant>,
+    /// Accepting is paused by the supervisor (upgrade before "go"): listener edges are
+    /// ignored and the connections stay queued until it resumes.
+    accept_paused: bool,
     stop_deadline: Option<Instant>,
     scratch: Vec<SlotId>,
 }
@@ -252,6 +260,7 @@ impl<H: ConnHandler> Worker<H> {
         )
         .map_err(|e| setup_err("stop signal registration")(e.into()))?;
         let tuning = params.tuning;
+        let accept_paused = !params.stop.accepting();
         Ok(Worker {
             epoll: ep,
             listeners: params.listeners,
@@ -271,6 +280,7 @@ impl<H: ConnHandler> Worker<H> {
             events: Vec::with_capacity(tuning.max_events.max(16)),
             again: Vec::new(),
             accept_retry_at: None,
+            accept_paused,
             stop_deadline: None,
             scratch: Vec::new(),
         })
@@ -286,6 +296,13 @@ impl<H: ConnHandler> Worker<H> {
             let now = Instant::now();
             self.fire_timers(now);
             self.sweep_departed_endpoints();
+            if self.accept_paused && self.stop.accepting() && self.stop_deadline.is_none() {
+                // "Go": edges seen while paused were ignored, so look at every queue now.
+                self.accept_paused = false;
+                for i in 0..self.listeners.len() {
+                    self.accept(i, now);
+                }
+            }
             if let Some(at) = self.accept_retry_at
                 && at <= now
             {
@@ -409,7 +426,7 @@ impl<H: ConnHandler> Worker<H> {
     // ---- accepting ----
 
     fn accept(&mut self, li: usize, now: Instant) {
-        if self.stop_deadline.is_some() {
+        if self.stop_deadline.is_some() || self.accept_paused {
             return;
         }
         for _ in 0..ACCEPT_BUDGET {
@@ -1321,7 +1338,9 @@ impl<H: ConnHandler> Worker<H> {
         if self.stop_deadline.is_some() {
             return;
         }
-        self.stop_deadline = Some(now + self.tuning.stop_grace);
+        // The grace in force now (a reload may have changed it since the worker started).
+        let grace = self.stop.grace().unwrap_or(self.tuning.stop_grace);
+        self.stop_deadline = Some(now + grace);
         // The socket may live on in another process (upgrade): deregister it explicitly, as
         // closing this descriptor alone would not.
         for l in &self.listeners {

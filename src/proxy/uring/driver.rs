@@ -156,6 +156,9 @@ pub(crate) struct Driver<'a, H: ConnHandler> {
     cqes: Vec<(u64, i32, u32)>,
     scratch: Vec<Id>,
     wake_armed: bool,
+    /// Accepting is paused by the supervisor (upgrade before "go"): no accept is armed and
+    /// connections stay queued in the listeners until it resumes.
+    accept_paused: bool,
     drain_until: Option<Instant>,
     cx: &'a mut H::Cx,
     endpoints_epoch: u64,
@@ -252,6 +255,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             cqes: Vec::with_capacity(entries as usize * 2),
             scratch: Vec::new(),
             wake_armed: false,
+            accept_paused: !stop.accepting(),
             drain_until: None,
             cx,
             endpoints_epoch: 0,
@@ -428,8 +432,10 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
     // ---- main loop ----
 
     pub fn run(&mut self) -> Result<(), UringError> {
-        for li in 0..self.listeners.len() {
-            self.arm_accept(li);
+        if !self.accept_paused {
+            for li in 0..self.listeners.len() {
+                self.arm_accept(li);
+            }
         }
         self.arm_wake();
         let result = self.event_loop();
@@ -444,6 +450,13 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             self.sweep_departed_endpoints();
             if self.drain_until.is_none() && self.stop.is_stopped() {
                 self.begin_stop(now);
+            }
+            if self.accept_paused && self.drain_until.is_none() && self.stop.accepting() {
+                // "Go": from now on the listeners' queues are this process's.
+                self.accept_paused = false;
+                for li in 0..self.listeners.len() {
+                    self.arm_accept(li);
+                }
             }
             if let Some(until) = self.drain_until {
                 if self.conns.is_empty() {
@@ -602,7 +615,9 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
     }
 
     fn begin_stop(&mut self, now: Instant) {
-        self.drain_until = Some(now + self.opts.drain_timeout);
+        // The grace in force now (a reload may have changed it since the worker started).
+        let grace = self.stop.grace().unwrap_or(self.opts.drain_timeout);
+        self.drain_until = Some(now + grace);
         for li in 0..self.listeners.len() {
             let Some(l) = self.listeners.get_mut(li) else {
                 continue;
@@ -707,6 +722,8 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             Op::Accept => self.on_accept(u.slot as usize, res, flags, now),
             Op::Wake => {
                 self.wake_armed = false;
+                // A resume also wakes the loop: clear the eventfd so the re-armed poll waits.
+                self.stop.clear();
                 if !self.stop.is_stopped() && self.drain_until.is_none() {
                     self.arm_wake();
                 }

@@ -20,8 +20,10 @@
 //! - every operation's `user_data` carries (slot, generation, kind); a socket slot is freed
 //!   only after all its operations completed, so late completions never touch reused memory;
 //! - the worker's [`crate::proxy::worker::StopSignal`] (flag + eventfd polled in the ring)
-//!   stops accepting, lets connections finish for `Tuning::stop_grace`, cancels what is left
-//!   and returns;
+//!   stops accepting, lets connections finish for the stop grace (`StopSignal::grace`, else
+//!   `Tuning::stop_grace`, read when the drain starts), cancels what is left and returns;
+//!   while `StopSignal::accepting` is false (an upgraded process before "go") no accept is
+//!   armed, and the accepts are armed when it turns true;
 //! - https listeners (`ListenerSpec::tls`) wrap each handler in the TLS layer (`tls.rs`):
 //!   the handshake runs before `ConnHandler::new` (bounded by `Tuning::tls_handshake_timeout`),
 //!   the driver moves ciphertext only, a flushed close ends with `close_notify`, a failed
