@@ -582,6 +582,7 @@ impl Conn {
         self.up_key = Some(PoolKey {
             endpoint,
             upstream: Arc::clone(&spec.name),
+            tls: spec.tls.clone(),
         });
         let request_id = u128::from(cx.random()) << 64 | u128::from(cx.random());
         let trace = TraceBits {
@@ -697,6 +698,7 @@ impl Conn {
                 UpstreamError::Connect => (502, ErrorReason::UpstreamConnect),
                 UpstreamError::ConnectTimeout => (504, ErrorReason::UpstreamTimeout),
                 UpstreamError::Io => (502, ErrorReason::UpstreamReset),
+                UpstreamError::Tls => (502, ErrorReason::UpstreamTls),
             };
             self.resp = None;
             self.respond_error(cx, status, reason, now);
