@@ -1370,9 +1370,10 @@ impl<H: ConnHandler> Worker<H> {
             && self.stop_deadline.is_none()
             && up.state == UpState::Open
             && !up.eof
-            && up.tls.as_ref().is_none_or(|t| {
-                !t.at_eof() && t.plaintext().is_empty() && !t.wants_write()
-            })
+            && up
+                .tls
+                .as_ref()
+                .is_none_or(|t| !t.at_eof() && t.plaintext().is_empty() && !t.wants_write())
             && (!up.readable || is_idle_live(&up.sock));
         if !keep {
             self.close_up(uid);
@@ -1437,7 +1438,9 @@ impl<H: ConnHandler> Worker<H> {
                 TimerKind::Down(id) => self.fire_down(id, at, now),
                 TimerKind::UpConnect(uid) => {
                     let owner = match self.ups.get(uid) {
-                        Some(up) if matches!(up.state, UpState::Connecting | UpState::Handshake) => {
+                        Some(up)
+                            if matches!(up.state, UpState::Connecting | UpState::Handshake) =>
+                        {
                             up.owner
                         }
                         _ => continue,

@@ -77,9 +77,7 @@ impl fmt::Debug for UpstreamTls {
 
 impl PartialEq for UpstreamTls {
     fn eq(&self, other: &Self) -> bool {
-        self.server_name == other.server_name
-            && self.verify == other.verify
-            && self.ca == other.ca
+        self.server_name == other.server_name && self.verify == other.verify && self.ca == other.ca
     }
 }
 
@@ -423,8 +421,7 @@ mod tests {
             if !back.is_empty() {
                 client.on_ciphertext(&back)?;
             }
-            if client.handshake_complete() && server.handshake_complete() && !client.wants_write()
-            {
+            if client.handshake_complete() && server.handshake_complete() && !client.wants_write() {
                 return Ok(());
             }
         }
@@ -523,7 +520,10 @@ mod tests {
         let mut server = acceptor(&ca(), "app.internal").accept().unwrap();
         let err = handshake(&mut client, &mut server).unwrap_err();
         assert!(
-            matches!(&err, TlsError::Handshake(rustls::Error::InvalidCertificate(_))),
+            matches!(
+                &err,
+                TlsError::Handshake(rustls::Error::InvalidCertificate(_))
+            ),
             "{err:?}"
         );
         // Right CA, wrong name.
@@ -531,7 +531,10 @@ mod tests {
         let mut server = acceptor(&trusted, "other.internal").accept().unwrap();
         let err = handshake(&mut client, &mut server).unwrap_err();
         assert!(
-            matches!(&err, TlsError::Handshake(rustls::Error::InvalidCertificate(_))),
+            matches!(
+                &err,
+                TlsError::Handshake(rustls::Error::InvalidCertificate(_))
+            ),
             "{err:?}"
         );
     }

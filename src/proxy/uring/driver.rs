@@ -1632,7 +1632,9 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             && s.stash.is_empty()
             && !s.stash_eof
             && s.send_buf.is_none()
-            && s.tls.as_ref().is_none_or(|t| !t.at_eof() && !t.wants_write())
+            && s.tls
+                .as_ref()
+                .is_none_or(|t| !t.at_eof() && !t.wants_write())
             && self.drain_until.is_none();
         if !clean {
             self.close_sock(sid);
