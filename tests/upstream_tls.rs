@@ -103,17 +103,46 @@ fn serve_tls(
                 Ok(n) => buf.extend_from_slice(&b[..n]),
             }
         };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
         buf.drain(..head_end);
+        // A request body (content-length only) is read and counted.
+        let want = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        while buf.len() < want {
+            let mut b = [0u8; 65536];
+            match tls.read(&mut b) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&b[..n]),
+            }
+        }
+        let got: Vec<u8> = buf.drain(..want).collect();
         requests.fetch_add(1, Ordering::SeqCst);
-        let body = format!("sni={}\n", sni.as_deref().unwrap_or("-"));
+        let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+        let body = match path.strip_prefix("/len/") {
+            Some(n) => vec![b'z'; n.parse::<usize>().unwrap_or(0)],
+            None if want > 0 => format!("got={} sum={}\n", got.len(), checksum(&got)).into_bytes(),
+            None => format!("sni={}\n", sni.as_deref().unwrap_or("-")).into_bytes(),
+        };
         let resp = format!(
-            "HTTP/1.1 200 OK\r\nX-Backend: tls\r\nContent-Length: {}\r\n\r\n{body}",
+            "HTTP/1.1 200 OK\r\nX-Backend: tls\r\nContent-Length: {}\r\n\r\n",
             body.len()
         );
-        if tls.write_all(resp.as_bytes()).is_err() || tls.flush().is_err() {
+        if tls.write_all(resp.as_bytes()).is_err()
+            || tls.write_all(&body).is_err()
+            || tls.flush().is_err()
+        {
             return;
         }
     }
+}
+
+fn checksum(b: &[u8]) -> u64 {
+    b.iter().enumerate().fold(0u64, |a, (i, &x)| {
+        a.wrapping_add((i as u64 % 251 + 1) * u64::from(x))
+    })
 }
 
 struct Running {
@@ -313,6 +342,87 @@ fn verify_off_accepts_any_certificate_and_ip_sends_no_sni(driver: &str) {
     assert_eq!(*b.snis.lock().unwrap(), vec![None]);
 }
 
+/// Large bodies both ways through the TLS upstream (many records, buffers filling up), then
+/// the connection is still reused.
+fn large_bodies_both_ways(driver: &str) {
+    let ca = TestCa::new();
+    let b = tls_backend(&ca, &["backend.internal"]);
+    let arc = start(
+        driver,
+        &ca,
+        &[(
+            "app",
+            format!(
+                "addr: '{}', tls: {{server_name: backend.internal, verify: false}}",
+                b.addr
+            ),
+        )],
+    );
+    let mut c = connect(arc.http());
+    let mut buf = Vec::new();
+    let n = 3 * 1024 * 1024 + 17;
+    c.write_all(format!("GET /len/{n} HTTP/1.1\r\nHost: app.test\r\n\r\n").as_bytes())
+        .unwrap();
+    let (head, body) = read_response(&mut c, &mut buf).expect("response");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert_eq!(body.len(), n);
+    assert!(body.iter().all(|&x| x == b'z'));
+
+    let upload: Vec<u8> = (0..2 * 1024 * 1024 + 5).map(|i| (i % 253) as u8).collect();
+    c.write_all(
+        format!(
+            "POST /up HTTP/1.1\r\nHost: app.test\r\nContent-Length: {}\r\n\r\n",
+            upload.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    c.write_all(&upload).unwrap();
+    let (head, body) = read_response(&mut c, &mut buf).expect("response");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        format!("got={} sum={}\n", upload.len(), checksum(&upload))
+    );
+    assert_eq!(b.requests.load(Ordering::SeqCst), 2);
+    assert_eq!(b.connections.load(Ordering::SeqCst), 1);
+}
+
+/// A backend that accepts TCP but never answers the ClientHello: the handshake is bounded by
+/// the connect timeout (504), the client connection survives.
+fn stalled_handshake_times_out(driver: &str) {
+    let ca = TestCa::new();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let h = Arc::clone(&held);
+    std::thread::spawn(move || {
+        for s in listener.incoming().take(4).flatten() {
+            h.lock().unwrap().push(s);
+        }
+    });
+    let arc = start(
+        driver,
+        &ca,
+        &[(
+            "app",
+            format!("addr: '{addr}', connect_timeout: 500ms, tls: {{verify: false}}"),
+        )],
+    );
+    let mut c = connect(arc.http());
+    let mut buf = Vec::new();
+    let started = std::time::Instant::now();
+    let (head, _) = get(&mut c, &mut buf, "app.test");
+    assert!(head.starts_with("HTTP/1.1 504 "), "{head}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert!(
+        !held.lock().unwrap().is_empty(),
+        "the TCP connect succeeded"
+    );
+    let snap = arc.metrics.data_plane_snapshot();
+    assert_eq!(snap.error_count(ErrorReason::UpstreamTimeout), 1);
+}
+
 macro_rules! per_driver {
     ($driver:ident, $value:literal) => {
         mod $driver {
@@ -323,6 +433,14 @@ macro_rules! per_driver {
             #[test]
             fn failed_verification_is_502_upstream_tls() {
                 super::failed_verification_is_502_upstream_tls($value)
+            }
+            #[test]
+            fn large_bodies_both_ways() {
+                super::large_bodies_both_ways($value)
+            }
+            #[test]
+            fn stalled_handshake_times_out() {
+                super::stalled_handshake_times_out($value)
             }
             #[test]
             fn verify_off_accepts_any_certificate_and_ip_sends_no_sni() {
