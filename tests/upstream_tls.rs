@@ -452,3 +452,50 @@ macro_rules! per_driver {
 
 per_driver!(epoll, "false");
 per_driver!(io_uring, "true");
+
+/// How `upstreams[].tls` becomes client settings: SNI defaults, `enabled: false`, and an
+/// unusable CA file taking the upstream out of service instead of falling back to plain HTTP.
+#[test]
+fn config_to_upstream_settings() {
+    let yaml = "upstreams:\n\
+        \x20 - {name: named, addr: 'localhost:8443', tls: {verify: false}}\n\
+        \x20 - {name: ip, addr: '127.0.0.1:8443', tls: {verify: false}}\n\
+        \x20 - {name: explicit, addr: '127.0.0.1:8443', tls: {server_name: api.internal, verify: false}}\n\
+        \x20 - {name: off, addr: '127.0.0.1:8443', tls: {enabled: false}}\n\
+        \x20 - {name: plain, addr: '127.0.0.1:8080'}\n\
+        \x20 - {name: badca, addr: '127.0.0.1:8443', tls: {ca: /nonexistent/ca.pem}}\n\
+        routes:\n  - {path: /, upstream: plain}\n";
+    let cfg = config::parse_str(yaml, Format::Yaml, "t.yaml").unwrap_or_else(|e| panic!("{e}"));
+    let up = |name: &str| {
+        let (i, u) = cfg
+            .upstreams
+            .iter()
+            .enumerate()
+            .find(|(_, u)| u.name == name)
+            .unwrap();
+        (
+            arc_gateway::runtime::upstream_tls(u),
+            arc_gateway::runtime::resolve_upstream(u, i),
+        )
+    };
+    let (named, _) = up("named");
+    let named = named.unwrap().expect("tls");
+    assert_eq!(named.server_name(), Some("localhost"));
+    assert!(!named.verifies());
+    assert_eq!(up("ip").0.unwrap().expect("tls").server_name(), None);
+    assert_eq!(
+        up("explicit").0.unwrap().expect("tls").server_name(),
+        Some("api.internal")
+    );
+    assert!(up("off").0.unwrap().is_none());
+    let (plain, spec) = up("plain");
+    assert!(plain.unwrap().is_none());
+    assert!(spec.tls.is_none());
+    let (bad, spec) = up("badca");
+    assert!(bad.is_err());
+    assert!(spec.tls.is_none());
+    assert!(
+        spec.endpoints.is_empty(),
+        "no traffic rather than plain HTTP"
+    );
+}
