@@ -569,6 +569,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             if let Some(c) = self.conns.get(cid)
                 && c.tls_until.is_some_and(|t| t <= now)
                 && let Some(up) = c.up
+                && self.socks.get(up).is_some_and(Sock::handshaking)
             {
                 self.fail_tls(
                     cid,
@@ -1481,6 +1482,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         };
         let old = c.up.take();
         c.up_key = None;
+        c.tls_until = None;
         if let Some(old) = old {
             self.close_sock(old);
         }
@@ -1616,6 +1618,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         let Some(c) = self.conns.get_mut(cid) else {
             return;
         };
+        c.tls_until = None;
         let Some(sid) = c.up.take() else {
             return;
         };
