@@ -388,6 +388,49 @@ fn large_bodies_both_ways(driver: &str) {
     assert_eq!(b.connections.load(Ordering::SeqCst), 1);
 }
 
+/// A client slower than the TLS upstream: the response arrives complete (back-pressure through
+/// the TLS layer loses and duplicates nothing), then the connection serves the next request.
+fn slow_client_over_tls_upstream(driver: &str) {
+    let ca = TestCa::new();
+    let b = tls_backend(&ca, &["backend.internal"]);
+    let arc = start(
+        driver,
+        &ca,
+        &[("app", format!("addr: '{}', tls: {{verify: false}}", b.addr))],
+    );
+    let mut c = connect(arc.http());
+    let n = 6 * 1024 * 1024;
+    c.write_all(format!("GET /len/{n} HTTP/1.1\r\nHost: app.test\r\n\r\n").as_bytes())
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut got = Vec::new();
+    let mut chunk = vec![0u8; 32 * 1024];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let body_start = loop {
+        assert!(std::time::Instant::now() < deadline, "timed out");
+        let k = c.read(&mut chunk).unwrap();
+        assert!(k > 0, "closed early");
+        got.extend_from_slice(&chunk[..k]);
+        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    while got.len() < body_start + n {
+        assert!(std::time::Instant::now() < deadline, "timed out");
+        let k = c.read(&mut chunk).unwrap();
+        assert!(k > 0, "closed early");
+        got.extend_from_slice(&chunk[..k]);
+        std::thread::sleep(std::time::Duration::from_micros(300));
+    }
+    assert_eq!(got.len(), body_start + n);
+    assert!(got[body_start..].iter().all(|&x| x == b'z'));
+    let mut buf = Vec::new();
+    let (head, body) = get(&mut c, &mut buf, "app.test");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert_eq!(body, "sni=-\n");
+    assert_eq!(b.connections.load(Ordering::SeqCst), 1);
+}
+
 /// A backend that accepts TCP but never answers the ClientHello: the handshake is bounded by
 /// the connect timeout (504), the client connection survives.
 fn stalled_handshake_times_out(driver: &str) {
@@ -437,6 +480,10 @@ macro_rules! per_driver {
             #[test]
             fn large_bodies_both_ways() {
                 super::large_bodies_both_ways($value)
+            }
+            #[test]
+            fn slow_client_over_tls_upstream() {
+                super::slow_client_over_tls_upstream($value)
             }
             #[test]
             fn stalled_handshake_times_out() {
