@@ -84,14 +84,15 @@ impl WorkerCx {
         x.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
-    /// Whether `key` is still an endpoint of its upstream in the latest snapshot.
+    /// Whether `key` is still an endpoint of its upstream in the latest snapshot, with the same
+    /// TLS settings (a connection made plain, or with other SNI/verification, is not reused).
     fn endpoint_current(&self, key: &PoolKey) -> bool {
         self.views
             .shared()
             .load()
             .upstreams
             .get(&*key.upstream)
-            .is_some_and(|u| u.endpoints.contains(&key.endpoint))
+            .is_some_and(|u| u.endpoints.contains(&key.endpoint) && u.tls == key.tls)
     }
 
     /// Round robin over an upstream's endpoints, per worker.

@@ -739,6 +739,19 @@ fn departed_endpoints_are_not_pooled_and_refusals_are_counted() {
     ));
     assert_ne!(Conn::endpoints_epoch(&mut s.cx), epoch);
     assert!(!Conn::keep_pooled(&mut s.cx, &key));
+    let current = crate::proxy::io::PoolKey {
+        endpoint: endpoint(2),
+        ..key.clone()
+    };
+    assert!(Conn::keep_pooled(&mut s.cx, &current));
+    let other_tls = crate::proxy::io::PoolKey {
+        tls: Some(crate::proxy::tls::UpstreamTls::insecure(None).unwrap()),
+        ..current.clone()
+    };
+    assert!(
+        !Conn::keep_pooled(&mut s.cx, &other_tls),
+        "a connection with other TLS settings is not kept"
+    );
     s.reply(OK_5);
     assert!(s.take_client().ends_with("hello"));
     assert_eq!(s.releases, vec![false], "not pooled: its endpoint is gone");
