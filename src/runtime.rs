@@ -81,9 +81,20 @@ pub fn resolve_upstream(u: &config::Upstream, index: usize) -> UpstreamSpec {
             ),
         }
     }
+    let tls = match upstream_tls(u) {
+        Ok(tls) => tls,
+        Err(e) => {
+            // Never fall back to plain HTTP: the upstream gets no traffic (503) instead.
+            tracing::warn!(key = format!("upstreams[{index}].tls"), upstream = %u.name, error = %e,
+                "upstream TLS settings unusable; it gets no traffic");
+            endpoints.clear();
+            None
+        }
+    };
     UpstreamSpec {
         name: Arc::from(u.name.as_str()),
         endpoints,
+        tls,
         pool: PoolLimits {
             max_idle: u.pool.max_idle,
             idle_timeout: u.pool.idle_timeout.get(),
@@ -92,6 +103,28 @@ pub fn resolve_upstream(u: &config::Upstream, index: usize) -> UpstreamSpec {
         read_timeout: u.read_timeout.get(),
         send_timeout: u.send_timeout.get(),
     }
+}
+
+/// The TLS client settings of `upstreams[].tls`: SNI is `server_name`, else the host of the
+/// first address when it is a name (an IP address sends none).
+pub fn upstream_tls(
+    u: &config::Upstream,
+) -> Result<Option<crate::proxy::tls::UpstreamTls>, crate::proxy::tls::UpstreamTlsError> {
+    let Some(t) = u.tls.as_ref().filter(|t| t.enabled) else {
+        return Ok(None);
+    };
+    let server_name = t.server_name.clone().or_else(|| {
+        let first = u.endpoints().into_iter().next()?;
+        let (host, _) = first.rsplit_once(':')?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        (host.parse::<std::net::IpAddr>().is_err()).then(|| host.to_owned())
+    });
+    crate::proxy::tls::UpstreamTls::new(&crate::proxy::tls::UpstreamTlsOptions {
+        server_name,
+        verify: t.verify,
+        ca: t.ca.as_ref().map(PathBuf::from),
+    })
+    .map(Some)
 }
 
 /// Compiles the routing snapshot of a configuration.
@@ -148,7 +181,16 @@ pub fn cluster_snapshot(
         .upstreams
         .iter()
         .enumerate()
-        .map(|(i, u)| resolve_upstream(&cfg.upstream_defaults.upstream(&u.name, &u.addrs), i))
+        .map(|(i, u)| {
+            let mut up = cfg.upstream_defaults.upstream(&u.name, &u.addrs);
+            up.tls = u.tls.as_ref().map(|t| config::UpstreamTls {
+                enabled: true,
+                server_name: Some(t.server_name.clone()),
+                verify: false,
+                ca: None,
+            });
+            resolve_upstream(&up, i)
+        })
         .collect();
     let snapshot = Snapshot::new(compiled.table, upstreams, conn_limits(cfg))
         .with_route_ids(|n| metrics.routes().intern(n));

@@ -109,6 +109,7 @@ impl Relay {
                 key: PoolKey {
                     endpoint: self.shared.backend,
                     upstream: Arc::from("test"),
+                    tls: None,
                 },
                 limits: self.shared.limits,
             });

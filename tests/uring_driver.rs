@@ -136,6 +136,7 @@ impl ConnHandler for Relay {
                 key: PoolKey {
                     endpoint: cx.backend,
                     upstream: Arc::from("test"),
+                    tls: None,
                 },
                 limits: cx.limits,
             });

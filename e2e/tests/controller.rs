@@ -18,6 +18,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use rustls::pki_types::pem::PemObject;
 use serde_json::{Value, json};
 
 type R<T = ()> = anyhow::Result<T>;
@@ -570,6 +571,110 @@ async fn tls_secret(c: &Cluster, name: &str, cert: &str, key: &str) -> R {
     )
     .await?;
     Ok(())
+}
+
+/// A loopback HTTPS backend (self-signed certificate): answers every request `200` with
+/// `X-Backend: <name>`; reports the SNI of each handshake.
+async fn https_backend(
+    name: &'static str,
+) -> R<(
+    SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<Option<String>>,
+)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (crt, key, _) = cert_for("backend.invalid")?;
+    let chain = rustls::pki_types::CertificateDer::pem_slice_iter(crt.as_bytes())
+        .collect::<Result<Vec<_>, _>>()?;
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes())?;
+    let cfg = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(sock).await else {
+                    return;
+                };
+                let _ = tx.send(tls.get_ref().1.server_name().map(str::to_owned));
+                let mut buf = Vec::new();
+                // Bounded: at most 1000 requests per connection, each head read with a timeout.
+                for _ in 0..1000 {
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let mut b = [0u8; 4096];
+                        match tokio::time::timeout(LIMIT, tls.read(&mut b)).await {
+                            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&b[..n]),
+                            _ => return,
+                        }
+                    }
+                    buf.clear();
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\nX-Backend: {name}\r\nContent-Length: 0\r\n\r\n"
+                    );
+                    if tls.write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Ok((addr, rx))
+}
+
+/// `backend-protocol: HTTPS` (native and nginx spelling): Arc speaks TLS to the Service's
+/// endpoints, with SNI the Service's host name (here the `externalName`, since EndpointSlices
+/// may not name loopback addresses) and without verifying the certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_backends_by_annotation() -> R {
+    let c = Cluster::new("ctl-https-up").await?;
+    let (addr, mut snis) = https_backend("secure").await?;
+    let port = addr.port();
+    apply(
+        &c.services,
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "secure"},
+            "spec": {"type": "ExternalName", "externalName": "localhost",
+                "ports": [{"name": "https", "port": port}]}}),
+    )
+    .await?;
+    for (name, ann) in [
+        (
+            "native",
+            json!({"arc-gateway.io/backend-protocol": "HTTPS"}),
+        ),
+        (
+            "nginx",
+            json!({"nginx.ingress.kubernetes.io/backend-protocol": "HTTPS"}),
+        ),
+        // The same Service without the annotation: plain HTTP to a TLS port fails (502).
+        ("plain", json!({})),
+    ] {
+        apply(
+            &c.ingresses,
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+                "metadata": {"name": name, "annotations": ann},
+                "spec": {"ingressClassName": c.class, "rules": [{"host": format!("{name}.test"),
+                    "http": {"paths": [{"path": "/", "pathType": "Prefix",
+                        "backend": {"service": {"name": "secure", "port": {"number": port}}}}]}}]}}),
+        )
+        .await?;
+    }
+    let arc = c.start_arc("arc-1", "").await?;
+    arc.wait_ready(LIMIT).await?;
+    wait_for(&arc, "native.test", "/", "served over TLS", from("secure")).await?;
+    wait_for(&arc, "nginx.test", "/", "nginx alias", from("secure")).await?;
+    let r = arc::get(arc.http, "plain.test", "/", &[]).await?;
+    assert_eq!(r.status, 502, "{r:?}");
+    let sni = tokio::time::timeout(LIMIT, snis.recv()).await?.flatten();
+    assert_eq!(sni.as_deref(), Some("localhost"));
+    arc.stop().await;
+    c.cleanup().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -200,6 +200,29 @@ pub struct Upstream {
     pub read_timeout: Duration,
     #[serde(default = "default_io_timeout")]
     pub send_timeout: Duration,
+    /// TLS towards the endpoints (an HTTPS upstream); absent = plain HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<UpstreamTls>,
+}
+
+/// `upstreams[].tls`: how Arc speaks TLS to an upstream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// `false` keeps the block but speaks plain HTTP.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Name sent as SNI and checked in the certificate; absent = the endpoint's host when it
+    /// is a name, no SNI when it is an IP address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    /// Verify the upstream's certificate (chain and name).
+    #[serde(default = "default_true")]
+    pub verify: bool,
+    /// PEM file of the CA certificates to trust when verifying; absent = the system roots.
+    /// A relative path is taken from the working directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
 }
 
 impl Upstream {
@@ -255,6 +278,7 @@ impl UpstreamDefaults {
             connect_timeout: self.connect_timeout,
             read_timeout: self.read_timeout,
             send_timeout: self.send_timeout,
+            tls: None,
         }
     }
 }

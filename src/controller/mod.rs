@@ -31,8 +31,9 @@
 //! - IngressClass, annotations, conflicts and TLS rules: see [`translate`].
 //! - SIGHUP re-reads the `--config` file for its bootstrap part only while a ConfigMap is in
 //!   force.
-//! - `arc-gateway.io/backend-protocol: HTTPS` is refused (Event, Ingress not served) until the
-//!   data plane speaks TLS to backends; `*-snippet` annotations refuse their Ingress.
+//! - `arc-gateway.io/backend-protocol: HTTPS` makes the Ingress's backends HTTPS upstreams
+//!   (SNI = the Service host name, certificate not verified, see [`translate`]); `*-snippet`
+//!   annotations refuse their Ingress.
 //! - `ExternalName` targets are resolved (async DNS, 2 s bound) at each recompile.
 //! - `translate` validates Secret certificates with the TLS room's public loader
 //!   (`proxy::tls::LoadedCert`), so a bad Secret is reported on its Ingress before it reaches

@@ -9,7 +9,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use serde_json::{Value, json};
 
-use super::translate::{ClassSettings, Inputs, Severity, Translation, translate};
+use super::translate::{BackendTls, ClassSettings, Inputs, Severity, Translation, translate};
 use crate::routing::{self, Backend, Lookup, PathType};
 
 fn settings() -> ClassSettings {
@@ -475,10 +475,10 @@ fn annotations() {
         ),
         ingress(
             "default",
-            "https",
+            "bad-protocol",
             5,
             is("h.example.com", "/"),
-            json!({"arc-gateway.io/backend-protocol": "HTTPS"}),
+            json!({"arc-gateway.io/backend-protocol": "GRPC"}),
         ),
         ingress(
             "default",
@@ -510,7 +510,7 @@ fn annotations() {
         .collect();
     assert_eq!(served, ["regex", "nginx-regex", "http", "unknown"]);
     let r = reasons(&t);
-    for name in ["bad-bool", "bad-regex", "https", "snippet"] {
+    for name in ["bad-bool", "bad-regex", "bad-protocol", "snippet"] {
         assert!(
             r.contains(&("InvalidIngress", Severity::Invalid, name.into())),
             "{name}: {r:?}"
@@ -531,6 +531,62 @@ fn annotations() {
         None,
         "refused Ingress is not served"
     );
+}
+
+#[test]
+fn backend_protocol_https_yields_an_https_upstream() {
+    let mut inputs = base_inputs();
+    let is = |host: &str| json!({"ingressClassName": "arc", "rules": [rule(host, "/", "Prefix", "web", json!(80))]});
+    inputs.ingresses = vec![
+        ingress(
+            "default",
+            "native",
+            1,
+            is("h.example.com"),
+            json!({"arc-gateway.io/backend-protocol": "HTTPS"}),
+        ),
+        ingress(
+            "default",
+            "nginx",
+            2,
+            is("n.example.com"),
+            json!({"nginx.ingress.kubernetes.io/backend-protocol": "https"}),
+        ),
+        ingress("default", "plain", 3, is("p.example.com"), json!({})),
+    ];
+    let t = translate(&inputs, &settings());
+    assert_eq!(t.invalid_objects(), 0, "{:?}", reasons(&t));
+    assert_eq!(t.served.len(), 3);
+    assert_eq!(
+        lookup_name(&t, "h.example.com", "/").as_deref(),
+        Some("default/web:80/https")
+    );
+    assert_eq!(
+        lookup_name(&t, "n.example.com", "/").as_deref(),
+        Some("default/web:80/https")
+    );
+    assert_eq!(
+        lookup_name(&t, "p.example.com", "/").as_deref(),
+        Some("default/web:80"),
+        "the same Service stays plain for an Ingress without the annotation"
+    );
+    let up = |name: &str| {
+        t.upstreams
+            .iter()
+            .find(|u| u.name == name)
+            .unwrap_or_else(|| panic!("{name}: {:?}", t.upstreams))
+    };
+    let https = up("default/web:80/https");
+    let plain = up("default/web:80");
+    assert_eq!(
+        https.tls,
+        Some(BackendTls {
+            server_name: "web.default.svc".into()
+        })
+    );
+    assert_eq!(plain.tls, None);
+    assert!(!https.addrs.is_empty());
+    assert_eq!(https.addrs, plain.addrs, "same endpoints, other protocol");
 }
 
 #[test]

@@ -18,8 +18,13 @@
 //!   terminating ones; IPv4 and IPv6 slices both count. `ExternalName` Services become
 //!   `externalName:port`, resolved by DNS where the table is installed. A missing Service or
 //!   port gives an upstream without endpoints (503) and a warning Event.
-//! - **Validity**: a bad annotation value, an invalid regex, a resource backend, an unsupported
-//!   `backend-protocol` or any `*-snippet` annotation makes the whole Ingress invalid: it is not
+//! - **Backend protocol**: `backend-protocol: HTTPS` (or the nginx alias) makes the Ingress's
+//!   backends HTTPS upstreams, named `namespace/service:port/https` so the same Service can
+//!   also be served plain by another Ingress. SNI is the Service host name
+//!   (`service.namespace.svc`, or the `externalName`); the certificate is not verified, like
+//!   ingress-nginx's default `proxy-ssl-verify off`.
+//! - **Validity**: a bad annotation value, an invalid regex, a resource backend, a
+//!   `backend-protocol` other than HTTP/HTTPS or any `*-snippet` annotation makes the whole Ingress invalid: it is not
 //!   served, gets an Event and is counted; nothing else changes. Unknown `arc-gateway.io/*`
 //!   annotations get a warning Event and are otherwise ignored.
 //! - **Conflicts** on (host, path, pathType) and on the cluster-wide default backend: the oldest
@@ -127,9 +132,18 @@ pub struct Problem {
 /// `ExternalName` Services).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamEndpoints {
-    /// `namespace/service:port`.
+    /// `namespace/service:port` (`.../https` for HTTPS backends).
     pub name: String,
     pub addrs: Vec<String>,
+    /// TLS towards the endpoints (`backend-protocol: HTTPS`); `None` = plain HTTP.
+    pub tls: Option<BackendTls>,
+}
+
+/// TLS settings of an HTTPS backend (verification off, as ingress-nginx defaults to).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendTls {
+    /// Sent as SNI: the Service's host name.
+    pub server_name: String,
 }
 
 /// A certificate from a Secret with the hosts it serves.
@@ -216,6 +230,8 @@ pub fn is_ours(ing: &Ingress, classes: &[Arc<IngressClass>], s: &ClassSettings) 
 struct Annotations {
     use_regex: bool,
     ssl_redirect: bool,
+    /// `backend-protocol: HTTPS`.
+    backend_https: bool,
 }
 
 fn parse_bool(key: &str, v: &str) -> Result<bool, String> {
@@ -234,6 +250,7 @@ fn read_annotations(
     let mut out = Annotations {
         use_regex: false,
         ssl_redirect: true,
+        backend_https: false,
     };
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
@@ -261,10 +278,8 @@ fn read_annotations(
                 Err(e) => errors.push(e),
             },
             BACKEND_PROTOCOL => match value.trim().to_ascii_uppercase().as_str() {
-                "HTTP" => {}
-                "HTTPS" => errors.push(format!(
-                    "{key}: HTTPS: not supported yet (the data plane speaks plain HTTP to backends)"
-                )),
+                "HTTP" => out.backend_https = false,
+                "HTTPS" => out.backend_https = true,
                 other => errors.push(format!("{key}: {other:?} is not HTTP or HTTPS")),
             },
             k if k.starts_with(ANNOTATION_PREFIX) && !KNOWN_NATIVE.contains(&k) => {
@@ -405,7 +420,39 @@ fn slice_endpoints(slices: &[&EndpointSlice], port_name: &str) -> Vec<String> {
     out
 }
 
-fn resolve_backend(idx: &Index<'_>, ns: &str, b: &IngressBackend) -> Result<Resolved, String> {
+fn resolve_backend(
+    idx: &Index<'_>,
+    ns: &str,
+    b: &IngressBackend,
+    https: bool,
+) -> Result<Resolved, String> {
+    let mut r = resolve_plain_backend(idx, ns, b)?;
+    if https && let Some(svc_ref) = &b.service {
+        r.upstream.name.push_str("/https");
+        let external = r
+            .upstream
+            .addrs
+            .first()
+            .filter(|_| {
+                idx.services
+                    .get(&(ns, svc_ref.name.as_str()))
+                    .and_then(|s| s.spec.as_ref())
+                    .is_some_and(|s| s.type_.as_deref() == Some("ExternalName"))
+            })
+            .and_then(|a| a.rsplit_once(':'))
+            .map(|(host, _)| host.to_owned());
+        r.upstream.tls = Some(BackendTls {
+            server_name: external.unwrap_or_else(|| format!("{}.{ns}.svc", svc_ref.name)),
+        });
+    }
+    Ok(r)
+}
+
+fn resolve_plain_backend(
+    idx: &Index<'_>,
+    ns: &str,
+    b: &IngressBackend,
+) -> Result<Resolved, String> {
     let Some(svc_ref) = &b.service else {
         return Err("resource backends are not supported; use a service backend".into());
     };
@@ -424,6 +471,7 @@ fn resolve_backend(idx: &Index<'_>, ns: &str, b: &IngressBackend) -> Result<Reso
         upstream: UpstreamEndpoints {
             name: name.clone(),
             addrs: Vec::new(),
+            tls: None,
         },
         warning: Some((reason, msg)),
     };
@@ -468,6 +516,7 @@ fn resolve_backend(idx: &Index<'_>, ns: &str, b: &IngressBackend) -> Result<Reso
             upstream: UpstreamEndpoints {
                 name,
                 addrs: vec![format!("{}:{port}", host.trim_end_matches('.'))],
+                tls: None,
             },
             warning: None,
         });
@@ -488,7 +537,11 @@ fn resolve_backend(idx: &Index<'_>, ns: &str, b: &IngressBackend) -> Result<Reso
         .unwrap_or(&[]);
     let addrs = slice_endpoints(slices, sp.name.as_deref().unwrap_or(""));
     Ok(Resolved {
-        upstream: UpstreamEndpoints { name, addrs },
+        upstream: UpstreamEndpoints {
+            name,
+            addrs,
+            tls: None,
+        },
         warning: None,
     })
 }
@@ -574,6 +627,7 @@ fn contribute(idx: &Index<'_>, ing: &Ingress) -> Result<Contribution, Vec<String
             Annotations {
                 use_regex: false,
                 ssl_redirect: true,
+                backend_https: false,
             },
             e,
         ),
@@ -596,7 +650,7 @@ fn contribute(idx: &Index<'_>, ing: &Ingress) -> Result<Contribution, Vec<String
         return Err(vec!["spec missing".into()]);
     };
     let backend_of = |b: &IngressBackend, c: &mut Contribution| -> Result<Backend, String> {
-        let r = resolve_backend(idx, ns, b)?;
+        let r = resolve_backend(idx, ns, b, ann.backend_https)?;
         if let Some(w) = r.warning {
             c.warnings.push(w);
         }

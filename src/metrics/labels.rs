@@ -123,6 +123,8 @@ label_enum! {
         UpstreamTimeout => "upstream_timeout",
         /// TLS handshake with the client failed.
         TlsHandshake => "tls_handshake",
+        /// 502: the TLS handshake with an HTTPS upstream failed.
+        UpstreamTls => "upstream_tls",
     }
 }
 

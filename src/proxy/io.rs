@@ -17,7 +17,8 @@
 //! 5. when the handler says [`ConnHandler::is_closed`], flush nothing more and release the
 //!    connection's resources (an attached upstream is closed unless it was released first).
 //!
-//! TLS is the driver's business (it wraps the downstream socket); the handler sees plaintext.
+//! TLS is the driver's business (it wraps the downstream socket, and upstream sockets whose
+//! [`PoolKey::tls`] is set); the handler sees plaintext.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -41,6 +42,9 @@ pub struct PoolKey {
     pub endpoint: SocketAddr,
     /// The upstream's name; pools are kept per (upstream, endpoint) so per-upstream limits apply.
     pub upstream: std::sync::Arc<str>,
+    /// TLS settings when the upstream speaks HTTPS: part of the key, so TLS and plain
+    /// connections (or different SNI/verification settings) never share an entry.
+    pub tls: Option<crate::proxy::tls::UpstreamTls>,
 }
 
 /// Pool limits for one upstream, carried with the connect request.
@@ -56,7 +60,9 @@ pub struct PoolLimits {
 pub enum Action {
     /// Attach an upstream connection to `key.endpoint`: an idle one from the worker's pool if
     /// there is a live one, else a new TCP connection (non-blocking, `TCP_NODELAY`), failing
-    /// with [`UpstreamError::ConnectTimeout`] after `limits.connect_timeout`. Answer with
+    /// with [`UpstreamError::ConnectTimeout`] after `limits.connect_timeout`. With `key.tls`
+    /// the driver runs the TLS handshake (within the same timeout) before answering, and
+    /// from then on moves plaintext between the handler and the session. Answer with
     /// `on_upstream_connected(reused)` or `on_upstream_error`.
     ConnectUpstream { key: PoolKey, limits: PoolLimits },
     /// The handler is done with the attached upstream connection: put it back in the pool when
@@ -76,6 +82,9 @@ pub enum UpstreamError {
     ConnectTimeout,
     /// Reset or another error on an established connection.
     Io,
+    /// The TLS handshake with the upstream failed (certificate, protocol, alert); the driver
+    /// logged the detail.
+    Tls,
 }
 
 /// Which sides the handler wants to read now.

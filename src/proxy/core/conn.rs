@@ -84,14 +84,15 @@ impl WorkerCx {
         x.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
-    /// Whether `key` is still an endpoint of its upstream in the latest snapshot.
+    /// Whether `key` is still an endpoint of its upstream in the latest snapshot, with the same
+    /// TLS settings (a connection made plain, or with other SNI/verification, is not reused).
     fn endpoint_current(&self, key: &PoolKey) -> bool {
         self.views
             .shared()
             .load()
             .upstreams
             .get(&*key.upstream)
-            .is_some_and(|u| u.endpoints.contains(&key.endpoint))
+            .is_some_and(|u| u.endpoints.contains(&key.endpoint) && u.tls == key.tls)
     }
 
     /// Round robin over an upstream's endpoints, per worker.
@@ -582,6 +583,7 @@ impl Conn {
         self.up_key = Some(PoolKey {
             endpoint,
             upstream: Arc::clone(&spec.name),
+            tls: spec.tls.clone(),
         });
         let request_id = u128::from(cx.random()) << 64 | u128::from(cx.random());
         let trace = TraceBits {
@@ -697,6 +699,7 @@ impl Conn {
                 UpstreamError::Connect => (502, ErrorReason::UpstreamConnect),
                 UpstreamError::ConnectTimeout => (504, ErrorReason::UpstreamTimeout),
                 UpstreamError::Io => (502, ErrorReason::UpstreamReset),
+                UpstreamError::Tls => (502, ErrorReason::UpstreamTls),
             };
             self.resp = None;
             self.respond_error(cx, status, reason, now);

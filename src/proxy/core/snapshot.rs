@@ -28,6 +28,8 @@ pub struct UpstreamSpec {
     pub read_timeout: Duration,
     /// Longest wait for the upstream to accept request bytes.
     pub send_timeout: Duration,
+    /// TLS towards the endpoints (`backend-protocol: HTTPS`, `upstreams[].tls`); `None` = plain.
+    pub tls: Option<crate::proxy::tls::UpstreamTls>,
 }
 
 /// Per-connection limits of the downstream side (`limits.*`).

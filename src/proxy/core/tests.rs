@@ -92,6 +92,7 @@ fn spec(name: &str, endpoints: Vec<SocketAddr>) -> UpstreamSpec {
         },
         read_timeout: Duration::from_secs(5),
         send_timeout: Duration::from_secs(5),
+        tls: None,
     }
 }
 
@@ -429,6 +430,20 @@ fn connect_failures_map_to_502_and_504() {
 }
 
 #[test]
+fn upstream_tls_failure_is_502_counted_as_upstream_tls() {
+    let mut s = Sim::new(ConnLimits::default());
+    s.auto_connect = false;
+    s.send(GET_API);
+    s.conn
+        .on_upstream_error(&mut s.cx, UpstreamError::Tls, s.now);
+    s.pump();
+    assert!(s.take_client().starts_with("HTTP/1.1 502 Bad Gateway\r\n"));
+    assert_eq!(s.errors(ErrorReason::UpstreamTls), 1);
+    assert_eq!(s.errors(ErrorReason::UpstreamConnect), 0);
+    assert_eq!(s.closed, None, "the client connection survives");
+}
+
+#[test]
 fn upstream_read_timeout_gives_504() {
     let mut s = Sim::new(ConnLimits::default());
     s.send(GET_API);
@@ -711,6 +726,7 @@ fn departed_endpoints_are_not_pooled_and_refusals_are_counted() {
     let key = crate::proxy::io::PoolKey {
         endpoint: endpoint(1),
         upstream: Arc::from(UP),
+        tls: None,
     };
     assert!(Conn::keep_pooled(&mut s.cx, &key));
     s.send(GET_API);
@@ -723,6 +739,19 @@ fn departed_endpoints_are_not_pooled_and_refusals_are_counted() {
     ));
     assert_ne!(Conn::endpoints_epoch(&mut s.cx), epoch);
     assert!(!Conn::keep_pooled(&mut s.cx, &key));
+    let current = crate::proxy::io::PoolKey {
+        endpoint: endpoint(2),
+        ..key.clone()
+    };
+    assert!(Conn::keep_pooled(&mut s.cx, &current));
+    let other_tls = crate::proxy::io::PoolKey {
+        tls: Some(crate::proxy::tls::UpstreamTls::insecure(None).unwrap()),
+        ..current.clone()
+    };
+    assert!(
+        !Conn::keep_pooled(&mut s.cx, &other_tls),
+        "a connection with other TLS settings is not kept"
+    );
     s.reply(OK_5);
     assert!(s.take_client().ends_with("hello"));
     assert_eq!(s.releases, vec![false], "not pooled: its endpoint is gone");

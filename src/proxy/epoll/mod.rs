@@ -19,6 +19,13 @@
 //! connection that the peer closes (or that receives unexpected bytes) raises an event and is
 //! dropped at once; a checkout also peeks the socket (`MSG_PEEK`, non-blocking) before reuse.
 //!
+//! Upstream TLS (`PoolKey::tls`): once the TCP connect succeeds the connection enters a
+//! handshake state (still under the connect timer) in which the driver moves the
+//! [`TlsClient`]'s ciphertext; the handler hears `on_upstream_connected` only when the
+//! handshake completed, or `on_upstream_error(Tls)` (logged with the upstream name) when it
+//! failed. Afterwards the handler's bytes are encrypted on the way out and decrypted on the way
+//! in; the session stays with the socket, so it is pooled and reused with it.
+//!
 //! Closing: `CloseDownstream { flush: true }` writes what the handler still holds (bounded by
 //! `Tuning::close_flush_timeout`), shuts down the sending side, then reads and discards what
 //! the client still sends until its EOF or `Tuning::lingering_close`, so the last response is
@@ -54,7 +61,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use crate::proxy::io::{
     Action, ConnHandler, ConnInfo, ConnLimit, PoolKey, PoolLimits, UpstreamError,
 };
-use crate::proxy::tls::{TlsError, TlsSession};
+use crate::proxy::tls::{TlsClient, TlsError, TlsSession};
 use crate::proxy::upstream::pool::Pool;
 use crate::proxy::worker::{
     BoundListener, DriverError, DriverKind, DriverParams, DriverStats, HEARTBEAT_TICK, StopSignal,
@@ -142,6 +149,8 @@ impl TlsConn {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum UpState {
     Connecting,
+    /// TCP connected, TLS handshake running (still under the connect timer).
+    Handshake,
     Open,
 }
 
@@ -157,6 +166,10 @@ struct Up {
     /// See `Down::hup`.
     hup: bool,
     eof: bool,
+    /// Client TLS session on HTTPS upstreams.
+    tls: Option<Box<TlsClient>>,
+    /// The handler was told about the end of the TLS stream.
+    tls_eof_told: bool,
 }
 
 /// What is queued to run again after the next wait.
@@ -417,7 +430,7 @@ impl<H: ConnHandler> Worker<H> {
                         }
                         self.drive(owner, now);
                     }
-                    (Some(owner), UpState::Open) => self.drive(owner, now),
+                    (Some(owner), UpState::Open | UpState::Handshake) => self.drive(owner, now),
                 }
             }
         }
@@ -581,6 +594,7 @@ impl<H: ConnHandler> Worker<H> {
                         }
                     } else {
                         progress |= self.write_down(id, now);
+                        progress |= self.handshake_up(id, now);
                         progress |= self.write_up(id, now);
                         progress |= self.read_down(id, now);
                         progress |= self.read_up(id, now);
@@ -945,6 +959,46 @@ impl<H: ConnHandler> Worker<H> {
         let Some(up) = self.ups.get_mut(uid) else {
             return false;
         };
+        if let Some(tls) = up.tls.as_mut() {
+            if up.state != UpState::Open {
+                return false;
+            }
+            let mut progress = false;
+            let out = h.upstream_out();
+            if !out.is_empty() {
+                match tls.encrypt(out) {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        h.upstream_written(&mut self.cx, n, now);
+                        progress = true;
+                    }
+                    Err(_) => {
+                        self.fail_up(id, uid, UpstreamError::Io, now);
+                        return true;
+                    }
+                }
+            }
+            let pending = tls.pending_out();
+            if pending.is_empty() || !up.writable {
+                return progress;
+            }
+            return match (&up.sock).write(pending) {
+                Ok(n) if n > 0 => {
+                    tls.sent(n);
+                    true
+                }
+                Ok(_) => progress,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    up.writable = false;
+                    progress
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => true,
+                Err(_) => {
+                    self.fail_up(id, uid, UpstreamError::Io, now);
+                    true
+                }
+            };
+        }
         if up.state != UpState::Open || !up.writable {
             return false;
         }
@@ -980,6 +1034,54 @@ impl<H: ConnHandler> Worker<H> {
         let Some(up) = self.ups.get_mut(uid) else {
             return false;
         };
+        if let Some(tls) = up.tls.as_mut() {
+            if up.state != UpState::Open || !h.interest().upstream_read {
+                return false;
+            }
+            let n = tls.plaintext().len();
+            if n > 0 {
+                h.on_upstream_data(&mut self.cx, tls.plaintext(), now);
+                tls.plaintext_taken(n);
+                return true;
+            }
+            if tls.at_eof() {
+                if up.tls_eof_told {
+                    return false;
+                }
+                up.tls_eof_told = true;
+                h.on_upstream_eof(&mut self.cx, now);
+                return true;
+            }
+            if !up.readable || up.eof {
+                return false;
+            }
+            return match (&up.sock).read(&mut self.buf) {
+                Ok(0) => {
+                    up.eof = true;
+                    tls.on_eof();
+                    true
+                }
+                Ok(n) => {
+                    if n < self.buf.len() && !up.hup {
+                        up.readable = false;
+                    }
+                    let data = self.buf.get(..n).unwrap_or_default();
+                    if tls.on_ciphertext(data).is_err() {
+                        self.fail_up(id, uid, UpstreamError::Io, now);
+                    }
+                    true
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    up.readable = false;
+                    false
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => true,
+                Err(_) => {
+                    self.fail_up(id, uid, UpstreamError::Io, now);
+                    true
+                }
+            };
+        }
         if up.state != UpState::Open || !up.readable || up.eof || !h.interest().upstream_read {
             return false;
         }
@@ -1005,6 +1107,119 @@ impl<H: ConnHandler> Worker<H> {
             Err(_) => {
                 self.fail_up(id, uid, UpstreamError::Io, now);
                 true
+            }
+        }
+    }
+
+    /// Moves handshake bytes of an HTTPS upstream; on completion the handler hears
+    /// `on_upstream_connected`, on failure `on_upstream_error(Tls)` after one log line.
+    fn handshake_up(&mut self, id: SlotId, now: Instant) -> bool {
+        let Some(uid) = self.downs.get(id).and_then(|d| d.upstream) else {
+            return false;
+        };
+        let Some(up) = self.ups.get_mut(uid) else {
+            return false;
+        };
+        let Some(tls) = up.tls.as_mut() else {
+            return false;
+        };
+        if up.state != UpState::Handshake {
+            return false;
+        }
+        let mut progress = false;
+        let mut failure: Option<String> = None;
+        for _ in 0..DRIVE_BUDGET {
+            let mut moved = false;
+            let pending = tls.pending_out();
+            if up.writable && !pending.is_empty() {
+                match (&up.sock).write(pending) {
+                    Ok(n) if n > 0 => {
+                        tls.sent(n);
+                        moved = true;
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => up.writable = false,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => moved = true,
+                    Err(e) => {
+                        failure = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+            if tls.handshake_complete() {
+                break;
+            }
+            if up.readable {
+                match (&up.sock).read(&mut self.buf) {
+                    Ok(0) => {
+                        failure = Some("connection closed during the TLS handshake".into());
+                        break;
+                    }
+                    Ok(n) => {
+                        if n < self.buf.len() && !up.hup {
+                            up.readable = false;
+                        }
+                        let data = self.buf.get(..n).unwrap_or_default();
+                        if let Err(e) = tls.on_ciphertext(data) {
+                            failure = Some(e.to_string());
+                            break;
+                        }
+                        moved = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => up.readable = false,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => moved = true,
+                    Err(e) => {
+                        failure = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+            progress |= moved;
+            if !moved {
+                break;
+            }
+        }
+        if let Some(error) = failure {
+            tracing::warn!(upstream = %up.key.upstream, endpoint = %up.key.endpoint, %error,
+                "upstream TLS handshake failed");
+            DriverStats::bump(&self.stats.upstream_connect_errors);
+            self.fail_up(id, uid, UpstreamError::Tls, now);
+            return true;
+        }
+        if tls.handshake_complete() {
+            up.state = UpState::Open;
+            if let Some(h) = self.downs.get_mut(id).and_then(|d| d.handler.as_mut()) {
+                h.on_upstream_connected(&mut self.cx, false, now);
+            }
+            return true;
+        }
+        progress
+    }
+
+    /// The TCP connect of `uid` succeeded: open it, or start its TLS handshake.
+    fn upstream_ready(&mut self, uid: SlotId, owner: SlotId, now: Instant) {
+        let Some(up) = self.ups.get_mut(uid) else {
+            return;
+        };
+        let Some(settings) = up.key.tls.as_ref() else {
+            up.state = UpState::Open;
+            if let Some(h) = self.downs.get_mut(owner).and_then(|d| d.handler.as_mut()) {
+                h.on_upstream_connected(&mut self.cx, false, now);
+            }
+            return;
+        };
+        match settings.connect(up.key.endpoint) {
+            Ok(client) => {
+                up.tls = Some(Box::new(client));
+                up.state = UpState::Handshake;
+                // The socket is writable after a connect: send the ClientHello right away.
+                up.writable = true;
+            }
+            Err(e) => {
+                tracing::warn!(upstream = %up.key.upstream, endpoint = %up.key.endpoint,
+                    error = %e, "upstream TLS handshake failed");
+                DriverStats::bump(&self.stats.upstream_connect_errors);
+                self.fail_up(owner, uid, UpstreamError::Tls, now);
             }
         }
     }
@@ -1051,13 +1266,13 @@ impl<H: ConnHandler> Worker<H> {
             Ok((uid, connected)) => {
                 if let Some(d) = self.downs.get_mut(id) {
                     d.upstream = Some(uid);
-                    if connected {
-                        if let Some(h) = d.handler.as_mut() {
-                            h.on_upstream_connected(&mut self.cx, false, now);
-                        }
-                    } else {
+                    // The connect timer also bounds the TLS handshake.
+                    if !connected || key.tls.is_some() {
                         self.timers
                             .push(now + limits.connect_timeout, TimerKind::UpConnect(uid));
+                    }
+                    if connected {
+                        self.upstream_ready(uid, id, now);
                     }
                 }
             }
@@ -1116,16 +1331,14 @@ impl<H: ConnHandler> Worker<H> {
             sock,
             key: key.clone(),
             limits,
-            state: if connected {
-                UpState::Open
-            } else {
-                UpState::Connecting
-            },
+            state: UpState::Connecting,
             owner: Some(owner),
             readable: false,
             writable: false,
             hup: false,
             eof: false,
+            tls: None,
+            tls_eof_told: false,
         };
         let uid = self
             .ups
@@ -1152,12 +1365,7 @@ impl<H: ConnHandler> Worker<H> {
             Ok(Some(e)) | Err(e) => Err(e),
         };
         match outcome {
-            Ok(()) => {
-                up.state = UpState::Open;
-                if let Some(h) = self.downs.get_mut(owner).and_then(|d| d.handler.as_mut()) {
-                    h.on_upstream_connected(&mut self.cx, false, now);
-                }
-            }
+            Ok(()) => self.upstream_ready(uid, owner, now),
             Err(e) if e.kind() == io::ErrorKind::NotConnected && !up.readable => {
                 // Spurious wake-up before the handshake finished: keep waiting.
             }
@@ -1179,6 +1387,10 @@ impl<H: ConnHandler> Worker<H> {
             && self.stop_deadline.is_none()
             && up.state == UpState::Open
             && !up.eof
+            && up
+                .tls
+                .as_ref()
+                .is_none_or(|t| !t.at_eof() && t.plaintext().is_empty() && !t.wants_write())
             && (!up.readable || is_idle_live(&up.sock));
         if !keep {
             self.close_up(uid);
@@ -1243,7 +1455,11 @@ impl<H: ConnHandler> Worker<H> {
                 TimerKind::Down(id) => self.fire_down(id, at, now),
                 TimerKind::UpConnect(uid) => {
                     let owner = match self.ups.get(uid) {
-                        Some(up) if up.state == UpState::Connecting => up.owner,
+                        Some(up)
+                            if matches!(up.state, UpState::Connecting | UpState::Handshake) =>
+                        {
+                            up.owner
+                        }
                         _ => continue,
                     };
                     DriverStats::bump(&self.stats.upstream_connect_errors);

@@ -1,10 +1,11 @@
 //! TLS termination for the data plane, sans-IO: certificates and the SNI map
 //! ([`store`]), the hot-swappable resolver rustls calls per handshake ([`resolver`]), the
 //! shared rustls server configuration ([`config`]) and the per-connection byte-driven session
-//! the io drivers use ([`session`]). Crypto is rustls with the aws-lc-rs provider; TLS 1.2 and
+//! the io drivers use ([`session`]), and the client side towards HTTPS upstreams ([`client`]). Crypto is rustls with the aws-lc-rs provider; TLS 1.2 and
 //! 1.3 only. Arc code here touches no socket and reads no clock; rustls itself reads the wall
 //! clock for session-ticket lifetimes and ticket-key rotation.
 
+pub mod client;
 pub mod config;
 pub mod resolver;
 pub mod session;
@@ -15,6 +16,7 @@ use std::sync::{Arc, OnceLock};
 
 use rustls::crypto::CryptoProvider;
 
+pub use client::{TlsClient, UpstreamTls, UpstreamTlsError, UpstreamTlsOptions};
 pub use config::{
     ALPN_H2, ALPN_HTTP11, TlsAcceptor, TlsAcceptorConfig, TlsSetupError, server_config,
 };

@@ -1,4 +1,5 @@
-//! [`TlsSession`]: the server side of one TLS connection over in-memory buffers, for io drivers
+//! [`TlsSession`]: one TLS connection (server side towards clients, or client side towards an
+//! upstream, see [`super::client`]) over in-memory buffers, for io drivers
 //! that move raw bytes on their own threads (io_uring, epoll). The driver feeds ciphertext it
 //! read from the socket, takes decrypted plaintext into its own reusable buffer, hands
 //! plaintext to encrypt, and drains ciphertext to write to the socket. No I/O happens here.
@@ -18,7 +19,11 @@
 use std::io::{self, BufRead, Write};
 use std::sync::Arc;
 
-use rustls::{AlertDescription, ProtocolVersion, ServerConfig, ServerConnection};
+use rustls::pki_types::ServerName;
+use rustls::{
+    AlertDescription, ClientConfig, ClientConnection, Connection, ProtocolVersion, ServerConfig,
+    ServerConnection,
+};
 
 /// Why a TLS session cannot go on. After any of these except [`TlsError::Closed`], the driver
 /// should still flush [`TlsSession::write_ciphertext`] (it may hold the fatal alert that tells
@@ -45,10 +50,10 @@ pub enum TlsError {
     Closed,
 }
 
-/// The server side of one TLS connection, driven with bytes only.
+/// One TLS connection (server or client side), driven with bytes only.
 #[derive(Debug)]
 pub struct TlsSession {
-    conn: ServerConnection,
+    conn: Connection,
     failed: Option<TlsError>,
     transport_eof: bool,
     peer_closed: bool,
@@ -58,15 +63,30 @@ pub struct TlsSession {
 impl TlsSession {
     /// Starts a server session; `send_buffer_limit` bounds outgoing buffering (see module doc).
     pub fn new(config: Arc<ServerConfig>, send_buffer_limit: usize) -> Result<Self, TlsError> {
-        let mut conn = ServerConnection::new(config).map_err(TlsError::Setup)?;
+        let conn = ServerConnection::new(config).map_err(TlsError::Setup)?;
+        Ok(Self::wrap(Connection::Server(conn), send_buffer_limit))
+    }
+
+    /// Starts a client session towards `server_name` (sent as SNI when it is a DNS name); the
+    /// ClientHello is ready in [`write_ciphertext`](Self::write_ciphertext) at once.
+    pub fn client(
+        config: Arc<ClientConfig>,
+        server_name: ServerName<'static>,
+        send_buffer_limit: usize,
+    ) -> Result<Self, TlsError> {
+        let conn = ClientConnection::new(config, server_name).map_err(TlsError::Setup)?;
+        Ok(Self::wrap(Connection::Client(conn), send_buffer_limit))
+    }
+
+    fn wrap(mut conn: Connection, send_buffer_limit: usize) -> Self {
         conn.set_buffer_limit(Some(send_buffer_limit));
-        Ok(Self {
+        Self {
             conn,
             failed: None,
             transport_eof: false,
             peer_closed: false,
             close_sent: false,
-        })
+        }
     }
 
     /// Feeds ciphertext read from the socket and processes every complete record. Returns how
@@ -182,9 +202,12 @@ impl TlsSession {
         self.conn.alpn_protocol()
     }
 
-    /// The SNI host name the client sent, if any (lower case).
+    /// The SNI host name the client sent, if any (lower case); `None` on a client session.
     pub fn sni(&self) -> Option<&str> {
-        self.conn.server_name()
+        match &self.conn {
+            Connection::Server(c) => c.server_name(),
+            Connection::Client(_) => None,
+        }
     }
 
     /// The negotiated protocol version.

@@ -165,6 +165,7 @@ mod tests {
         PoolKey {
             endpoint: SocketAddr::from(([10, 0, 0, 1], port)),
             upstream: Arc::from("app"),
+            tls: None,
         }
     }
 

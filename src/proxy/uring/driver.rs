@@ -7,6 +7,14 @@
 //! connect address, timeout) stays valid, and a late completion is matched by generation.
 //! Sockets are closed with `IORING_OP_CLOSE` queued after their last operation, so a
 //! descriptor number cannot be reused while an earlier queued operation still names it.
+//!
+//! Upstream TLS (`PoolKey::tls`): after the connect completes the socket carries a
+//! [`TlsClient`]; its receive stays armed and its handshake bytes are sent until the handshake
+//! completes (bounded by the connect timeout), and only then does the handler hear
+//! `on_upstream_connected` (or `on_upstream_error(Tls)`, logged once with the upstream name).
+//! From then on received ciphertext is decrypted into the socket's stash, which the usual
+//! interest-driven delivery hands to the handler, and the handler's bytes are encrypted before
+//! each send. The session belongs to the socket, so it is pooled and reused with it.
 
 use std::collections::VecDeque;
 use std::mem::{ManuallyDrop, MaybeUninit};
@@ -19,7 +27,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use crate::proxy::io::{
     Action, ConnHandler, ConnInfo, ConnLimit, PoolKey, PoolLimits, UpstreamError,
 };
-use crate::proxy::tls::TlsAcceptor;
+use crate::proxy::tls::{TlsAcceptor, TlsClient};
 use crate::proxy::upstream::pool::Pool;
 
 use super::bufring::BufRing;
@@ -84,7 +92,16 @@ struct Sock {
     idle_armed: bool,
     pool_epoch: u8,
     park: Option<(PoolKey, PoolLimits)>,
+    /// Client TLS session of an HTTPS upstream.
+    tls: Option<Box<TlsClient>>,
     args: Box<SockArgs>,
+}
+
+impl Sock {
+    /// An HTTPS upstream whose handshake has not completed.
+    fn handshaking(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| !t.handshake_complete())
+    }
 }
 
 impl Sock {
@@ -105,6 +122,7 @@ impl Sock {
             idle_armed: false,
             pool_epoch: 0,
             park: None,
+            tls: None,
             args: Box::new(SockArgs {
                 addr: None,
                 timeout: types::Timespec::new(),
@@ -126,6 +144,8 @@ struct Conn<H> {
     finishing: Option<Instant>,
     /// Set once a flushed close shut down the write side: end of the lingering read.
     linger_until: Option<Instant>,
+    /// End of the upstream TLS handshake (connect timeout), while one runs.
+    tls_until: Option<Instant>,
 }
 
 struct Listener {
@@ -559,6 +579,19 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             due.push(cid);
         }
         for &cid in &due {
+            if let Some(c) = self.conns.get(cid)
+                && c.tls_until.is_some_and(|t| t <= now)
+                && let Some(up) = c.up
+                && self.socks.get(up).is_some_and(Sock::handshaking)
+            {
+                self.fail_tls(
+                    cid,
+                    up,
+                    "TLS handshake timed out",
+                    UpstreamError::ConnectTimeout,
+                    now,
+                );
+            }
             let Driver { conns, cx, .. } = self;
             if let Some(c) = conns.get_mut(cid)
                 && c.finishing.is_none()
@@ -837,6 +870,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             flush_on_close: false,
             finishing: None,
             linger_until: None,
+            tls_until: None,
         });
         if let Some(s) = self.socks.get_mut(sid) {
             s.owner = Owner::Conn {
@@ -865,11 +899,15 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         let benign = res == -libc::ENOBUFS || res == -libc::ECANCELED;
         match owner {
             Owner::Conn { conn, side } => {
+                let tls = side == Side::Up && s.tls.is_some();
                 if res > 0 {
                     match bid {
+                        Some(bid) if tls => self.deliver_tls(conn, sid, bid, res as usize, now),
                         Some(bid) => self.deliver_data(conn, side, sid, bid, res as usize, now),
                         None => self.deliver_error(conn, side, sid, now),
                     }
+                } else if res == 0 && tls {
+                    self.deliver_tls_eof(conn, sid, now);
                 } else if res == 0 {
                     self.deliver_eof(conn, side, sid, now);
                 } else if !benign {
@@ -934,6 +972,94 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         }
     }
 
+    /// Ciphertext from an HTTPS upstream: decrypted into the stash (handed over by
+    /// `sync_reads` while the handler wants it); completes or fails the handshake.
+    fn deliver_tls(&mut self, cid: Id, sid: Id, bid: u16, len: usize, now: Instant) {
+        let Driver {
+            conns,
+            socks,
+            bufs,
+            cx,
+            ..
+        } = self;
+        let (Some(c), Some(s)) = (conns.get_mut(cid), socks.get_mut(sid)) else {
+            return;
+        };
+        let Some(tls) = s.tls.as_mut() else {
+            return;
+        };
+        if c.finishing.is_some() || s.failed {
+            return;
+        }
+        let Some(data) = bufs.slice(bid, len) else {
+            return;
+        };
+        let was_done = tls.handshake_complete();
+        if let Err(e) = tls.on_ciphertext(data) {
+            if was_done {
+                self.deliver_error(cid, Side::Up, sid, now);
+            } else {
+                let error = e.to_string();
+                self.fail_tls(cid, sid, &error, UpstreamError::Tls, now);
+            }
+            return;
+        }
+        tls.take_plaintext(&mut s.stash);
+        if !was_done && tls.handshake_complete() {
+            c.tls_until = None;
+            c.h.on_upstream_connected(cx, false, now);
+        }
+    }
+
+    /// EOF from an HTTPS upstream: fails a running handshake, else ends the stream after the
+    /// last plaintext.
+    fn deliver_tls_eof(&mut self, cid: Id, sid: Id, now: Instant) {
+        let Some(s) = self.socks.get_mut(sid) else {
+            return;
+        };
+        if s.handshaking() {
+            s.read_closed = true;
+            self.fail_tls(
+                cid,
+                sid,
+                "connection closed during the TLS handshake",
+                UpstreamError::Tls,
+                now,
+            );
+            return;
+        }
+        if let Some(tls) = s.tls.as_mut() {
+            tls.on_eof();
+            tls.take_plaintext(&mut s.stash);
+        }
+        self.deliver_eof(cid, Side::Up, sid, now);
+    }
+
+    /// The upstream TLS handshake failed or timed out: one log line, close, tell the handler.
+    fn fail_tls(&mut self, cid: Id, sid: Id, error: &str, err: UpstreamError, now: Instant) {
+        let Some(c) = self.conns.get_mut(cid) else {
+            return;
+        };
+        if c.up != Some(sid) {
+            return;
+        }
+        if let Some((key, _)) = &c.up_key {
+            tracing::warn!(upstream = %key.upstream, endpoint = %key.endpoint, error,
+                "upstream TLS handshake failed");
+        }
+        c.up = None;
+        c.up_key = None;
+        c.tls_until = None;
+        bump(&self.stats.upstream_connect_errors);
+        self.close_sock(sid);
+        let Driver { conns, cx, .. } = self;
+        if let Some(c) = conns.get_mut(cid)
+            && c.finishing.is_none()
+        {
+            c.h.on_upstream_error(cx, err, now);
+        }
+    }
+
     fn deliver_eof(&mut self, cid: Id, side: Side, sid: Id, now: Instant) {
         let Driver {
             conns, socks, cx, ..
@@ -987,6 +1113,13 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             return;
         };
         if res > 0 && (res as usize) <= sent {
+            if side == Side::Up
+                && let Some(tls) = self.socks.get_mut(sid).and_then(|s| s.tls.as_mut())
+            {
+                tls.sent(res as usize);
+                self.sync(conn, now);
+                return;
+            }
             let Driver { conns, cx, .. } = self;
             if let Some(c) = conns.get_mut(conn) {
                 match side {
@@ -1015,9 +1148,42 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         };
         if res == 0 {
             s.connected = true;
-            let Driver { conns, cx, .. } = self;
-            if let Some(c) = conns.get_mut(conn) {
-                c.h.on_upstream_connected(cx, false, now);
+            let Driver {
+                conns,
+                socks,
+                cx,
+                timers,
+                ..
+            } = self;
+            let settings = conns
+                .get(conn)
+                .and_then(|c| c.up_key.as_ref())
+                .and_then(|(k, l)| Some((k.tls.as_ref()?, k.endpoint, l.connect_timeout)));
+            match settings.map(|(tls, ep, t)| (tls.connect(ep), t)) {
+                None => {
+                    if let Some(c) = conns.get_mut(conn) {
+                        c.h.on_upstream_connected(cx, false, now);
+                    }
+                }
+                Some((Ok(client), timeout)) => {
+                    if let Some(s) = socks.get_mut(sid) {
+                        s.tls = Some(Box::new(client));
+                    }
+                    if let Some(c) = conns.get_mut(conn)
+                        && !timeout.is_zero()
+                    {
+                        let until = now + timeout;
+                        c.tls_until = Some(until);
+                        if c.timer_at.is_none_or(|t| until < t) {
+                            c.timer_at = Some(until);
+                            timers.push(until, conn);
+                        }
+                    }
+                }
+                Some((Err(e), _)) => {
+                    let error = e.to_string();
+                    self.fail_tls(conn, sid, &error, UpstreamError::Tls, now);
+                }
             }
         } else {
             let err = if res == -libc::ECANCELED {
@@ -1086,8 +1252,8 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
                 self.sync_finishing(cid, now);
                 return;
             }
-            self.pump_send(cid, Side::Down);
-            self.pump_send(cid, Side::Up);
+            self.pump_send(cid, Side::Down, now);
+            self.pump_send(cid, Side::Up, now);
             if self.sync_reads(cid, now) {
                 continue;
             }
@@ -1163,7 +1329,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             return;
         };
         if flush {
-            self.pump_send(cid, Side::Down);
+            self.pump_send(cid, Side::Down, now);
         } else {
             // Lingering: keep a receive armed; what arrives is dropped.
             self.arm_recv(down);
@@ -1188,15 +1354,16 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         bump(&self.stats.closed);
     }
 
-    fn pump_send(&mut self, cid: Id, side: Side) {
+    fn pump_send(&mut self, cid: Id, side: Side, now: Instant) {
         let Driver {
             conns,
             socks,
             send_free,
             opts,
+            cx,
             ..
         } = self;
-        let Some(c) = conns.get(cid) else {
+        let Some(c) = conns.get_mut(cid) else {
             return;
         };
         let Some(sid) = (match side {
@@ -1216,11 +1383,23 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         {
             return;
         }
-        let out = match side {
-            Side::Down => c.h.downstream_out(),
-            Side::Up => c.h.upstream_out(),
+        let out = match (side, s.tls.as_mut()) {
+            (Side::Up, Some(tls)) => {
+                if tls.handshake_complete() {
+                    let plain = c.h.upstream_out();
+                    match tls.encrypt(plain) {
+                        Ok(0) => {}
+                        Ok(n) => c.h.upstream_written(cx, n, now),
+                        // Only after a local close: the connection is done for.
+                        Err(_) => s.failed = true,
+                    }
+                }
+                tls.pending_out()
+            }
+            (Side::Down, _) => c.h.downstream_out(),
+            (Side::Up, None) => c.h.upstream_out(),
         };
-        if out.is_empty() {
+        if out.is_empty() || s.failed {
             return;
         }
         let cap = opts.send_buffer_size.max(1);
@@ -1262,6 +1441,13 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             if s.owner != (Owner::Conn { conn: cid, side }) || !s.connected {
                 continue;
             }
+            if side == Side::Up && s.handshaking() {
+                // The handshake reads regardless of the handler's interest.
+                if !s.recv_armed && !s.read_closed && s.fd >= 0 {
+                    self.arm_recv(sid);
+                }
+                continue;
+            }
             let want = wants(&c.h, side);
             if want && !s.stash.is_empty() {
                 let data = std::mem::take(&mut s.stash);
@@ -1293,7 +1479,11 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         let Some(c) = self.conns.get_mut(cid) else {
             return;
         };
-        if let Some(d) = c.h.deadline()
+        let wanted = match (c.h.deadline(), c.tls_until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(d) = wanted
             && c.timer_at.is_none_or(|t| d < t)
         {
             c.timer_at = Some(d);
@@ -1309,6 +1499,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         };
         let old = c.up.take();
         c.up_key = None;
+        c.tls_until = None;
         if let Some(old) = old {
             self.close_sock(old);
         }
@@ -1444,6 +1635,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         let Some(c) = self.conns.get_mut(cid) else {
             return;
         };
+        c.tls_until = None;
         let Some(sid) = c.up.take() else {
             return;
         };
@@ -1460,6 +1652,9 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             && s.stash.is_empty()
             && !s.stash_eof
             && s.send_buf.is_none()
+            && s.tls
+                .as_ref()
+                .is_none_or(|t| !t.at_eof() && !t.wants_write())
             && self.drain_until.is_none();
         if !clean {
             self.close_sock(sid);

@@ -1,0 +1,588 @@
+//! TLS towards upstreams (`backend-protocol: HTTPS`, standalone `upstreams[].tls`), sans-IO.
+//!
+//! [`UpstreamTls`] is one upstream's client settings: the rustls [`ClientConfig`] (aws-lc-rs,
+//! TLS 1.2 and 1.3, ALPN `http/1.1`), the name sent as SNI and checked in the certificate, and
+//! whether the certificate is verified at all. It travels in the
+//! [`PoolKey`](crate::proxy::io::PoolKey), so TLS and plain connections to one endpoint never
+//! share a pool entry. [`TlsClient`] is the client side of one upstream connection over
+//! in-memory buffers; the io drivers put it between the upstream socket and the handler the
+//! same way they wrap downstream TLS, so the proxy core only ever sees plaintext. Nothing here
+//! touches a socket.
+//!
+//! Verification: off (any certificate is accepted, handshake signatures are still checked)
+//! mirrors ingress-nginx's default `proxy-ssl-verify off` for Kubernetes backends; on, the
+//! chain is checked against a configured CA file or the system roots (loaded once per
+//! process with `rustls-native-certs`).
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+use super::config::{ALPN_HTTP11, DEFAULT_SEND_BUFFER_LIMIT};
+use super::provider;
+use super::session::{TlsError, TlsSession};
+
+/// What a configuration or an Ingress says about TLS to one upstream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpstreamTlsOptions {
+    /// Name sent as SNI and checked in the certificate; `None` = the endpoint's address (no
+    /// SNI). An IP address here also sends no SNI.
+    pub server_name: Option<String>,
+    /// Verify the upstream's certificate chain and name.
+    pub verify: bool,
+    /// PEM file of trusted CA certificates (only with `verify`); `None` = system roots.
+    pub ca: Option<PathBuf>,
+}
+
+/// Why upstream TLS settings could not be turned into a client configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamTlsError {
+    /// `server_name` is neither a DNS name nor an IP address.
+    #[error("invalid upstream TLS server_name {0:?}")]
+    BadServerName(String),
+    /// The CA file could not be read or holds no usable certificate.
+    #[error("cannot load upstream CA file {path}: {reason}")]
+    Ca { path: PathBuf, reason: String },
+    /// rustls refused the protocol versions or the verifier.
+    #[error("cannot build the upstream TLS configuration: {0}")]
+    Rustls(String),
+}
+
+/// One upstream's TLS client settings (see the module doc). Equality and hashing use the
+/// settings, not the config's identity, so pools survive snapshot rebuilds.
+#[derive(Clone)]
+pub struct UpstreamTls {
+    server_name: Option<Arc<str>>,
+    verify: bool,
+    ca: Option<Arc<Path>>,
+    config: Arc<ClientConfig>,
+}
+
+impl fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("server_name", &self.server_name)
+            .field("verify", &self.verify)
+            .field("ca", &self.ca)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for UpstreamTls {
+    fn eq(&self, other: &Self) -> bool {
+        self.server_name == other.server_name && self.verify == other.verify && self.ca == other.ca
+    }
+}
+
+impl Eq for UpstreamTls {}
+
+impl Hash for UpstreamTls {
+    fn hash<S: Hasher>(&self, state: &mut S) {
+        self.server_name.hash(state);
+        self.verify.hash(state);
+        self.ca.hash(state);
+    }
+}
+
+impl UpstreamTls {
+    /// Builds the client settings; reads the CA file (or the system roots, once) when verifying.
+    pub fn new(opts: &UpstreamTlsOptions) -> Result<Self, UpstreamTlsError> {
+        if let Some(name) = &opts.server_name {
+            ServerName::try_from(name.as_str())
+                .map_err(|_| UpstreamTlsError::BadServerName(name.clone()))?;
+        }
+        let config = match (opts.verify, &opts.ca) {
+            (false, _) => no_verify_config()?,
+            (true, Some(path)) => verifying_config(load_ca(path)?)?,
+            (true, None) => system_roots_config()?,
+        };
+        Ok(Self {
+            server_name: opts.server_name.as_deref().map(Arc::from),
+            verify: opts.verify,
+            ca: opts.ca.as_deref().filter(|_| opts.verify).map(Arc::from),
+            config,
+        })
+    }
+
+    /// Settings with verification off and an optional SNI name (Kubernetes backends).
+    pub fn insecure(server_name: Option<&str>) -> Result<Self, UpstreamTlsError> {
+        Self::new(&UpstreamTlsOptions {
+            server_name: server_name.map(str::to_owned),
+            verify: false,
+            ca: None,
+        })
+    }
+
+    /// The configured SNI name, if any.
+    pub fn server_name(&self) -> Option<&str> {
+        self.server_name.as_deref()
+    }
+
+    /// Whether the certificate is verified.
+    pub fn verifies(&self) -> bool {
+        self.verify
+    }
+
+    /// Starts the client side of a new connection to `endpoint`; the ClientHello is ready in
+    /// [`TlsClient::pending_out`] at once.
+    pub fn connect(&self, endpoint: SocketAddr) -> Result<TlsClient, TlsError> {
+        let name = match self.server_name.as_deref() {
+            Some(n) => ServerName::try_from(n.to_owned()).map_err(|_| {
+                TlsError::Setup(rustls::Error::General(format!("bad server name {n:?}")))
+            })?,
+            None => ServerName::IpAddress(endpoint.ip().into()),
+        };
+        let session =
+            TlsSession::client(Arc::clone(&self.config), name, DEFAULT_SEND_BUFFER_LIMIT)?;
+        Ok(TlsClient {
+            session,
+            cipher_out: Vec::new(),
+            plain: Vec::new(),
+            eof: false,
+        })
+    }
+}
+
+fn builder() -> Result<rustls::ConfigBuilder<ClientConfig, rustls::WantsVerifier>, UpstreamTlsError>
+{
+    ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| UpstreamTlsError::Rustls(e.to_string()))
+}
+
+fn finish(mut config: ClientConfig) -> Arc<ClientConfig> {
+    config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
+    Arc::new(config)
+}
+
+fn verifying_config(roots: RootCertStore) -> Result<Arc<ClientConfig>, UpstreamTlsError> {
+    Ok(finish(
+        builder()?
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    ))
+}
+
+/// Shared by every non-verifying upstream (the config does not depend on the server name).
+fn no_verify_config() -> Result<Arc<ClientConfig>, UpstreamTlsError> {
+    static CONFIG: OnceLock<Arc<ClientConfig>> = OnceLock::new();
+    if let Some(c) = CONFIG.get() {
+        return Ok(Arc::clone(c));
+    }
+    let config = finish(
+        builder()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCert))
+            .with_no_client_auth(),
+    );
+    Ok(Arc::clone(CONFIG.get_or_init(|| config)))
+}
+
+/// Verification against the system roots, loaded once per process.
+fn system_roots_config() -> Result<Arc<ClientConfig>, UpstreamTlsError> {
+    static CONFIG: OnceLock<Arc<ClientConfig>> = OnceLock::new();
+    if let Some(c) = CONFIG.get() {
+        return Ok(Arc::clone(c));
+    }
+    let mut roots = RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        tracing::warn!("no system CA certificates found: verified upstream TLS will fail");
+    }
+    let config = verifying_config(roots)?;
+    Ok(Arc::clone(CONFIG.get_or_init(|| config)))
+}
+
+fn load_ca(path: &Path) -> Result<RootCertStore, UpstreamTlsError> {
+    let err = |reason: String| UpstreamTlsError::Ca {
+        path: path.to_owned(),
+        reason,
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| err(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(e.to_string()))?;
+    let mut roots = RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        return Err(err("no CA certificate in the file".into()));
+    }
+    Ok(roots)
+}
+
+/// Accepts any certificate (verification off) but still checks the handshake signatures, so
+/// the session is at least bound to the key in the presented certificate.
+#[derive(Debug)]
+struct AcceptAnyCert;
+
+impl ServerCertVerifier for AcceptAnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &provider().signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &provider().signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// The client side of one upstream TLS connection, shaped like the handler's upstream side:
+/// ciphertext from the socket goes in with [`on_ciphertext`](Self::on_ciphertext) and comes
+/// out as [`plaintext`](Self::plaintext); the handler's bytes go in with
+/// [`encrypt`](Self::encrypt) and leave as [`pending_out`](Self::pending_out) /
+/// [`sent`](Self::sent). The driver moves bytes; this does the rest.
+#[derive(Debug)]
+pub struct TlsClient {
+    session: TlsSession,
+    /// Ciphertext not yet written to the socket.
+    cipher_out: Vec<u8>,
+    /// Decrypted bytes not yet handed to the handler.
+    plain: Vec<u8>,
+    /// The transport's EOF was seen.
+    eof: bool,
+}
+
+impl TlsClient {
+    /// True once the handshake has completed (the upstream counts as connected).
+    pub fn handshake_complete(&self) -> bool {
+        self.session.handshake_complete()
+    }
+
+    /// The negotiated ALPN protocol, if any.
+    pub fn alpn(&self) -> Option<&[u8]> {
+        self.session.alpn()
+    }
+
+    /// Takes ciphertext read from the socket; decrypted bytes collect in
+    /// [`plaintext`](Self::plaintext). An error ends the connection (log it, then close).
+    pub fn on_ciphertext(&mut self, data: &[u8]) -> Result<(), TlsError> {
+        let mut rest = data;
+        // Each round consumes at least one record or drains the plaintext that blocked it.
+        for _ in 0..rest.len().saturating_add(2) {
+            let used = self.session.feed(rest)?;
+            rest = rest.get(used..).unwrap_or_default();
+            self.session.read_plaintext(&mut self.plain)?;
+            if rest.is_empty() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The socket reached end of file. A missing `close_notify` is treated as an ordinary
+    /// end (many servers skip it; HTTP framing tells a cut response apart).
+    pub fn on_eof(&mut self) {
+        self.eof = true;
+        self.session.feed_eof();
+        let _ = self.session.read_plaintext(&mut self.plain);
+    }
+
+    /// True when no more plaintext will come: the peer sent `close_notify` or the transport
+    /// ended.
+    pub fn at_eof(&self) -> bool {
+        self.eof || self.session.peer_closed()
+    }
+
+    /// Decrypted bytes waiting for the handler.
+    pub fn plaintext(&self) -> &[u8] {
+        &self.plain
+    }
+
+    /// Moves the waiting plaintext to the end of `out`.
+    pub fn take_plaintext(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.plain);
+        self.plain.clear();
+    }
+
+    /// The handler took `n` bytes of [`plaintext`](Self::plaintext).
+    pub fn plaintext_taken(&mut self, n: usize) {
+        self.plain.drain(..n.min(self.plain.len()));
+    }
+
+    /// Encrypts the handler's bytes; returns how many were accepted (less when the send buffer
+    /// is full: write [`pending_out`](Self::pending_out) first).
+    pub fn encrypt(&mut self, plaintext: &[u8]) -> Result<usize, TlsError> {
+        if plaintext.is_empty() {
+            return Ok(0);
+        }
+        self.session.write_plaintext(plaintext)
+    }
+
+    /// Ciphertext to write to the socket (handshake, records, alerts).
+    pub fn pending_out(&mut self) -> &[u8] {
+        if self.session.wants_write() {
+            self.session.write_ciphertext(&mut self.cipher_out);
+        }
+        &self.cipher_out
+    }
+
+    /// The socket took `n` bytes of [`pending_out`](Self::pending_out).
+    pub fn sent(&mut self, n: usize) {
+        self.cipher_out.drain(..n.min(self.cipher_out.len()));
+    }
+
+    /// True when ciphertext waits to be written.
+    pub fn wants_write(&self) -> bool {
+        !self.cipher_out.is_empty() || self.session.wants_write()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::tls::{CertOrigin, CertResolver, CertStore, TlsAcceptor, TlsAcceptorConfig};
+
+    struct Ca {
+        issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+        pem: String,
+    }
+
+    fn ca() -> Ca {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).unwrap();
+        Ca {
+            pem: cert.pem(),
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    /// A server session whose certificate names `name`, signed by `ca`.
+    fn acceptor(ca: &Ca, name: &str) -> TlsAcceptor {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+        let cert = params.signed_by(&key, &ca.issuer).unwrap();
+        let loaded = crate::proxy::tls::LoadedCert::from_pem(
+            CertOrigin::Generated,
+            cert.pem().as_bytes(),
+            key.serialize_pem().as_bytes(),
+        )
+        .unwrap();
+        let resolver = CertResolver::new(CertStore::with_default(loaded));
+        TlsAcceptor::new(&TlsAcceptorConfig::default(), resolver).unwrap()
+    }
+
+    /// Runs the handshake in memory; returns the client and server sessions.
+    fn handshake(client: &mut TlsClient, server: &mut TlsSession) -> Result<(), TlsError> {
+        for _ in 0..16 {
+            let out = client.pending_out().to_vec();
+            client.sent(out.len());
+            if !out.is_empty() {
+                let used = server.feed(&out)?;
+                assert_eq!(used, out.len());
+            }
+            let mut back = Vec::new();
+            server.write_ciphertext(&mut back);
+            if !back.is_empty() {
+                client.on_ciphertext(&back)?;
+            }
+            if client.handshake_complete() && server.handshake_complete() && !client.wants_write() {
+                return Ok(());
+            }
+        }
+        panic!("handshake did not finish");
+    }
+
+    fn ca_file(ca: &Ca) -> (tempdir::Dir, PathBuf) {
+        let dir = tempdir::Dir::new();
+        let path = dir.path.join("ca.pem");
+        std::fs::write(&path, &ca.pem).unwrap();
+        (dir, path)
+    }
+
+    mod tempdir {
+        /// A directory under the system temp dir, removed on drop.
+        pub struct Dir {
+            pub path: std::path::PathBuf,
+        }
+        impl Dir {
+            pub fn new() -> Self {
+                use std::sync::atomic::{AtomicU32, Ordering};
+                static N: AtomicU32 = AtomicU32::new(0);
+                let path = std::env::temp_dir().join(format!(
+                    "arc-upstream-tls-{}-{}",
+                    std::process::id(),
+                    N.fetch_add(1, Ordering::Relaxed)
+                ));
+                std::fs::create_dir_all(&path).unwrap();
+                Dir { path }
+            }
+        }
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.path);
+            }
+        }
+    }
+
+    fn ep() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 8443))
+    }
+
+    #[test]
+    fn verified_handshake_sends_sni_and_alpn_then_carries_data_both_ways() {
+        let ca = ca();
+        let (_dir, path) = ca_file(&ca);
+        let tls = UpstreamTls::new(&UpstreamTlsOptions {
+            server_name: Some("app.internal".into()),
+            verify: true,
+            ca: Some(path),
+        })
+        .unwrap();
+        let mut client = tls.connect(ep()).unwrap();
+        let mut server = acceptor(&ca, "app.internal").accept().unwrap();
+        handshake(&mut client, &mut server).unwrap();
+        assert_eq!(server.sni(), Some("app.internal"));
+        assert_eq!(client.alpn(), Some(ALPN_HTTP11));
+        assert_eq!(server.alpn(), Some(ALPN_HTTP11));
+
+        assert_eq!(client.encrypt(b"GET / HTTP/1.1\r\n\r\n").unwrap(), 18);
+        let out = client.pending_out().to_vec();
+        client.sent(out.len());
+        server.feed(&out).unwrap();
+        let mut got = Vec::new();
+        server.read_plaintext(&mut got).unwrap();
+        assert_eq!(got, b"GET / HTTP/1.1\r\n\r\n");
+
+        server.write_plaintext(b"HTTP/1.1 200 OK\r\n").unwrap();
+        let mut back = Vec::new();
+        server.write_ciphertext(&mut back);
+        client.on_ciphertext(&back).unwrap();
+        assert_eq!(client.plaintext(), b"HTTP/1.1 200 OK\r\n");
+        client.plaintext_taken(9);
+        assert_eq!(client.plaintext(), b"200 OK\r\n");
+        let mut rest = Vec::new();
+        client.take_plaintext(&mut rest);
+        assert_eq!(rest, b"200 OK\r\n");
+        assert!(client.plaintext().is_empty());
+        assert!(!client.at_eof());
+        client.on_eof();
+        assert!(client.at_eof());
+    }
+
+    #[test]
+    fn verification_rejects_an_unknown_issuer_and_a_wrong_name() {
+        let trusted = ca();
+        let (_dir, path) = ca_file(&trusted);
+        let tls = UpstreamTls::new(&UpstreamTlsOptions {
+            server_name: Some("app.internal".into()),
+            verify: true,
+            ca: Some(path),
+        })
+        .unwrap();
+        // Signed by another CA.
+        let mut client = tls.connect(ep()).unwrap();
+        let mut server = acceptor(&ca(), "app.internal").accept().unwrap();
+        let err = handshake(&mut client, &mut server).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                TlsError::Handshake(rustls::Error::InvalidCertificate(_))
+            ),
+            "{err:?}"
+        );
+        // Right CA, wrong name.
+        let mut client = tls.connect(ep()).unwrap();
+        let mut server = acceptor(&trusted, "other.internal").accept().unwrap();
+        let err = handshake(&mut client, &mut server).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                TlsError::Handshake(rustls::Error::InvalidCertificate(_))
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn verification_off_accepts_any_certificate_and_ip_endpoint_sends_no_sni() {
+        let tls = UpstreamTls::insecure(None).unwrap();
+        assert!(!tls.verifies());
+        let mut client = tls.connect(ep()).unwrap();
+        let mut server = acceptor(&ca(), "whatever.example").accept().unwrap();
+        handshake(&mut client, &mut server).unwrap();
+        assert_eq!(server.sni(), None, "an IP endpoint sends no SNI");
+
+        let tls = UpstreamTls::insecure(Some("svc.ns.svc.cluster.local")).unwrap();
+        let mut client = tls.connect(ep()).unwrap();
+        let mut server = acceptor(&ca(), "whatever.example").accept().unwrap();
+        handshake(&mut client, &mut server).unwrap();
+        assert_eq!(server.sni(), Some("svc.ns.svc.cluster.local"));
+    }
+
+    #[test]
+    fn settings_compare_by_value_and_bad_inputs_are_refused() {
+        let a = UpstreamTls::insecure(Some("a.example")).unwrap();
+        let b = UpstreamTls::insecure(Some("a.example")).unwrap();
+        let c = UpstreamTls::insecure(Some("c.example")).unwrap();
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        let hash = |t: &UpstreamTls| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            t.hash(&mut h);
+            h.finish()
+        };
+        assert_eq!(hash(&a), hash(&b));
+
+        assert!(matches!(
+            UpstreamTls::insecure(Some("bad name!")),
+            Err(UpstreamTlsError::BadServerName(_))
+        ));
+        let dir = tempdir::Dir::new();
+        let empty = dir.path.join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        for path in [empty, dir.path.join("missing.pem")] {
+            let r = UpstreamTls::new(&UpstreamTlsOptions {
+                server_name: None,
+                verify: true,
+                ca: Some(path),
+            });
+            assert!(matches!(r, Err(UpstreamTlsError::Ca { .. })), "{r:?}");
+        }
+    }
+}

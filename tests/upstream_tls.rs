@@ -1,0 +1,548 @@
+//! HTTPS upstreams end to end on loopback, under each io driver: the real `runtime::Server`
+//! proxying plain HTTP clients to a rustls backend (std threads), with verification on
+//! (configured CA) and off, SNI, keep-alive reuse of the TLS connection, and a failed
+//! verification answered 502 and counted as `upstream_tls`.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_gateway::admin::HealthState;
+use arc_gateway::config::{self, Format};
+use arc_gateway::metrics::{ErrorReason, Metrics};
+use arc_gateway::runtime::Server;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use common::ca::TestCa;
+use common::{IO_TIMEOUT, connect, read_response};
+
+/// A loopback HTTPS backend: answers every request `200` with `X-Backend: tls` and the SNI it
+/// saw, keeps connections alive, and records handshakes and requests.
+struct TlsBackend {
+    addr: SocketAddr,
+    /// TCP connections accepted.
+    connections: Arc<AtomicUsize>,
+    /// Requests answered (after a completed handshake).
+    requests: Arc<AtomicUsize>,
+    /// SNI of each completed handshake.
+    snis: Arc<Mutex<Vec<Option<String>>>>,
+}
+
+fn tls_backend(ca: &TestCa, names: &[&str]) -> TlsBackend {
+    let (cert_pem, key_pem) = ca.leaf(names);
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let cfg = Arc::new(cfg);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let b = TlsBackend {
+        addr,
+        connections: Arc::new(AtomicUsize::new(0)),
+        requests: Arc::new(AtomicUsize::new(0)),
+        snis: Arc::new(Mutex::new(Vec::new())),
+    };
+    let (c, r, s) = (
+        Arc::clone(&b.connections),
+        Arc::clone(&b.requests),
+        Arc::clone(&b.snis),
+    );
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            c.fetch_add(1, Ordering::SeqCst);
+            let (cfg, r, s) = (Arc::clone(&cfg), Arc::clone(&r), Arc::clone(&s));
+            std::thread::spawn(move || serve_tls(stream, cfg, &r, &s));
+        }
+    });
+    b
+}
+
+fn serve_tls(
+    mut sock: std::net::TcpStream,
+    cfg: Arc<rustls::ServerConfig>,
+    requests: &AtomicUsize,
+    snis: &Mutex<Vec<Option<String>>>,
+) {
+    let _ = sock.set_read_timeout(Some(IO_TIMEOUT));
+    let Ok(mut conn) = rustls::ServerConnection::new(cfg) else {
+        return;
+    };
+    while conn.is_handshaking() {
+        if conn.complete_io(&mut sock).is_err() {
+            return;
+        }
+    }
+    let sni = conn.server_name().map(str::to_owned);
+    snis.lock().unwrap().push(sni.clone());
+    let mut tls = rustls::Stream::new(&mut conn, &mut sock);
+    let mut buf = Vec::new();
+    // Bounded: at most 1000 requests per connection.
+    for _ in 0..1000 {
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut b = [0u8; 4096];
+            match tls.read(&mut b) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&b[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+        buf.drain(..head_end);
+        // A request body (content-length only) is read and counted.
+        let want = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        while buf.len() < want {
+            let mut b = [0u8; 65536];
+            match tls.read(&mut b) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&b[..n]),
+            }
+        }
+        let got: Vec<u8> = buf.drain(..want).collect();
+        requests.fetch_add(1, Ordering::SeqCst);
+        let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+        let body = match path.strip_prefix("/len/") {
+            Some(n) => vec![b'z'; n.parse::<usize>().unwrap_or(0)],
+            None if want > 0 => format!("got={} sum={}\n", got.len(), checksum(&got)).into_bytes(),
+            None => format!("sni={}\n", sni.as_deref().unwrap_or("-")).into_bytes(),
+        };
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\nX-Backend: tls\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        if tls.write_all(resp.as_bytes()).is_err()
+            || tls.write_all(&body).is_err()
+            || tls.flush().is_err()
+        {
+            return;
+        }
+    }
+}
+
+fn checksum(b: &[u8]) -> u64 {
+    b.iter().enumerate().fold(0u64, |a, (i, &x)| {
+        a.wrapping_add((i as u64 % 251 + 1) * u64::from(x))
+    })
+}
+
+struct Running {
+    server: Option<Server>,
+    metrics: Arc<Metrics>,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            let _ = s.shutdown();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Running {
+    fn http(&self) -> SocketAddr {
+        self.server.as_ref().expect("running").local_addrs()[0]
+    }
+}
+
+/// Starts Arc with one route per upstream line: host `<name>.test` → upstream `<name>`.
+/// `{dir}` in the upstream lines is replaced by the test's fixture directory.
+fn start(driver: &str, ca: &TestCa, upstreams: &[(&str, String)]) -> Running {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "arc-upstream-tls-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("ca.pem"), pem_cert(&ca.der)).unwrap();
+    let mut ups = String::new();
+    let mut routes = String::new();
+    for (name, line) in upstreams {
+        let line = line.replace("{dir}", &dir.display().to_string());
+        ups.push_str(&format!("  - {{name: {name}, {line}}}\n"));
+        routes.push_str(&format!(
+            "  - {{host: {name}.test, path: /, upstream: {name}}}\n"
+        ));
+    }
+    let yaml = format!(
+        "node: {{workers: 2}}\n\
+         io_uring: {{enabled: {driver}}}\n\
+         listeners:\n  - {{name: http, bind: '127.0.0.1:0', protocol: http}}\n\
+         lifecycle: {{drain_timeout: 2s}}\n\
+         upstreams:\n{ups}\
+         routes:\n{routes}"
+    );
+    let cfg = config::parse_str(&yaml, Format::Yaml, "test.yaml").unwrap_or_else(|e| panic!("{e}"));
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(HealthState::new());
+    let server = Server::start(cfg, &dir, Arc::clone(&metrics), Arc::clone(&health))
+        .unwrap_or_else(|e| panic!("start: {e}"));
+    Running {
+        server: Some(server),
+        metrics,
+        dir,
+    }
+}
+
+/// PEM text of a DER certificate (standard base64, 64 columns).
+fn pem_cert(der: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut b64 = String::new();
+    for chunk in der.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, &b)| acc | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                b64.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                b64.push('=');
+            }
+        }
+    }
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap());
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
+}
+
+fn get(c: &mut std::net::TcpStream, buf: &mut Vec<u8>, host: &str) -> (String, String) {
+    c.write_all(format!("GET /x HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+        .unwrap();
+    let (head, body) = read_response(c, buf).expect("response");
+    (head, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn verified_upstream_with_sni_and_keep_alive_reuse(driver: &str) {
+    let ca = TestCa::new();
+    let b = tls_backend(&ca, &["backend.internal"]);
+    let arc = start(
+        driver,
+        &ca,
+        &[(
+            "app",
+            format!(
+                "addr: '{}', tls: {{server_name: backend.internal, ca: '{{dir}}/ca.pem'}}",
+                b.addr
+            ),
+        )],
+    );
+    let mut c = connect(arc.http());
+    let mut buf = Vec::new();
+    for _ in 0..5 {
+        let (head, body) = get(&mut c, &mut buf, "app.test");
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(head.contains("X-Backend: tls\r\n"), "{head}");
+        assert_eq!(body, "sni=backend.internal\n");
+    }
+    assert_eq!(b.requests.load(Ordering::SeqCst), 5);
+    assert_eq!(
+        b.connections.load(Ordering::SeqCst),
+        1,
+        "one TLS connection, reused from the pool"
+    );
+    assert_eq!(
+        *b.snis.lock().unwrap(),
+        vec![Some("backend.internal".to_string())]
+    );
+    let snap = arc.metrics.data_plane_snapshot();
+    assert_eq!(snap.error_count(ErrorReason::UpstreamTls), 0);
+}
+
+fn failed_verification_is_502_upstream_tls(driver: &str) {
+    let ca = TestCa::new();
+    // A certificate for another name, and one from an untrusted CA.
+    let wrong_name = tls_backend(&ca, &["other.internal"]);
+    let other_ca = TestCa::new();
+    let untrusted = tls_backend(&other_ca, &["backend.internal"]);
+    let arc = start(
+        driver,
+        &ca,
+        &[
+            (
+                "name",
+                format!(
+                    "addr: '{}', tls: {{server_name: backend.internal, ca: '{{dir}}/ca.pem'}}",
+                    wrong_name.addr
+                ),
+            ),
+            (
+                "issuer",
+                format!(
+                    "addr: '{}', tls: {{server_name: backend.internal, ca: '{{dir}}/ca.pem'}}",
+                    untrusted.addr
+                ),
+            ),
+        ],
+    );
+    let mut c = connect(arc.http());
+    let mut buf = Vec::new();
+    for host in ["name.test", "issuer.test"] {
+        let (head, _) = get(&mut c, &mut buf, host);
+        assert!(head.starts_with("HTTP/1.1 502 "), "{host}: {head}");
+    }
+    assert_eq!(wrong_name.requests.load(Ordering::SeqCst), 0);
+    assert_eq!(untrusted.requests.load(Ordering::SeqCst), 0);
+    let snap = arc.metrics.data_plane_snapshot();
+    assert_eq!(snap.error_count(ErrorReason::UpstreamTls), 2);
+    assert_eq!(snap.error_count(ErrorReason::UpstreamConnect), 0);
+}
+
+fn verify_off_accepts_any_certificate_and_ip_sends_no_sni(driver: &str) {
+    let ca = TestCa::new();
+    let untrusted = TestCa::new();
+    let b = tls_backend(&untrusted, &["whatever.example"]);
+    let plain = common::backend("plain");
+    let arc = start(
+        driver,
+        &ca,
+        &[
+            ("app", format!("addr: '{}', tls: {{verify: false}}", b.addr)),
+            // Same backend process kind, plain HTTP: TLS and plain upstreams coexist.
+            ("plain", format!("addr: '{}'", plain.addr)),
+        ],
+    );
+    let mut c = connect(arc.http());
+    let mut buf = Vec::new();
+    for _ in 0..3 {
+        let (head, body) = get(&mut c, &mut buf, "app.test");
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert_eq!(body, "sni=-\n", "an IP endpoint sends no SNI");
+        let (head, _) = get(&mut c, &mut buf, "plain.test");
+        assert!(head.contains("X-Backend: plain\r\n"), "{head}");
+    }
+    assert_eq!(b.requests.load(Ordering::SeqCst), 3);
+    assert_eq!(b.connections.load(Ordering::SeqCst), 1);
+    assert_eq!(*b.snis.lock().unwrap(), vec![None]);
+}
+
+/// Large bodies both ways through the TLS upstream (many records, buffers filling up), then
+/// the connection is still reused.
+fn large_bodies_both_ways(driver: &str) {
+    let ca = TestCa::new();
+    let b = tls_backend(&ca, &["backend.internal"]);
+    let arc = start(
+        driver,
+        &ca,
+        &[(
+            "app",
+            format!(
+                "addr: '{}', tls: {{server_name: backend.internal, verify: false}}",
+                b.addr
+            ),
+        )],
+    );
+    let mut c = connect(arc.http());
+    let mut buf = Vec::new();
+    let n = 3 * 1024 * 1024 + 17;
+    c.write_all(format!("GET /len/{n} HTTP/1.1\r\nHost: app.test\r\n\r\n").as_bytes())
+        .unwrap();
+    let (head, body) = read_response(&mut c, &mut buf).expect("response");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert_eq!(body.len(), n);
+    assert!(body.iter().all(|&x| x == b'z'));
+
+    let upload: Vec<u8> = (0..2 * 1024 * 1024 + 5).map(|i| (i % 253) as u8).collect();
+    c.write_all(
+        format!(
+            "POST /up HTTP/1.1\r\nHost: app.test\r\nContent-Length: {}\r\n\r\n",
+            upload.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    c.write_all(&upload).unwrap();
+    let (head, body) = read_response(&mut c, &mut buf).expect("response");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        format!("got={} sum={}\n", upload.len(), checksum(&upload))
+    );
+    assert_eq!(b.requests.load(Ordering::SeqCst), 2);
+    assert_eq!(b.connections.load(Ordering::SeqCst), 1);
+}
+
+/// A client slower than the TLS upstream: the response arrives complete (back-pressure through
+/// the TLS layer loses and duplicates nothing), then the connection serves the next request.
+fn slow_client_over_tls_upstream(driver: &str) {
+    let ca = TestCa::new();
+    let b = tls_backend(&ca, &["backend.internal"]);
+    let arc = start(
+        driver,
+        &ca,
+        &[("app", format!("addr: '{}', tls: {{verify: false}}", b.addr))],
+    );
+    let mut c = connect(arc.http());
+    let n = 6 * 1024 * 1024;
+    c.write_all(format!("GET /len/{n} HTTP/1.1\r\nHost: app.test\r\n\r\n").as_bytes())
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut got = Vec::new();
+    let mut chunk = vec![0u8; 32 * 1024];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let body_start = loop {
+        assert!(std::time::Instant::now() < deadline, "timed out");
+        let k = c.read(&mut chunk).unwrap();
+        assert!(k > 0, "closed early");
+        got.extend_from_slice(&chunk[..k]);
+        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    while got.len() < body_start + n {
+        assert!(std::time::Instant::now() < deadline, "timed out");
+        let k = c.read(&mut chunk).unwrap();
+        assert!(k > 0, "closed early");
+        got.extend_from_slice(&chunk[..k]);
+        std::thread::sleep(std::time::Duration::from_micros(300));
+    }
+    assert_eq!(got.len(), body_start + n);
+    assert!(got[body_start..].iter().all(|&x| x == b'z'));
+    let mut buf = Vec::new();
+    let (head, body) = get(&mut c, &mut buf, "app.test");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert_eq!(body, "sni=-\n");
+    assert_eq!(b.connections.load(Ordering::SeqCst), 1);
+}
+
+/// A backend that accepts TCP but never answers the ClientHello: the handshake is bounded by
+/// the connect timeout (504), the client connection survives.
+fn stalled_handshake_times_out(driver: &str) {
+    let ca = TestCa::new();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let h = Arc::clone(&held);
+    std::thread::spawn(move || {
+        for s in listener.incoming().take(4).flatten() {
+            h.lock().unwrap().push(s);
+        }
+    });
+    let arc = start(
+        driver,
+        &ca,
+        &[(
+            "app",
+            format!("addr: '{addr}', connect_timeout: 500ms, tls: {{verify: false}}"),
+        )],
+    );
+    let mut c = connect(arc.http());
+    let mut buf = Vec::new();
+    let started = std::time::Instant::now();
+    let (head, _) = get(&mut c, &mut buf, "app.test");
+    assert!(head.starts_with("HTTP/1.1 504 "), "{head}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert!(
+        !held.lock().unwrap().is_empty(),
+        "the TCP connect succeeded"
+    );
+    let snap = arc.metrics.data_plane_snapshot();
+    assert_eq!(snap.error_count(ErrorReason::UpstreamTimeout), 1);
+}
+
+macro_rules! per_driver {
+    ($driver:ident, $value:literal) => {
+        mod $driver {
+            #[test]
+            fn verified_upstream_with_sni_and_keep_alive_reuse() {
+                super::verified_upstream_with_sni_and_keep_alive_reuse($value)
+            }
+            #[test]
+            fn failed_verification_is_502_upstream_tls() {
+                super::failed_verification_is_502_upstream_tls($value)
+            }
+            #[test]
+            fn large_bodies_both_ways() {
+                super::large_bodies_both_ways($value)
+            }
+            #[test]
+            fn slow_client_over_tls_upstream() {
+                super::slow_client_over_tls_upstream($value)
+            }
+            #[test]
+            fn stalled_handshake_times_out() {
+                super::stalled_handshake_times_out($value)
+            }
+            #[test]
+            fn verify_off_accepts_any_certificate_and_ip_sends_no_sni() {
+                super::verify_off_accepts_any_certificate_and_ip_sends_no_sni($value)
+            }
+        }
+    };
+}
+
+per_driver!(epoll, "false");
+per_driver!(io_uring, "true");
+
+/// How `upstreams[].tls` becomes client settings: SNI defaults, `enabled: false`, and an
+/// unusable CA file taking the upstream out of service instead of falling back to plain HTTP.
+#[test]
+fn config_to_upstream_settings() {
+    let yaml = "upstreams:\n\
+        \x20 - {name: named, addr: 'localhost:8443', tls: {verify: false}}\n\
+        \x20 - {name: ip, addr: '127.0.0.1:8443', tls: {verify: false}}\n\
+        \x20 - {name: explicit, addr: '127.0.0.1:8443', tls: {server_name: api.internal, verify: false}}\n\
+        \x20 - {name: off, addr: '127.0.0.1:8443', tls: {enabled: false}}\n\
+        \x20 - {name: plain, addr: '127.0.0.1:8080'}\n\
+        \x20 - {name: badca, addr: '127.0.0.1:8443', tls: {ca: /nonexistent/ca.pem}}\n\
+        routes:\n  - {path: /, upstream: plain}\n";
+    let cfg = config::parse_str(yaml, Format::Yaml, "t.yaml").unwrap_or_else(|e| panic!("{e}"));
+    let up = |name: &str| {
+        let (i, u) = cfg
+            .upstreams
+            .iter()
+            .enumerate()
+            .find(|(_, u)| u.name == name)
+            .unwrap();
+        (
+            arc_gateway::runtime::upstream_tls(u),
+            arc_gateway::runtime::resolve_upstream(u, i),
+        )
+    };
+    let (named, _) = up("named");
+    let named = named.unwrap().expect("tls");
+    assert_eq!(named.server_name(), Some("localhost"));
+    assert!(!named.verifies());
+    assert_eq!(up("ip").0.unwrap().expect("tls").server_name(), None);
+    assert_eq!(
+        up("explicit").0.unwrap().expect("tls").server_name(),
+        Some("api.internal")
+    );
+    assert!(up("off").0.unwrap().is_none());
+    let (plain, spec) = up("plain");
+    assert!(plain.unwrap().is_none());
+    assert!(spec.tls.is_none());
+    let (bad, spec) = up("badca");
+    assert!(bad.is_err());
+    assert!(spec.tls.is_none());
+    assert!(
+        spec.endpoints.is_empty(),
+        "no traffic rather than plain HTTP"
+    );
+}
