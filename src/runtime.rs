@@ -127,6 +127,18 @@ pub fn upstream_tls(
     .map(Some)
 }
 
+/// Resolves the relative file paths the snapshot reads (upstream CA files) against the
+/// configuration file's directory, as certificate paths are.
+fn absolutize_paths(cfg: &mut Config, base: &Path) {
+    for u in &mut cfg.upstreams {
+        if let Some(ca) = u.tls.as_mut().and_then(|t| t.ca.as_mut())
+            && Path::new(ca.as_str()).is_relative()
+        {
+            *ca = base.join(ca.as_str()).display().to_string();
+        }
+    }
+}
+
 /// Compiles the routing snapshot of a configuration.
 pub fn build_snapshot(cfg: &Config, version: u64, metrics: &Metrics) -> (Snapshot, Duration) {
     let started = Instant::now();
@@ -304,6 +316,8 @@ impl Server {
         inherited: &mut Vec<InheritedListener>,
         access: Option<Arc<AccessLog>>,
     ) -> Result<Server, StartError> {
+        let mut cfg = cfg;
+        absolutize_paths(&mut cfg, base);
         let driver = select_driver(cfg.io_uring.enabled)?;
         metrics.control().io_driver_selected(match driver {
             DriverKind::Epoll => IoDriver::Epoll,
@@ -487,6 +501,7 @@ impl Server {
     /// limits and certificates are swapped; restart-required keys that changed are named and
     /// keep their running values. A configuration that fails is rejected whole.
     pub fn reload(&mut self, mut new: Config) -> Result<Vec<config::RestartChange>, StartError> {
+        absolutize_paths(&mut new, &self.base);
         let result = match &self.cluster {
             Some(c) => {
                 cluster_cert_store(&new, &self.base, c, self.resolver.current().default_cert())

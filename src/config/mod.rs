@@ -223,6 +223,16 @@ pub fn check_referenced_files(cfg: &Config, base: &Path) -> Vec<Problem> {
         check("tls.default_certificate.cert".into(), &d.cert);
         check("tls.default_certificate.key".into(), &d.key);
     }
+    for (i, u) in cfg.upstreams.iter().enumerate() {
+        if let Some(ca) = u
+            .tls
+            .as_ref()
+            .filter(|t| t.enabled)
+            .and_then(|t| t.ca.as_ref())
+        {
+            check(format!("upstreams[{i}].tls.ca"), ca);
+        }
+    }
     out
 }
 

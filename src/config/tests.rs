@@ -595,6 +595,23 @@ fn referenced_files_are_checked() {
         keys,
         vec!["tls.certificates[0].cert", "tls.certificates[0].key"]
     );
+
+    let cfg = yaml(
+        "upstreams: [{name: a, addr: 'a.internal:443', tls: {enabled: true, ca: missing-ca.pem}}, {name: b, addr: 'b.internal:443', tls: {enabled: false, ca: missing-ca.pem}}]",
+    )
+    .unwrap();
+    let problems = check_referenced_files(&cfg, std::path::Path::new("/nonexistent"));
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        vec!["upstreams[0].tls.ca"],
+        "only enabled TLS reads its CA"
+    );
+    assert!(
+        problems[0].message.contains("/nonexistent/missing-ca.pem"),
+        "relative to the configuration's directory: {}",
+        problems[0].message
+    );
 }
 
 #[test]
