@@ -452,6 +452,7 @@ pub fn start(client: Client, settings: Settings, metrics: KubeMetrics) -> Contro
         last_config_text: None,
         events: None,
         nodes: status::NodeCache::default(),
+        last_status: None,
     };
     tasks.push(tokio::spawn(worker.run(stop_rx)));
 
@@ -509,6 +510,7 @@ struct Recompiler {
     last_config_text: Option<Option<(String, Format)>>,
     events: Option<events::EventSink>,
     nodes: status::NodeCache,
+    last_status: Option<Vec<k8s_openapi::api::networking::v1::IngressLoadBalancerIngress>>,
 }
 
 impl Recompiler {
@@ -655,6 +657,10 @@ impl Recompiler {
                 .await;
         }
         let want = status::choose_addresses(fixed, svc.as_deref(), &node_addrs);
+        if self.last_status.as_ref() != Some(&want) {
+            tracing::info!(addresses = ?status::shown(&want), nodes = ?node_addrs, "Ingress status addresses");
+            self.last_status = Some(want.clone());
+        }
         let is_served = |i: &Ingress| {
             served.iter().any(|s| {
                 s.metadata.namespace == i.metadata.namespace && s.metadata.name == i.metadata.name

@@ -199,6 +199,14 @@ pub fn choose_addresses(
     publish_addresses(svc)
 }
 
+/// `entries` as short strings (`192.0.2.1`, `lb.example.com`) for log lines.
+pub fn shown(entries: &[IngressLoadBalancerIngress]) -> Vec<&str> {
+    entries
+        .iter()
+        .filter_map(|e| e.ip.as_deref().or(e.hostname.as_deref()))
+        .collect()
+}
+
 /// Node addresses read through the API, each reused for [`NODE_TTL`].
 #[derive(Debug, Default)]
 pub struct NodeCache {
