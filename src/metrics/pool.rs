@@ -53,6 +53,8 @@ impl EndpointCell {
 
 type Key = (Arc<str>, SocketAddr);
 type CellMap = HashMap<Key, Arc<EndpointCell>>;
+/// A handle's lookup cache: endpoint → the cells of the upstreams it serves.
+type LocalCells = HashMap<SocketAddr, Vec<(Arc<str>, Arc<EndpointCell>)>>;
 
 /// One worker's cells, shared between its [`PoolGauges`] handles and the readers.
 #[derive(Debug, Default)]
@@ -123,7 +125,7 @@ impl PoolGaugeRegistry {
 #[derive(Debug)]
 pub struct PoolGauges {
     cells: Arc<WorkerPoolCells>,
-    local: HashMap<SocketAddr, Vec<(Arc<str>, Arc<EndpointCell>)>>,
+    local: LocalCells,
     _single_writer: PhantomData<Cell<()>>,
 }
 
