@@ -110,10 +110,10 @@ fn yaml(token: Option<&str>, addrs: &[SocketAddr], logs: &Path) -> String {
         "node: {{workers: 1}}\n\
          io_uring: {{enabled: false}}\n\
          listeners: [{{name: http, bind: \"127.0.0.1:0\", protocol: http}}]\n\
-         upstreams:\n  - {{name: app, addrs: [{}], pool: {{max_idle: 0}}}}\n  - {{name: dead, addrs: [\"127.0.0.1:1\"]}}\n\
-         routes:\n  - {{host: app.example.com, path: /, upstream: app}}\n  - {{host: dead.example.com, path: /, upstream: dead}}\n  - {{host: quiet.example.com, path: /, direct_response: {{status: 204}}, access_log: false}}\n\
+         upstreams:\n  - {{name: app, addrs: [{0}], pool: {{max_idle: 0}}}}\n  - {{name: dead, addrs: [\"127.0.0.1:1\"]}}\n  - {{name: kept, addrs: [{0}]}}\n\
+         routes:\n  - {{host: app.example.com, path: /, upstream: app}}\n  - {{host: dead.example.com, path: /, upstream: dead}}\n  - {{host: quiet.example.com, path: /, direct_response: {{status: 204}}, access_log: false}}\n  - {{host: kept.example.com, path: /, upstream: kept}}\n\
          {token}\
-         logging: {{output: {{path: \"{}\", rotation: {{max_size: 1MiB, max_files: 2}}}}}}\n",
+         logging: {{output: {{path: \"{1}\", rotation: {{max_size: 1MiB, max_files: 2}}}}}}\n",
         addrs.join(", "),
         logs.display()
     )
@@ -418,6 +418,7 @@ fn live_responses_match_the_openapi_document() {
     // Some traffic so the stats, endpoint and latency fields carry values.
     for host in [
         "app.example.com",
+        "kept.example.com",
         "dead.example.com",
         "quiet.example.com",
         "none.example.com",
@@ -504,6 +505,62 @@ fn live_responses_match_the_openapi_document() {
         "post",
         202,
         &serde_json::from_slice(&body).expect("json"),
+    );
+}
+
+/// The `pool` object of `endpoint` of `upstream` in `/api/v1/upstreams`.
+fn endpoint_pool(stack: &Stack, upstream: &str, endpoint: SocketAddr) -> Value {
+    let ups = get_json(stack, "/api/v1/upstreams");
+    ups["upstreams"]
+        .as_array()
+        .and_then(|a| a.iter().find(|u| u["name"] == upstream))
+        .and_then(|u| u["endpoints"].as_array())
+        .and_then(|a| a.iter().find(|e| e["address"] == endpoint.to_string()))
+        .map(|e| e["pool"].clone())
+        .unwrap_or_else(|| panic!("{upstream} {endpoint} not listed: {ups}"))
+}
+
+#[test]
+fn keep_alive_requests_leave_idle_pooled_connections_per_endpoint() {
+    let b = backend("b1");
+    let s = start("pool-state", Some(TOKEN), &[b.addr]);
+    assert_eq!(
+        endpoint_pool(&s, "kept", b.addr),
+        serde_json::json!({"idle": 0, "active": 0})
+    );
+    for _ in 0..3 {
+        let (status, head, _) = call_host(s.http, "GET", "/x", None, "kept.example.com");
+        assert_eq!(status, 200, "{head}");
+        // `app` keeps nothing (max_idle: 0).
+        let (status, head, _) = call_host(s.http, "GET", "/x", None, "app.example.com");
+        assert_eq!(status, 200, "{head}");
+    }
+    wait_until("an idle pooled connection", || {
+        endpoint_pool(&s, "kept", b.addr)["idle"].as_i64() >= Some(1)
+    });
+    let kept = endpoint_pool(&s, "kept", b.addr);
+    // Sequential requests reuse one connection: one idle, none serving a request.
+    assert_eq!(kept, serde_json::json!({"idle": 1, "active": 0}), "{kept}");
+    assert_eq!(
+        endpoint_pool(&s, "app", b.addr),
+        serde_json::json!({"idle": 0, "active": 0})
+    );
+    let (status, _, body) = call(s.admin, "GET", "/metrics", None);
+    assert_eq!(status, 200);
+    let text = String::from_utf8_lossy(&body);
+    let idle = format!(
+        "arc_upstream_pool_idle{{upstream=\"kept\",endpoint=\"{}\"}} 1",
+        b.addr
+    );
+    let active = format!(
+        "arc_upstream_connections_active{{upstream=\"kept\",endpoint=\"{}\"}} 0",
+        b.addr
+    );
+    assert!(text.contains(&idle), "{idle} missing:\n{text}");
+    assert!(text.contains(&active), "{active} missing:\n{text}");
+    assert!(
+        !text.contains("arc_upstream_pool_idle{upstream=\"app\""),
+        "an endpoint with nothing pooled or active is not exported:\n{text}"
     );
 }
 

@@ -52,6 +52,8 @@ struct RelayCx {
     reused: Arc<AtomicUsize>,
     /// `(tls, sni)` of every handler made.
     infos: Infos,
+    /// Where the driver's pool publishes its idle counts.
+    metrics: Arc<arc_gateway::metrics::Metrics>,
 }
 
 impl RelayCx {
@@ -69,7 +71,17 @@ impl RelayCx {
             errors: Arc::default(),
             reused: Arc::default(),
             infos: Arc::default(),
+            metrics: Arc::default(),
         }
+    }
+
+    /// Idle pooled connections the driver's pool reports for the backend.
+    fn idle(&self) -> i64 {
+        self.metrics
+            .pool_snapshot()
+            .iter()
+            .find(|p| p.endpoint == self.backend)
+            .map_or(0, |p| p.idle)
     }
 }
 
@@ -106,6 +118,10 @@ impl Relay {
 
 impl ConnHandler for Relay {
     type Cx = RelayCx;
+
+    fn pool_gauges(cx: &mut RelayCx) -> Option<arc_gateway::metrics::PoolGauges> {
+        cx.metrics.register_worker().pool.take()
+    }
 
     fn new(cx: &mut RelayCx, info: ConnInfo, now: Instant) -> Self {
         cx.infos
@@ -578,6 +594,7 @@ fn pooled_upstream_connection_is_reused() {
     let mut cx = RelayCx::new(backend.addr);
     cx.line_mode = true;
     let reused = Arc::clone(&cx.reused);
+    let gauges = cx.clone();
     let proxy = start_proxy(cx, 100, test_opts());
     let mut s = client(proxy.addr);
     s.write_all(b"one\n").expect("send");
@@ -595,6 +612,9 @@ fn pooled_upstream_connection_is_reused() {
     assert_eq!(reused.load(Ordering::Relaxed), 2);
     assert_eq!(proxy.stat(|s| &s.pool_reused), 2);
     assert_eq!(proxy.stat(|s| &s.upstream_connects), 1);
+    wait_for("the pool gauge shows the idle connection", || {
+        gauges.idle() == 1
+    });
     drop((s, s2));
     proxy.shutdown();
 }
@@ -605,6 +625,7 @@ fn stale_pooled_connection_is_detected_and_replaced() {
     let mut cx = RelayCx::new(backend.addr);
     cx.line_mode = true;
     let errors = Arc::clone(&cx.errors);
+    let gauges = cx.clone();
     let proxy = start_proxy(cx, 100, test_opts());
     let mut s = client(proxy.addr);
     s.write_all(b"one\n").expect("send");
@@ -612,6 +633,9 @@ fn stale_pooled_connection_is_detected_and_replaced() {
     // The backend closed its side after answering: the armed idle receive sees it.
     wait_for("stale connection dropped", || {
         proxy.stat(|s| &s.pool_stale) == 1
+    });
+    wait_for("the pool gauge drops the stale connection", || {
+        gauges.idle() == 0
     });
     s.write_all(b"two\n").expect("send");
     assert_eq!(

@@ -89,6 +89,18 @@ impl ArcProcess {
         identity: &str,
         kube_keys: &str,
     ) -> Result<ArcProcess, ArcError> {
+        Self::start_with_env(kubeconfig, namespace, identity, kube_keys, &[]).await
+    }
+
+    /// [`ArcProcess::start`] with extra environment variables (e.g. `NODE_NAME`, which the
+    /// chart sets from the downward API).
+    pub async fn start_with_env(
+        kubeconfig: &Path,
+        namespace: &str,
+        identity: &str,
+        kube_keys: &str,
+        env: &[(&str, &str)],
+    ) -> Result<ArcProcess, ArcError> {
         let bin = arc_binary()?;
         let (http, https, admin) = (free_port()?, free_port()?, free_port()?);
         let dir = std::env::temp_dir().join(format!("arc-e2e-{namespace}-{identity}"));
@@ -112,6 +124,7 @@ impl ArcProcess {
             .arg(kubeconfig)
             .env("POD_NAMESPACE", namespace)
             .env("POD_NAME", identity)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)

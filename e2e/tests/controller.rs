@@ -2,7 +2,8 @@
 //! cluster with `ARC_E2E_KUBECONFIG`), with echo backends in a network namespace: routing
 //! follows Ingress/Service/EndpointSlice/IngressClass changes, TLS from Secrets with rotation,
 //! ssl-redirect, default backends, conflicts, invalid objects with Events, ConfigMap hot-apply,
-//! status by the leader only, API server outage and 410 re-list, and RBAC of the recorded calls.
+//! status by the leader only (LoadBalancer/ClusterIP, NodePort node addresses,
+//! `publish_status_address`), API server outage and 410 re-list, and RBAC of the recorded calls.
 //!
 //! Every test runs in its own namespace with its own IngressClass controller name
 //! (`arc-gateway.io/e2e-<namespace>`) and `watch_namespaces: [<namespace>]`, so tests sharing
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use arc_e2e::arc::{self, ArcProcess, Response};
 use arc_e2e::{TestEnv, TestNet};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
@@ -996,6 +997,167 @@ async fn status_by_the_leader_only_and_rbac() -> R {
                 }
             }
         }
+    }
+    c.cleanup().await
+}
+
+/// The status entries of Ingress `name` as `ip:...` / `host:...`.
+async fn lb_entries(c: &Cluster, name: &str) -> R<Vec<String>> {
+    let ing = c.ingresses.get(name).await?;
+    Ok(ing
+        .status
+        .and_then(|s| s.load_balancer)
+        .and_then(|lb| lb.ingress)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| match (i.ip, i.hostname) {
+            (Some(ip), _) => format!("ip:{ip}"),
+            (None, Some(h)) => format!("host:{h}"),
+            (None, None) => "none".into(),
+        })
+        .collect())
+}
+
+async fn wait_entries(c: &Cluster, arc: &ArcProcess, name: &str, want: &[&str]) -> R {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let got = lb_entries(c, name).await?;
+        if got == want {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "status of {name} is {got:?}, never {want:?}\n{}",
+            arc.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_addresses_of_node_port_and_fixed_list() -> R {
+    let c = Cluster::new("ctl-nodeaddr").await?;
+    let Some(emu) = c.env.emulator() else {
+        // Creating Nodes in a real cluster is not something a test should do.
+        eprintln!("SKIP status_addresses_of_node_port_and_fixed_list: real cluster");
+        return c.cleanup().await;
+    };
+    let nodes: Api<Node> = Api::all(c.env.client());
+    let (n1, n2, n3) = (
+        format!("{}-n1", c.ns),
+        format!("{}-n2", c.ns),
+        format!("{}-n3", c.ns),
+    );
+    let node = |name: &str, addrs: Value| {
+        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
+            "status": {"addresses": addrs}})
+    };
+    // The emulator validates Node addresses as the API server does.
+    let dup = nodes
+        .create(
+            &Default::default(),
+            &serde_json::from_value(node(
+                &format!("{}-bad", c.ns),
+                json!([{"type": "InternalIP", "address": "10.0.0.9"},
+                    {"type": "InternalIP", "address": "10.0.0.9"}]),
+            ))?,
+        )
+        .await;
+    assert!(
+        matches!(&dup, Err(kube::Error::Api(e)) if e.code == 422),
+        "{dup:?}"
+    );
+    // Created as the kubelet registers a node (POST with status; an apply would drop the
+    // status, which belongs to the status subresource).
+    for (name, addrs) in [
+        (
+            &n1,
+            json!([{"type": "InternalIP", "address": "10.0.0.11"},
+                {"type": "ExternalIP", "address": "198.51.100.11"}]),
+        ),
+        (
+            &n2,
+            json!([{"type": "Hostname", "address": "n2"}, {"type": "InternalIP", "address": "10.0.0.12"}]),
+        ),
+        (&n3, json!([{"type": "InternalIP", "address": "10.0.0.13"}])),
+    ] {
+        nodes
+            .create(
+                &Default::default(),
+                &serde_json::from_value(node(name, addrs))?,
+            )
+            .await?;
+    }
+    // Arc's NodePort Service; its EndpointSlice places a ready Arc pod on n2 and a not-ready
+    // one on n3. This replica runs on n1 (NODE_NAME).
+    apply(
+        &c.services,
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "arc-gateway-nodeport"},
+            "spec": {"type": "NodePort", "ports": [{"name": "http", "port": 80}]}}),
+    )
+    .await?;
+    apply(
+        &c.slices,
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "arc-gateway-nodeport-1",
+                "labels": {"kubernetes.io/service-name": "arc-gateway-nodeport"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            "endpoints": [
+                {"addresses": ["10.244.0.2"], "nodeName": n2, "conditions": {"ready": true}},
+                {"addresses": ["10.244.0.3"], "nodeName": n3, "conditions": {"ready": false}}]}),
+    )
+    .await?;
+    let extra = format!(", publish_service: '{}/arc-gateway-nodeport'", c.ns);
+    let arc = ArcProcess::start_with_env(
+        c.env.kubeconfig_path(),
+        &c.ns,
+        "arc-nodes",
+        &c.kube_keys(&extra),
+        &[("NODE_NAME", n1.as_str())],
+    )
+    .await?;
+    arc.wait_ready(LIMIT).await?;
+    c.ingress("np", "np.test", "/", "missing", json!({}))
+        .await?;
+    // n1: ExternalIP before InternalIP; n2: InternalIP; n3 not ready: left out.
+    wait_entries(&c, &arc, "np", &["ip:10.0.0.12", "ip:198.51.100.11"]).await?;
+    arc.stop().await;
+
+    // Nodes are read one by one, never listed or watched.
+    let node_calls: Vec<(String, String)> = emu
+        .requests()
+        .into_iter()
+        .filter(|r| r.resource == "nodes" && r.user_agent.starts_with("arc-gateway/"))
+        .map(|r| (r.verb, r.name))
+        .collect();
+    assert!(
+        node_calls.contains(&("get".into(), n1.clone())),
+        "{node_calls:?}"
+    );
+    assert!(
+        node_calls.contains(&("get".into(), n2.clone())),
+        "{node_calls:?}"
+    );
+    assert!(
+        node_calls.iter().all(|(v, n)| v == "get" && n != &n3),
+        "{node_calls:?}"
+    );
+    let used = check_rbac(&c.env, &c.ns)?.unwrap_or_default();
+    assert!(used.contains(&(String::new(), "nodes".into(), "get".into())));
+
+    // publish_status_address overrides the Service, verbatim (IP and host name).
+    let extra = format!(
+        ", publish_service: '{}/arc-gateway-nodeport', publish_status_address: ['192.0.2.50', 'arc.example.com']",
+        c.ns
+    );
+    let fixed = c.start_arc("arc-fixed", &extra).await?;
+    fixed.wait_ready(LIMIT).await?;
+    wait_entries(&c, &fixed, "np", &["ip:192.0.2.50", "host:arc.example.com"]).await?;
+    fixed.stop().await;
+    check_rbac(&c.env, &c.ns)?;
+    for n in [&n1, &n2, &n3] {
+        let _ = nodes.delete(n, &DeleteParams::default()).await;
     }
     c.cleanup().await
 }

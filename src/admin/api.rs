@@ -197,6 +197,7 @@ fn upstreams(control: &ControlView, metrics: &Metrics) -> Response<Full<Bytes>> 
     let p = control.published();
     let stats = control.endpoint_stats();
     let snap = metrics.data_plane_snapshot();
+    let pools = metrics.pool_snapshot();
     let list: Vec<Value> = p
         .upstreams
         .iter()
@@ -206,6 +207,10 @@ fn upstreams(control: &ControlView, metrics: &Metrics) -> Response<Full<Bytes>> 
                 .iter()
                 .map(|e| {
                     let s = stats.get(&e.address).cloned().unwrap_or_default();
+                    let (idle, active) = pools
+                        .iter()
+                        .find(|ps| ps.endpoint == e.address && *ps.upstream == *u.name)
+                        .map_or((0, 0), |ps| (ps.idle, ps.active));
                     let health = if e.disabled {
                         "disabled"
                     } else if s.requests == 0 {
@@ -223,6 +228,7 @@ fn upstreams(control: &ControlView, metrics: &Metrics) -> Response<Full<Bytes>> 
                         "failures": s.failures,
                         "consecutive_failures": s.consecutive_failures,
                         "last_error": s.last_error,
+                        "pool": {"idle": idle, "active": active},
                     })
                 })
                 .collect();

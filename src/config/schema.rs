@@ -561,6 +561,9 @@ pub struct Kubernetes {
     /// `namespace/name` of the Service whose address is written to Ingress status.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub publish_service: Option<String>,
+    /// IPs or host names written verbatim to Ingress status; when set they override the
+    /// `publish_service` addresses (like ingress-nginx's `--publish-status-address`).
+    pub publish_status_address: Vec<String>,
     /// Name of the coordination.k8s.io Lease used for leader election.
     pub election_id: String,
     pub debounce: Duration,
@@ -574,6 +577,7 @@ impl Default for Kubernetes {
             controller_name: "arc-gateway.io/ingress-controller".into(),
             watch_namespaces: Vec::new(),
             publish_service: None,
+            publish_status_address: Vec::new(),
             election_id: "arc-gateway-leader".into(),
             debounce: Duration::from_millis(100),
         }

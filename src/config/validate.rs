@@ -372,6 +372,14 @@ pub fn validate(cfg: &Config, seq_intact: bool) -> Vec<Issue> {
             "must be `namespace/name`",
         );
     }
+    for (i, a) in kube.publish_status_address.iter().enumerate() {
+        if let Err(why) = crate::controller::status::check_status_address(a) {
+            s.push(
+                p(&[k("kubernetes"), k("publish_status_address"), Seg::Index(i)]),
+                why,
+            );
+        }
+    }
     if kube.debounce.get().is_zero() {
         s.push(
             p(&[k("kubernetes"), k("debounce")]),

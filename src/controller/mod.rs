@@ -16,7 +16,9 @@
 //!   IngressClass cluster-wide;
 //! - Secrets with `fieldSelector=type=kubernetes.io/tls` (same scopes), and the Secret
 //!   `arc-gateway-secret` by `metadata.name` in Arc's own namespace;
-//! - the ConfigMap `arc-gateway-config` by `metadata.name` in Arc's own namespace.
+//! - the ConfigMap `arc-gateway-config` by `metadata.name` in Arc's own namespace;
+//! - not watched: Nodes, read one by one (`get`) only for a NodePort `publish_service` (see
+//!   [`status`]).
 //!
 //! Decisions of Kubernetes mode:
 //! - Routes come from Ingresses only. The config file's `routes[]` / `upstreams[]` are rejected
@@ -117,6 +119,15 @@ pub fn own_namespace() -> String {
     }
 }
 
+/// The node this replica runs on: `NODE_NAME` (the chart sets it from `spec.nodeName` through
+/// the downward API), `None` outside a cluster.
+pub fn own_node() -> Option<String> {
+    std::env::var("NODE_NAME")
+        .ok()
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty())
+}
+
 /// This replica's identity for leader election and Events: `POD_NAME`, else host name + pid.
 pub fn own_identity() -> String {
     if let Ok(n) = std::env::var("POD_NAME")
@@ -166,6 +177,9 @@ pub struct Settings {
     pub identity: String,
     /// The configuration from `--config` (bootstraps `kubernetes.*`).
     pub bootstrap: Config,
+    /// The node this replica runs on ([`own_node`]); its address is published for a NodePort
+    /// `publish_service`.
+    pub node: Option<String>,
 }
 
 /// What the process loop receives from the controller.
@@ -438,6 +452,8 @@ pub fn start(client: Client, settings: Settings, metrics: KubeMetrics) -> Contro
         leader: leader_rx,
         last_config_text: None,
         events: None,
+        nodes: status::NodeCache::default(),
+        last_status: None,
     };
     tasks.push(tokio::spawn(worker.run(stop_rx)));
 
@@ -494,6 +510,8 @@ struct Recompiler {
     leader: watch::Receiver<bool>,
     last_config_text: Option<Option<(String, Format)>>,
     events: Option<events::EventSink>,
+    nodes: status::NodeCache,
+    last_status: Option<Vec<k8s_openapi::api::networking::v1::IngressLoadBalancerIngress>>,
 }
 
 impl Recompiler {
@@ -608,19 +626,42 @@ impl Recompiler {
     }
 
     async fn write_status(&mut self, served: &[Arc<Ingress>], inputs: &Inputs) {
-        let Some(ps) = self.settings.bootstrap.kubernetes.publish_service.clone() else {
-            return;
+        let kube_cfg = &self.settings.bootstrap.kubernetes;
+        let fixed = &kube_cfg.publish_status_address;
+        let svc = match kube_cfg.publish_service.as_deref() {
+            Some(ps) if fixed.is_empty() => {
+                let Some((ns, name)) = ps.split_once('/') else {
+                    return;
+                };
+                let found = inputs.services.iter().find(|s| {
+                    s.metadata.namespace.as_deref() == Some(ns)
+                        && s.metadata.name.as_deref() == Some(name)
+                });
+                if found.is_none() {
+                    tracing::warn!(publish_service = %ps, "publish service not found; no status written");
+                    return;
+                }
+                found.cloned()
+            }
+            Some(_) => None,
+            None if fixed.is_empty() => return,
+            None => None,
         };
-        let Some((ns, name)) = ps.split_once('/') else {
-            return;
-        };
-        let Some(svc) = inputs.services.iter().find(|s| {
-            s.metadata.namespace.as_deref() == Some(ns) && s.metadata.name.as_deref() == Some(name)
-        }) else {
-            tracing::warn!(publish_service = %ps, "publish service not found; no status written");
-            return;
-        };
-        let want = status::publish_addresses(svc);
+        let mut node_addrs = Vec::new();
+        if let Some(svc) = svc.as_deref()
+            && status::needs_nodes(svc)
+        {
+            let names = status::arc_nodes(svc, &inputs.slices, self.settings.node.as_deref());
+            node_addrs = self
+                .nodes
+                .addresses(&self.client, &names, Instant::now())
+                .await;
+        }
+        let want = status::choose_addresses(fixed, svc.as_deref(), &node_addrs);
+        if self.last_status.as_ref() != Some(&want) {
+            tracing::info!(addresses = ?status::shown(&want), nodes = ?node_addrs, "Ingress status addresses");
+            self.last_status = Some(want.clone());
+        }
         let is_served = |i: &Ingress| {
             served.iter().any(|s| {
                 s.metadata.namespace == i.metadata.namespace && s.metadata.name == i.metadata.name

@@ -836,6 +836,219 @@ fn config_map_merge_rules() {
     assert!(bad.is_err());
 }
 
+mod status_choice {
+    //! Which addresses go into Ingress status (pure: constructed Services, slices and nodes).
+
+    use super::*;
+    use crate::controller::status::{self, arc_nodes, check_status_address, choose_addresses};
+    use k8s_openapi::api::core::v1::Node;
+
+    fn svc(spec: Value, lb: Value) -> Service {
+        serde_json::from_value(json!({
+            "metadata": {"name": "arc", "namespace": "arc-gateway"},
+            "spec": spec, "status": {"loadBalancer": lb}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn shown(v: &[k8s_openapi::api::networking::v1::IngressLoadBalancerIngress]) -> Vec<String> {
+        v.iter()
+            .map(|i| match (&i.ip, &i.hostname) {
+                (Some(ip), _) => format!("ip:{ip}"),
+                (None, Some(h)) => format!("host:{h}"),
+                (None, None) => "none".into(),
+            })
+            .collect()
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn precedence_follows_ingress_nginx() {
+        let lb = svc(
+            json!({"type": "LoadBalancer", "clusterIP": "10.96.0.9"}),
+            json!({"ingress": [{"ip": "203.0.113.7"}, {"hostname": "lb.example.com"}]}),
+        );
+        let fixed = strings(&["192.0.2.1", "arc.example.com", "192.0.2.1", " "]);
+        // publish_status_address overrides everything, verbatim, duplicates dropped.
+        assert_eq!(
+            shown(&choose_addresses(&fixed, Some(&lb), &[])),
+            ["ip:192.0.2.1", "host:arc.example.com"]
+        );
+        // It needs no Service at all.
+        assert_eq!(
+            shown(&choose_addresses(&fixed, None, &[])),
+            ["ip:192.0.2.1", "host:arc.example.com"]
+        );
+        assert!(choose_addresses(&[], None, &[]).is_empty());
+        // LoadBalancer ingress next.
+        assert_eq!(
+            shown(&choose_addresses(&[], Some(&lb), &strings(&["10.0.0.1"]))),
+            ["ip:203.0.113.7", "host:lb.example.com"]
+        );
+        // A pending LoadBalancer: externalIPs, else the ClusterIP.
+        let pending = svc(
+            json!({"type": "LoadBalancer", "clusterIP": "10.96.0.9"}),
+            json!({}),
+        );
+        assert_eq!(
+            shown(&choose_addresses(&[], Some(&pending), &[])),
+            ["ip:10.96.0.9"]
+        );
+        let pending_ext = svc(
+            json!({"type": "LoadBalancer", "clusterIP": "10.96.0.9", "externalIPs": ["198.51.100.9"]}),
+            json!({}),
+        );
+        assert_eq!(
+            shown(&choose_addresses(&[], Some(&pending_ext), &[])),
+            ["ip:198.51.100.9"]
+        );
+        // NodePort: node addresses (sorted), externalIPs first, ClusterIP when no node is known.
+        let np = svc(
+            json!({"type": "NodePort", "clusterIP": "10.96.0.9"}),
+            json!({}),
+        );
+        assert!(status::needs_nodes(&np));
+        assert!(!status::needs_nodes(&lb));
+        assert!(!status::needs_nodes(&pending));
+        assert_eq!(
+            shown(&choose_addresses(
+                &[],
+                Some(&np),
+                &strings(&["10.0.0.2", "10.0.0.1"])
+            )),
+            ["ip:10.0.0.1", "ip:10.0.0.2"]
+        );
+        assert_eq!(
+            shown(&choose_addresses(&[], Some(&np), &[])),
+            ["ip:10.96.0.9"]
+        );
+        let np_ext = svc(
+            json!({"type": "NodePort", "clusterIP": "10.96.0.9", "externalIPs": ["198.51.100.3"]}),
+            json!({}),
+        );
+        assert!(!status::needs_nodes(&np_ext));
+        assert_eq!(
+            shown(&choose_addresses(
+                &[],
+                Some(&np_ext),
+                &strings(&["10.0.0.1"])
+            )),
+            ["ip:198.51.100.3"]
+        );
+        // ClusterIP Services ignore node addresses.
+        let cip = svc(
+            json!({"type": "ClusterIP", "clusterIP": "10.96.0.9"}),
+            json!({}),
+        );
+        assert_eq!(
+            shown(&choose_addresses(&[], Some(&cip), &strings(&["10.0.0.1"]))),
+            ["ip:10.96.0.9"]
+        );
+        // ExternalName: its name as host name.
+        let ext = svc(
+            json!({"type": "ExternalName", "externalName": "edge.example.net"}),
+            json!({}),
+        );
+        assert_eq!(
+            shown(&choose_addresses(&[], Some(&ext), &[])),
+            ["host:edge.example.net"]
+        );
+    }
+
+    #[test]
+    fn arc_nodes_from_own_node_and_ready_endpoints() {
+        let np = svc(
+            json!({"type": "NodePort", "clusterIP": "10.96.0.9"}),
+            json!({}),
+        );
+        let slice = |ns: &str, owner: &str, eps: Value| -> Arc<EndpointSlice> {
+            obj(
+                json!({"metadata": {"name": format!("{owner}-x"), "namespace": ns,
+                    "labels": {"kubernetes.io/service-name": owner}},
+                "addressType": "IPv4", "endpoints": eps}),
+            )
+        };
+        let slices = vec![
+            slice(
+                "arc-gateway",
+                "arc",
+                json!([
+                    {"addresses": ["10.1.0.1"], "nodeName": "n2", "conditions": {"ready": true}},
+                    {"addresses": ["10.1.0.2"], "nodeName": "n3", "conditions": {"ready": false}},
+                    {"addresses": ["10.1.0.3"], "nodeName": "n1"},
+                    {"addresses": ["10.1.0.4"]}
+                ]),
+            ),
+            // Another Service's pods and another namespace's "arc" do not count.
+            slice(
+                "arc-gateway",
+                "web",
+                json!([{"addresses": ["10.1.0.5"], "nodeName": "n9"}]),
+            ),
+            slice(
+                "other",
+                "arc",
+                json!([{"addresses": ["10.1.0.6"], "nodeName": "n8"}]),
+            ),
+        ];
+        assert_eq!(arc_nodes(&np, &slices, Some("n2")), ["n1", "n2"]);
+        assert_eq!(arc_nodes(&np, &slices, Some("n0 ")), ["n0", "n1", "n2"]);
+        assert_eq!(arc_nodes(&np, &[], None), Vec::<String>::new());
+    }
+
+    #[test]
+    fn node_address_prefers_external_ip() {
+        let n = |addrs: Value| -> Node {
+            serde_json::from_value(
+                json!({"metadata": {"name": "n"}, "status": {"addresses": addrs}}),
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let both = n(json!([{"type": "InternalIP", "address": "10.0.0.1"},
+            {"type": "ExternalIP", "address": "198.51.100.1"}]));
+        assert_eq!(status::node_address(&both).as_deref(), Some("198.51.100.1"));
+        let internal = n(json!([{"type": "Hostname", "address": "n"},
+            {"type": "InternalIP", "address": "10.0.0.1"}]));
+        assert_eq!(status::node_address(&internal).as_deref(), Some("10.0.0.1"));
+        assert_eq!(
+            status::node_address(&n(json!([{"type": "Hostname", "address": "n"}]))),
+            None
+        );
+    }
+
+    #[test]
+    fn status_addresses_are_checked_like_the_api_server() {
+        for ok in ["192.0.2.1", "2001:db8::1", "arc.example.com", "a-1.b"] {
+            assert!(check_status_address(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "*.example.com",
+            "Arc.example.com",
+            "-a.b",
+            "a..b",
+            "a_b",
+            "host:80",
+        ] {
+            assert!(check_status_address(bad).is_err(), "{bad}");
+        }
+        let long = "a".repeat(64);
+        assert!(check_status_address(&long).is_err());
+        let mut cfg = crate::config::Config::default();
+        cfg.kubernetes.publish_status_address = vec!["192.0.2.1".into(), "Bad_Name".into()];
+        let issues = crate::config::validate::validate(&cfg, true);
+        let err = format!("{issues:?}");
+        assert_eq!(issues.len(), 1, "{err}");
+        assert!(
+            err.contains("publish_status_address") && err.contains("Bad_Name"),
+            "{err}"
+        );
+    }
+}
+
 mod api_mock {
     //! Status and Lease calls against a `tower_test` mock API server: each scenario checks the
     //! method, path and body of every call and answers like the API server would.
@@ -973,6 +1186,70 @@ mod api_mock {
             .map(|i| i.ip)
             .collect();
         assert_eq!(ips, [Some("10.96.0.9".into()), Some("fd00::9".into())]);
+    }
+
+    fn node(name: &str, addrs: &[(&str, &str)]) -> Value {
+        let list: Vec<Value> = addrs
+            .iter()
+            .map(|(t, a)| json!({"type": t, "address": a}))
+            .collect();
+        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
+            "status": {"addresses": list}})
+    }
+
+    #[tokio::test]
+    async fn node_addresses_are_read_once_per_ttl() {
+        let (client, mut handle) = mock();
+        let server = tokio::spawn(async move {
+            let (_, send) = expect(&mut handle, Method::GET, "/api/v1/nodes/n1").await;
+            respond(
+                send,
+                StatusCode::OK,
+                &node(
+                    "n1",
+                    &[("InternalIP", "10.0.0.1"), ("ExternalIP", "198.51.100.1")],
+                ),
+            );
+            let (_, send) = expect(&mut handle, Method::GET, "/api/v1/nodes/n2").await;
+            respond(
+                send,
+                StatusCode::OK,
+                &node("n2", &[("Hostname", "n2"), ("InternalIP", "10.0.0.2")]),
+            );
+            let (_, send) = expect(&mut handle, Method::GET, "/api/v1/nodes/gone").await;
+            let mut nf = not_found();
+            nf["message"] = json!("nodes \"gone\" not found");
+            respond(send, StatusCode::NOT_FOUND, &nf);
+            // After the TTL, n1 is read again; it answers 500: the last address is kept.
+            let (_, send) = expect(&mut handle, Method::GET, "/api/v1/nodes/n1").await;
+            respond(
+                send,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                    "message": "etcd down", "code": 500}),
+            );
+            handle
+        });
+        let mut cache = status::NodeCache::default();
+        let names: Vec<String> = ["gone", "n1", "n2"].map(String::from).to_vec();
+        let t0 = std::time::Instant::now();
+        // Requests go in order n1, n2, gone: reorder the names to match the server script.
+        let order: Vec<String> = ["n1", "n2", "gone"].map(String::from).to_vec();
+        let got = cache.addresses(&client, &order, t0).await;
+        assert_eq!(got, ["198.51.100.1", "10.0.0.2"]);
+        // Within the TTL: no API call (the mock would not answer a second request).
+        let again = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            cache.addresses(&client, &names, t0 + std::time::Duration::from_secs(5)),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("a cached node was read again"));
+        assert_eq!(again, ["198.51.100.1", "10.0.0.2"]);
+        let later = t0 + status::NODE_TTL + std::time::Duration::from_secs(1);
+        let only_n1 = vec!["n1".to_string()];
+        let kept = cache.addresses(&client, &only_n1, later).await;
+        assert_eq!(kept, ["198.51.100.1"]);
+        let _handle = server.await.unwrap_or_else(|e| panic!("{e}"));
     }
 
     #[tokio::test]

@@ -285,6 +285,7 @@ impl Process {
                     namespace: controller::own_namespace(),
                     identity: controller::own_identity(),
                     bootstrap,
+                    node: controller::own_node(),
                 };
                 tracing::info!(
                     namespace = %settings.namespace,

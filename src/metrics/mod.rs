@@ -52,6 +52,7 @@
 pub mod collector;
 pub mod kube;
 pub mod labels;
+pub mod pool;
 pub mod worker;
 pub mod xdp;
 
@@ -70,6 +71,7 @@ pub use collector::{DataPlaneSnapshot, UNROUTED_ROUTE_LABEL};
 pub use labels::{
     ErrorReason, IoDriver, PoolResult, RefuseReason, ReloadResult, StatusClass, XdpAction,
 };
+pub use pool::{EndpointPoolState, PoolGaugeRegistry, PoolGauges};
 pub use worker::{
     HistogramSnapshot, LATENCY_BUCKETS, LATENCY_BUCKETS_NANOS, RouteMetricId, RouteRegistry,
     WorkerMetrics,
@@ -195,6 +197,7 @@ pub struct Metrics {
     control: ControlMetrics,
     plane: Arc<DataPlane>,
     xdp: Arc<XdpMetrics>,
+    pool: Arc<PoolGaugeRegistry>,
 }
 
 impl Default for Metrics {
@@ -217,11 +220,16 @@ impl Metrics {
         registry.register_collector(Box::new(xdp::XdpCollector {
             xdp: Arc::clone(&xdp),
         }));
+        let pool = Arc::new(PoolGaugeRegistry::default());
+        registry.register_collector(Box::new(pool::PoolCollector {
+            registry: Arc::clone(&pool),
+        }));
         Self {
             registry: Mutex::new(registry),
             control,
             plane,
             xdp,
+            pool,
         }
     }
 
@@ -245,7 +253,13 @@ impl Metrics {
     pub fn register_worker(&self) -> WorkerMetrics {
         let cells = Arc::new(WorkerCells::new(self.plane.routes.len()));
         self.plane.add_worker(Arc::clone(&cells));
-        WorkerMetrics::new(cells)
+        WorkerMetrics::new(cells).with_pool(PoolGauges::new(self.pool.add_worker()))
+    }
+
+    /// Idle pooled and active upstream connections per (upstream, endpoint), summed over the
+    /// workers now.
+    pub fn pool_snapshot(&self) -> Vec<EndpointPoolState> {
+        self.pool.snapshot()
     }
 
     /// Sums every worker's values now.

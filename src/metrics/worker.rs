@@ -334,6 +334,8 @@ impl RouteRegistry {
 pub struct WorkerMetrics {
     cells: Arc<WorkerCells>,
     routes: Arc<RouteBlock>,
+    /// Per-endpoint active upstream connections (see [`super::pool`]).
+    pub pool: Option<super::pool::PoolGauges>,
     _single_writer: PhantomData<Cell<()>>,
 }
 
@@ -343,8 +345,15 @@ impl WorkerMetrics {
         Self {
             cells,
             routes,
+            pool: None,
             _single_writer: PhantomData,
         }
+    }
+
+    /// Attaches the worker's pool gauges.
+    pub(crate) fn with_pool(mut self, pool: super::pool::PoolGauges) -> Self {
+        self.pool = Some(pool);
+        self
     }
 
     /// A downstream connection was accepted and is now open.

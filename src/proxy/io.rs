@@ -145,6 +145,12 @@ pub trait ConnHandler: Sized {
         true
     }
 
+    /// Gauges the driver's pool publishes its idle counts to (called once, when the driver
+    /// builds its pool).
+    fn pool_gauges(_cx: &mut Self::Cx) -> Option<crate::metrics::PoolGauges> {
+        None
+    }
+
     /// The worker started draining (called once, before `on_drain` reaches the open
     /// connections): handlers created from now on are born draining.
     fn begin_drain(_cx: &mut Self::Cx) {}

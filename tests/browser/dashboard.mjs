@@ -43,10 +43,13 @@ try {
     await page.waitForTimeout(500);
   }
   const upstreamRows = await page.locator("#upstreams tbody tr").count();
+  // Pool state per endpoint: idle pooled and active connections, as numbers.
+  const pool = (await page.locator("#upstreams tbody td.pool-idle, #upstreams tbody td.pool-active").allTextContents());
+  const poolNumeric = pool.length === 2 * upstreamRows && pool.every((t) => /^\d+$/.test(t.trim()));
   const version = await page.locator("#config-version").textContent();
   await page.screenshot({ path: screenshot, fullPage: true });
-  const ok = rate > 0 && routes.includes(route) && upstreamRows > 0;
-  console.log(JSON.stringify({ ok, routes, backends, rates, upstreamRows, version, consoleErrors }));
+  const ok = rate > 0 && routes.includes(route) && upstreamRows > 0 && poolNumeric;
+  console.log(JSON.stringify({ ok, routes, backends, rates, upstreamRows, pool, version, consoleErrors }));
   code = ok ? 0 : 1;
 } catch (e) {
   console.error(String(e && e.stack || e));

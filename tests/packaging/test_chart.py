@@ -143,6 +143,7 @@ def test_rbac_is_exactly_least_privilege(default_objects):
     assert rules(find(default_objects, "ClusterRole", "arc-gateway")) == sorted([
         (("",), ("services", "secrets"), read),
         (("discovery.k8s.io",), ("endpointslices",), read),
+        (("",), ("nodes",), ("get",)),
         (("networking.k8s.io",), ("ingresses", "ingressclasses"), read),
         (("networking.k8s.io",), ("ingresses/status",), ("patch",)),
         (("",), ("events",), ("create", "patch")),
@@ -181,6 +182,7 @@ def test_config_defaults(default_objects):
     kube = cfg["kubernetes"]
     assert kube["enabled"] is True and kube["ingress_class"] == "arc"
     assert kube["publish_service"] == f"{NAMESPACE}/arc-gateway-nodeport"
+    assert kube["publish_status_address"] == []
     assert "control_plane" not in cfg, "the token lives in the Secret"
     assert "xdp" not in cfg
 
@@ -323,6 +325,25 @@ def test_config_values(render):
     assert (d["connect_timeout"], d["read_timeout"], d["send_timeout"]) == ("5s", "5s", "30s")
     assert cfg["lifecycle"]["drain_timeout"] == "20s"
     assert cfg["kubernetes"]["watch_namespaces"] == ["team-a", "team-b"]
+
+
+def test_node_name_from_the_downward_api(default_objects):
+    # A NodePort publish Service publishes the address of the node each replica runs on.
+    _, c = container(default_objects)
+    env = {e["name"]: e for e in c["env"]}
+    assert env["NODE_NAME"] == {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+
+
+def test_publish_status_address(helm, render):
+    objs = render({"config": {"kubernetes": {"publishStatusAddress": ["192.0.2.10", "2001:db8::1", "arc.example.com"]}}})
+    kube = arc_toml(objs)["kubernetes"]
+    assert kube["publish_status_address"] == ["192.0.2.10", "2001:db8::1", "arc.example.com"]
+    assert kube["publish_service"] == f"{NAMESPACE}/arc-gateway-nodeport"
+    with helm.Chart.load(str(CHART)) as chart:
+        for bad in (["*.example.com"], ["Arc.Example.com"], "192.0.2.10", [""]):
+            with pytest.raises(helm.HelmValuesError):
+                chart.validate_schema({"config": {"kubernetes": {"publishStatusAddress": bad}}})
 
 
 def test_ingress_class_default_and_prestop_exec(render):

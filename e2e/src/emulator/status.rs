@@ -54,6 +54,15 @@ impl Cause {
         }
     }
 
+    /// `field: Duplicate value: value`.
+    pub fn duplicate(field: impl Into<String>, value: &str) -> Self {
+        Cause {
+            reason: "FieldValueDuplicate",
+            field: field.into(),
+            message: format!("Duplicate value: {value}"),
+        }
+    }
+
     /// `field: Forbidden: detail`.
     pub fn forbidden(field: impl Into<String>, detail: &str) -> Self {
         Cause {

@@ -75,6 +75,7 @@ pub fn validate_object(r: &ResourceKind, obj: &Value, old: Option<&Value>) -> Ve
         ("", "secrets") => validate_secret(obj, old, &mut causes),
         ("", "configmaps") => validate_immutable_data(obj, old, &mut causes),
         ("", "services") => validate_service(obj, &mut causes),
+        ("", "nodes") => validate_node(obj, &mut causes),
         ("coordination.k8s.io", "leases") => {
             if let Some(d) = obj
                 .pointer("/spec/leaseDurationSeconds")
@@ -450,6 +451,32 @@ fn validate_immutable_data(obj: &Value, old: Option<&Value>, causes: &mut Vec<Ca
     }
 }
 
+/// Node checks of the API server: `status.addresses` entries need a type and an address and
+/// must not repeat (kubelet reports them; Arc reads ExternalIP/InternalIP from them).
+fn validate_node(obj: &Value, causes: &mut Vec<Cause>) {
+    let mut seen: Vec<(&str, &str)> = Vec::new();
+    for (i, a) in arr_at(obj, "/status/addresses").iter().enumerate() {
+        let ty = a.get("type").and_then(Value::as_str).unwrap_or("");
+        let addr = a.get("address").and_then(Value::as_str).unwrap_or("");
+        if ty.is_empty() {
+            causes.push(Cause::required(format!("status.addresses[{i}].type"), ""));
+        }
+        if addr.is_empty() {
+            causes.push(Cause::required(
+                format!("status.addresses[{i}].address"),
+                "",
+            ));
+        }
+        if seen.contains(&(ty, addr)) {
+            causes.push(Cause::duplicate(
+                format!("status.addresses[{i}]"),
+                &format!("core.NodeAddress{{Type:{ty:?}, Address:{addr:?}}}"),
+            ));
+        }
+        seen.push((ty, addr));
+    }
+}
+
 fn validate_service(obj: &Value, causes: &mut Vec<Cause>) {
     let ty = str_at(obj, "/spec/type").unwrap_or("ClusterIP");
     let supported = ["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"];
@@ -543,6 +570,36 @@ mod tests {
             Some(r) => r,
             None => panic!("{g}/{p} served"),
         }
+    }
+
+    #[test]
+    fn node_addresses_need_type_and_address_and_no_repeats() {
+        let node =
+            |addrs: Value| json!({"metadata": {"name": "n1"}, "status": {"addresses": addrs}});
+        let r = kind("", "nodes");
+        assert!(
+            validate_object(
+                r,
+                &node(json!([
+                    {"type": "InternalIP", "address": "10.0.0.1"},
+                    {"type": "ExternalIP", "address": "198.51.100.1"}
+                ])),
+                None
+            )
+            .is_empty()
+        );
+        let causes = validate_object(
+            r,
+            &node(json!([
+                {"type": "InternalIP", "address": "10.0.0.1"},
+                {"type": "InternalIP", "address": "10.0.0.1"},
+                {"address": "10.0.0.2"}
+            ])),
+            None,
+        );
+        let fields: Vec<&str> = causes.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(fields, ["status.addresses[1]", "status.addresses[2].type"]);
+        assert_eq!(causes[0].reason, "FieldValueDuplicate");
     }
 
     #[test]

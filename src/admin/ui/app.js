@@ -107,7 +107,8 @@
       const action = el("td");
       action.append(b);
       tr.append(el("td", up.name), el("td", e.address), el("td", e.health, "health-" + e.health),
-        el("td", e.requests, "num"), el("td", e.failures, "num"), action);
+        el("td", e.requests, "num"), el("td", e.failures, "num"),
+        el("td", e.pool ? e.pool.idle : "", "num pool-idle"), el("td", e.pool ? e.pool.active : "", "num pool-active"), action);
       rows.push(tr);
     }));
     fill($("#upstreams tbody"), rows);

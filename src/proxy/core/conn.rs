@@ -161,6 +161,8 @@ pub struct Conn {
 
     up_state: UpState,
     up_key: Option<PoolKey>,
+    /// The endpoint's active-connection gauge while an upstream connection is attached.
+    up_active: Option<Arc<crate::metrics::pool::EndpointCell>>,
     up_spec: Option<Arc<UpstreamSpec>>,
     up_reused: bool,
     up_out: Vec<u8>,
@@ -229,6 +231,9 @@ impl Conn {
         if self.up_state != UpState::None {
             self.actions.push_back(Action::ReleaseUpstream { reusable });
             self.up_state = UpState::None;
+        }
+        if let Some(cell) = self.up_active.take() {
+            cell.add_active(-1);
         }
         self.up_deadline = None;
     }
@@ -905,6 +910,13 @@ impl Conn {
         }
         self.up_state = UpState::Connected;
         self.up_reused = reused;
+        if let (Some(g), Some(key)) = (cx.metrics.pool.as_mut(), self.up_key.as_ref()) {
+            let cell = g.cell(&key.upstream, key.endpoint);
+            cell.add_active(1);
+            if let Some(old) = self.up_active.replace(cell) {
+                old.add_active(-1);
+            }
+        }
         cx.metrics.upstream_pool(if reused {
             PoolResult::Hit
         } else {
@@ -1077,6 +1089,7 @@ impl ConnHandler for Conn {
             close_delimited: false,
             up_state: UpState::None,
             up_key: None,
+            up_active: None,
             up_spec: None,
             up_reused: false,
             up_out: Vec::new(),
@@ -1215,6 +1228,10 @@ impl ConnHandler for Conn {
 
     fn keep_pooled(cx: &mut WorkerCx, key: &PoolKey) -> bool {
         cx.endpoint_current(key)
+    }
+
+    fn pool_gauges(cx: &mut WorkerCx) -> Option<crate::metrics::PoolGauges> {
+        cx.metrics.pool.as_ref().map(|g| g.sibling())
     }
 
     fn begin_drain(cx: &mut WorkerCx) {

@@ -329,6 +329,29 @@ fn proxies_with_forwarding_headers_and_keeps_alive() {
 }
 
 #[test]
+fn active_upstream_connections_are_counted_per_endpoint() {
+    let mut s = Sim::new(ConnLimits::default());
+    let active = |s: &Sim, port: u16| {
+        s.metrics
+            .pool_snapshot()
+            .iter()
+            .find(|p| p.endpoint == endpoint(port) && &*p.upstream == UP)
+            .map_or(0, |p| p.active)
+    };
+    s.send(GET_API);
+    assert_eq!(active(&s, 1), 1, "attached while the request is in flight");
+    s.reply(OK_5);
+    assert_eq!(active(&s, 1), 0, "released with the response");
+    s.send(GET_API);
+    assert_eq!((active(&s, 1), active(&s, 2)), (0, 1));
+    // The client goes away mid-request: the connection is released and no longer counted.
+    s.conn.on_downstream_error(&mut s.cx, s.now);
+    s.pump();
+    assert_eq!(active(&s, 2), 0);
+    assert!(s.metrics.pool_snapshot().is_empty());
+}
+
+#[test]
 fn pipelined_requests_are_answered_in_order() {
     let mut s = Sim::new(ConnLimits::default());
     let mut two = GET_API.to_vec();

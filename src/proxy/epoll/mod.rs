@@ -249,7 +249,8 @@ fn min_opt(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
 }
 
 impl<H: ConnHandler> Worker<H> {
-    fn new(params: DriverParams<H::Cx>) -> Result<Self, DriverError> {
+    fn new(mut params: DriverParams<H::Cx>) -> Result<Self, DriverError> {
+        let pool = Pool::with_gauges(H::pool_gauges(&mut params.cx));
         let ep = epoll::create(epoll::CreateFlags::CLOEXEC)
             .map_err(|e| setup_err("the epoll instance")(e.into()))?;
         for (i, l) in params.listeners.iter().enumerate() {
@@ -285,7 +286,7 @@ impl<H: ConnHandler> Worker<H> {
             stats: params.stats,
             downs: Slab::new(),
             ups: Slab::new(),
-            pool: Pool::new(),
+            pool,
             pool_next: None,
             timers: Timers::new(),
             buf: vec![0; tuning.read_buffer.max(512)],

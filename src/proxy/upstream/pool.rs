@@ -5,11 +5,14 @@
 //! connections are reused, cold ones age out), expiry after `idle_timeout`. The pool never
 //! touches sockets: the driver closes what [`Pool::expire`] and [`Pool::remove_where`] hand
 //! back, and tells the pool when an idle connection turned stale (peer closed, data arrived).
-//! Time is an argument. Owned by one worker: no locks.
+//! Time is an argument. Owned by one worker: no locks. With gauges attached
+//! ([`Pool::with_gauges`]) the pool publishes its idle count per key to the worker's
+//! single-writer pool gauges (`arc_upstream_pool_idle`, `/api/v1/upstreams`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::metrics::PoolGauges;
 use crate::proxy::io::PoolKey;
 
 struct Idle<S> {
@@ -24,6 +27,7 @@ pub struct Pool<S> {
     count: usize,
     hits: u64,
     misses: u64,
+    gauges: Option<PoolGauges>,
 }
 
 impl<S> Default for Pool<S> {
@@ -33,6 +37,7 @@ impl<S> Default for Pool<S> {
             count: 0,
             hits: 0,
             misses: 0,
+            gauges: None,
         }
     }
 }
@@ -40,6 +45,32 @@ impl<S> Default for Pool<S> {
 impl<S> Pool<S> {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A pool that publishes its idle count per key to `gauges` (`None`: no gauges).
+    pub fn with_gauges(gauges: Option<PoolGauges>) -> Self {
+        Pool {
+            gauges,
+            ..Self::default()
+        }
+    }
+
+    fn publish(&mut self, key: &PoolKey) {
+        if let Some(g) = self.gauges.as_mut() {
+            let n = self.idle.get(key).map_or(0, Vec::len);
+            g.set_idle(&key.upstream, key.endpoint, n);
+        }
+    }
+
+    fn publish_all(&mut self) {
+        if let Some(g) = self.gauges.as_mut() {
+            let idle = &self.idle;
+            g.reset_idle(|upstream, endpoint| {
+                idle.iter()
+                    .find(|(k, _)| k.endpoint == endpoint && *k.upstream == **upstream)
+                    .map_or(0, |(_, l)| l.len())
+            });
+        }
     }
 
     /// Takes the most recently returned live connection for `key`, if any (a hit), discarding
@@ -58,6 +89,7 @@ impl<S> Pool<S> {
             if list.is_empty() {
                 self.idle.remove(key);
             }
+            self.publish(key);
         }
         if found.is_some() {
             self.hits += 1;
@@ -81,18 +113,21 @@ impl<S> Pool<S> {
         if max_idle == 0 || idle_timeout.is_zero() {
             return Some(conn);
         }
-        let list = self.idle.entry(key).or_default();
+        let list = self.idle.entry(key.clone()).or_default();
         list.push(Idle {
             conn,
             since: now,
             timeout: idle_timeout,
         });
         self.count += 1;
-        if list.len() > max_idle {
+        let evicted = if list.len() > max_idle {
             self.count -= 1;
-            return Some(list.remove(0).conn);
-        }
-        None
+            Some(list.remove(0).conn)
+        } else {
+            None
+        };
+        self.publish(&key);
+        evicted
     }
 
     /// Removes idle connections matching `pred` (e.g. the one the driver saw close, or all of an
@@ -111,6 +146,9 @@ impl<S> Pool<S> {
             !list.is_empty()
         });
         self.count -= out.len();
+        if !out.is_empty() {
+            self.publish_all();
+        }
         out
     }
 
@@ -129,6 +167,9 @@ impl<S> Pool<S> {
             !list.is_empty()
         });
         self.count -= out.len();
+        if !out.is_empty() {
+            self.publish_all();
+        }
         out
     }
 
@@ -242,5 +283,36 @@ mod tests {
         assert_eq!(p.len(), 1);
         let mut dead = Vec::new();
         assert_eq!(p.checkout(&key(1), t0, &mut dead), Some(10));
+    }
+
+    #[test]
+    fn gauges_follow_the_idle_count_per_key() {
+        let metrics = crate::metrics::Metrics::new();
+        let worker = metrics.register_worker();
+        let gauges = worker.pool.as_ref().map(|g| g.sibling());
+        let mut p = Pool::with_gauges(gauges);
+        let t0 = Instant::now();
+        let idle = |port: u16| {
+            metrics
+                .pool_snapshot()
+                .iter()
+                .find(|s| s.endpoint.port() == port)
+                .map_or(0, |s| s.idle)
+        };
+        p.checkin(key(1), 1, 4, Duration::from_secs(10), t0);
+        p.checkin(key(1), 2, 4, Duration::from_secs(10), t0);
+        p.checkin(key(2), 3, 4, Duration::from_secs(60), t0);
+        assert_eq!((idle(1), idle(2)), (2, 1));
+        let mut dead = Vec::new();
+        assert_eq!(p.checkout(&key(1), t0, &mut dead), Some(2));
+        assert_eq!(idle(1), 1);
+        assert_eq!(p.expire(t0 + Duration::from_secs(10)), vec![1]);
+        assert_eq!((idle(1), idle(2)), (0, 1));
+        assert_eq!(p.remove_where(|_, c| *c == 3), vec![3]);
+        assert_eq!(idle(2), 0);
+        assert!(
+            metrics.pool_snapshot().is_empty(),
+            "all-zero entries are hidden"
+        );
     }
 }

@@ -265,7 +265,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             socks: Slab::new(),
             conns: Slab::new(),
             listeners,
-            pool: Pool::new(),
+            pool: Pool::with_gauges(H::pool_gauges(cx)),
             pool_expiry: None,
             pool_dirty: false,
             timers: Timers::default(),
