@@ -129,6 +129,22 @@ pub struct Headers {
 }
 
 impl Headers {
+    /// Storage for a head about to be parsed: `head`'s bytes, no fields yet.
+    pub(crate) fn from_head(head: &[u8]) -> Headers {
+        Headers {
+            buf: head.to_vec(),
+            fields: Vec::with_capacity(16),
+        }
+    }
+
+    /// Refills this storage with `head`'s bytes (fields cleared), reusing both allocations.
+    pub(crate) fn refill(mut self, head: &[u8]) -> Headers {
+        self.buf.clear();
+        self.buf.extend_from_slice(head);
+        self.fields.clear();
+        self
+    }
+
     /// Number of header lines.
     pub fn len(&self) -> usize {
         self.fields.len()
@@ -288,6 +304,11 @@ impl RequestHead {
     pub fn raw(&self) -> &[u8] {
         &self.headers.buf
     }
+
+    /// Gives the head's storage back (see [`crate::proxy::http1::RequestDecoder::recycle`]).
+    pub fn into_headers(self) -> Headers {
+        self.headers
+    }
 }
 
 /// A parsed response head, owned.
@@ -342,5 +363,10 @@ impl ResponseHead {
 
     pub(crate) fn flags(&self) -> u8 {
         self.flags
+    }
+
+    /// Gives the head's storage back (see [`crate::proxy::http1::ResponseDecoder::recycle`]).
+    pub fn into_headers(self) -> Headers {
+        self.headers
     }
 }
