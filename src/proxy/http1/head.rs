@@ -165,16 +165,19 @@ impl Headers {
 
     /// The first value of `name` (case-insensitive).
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value)
+        self.fields
+            .iter()
+            .find(|f| f.name.get(&self.buf).eq_ignore_ascii_case(name.as_bytes()))
+            .map(|f| f.value.get(&self.buf))
     }
 
-    /// Every value of `name` (case-insensitive), in order.
+    /// Every value of `name` (case-insensitive), in order. Names are compared as bytes: no
+    /// name is turned into a `&str` on the way (lookups run several times per request).
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.iter()
-            .filter(move |h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value)
+        self.fields
+            .iter()
+            .filter(move |f| f.name.get(&self.buf).eq_ignore_ascii_case(name.as_bytes()))
+            .map(|f| f.value.get(&self.buf))
     }
 
     /// True when a header `name` is present.
