@@ -337,7 +337,8 @@ http {{
             "upstreams": upstreams,
             "routes": routes,
             "observability": {"metrics_bind": f"127.0.0.1:{self.ports[name + '-admin']}"},
-            "logging": {"level": "warn", "format": "text"},
+            # The access log is on by default; nginx and HAProxy run without one.
+            "logging": {"level": "warn", "format": "text", "access_log": {"enabled": False}},
             "lifecycle": {"drain_timeout": "1s"},
             "limits": {"idle_timeout": "300s"},
         }

@@ -9,8 +9,8 @@ use crate::logging::{AccessLogger, RequestLog};
 use crate::metrics::{ErrorReason, PoolResult, RefuseReason, RouteMetricId, WorkerMetrics};
 use crate::proxy::http1::{
     self, BodyKind, ClientInfo, ConnectionHeader, DirectResponse, DownstreamResponse, ErrorKind,
-    Http1Error, Method, OutFraming, RequestDecoder, RequestEvent, RequestHead, ResponseDecoder,
-    ResponseEvent, TraceBits, UpstreamRequest, Version,
+    Headers, Http1Error, Method, OutFraming, RequestDecoder, RequestEvent, RequestHead,
+    ResponseDecoder, ResponseEvent, TraceBits, UpstreamRequest, Version,
 };
 use crate::proxy::io::{Action, ConnHandler, ConnInfo, Interest, PoolKey, UpstreamError};
 use crate::routing::{Backend, Lookup};
@@ -169,6 +169,9 @@ pub struct Conn {
     up_pos: usize,
     up_in: Vec<u8>,
     resp: Option<ResponseDecoder>,
+    /// Storage of the last response head, handed to the next response decoder so response
+    /// heads reuse one pair of allocations per connection.
+    resp_store: Headers,
     /// Everything sent upstream for the current request while it may still be replayed
     /// (`replayable`); the buffer is reused across requests.
     replay: Vec<u8>,
@@ -319,11 +322,21 @@ impl Conn {
     ) {
         // A client waiting for `100 Continue` may never send its body: close after answering.
         let close = self.must_close_after(now) || (self.expect_continue && !self.req_done);
-        let mut extra_headers: Vec<(&str, &[u8])> = Vec::with_capacity(extra.len() + 1);
-        extra_headers.extend_from_slice(extra);
-        if self.client_http10 && !close {
-            extra_headers.push(("Connection", b"keep-alive"));
-        }
+        // The header list lives on the stack for the usual shapes (no or one extra header).
+        let keep_alive: (&str, &[u8]) = ("Connection", b"keep-alive");
+        let mut small = [keep_alive; 2];
+        let grown: Vec<(&str, &[u8])>;
+        let extra_headers: &[(&str, &[u8])] = if !self.client_http10 || close {
+            extra
+        } else if let [one] = extra {
+            small[0] = *one;
+            &small
+        } else if extra.is_empty() {
+            small.get(..1).unwrap_or_default()
+        } else {
+            grown = extra.iter().copied().chain([keep_alive]).collect();
+            &grown
+        };
         http1::write_direct_response(
             &mut self.down_out,
             &DirectResponse {
@@ -332,7 +345,7 @@ impl Conn {
                 body,
                 close,
                 head_request: self.head_request,
-                extra_headers: &extra_headers,
+                extra_headers,
             },
         );
         self.status = status;
@@ -458,6 +471,7 @@ impl Conn {
                 RequestEvent::Head(head) => {
                     pos = raw_end;
                     self.start_request(cx, &head, now);
+                    self.req.recycle(head);
                     self.log.read(taken);
                 }
                 RequestEvent::Body(_) => {
@@ -623,7 +637,8 @@ impl Conn {
             field(ids.traceparent).unwrap_or_default(),
         );
         Self::keep_for_replay(&mut self.replay, &mut self.replayable, &self.up_out);
-        self.resp = Some(self.response_decoder());
+        let decoder = self.response_decoder();
+        self.resp = Some(decoder);
         if self.expect_continue {
             self.down_out.extend_from_slice(http1::CONTINUE_100);
         }
@@ -631,12 +646,13 @@ impl Conn {
         self.connect(now);
     }
 
-    fn response_decoder(&self) -> ResponseDecoder {
+    fn response_decoder(&mut self) -> ResponseDecoder {
         let limits = http1::Limits {
             max_body: None,
             ..self.limits.codec
         };
-        ResponseDecoder::new(limits, self.method, self.upgrade)
+        let store = std::mem::take(&mut self.resp_store);
+        ResponseDecoder::with_storage(limits, self.method, self.upgrade, store)
     }
 
     fn connect(&mut self, now: Instant) {
@@ -696,7 +712,8 @@ impl Conn {
                 self.up_out.extend_from_slice(&self.replay);
                 self.up_pos = 0;
                 self.up_in.clear();
-                self.resp = Some(self.response_decoder());
+                let decoder = self.response_decoder();
+                self.resp = Some(decoder);
                 self.connect(now);
                 return;
             }
@@ -768,6 +785,9 @@ impl Conn {
                             },
                         );
                     }
+                    if let Some(r) = self.resp.as_mut() {
+                        r.recycle(head);
+                    }
                     pos = raw_end;
                 }
                 ResponseEvent::Head(head, framing) => {
@@ -788,6 +808,7 @@ impl Conn {
                         self.stage = Stage::Tunnel;
                         self.up_deadline = None;
                         self.record(cx, now);
+                        self.resp_store = head.into_headers();
                         continue;
                     }
                     let until_close = framing.body == BodyKind::UntilClose;
@@ -810,6 +831,7 @@ impl Conn {
                             extra_headers: &[],
                         },
                     );
+                    self.resp_store = head.into_headers();
                 }
                 ResponseEvent::Body(_) => {
                     let raw = self.up_in.get(pos..raw_end).unwrap_or_default();
@@ -1096,6 +1118,7 @@ impl ConnHandler for Conn {
             up_pos: 0,
             up_in: Vec::new(),
             resp: None,
+            resp_store: Headers::default(),
             replay: Vec::new(),
             replayable: false,
             replays: 0,

@@ -17,7 +17,8 @@
 //! Upstreams: connects are non-blocking with a timer for the connect timeout. Released
 //! reusable connections go to the worker's [`Pool`] and stay registered, so an idle
 //! connection that the peer closes (or that receives unexpected bytes) raises an event and is
-//! dropped at once; a checkout also peeks the socket (`MSG_PEEK`, non-blocking) before reuse.
+//! dropped at once; a checkout of a connection idle for [`PROBE_AFTER_IDLE`] or longer also
+//! peeks the socket (`MSG_PEEK`, non-blocking) before reuse.
 //!
 //! Upstream TLS (`PoolKey::tls`): once the TCP connect succeeds the connection enters a
 //! handshake state (still under the connect timer) in which the driver moves the
@@ -62,7 +63,7 @@ use crate::proxy::io::{
     Action, ConnHandler, ConnInfo, ConnLimit, PoolKey, PoolLimits, UpstreamError,
 };
 use crate::proxy::tls::{TlsClient, TlsError, TlsSession};
-use crate::proxy::upstream::pool::Pool;
+use crate::proxy::upstream::pool::{PROBE_AFTER_IDLE, Pool};
 use crate::proxy::worker::{
     BoundListener, DriverError, DriverKind, DriverParams, DriverStats, HEARTBEAT_TICK, StopSignal,
     Tuning,
@@ -1290,14 +1291,14 @@ impl<H: ConnHandler> Worker<H> {
     fn checkout(&mut self, key: &PoolKey, now: Instant) -> Option<SlotId> {
         loop {
             let mut expired = std::mem::take(&mut self.scratch);
-            let hit = self.pool.checkout(key, now, &mut expired);
+            let hit = self.pool.checkout_aged(key, now, &mut expired);
             for uid in expired.drain(..) {
                 self.close_up(uid);
             }
             self.scratch = expired;
-            let uid = hit?;
+            let (uid, idle) = hit?;
             match self.ups.get(uid) {
-                Some(up) if is_idle_live(&up.sock) => return Some(uid),
+                Some(up) if idle < PROBE_AFTER_IDLE || is_idle_live(&up.sock) => return Some(uid),
                 _ => {
                     DriverStats::bump(&self.stats.pool_stale);
                     self.close_up(uid);

@@ -27,6 +27,18 @@ pub(crate) fn push_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Appends a header taken from a parsed head: the parser already checked that the name is a
+/// token and the value holds only field bytes, so neither is scanned again.
+pub(crate) fn push_parsed_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    debug_assert!(!name.is_empty() && name.bytes().all(is_tchar));
+    debug_assert!(value.iter().all(|&b| is_field_byte(b)));
+    out.reserve(name.len() + value.len() + 4);
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Appends `name: n\r\n`.
 pub(crate) fn push_header_u64(out: &mut Vec<u8>, name: &str, n: u64) {
     out.extend_from_slice(name.as_bytes());

@@ -6,7 +6,7 @@ use core::net::IpAddr;
 use std::io::Write as _;
 use std::ops::Range;
 
-use super::encode::{push_header, push_header_u64, push_status_line};
+use super::encode::{push_header, push_header_u64, push_parsed_header, push_status_line};
 use super::framing::BodyKind;
 use super::head::{Headers, RequestHead, ResponseHead};
 use super::syntax::{is_nonzero_lower_hex, is_target_byte, list_elements, push_hex_fixed};
@@ -160,6 +160,31 @@ pub fn valid_traceparent(v: &[u8]) -> bool {
     }
 }
 
+/// Appends the textual form of `addr` (IPv4 without the formatting machinery; it is written
+/// for every forwarded request).
+fn push_ip(out: &mut Vec<u8>, addr: IpAddr) {
+    match addr {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                if octet >= 100 {
+                    out.push(b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    out.push(b'0' + octet / 10 % 10);
+                }
+                out.push(b'0' + octet % 10);
+            }
+        }
+        // Writing to a Vec cannot fail.
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
 /// Appends `bytes` as a request target, percent-encoding anything that is not allowed there.
 fn push_target(out: &mut Vec<u8>, bytes: &[u8]) {
     if bytes.is_empty() {
@@ -249,6 +274,9 @@ pub fn write_request_head(
     };
     let client = opts.client;
     let trusted = client.is_some_and(|c| c.trusted);
+    // Most requests carry no Connection header: then no name can be listed in one, and the
+    // per-header scan of the list is skipped.
+    let has_connection = headers.contains("connection");
 
     for h in headers.iter() {
         let name = h.name;
@@ -257,13 +285,15 @@ pub fn write_request_head(
         }
         if is_hop_by_hop(name) {
             if opts.tunnel && name.eq_ignore_ascii_case("upgrade") {
-                push_header(out, name, h.value);
+                push_parsed_header(out, name, h.value);
             }
             continue;
         }
         // Arc answers `Expect: 100-continue` itself (see `CONTINUE_100`); forwarding it would
         // make the upstream send a second interim response.
-        if listed_in_connection(headers, name) || name.eq_ignore_ascii_case("expect") {
+        if (has_connection && listed_in_connection(headers, name))
+            || name.eq_ignore_ascii_case("expect")
+        {
             continue;
         }
         if client.is_some() {
@@ -281,7 +311,7 @@ pub fn write_request_head(
         if name.eq_ignore_ascii_case("x-request-id") {
             if keep_request_id {
                 let start = out.len() + name.len() + 2;
-                push_header(out, name, h.value);
+                push_parsed_header(out, name, h.value);
                 if opts.request_id.is_some() {
                     written.request_id = Some(start..out.len() - 2);
                 }
@@ -291,7 +321,7 @@ pub fn write_request_head(
         if name.eq_ignore_ascii_case("traceparent") {
             if keep_trace {
                 let start = out.len() + name.len() + 2;
-                push_header(out, name, h.value);
+                push_parsed_header(out, name, h.value);
                 if opts.trace.is_some() {
                     written.traceparent = Some(start..out.len() - 2);
                 }
@@ -301,7 +331,7 @@ pub fn write_request_head(
         if name.eq_ignore_ascii_case("tracestate") && !keep_trace {
             continue;
         }
-        push_header(out, name, h.value);
+        push_parsed_header(out, name, h.value);
     }
 
     if opts.tunnel {
@@ -328,8 +358,7 @@ pub fn write_request_head(
                 }
             }
         }
-        // Writing to a Vec cannot fail.
-        let _ = write!(out, "{}", c.addr);
+        push_ip(out, c.addr);
         out.extend_from_slice(b"\r\n");
         if !(trusted && headers.contains("x-forwarded-proto")) {
             push_header(out, "X-Forwarded-Proto", c.proto.as_bytes());
@@ -404,17 +433,18 @@ pub fn write_response_head(out: &mut Vec<u8>, head: &ResponseHead, opts: &Downst
         push_status_line(out, head.status(), reason);
     }
     let upgrade = opts.connection == ConnectionHeader::Upgrade;
+    let has_connection = headers.contains("connection");
     for h in headers.iter() {
         if is_hop_by_hop(h.name) {
             if upgrade && h.name.eq_ignore_ascii_case("upgrade") {
-                push_header(out, h.name, h.value);
+                push_parsed_header(out, h.name, h.value);
             }
             continue;
         }
-        if listed_in_connection(headers, h.name) {
+        if has_connection && listed_in_connection(headers, h.name) {
             continue;
         }
-        push_header(out, h.name, h.value);
+        push_parsed_header(out, h.name, h.value);
     }
     match opts.connection {
         ConnectionHeader::Omit => {}

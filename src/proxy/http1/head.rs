@@ -129,6 +129,22 @@ pub struct Headers {
 }
 
 impl Headers {
+    /// Storage for a head about to be parsed: `head`'s bytes, no fields yet.
+    pub(crate) fn from_head(head: &[u8]) -> Headers {
+        Headers {
+            buf: head.to_vec(),
+            fields: Vec::with_capacity(16),
+        }
+    }
+
+    /// Refills this storage with `head`'s bytes (fields cleared), reusing both allocations.
+    pub(crate) fn refill(mut self, head: &[u8]) -> Headers {
+        self.buf.clear();
+        self.buf.extend_from_slice(head);
+        self.fields.clear();
+        self
+    }
+
     /// Number of header lines.
     pub fn len(&self) -> usize {
         self.fields.len()
@@ -149,16 +165,19 @@ impl Headers {
 
     /// The first value of `name` (case-insensitive).
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value)
+        self.fields
+            .iter()
+            .find(|f| f.name.get(&self.buf).eq_ignore_ascii_case(name.as_bytes()))
+            .map(|f| f.value.get(&self.buf))
     }
 
-    /// Every value of `name` (case-insensitive), in order.
+    /// Every value of `name` (case-insensitive), in order. Names are compared as bytes: no
+    /// name is turned into a `&str` on the way (lookups run several times per request).
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.iter()
-            .filter(move |h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value)
+        self.fields
+            .iter()
+            .filter(move |f| f.name.get(&self.buf).eq_ignore_ascii_case(name.as_bytes()))
+            .map(|f| f.value.get(&self.buf))
     }
 
     /// True when a header `name` is present.
@@ -288,6 +307,11 @@ impl RequestHead {
     pub fn raw(&self) -> &[u8] {
         &self.headers.buf
     }
+
+    /// Gives the head's storage back (see [`crate::proxy::http1::RequestDecoder::recycle`]).
+    pub fn into_headers(self) -> Headers {
+        self.headers
+    }
 }
 
 /// A parsed response head, owned.
@@ -342,5 +366,10 @@ impl ResponseHead {
 
     pub(crate) fn flags(&self) -> u8 {
         self.flags
+    }
+
+    /// Gives the head's storage back (see [`crate::proxy::http1::ResponseDecoder::recycle`]).
+    pub fn into_headers(self) -> Headers {
+        self.headers
     }
 }

@@ -212,13 +212,19 @@ pub fn parse_request_head(
         Scan::Partial => Ok(None),
         Scan::Complete { start, end } => {
             let head = buf.get(start..end).unwrap_or_default();
-            Ok(Some((build_request(head.to_vec(), limits)?, end)))
+            Ok(Some((
+                build_request(Headers::from_head(head), limits)?,
+                end,
+            )))
         }
     }
 }
 
-/// Builds a request head from exactly its bytes (start-line to the final empty line).
-pub(crate) fn build_request(buf: Vec<u8>, limits: &Limits) -> Result<RequestHead, Http1Error> {
+/// Builds a request head from `store`, whose `buf` holds exactly the head's bytes (start-line
+/// to the final empty line); its `fields` list is reused (cleared) for the parsed fields.
+pub(crate) fn build_request(store: Headers, limits: &Limits) -> Result<RequestHead, Http1Error> {
+    let Headers { buf, mut fields } = store;
+    fields.clear();
     let mut it = lines(&buf);
     let (_, line) = it.next().ok_or(ErrorKind::InvalidMethod)?;
 
@@ -251,7 +257,7 @@ pub(crate) fn build_request(buf: Vec<u8>, limits: &Limits) -> Result<RequestHead
     let mut f = 0u8;
     let (path, authority) = classify_target(target, target_start, method, &mut f)?;
 
-    let mut fields = Vec::with_capacity(16);
+    fields.reserve(16);
     parse_fields(it, &mut fields)?;
 
     let mut host: Option<Span> = None;
@@ -510,13 +516,15 @@ pub fn parse_response_head(
         Scan::Partial => Ok(None),
         Scan::Complete { start, end } => {
             let head = buf.get(start..end).unwrap_or_default();
-            Ok(Some((build_response(head.to_vec())?, end)))
+            Ok(Some((build_response(Headers::from_head(head))?, end)))
         }
     }
 }
 
-/// Builds a response head from exactly its bytes.
-pub(crate) fn build_response(buf: Vec<u8>) -> Result<ResponseHead, Http1Error> {
+/// Builds a response head from `store` (see [`build_request`]).
+pub(crate) fn build_response(store: Headers) -> Result<ResponseHead, Http1Error> {
+    let Headers { buf, mut fields } = store;
+    fields.clear();
     let mut it = lines(&buf);
     let (_, line) = it.next().ok_or(ErrorKind::InvalidStatus)?;
     let version = match line.get(..8) {
@@ -549,7 +557,7 @@ pub(crate) fn build_response(buf: Vec<u8>) -> Result<ResponseHead, Http1Error> {
         Some(_) => return Err(ErrorKind::InvalidStatus.into()),
     };
 
-    let mut fields = Vec::with_capacity(16);
+    fields.reserve(16);
     parse_fields(it, &mut fields)?;
     let mut f = 0u8;
     let mut content_length = None;

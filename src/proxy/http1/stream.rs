@@ -62,6 +62,8 @@ pub struct RequestDecoder {
     keep_alive: bool,
     upgrade: bool,
     trailers: Option<Headers>,
+    /// Storage of a head the caller gave back, reused for the next head.
+    spare: Headers,
 }
 
 impl RequestDecoder {
@@ -75,7 +77,14 @@ impl RequestDecoder {
             keep_alive: true,
             upgrade: false,
             trailers: None,
+            spare: Headers::default(),
         }
+    }
+
+    /// Takes back a head this decoder produced once the caller is done with it, so the next
+    /// head is parsed into the same two allocations instead of new ones.
+    pub fn recycle(&mut self, head: RequestHead) {
+        self.spare = head.into_headers();
     }
 
     /// Decodes from the front of `input` (the connection's unconsumed bytes: what was left
@@ -107,8 +116,9 @@ impl RequestDecoder {
                     event: RequestEvent::NeedMore,
                 }),
                 Scan::Complete { start, end } => {
-                    let bytes = input.get(start..end).unwrap_or_default().to_vec();
-                    let head = build_request(bytes, &self.limits)?;
+                    let bytes = input.get(start..end).unwrap_or_default();
+                    let store = std::mem::take(&mut self.spare).refill(bytes);
+                    let head = build_request(store, &self.limits)?;
                     self.keep_alive = head.keep_alive();
                     self.upgrade = head.upgrade_requested();
                     self.trailers = None;
@@ -245,6 +255,8 @@ pub struct ResponseDecoder {
     method: Method,
     upgrade_requested: bool,
     state: RespState,
+    /// Storage of a head the caller gave back, reused for the next head.
+    spare: Headers,
 }
 
 impl ResponseDecoder {
@@ -256,7 +268,27 @@ impl ResponseDecoder {
             method,
             upgrade_requested,
             state: RespState::Head(HeadScanner::default()),
+            spare: Headers::default(),
         }
+    }
+
+    /// Like [`ResponseDecoder::new`], parsing the head into `store` (a head's storage given
+    /// back with [`ResponseHead::into_headers`]) instead of new allocations.
+    pub fn with_storage(
+        limits: Limits,
+        method: Method,
+        upgrade_requested: bool,
+        store: Headers,
+    ) -> Self {
+        ResponseDecoder {
+            spare: store,
+            ..Self::new(limits, method, upgrade_requested)
+        }
+    }
+
+    /// Takes back a head this decoder produced (an interim 1xx head, before the final one).
+    pub fn recycle(&mut self, head: ResponseHead) {
+        self.spare = head.into_headers();
     }
 
     /// Decodes from the front of `input`, like [`RequestDecoder::decode`]. Errors mean a bad
@@ -282,8 +314,9 @@ impl ResponseDecoder {
                     event: ResponseEvent::NeedMore,
                 }),
                 Scan::Complete { start, end } => {
-                    let bytes = input.get(start..end).unwrap_or_default().to_vec();
-                    let head = build_response(bytes)?;
+                    let bytes = input.get(start..end).unwrap_or_default();
+                    let store = std::mem::take(&mut self.spare).refill(bytes);
+                    let head = build_response(store)?;
                     let framing =
                         framing::response_framing(&head, self.method, self.upgrade_requested)?;
                     let event = if framing.informational {

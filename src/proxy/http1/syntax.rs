@@ -111,9 +111,14 @@ pub(crate) fn push_hex(out: &mut Vec<u8>, mut n: u64) {
 
 /// Appends the low `digits` hex digits of `n`, zero-padded, lowercase.
 pub(crate) fn push_hex_fixed(out: &mut Vec<u8>, n: u128, digits: u32) {
-    for i in (0..digits).rev() {
-        out.push(HEX[((n >> (i * 4)) & 0xf) as usize]);
+    // Digits go to a stack buffer first: one append instead of a capacity check per digit.
+    let digits = digits.min(32) as usize;
+    let mut buf = [0u8; 32];
+    for (i, slot) in buf.iter_mut().take(digits).enumerate() {
+        let shift = (digits - 1 - i) * 4;
+        *slot = HEX[((n >> shift) & 0xf) as usize];
     }
+    out.extend_from_slice(buf.get(..digits).unwrap_or_default());
 }
 
 /// True when `s` is lowercase hex of exactly `len` digits, not all zero.

@@ -15,6 +15,13 @@ use std::time::{Duration, Instant};
 use crate::metrics::PoolGauges;
 use crate::proxy::io::PoolKey;
 
+/// A connection that sat idle at least this long is probed (non-blocking peek) before reuse.
+/// One returned more recently skips the probe (a syscall per request under load): a peer's
+/// idle-timeout close cannot have happened yet, an unexpected close still raised the driver's
+/// idle watch, and a close racing the checkout is replayed like any failure of a reused
+/// connection before its answer.
+pub const PROBE_AFTER_IDLE: Duration = Duration::from_millis(500);
+
 struct Idle<S> {
     conn: S,
     since: Instant,
@@ -76,19 +83,31 @@ impl<S> Pool<S> {
     /// Takes the most recently returned live connection for `key`, if any (a hit), discarding
     /// entries whose idle timeout has passed into `expired` for the caller to close.
     pub fn checkout(&mut self, key: &PoolKey, now: Instant, expired: &mut Vec<S>) -> Option<S> {
+        self.checkout_aged(key, now, expired).map(|(conn, _)| conn)
+    }
+
+    /// [`Pool::checkout`], also telling how long the connection sat idle (drivers skip the
+    /// liveness probe for a connection returned moments ago).
+    pub fn checkout_aged(
+        &mut self,
+        key: &PoolKey,
+        now: Instant,
+        expired: &mut Vec<S>,
+    ) -> Option<(S, Duration)> {
         let mut found = None;
         if let Some(list) = self.idle.get_mut(key) {
             while let Some(entry) = list.pop() {
                 self.count -= 1;
-                if now.saturating_duration_since(entry.since) < entry.timeout {
-                    found = Some(entry.conn);
+                let idle = now.saturating_duration_since(entry.since);
+                if idle < entry.timeout {
+                    found = Some((entry.conn, idle));
                     break;
                 }
                 expired.push(entry.conn);
             }
-            if list.is_empty() {
-                self.idle.remove(key);
-            }
+            // An emptied list stays in the map: the next checkin of the same key (the usual
+            // keep-alive cycle) then neither hashes a new entry in nor allocates a new list.
+            // `expire` and `remove_where` prune empty lists.
             self.publish(key);
         }
         if found.is_some() {
@@ -226,6 +245,29 @@ mod tests {
         assert!(dead.is_empty());
         assert_eq!(p.stats(), (2, 3));
         assert!(p.is_empty());
+    }
+
+    #[test]
+    fn checkout_keeps_the_emptied_list_and_reports_the_idle_time() {
+        let mut p: Pool<u32> = Pool::new();
+        let t0 = Instant::now();
+        let mut dead = Vec::new();
+        assert!(
+            p.checkin(key(1), 7, 4, Duration::from_secs(10), t0)
+                .is_none()
+        );
+        let later = t0 + Duration::from_millis(250);
+        assert_eq!(
+            p.checkout_aged(&key(1), later, &mut dead),
+            Some((7, Duration::from_millis(250)))
+        );
+        assert!(p.is_empty());
+        // The emptied list is kept for the next checkin of the key and pruned by `expire`.
+        assert_eq!(p.idle.get(&key(1)).map(Vec::len), Some(0));
+        assert!(p.expire(later).is_empty());
+        assert!(!p.idle.contains_key(&key(1)));
+        assert_eq!(p.checkout_aged(&key(1), later, &mut dead), None);
+        assert!(dead.is_empty());
     }
 
     #[test]

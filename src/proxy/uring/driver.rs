@@ -28,7 +28,7 @@ use crate::proxy::io::{
     Action, ConnHandler, ConnInfo, ConnLimit, PoolKey, PoolLimits, UpstreamError,
 };
 use crate::proxy::tls::{TlsAcceptor, TlsClient};
-use crate::proxy::upstream::pool::Pool;
+use crate::proxy::upstream::pool::{PROBE_AFTER_IDLE, Pool};
 
 use super::bufring::BufRing;
 use super::slab::{Id, Op, Slab, UserData};
@@ -935,6 +935,9 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
                 }
                 if !benign {
                     self.drop_stale(sid);
+                } else if !more && res == -libc::ENOBUFS {
+                    // The idle watch ended for lack of buffers: watch again.
+                    self.arm_recv(sid);
                 }
             }
             Owner::Closing => {
@@ -1506,9 +1509,9 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         let mut dead = std::mem::take(&mut self.scratch);
         dead.clear();
         let mut reused = None;
-        while let Some(sid) = self.pool.checkout(&key, now, &mut dead) {
+        while let Some((sid, idle)) = self.pool.checkout_aged(&key, now, &mut dead) {
             self.pool_dirty = true;
-            if self.idle_is_live(sid) {
+            if idle < PROBE_AFTER_IDLE || self.idle_is_live(sid) {
                 reused = Some(sid);
                 break;
             }
@@ -1660,6 +1663,17 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             self.close_sock(sid);
             return;
         }
+        if s.recv_armed && !s.recv_cancelling {
+            // The multishot receive stays armed and becomes the idle watch: bytes, EOF or an
+            // error on the pooled socket drop it (`on_recv`), and a checkout finds the receive
+            // already armed. This saves a cancel, an idle peek, its cancel and a re-arm (four
+            // submissions and their completions) per reused request.
+            s.owner = Owner::Pooled;
+            if let Some((key, limits)) = key {
+                self.pool_checkin(sid, key, limits, now);
+            }
+            return;
+        }
         s.owner = Owner::Parking;
         s.park = key;
         if s.recv_armed {
@@ -1667,6 +1681,25 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         } else {
             self.park_done(sid, now);
         }
+    }
+
+    /// Puts a pooled socket into the pool; false when the pool closed it (over `max_idle`).
+    fn pool_checkin(&mut self, sid: Id, key: PoolKey, limits: PoolLimits, now: Instant) -> bool {
+        if let Some(s) = self.socks.get_mut(sid) {
+            s.owner = Owner::Pooled;
+            s.pool_epoch = s.pool_epoch.wrapping_add(1);
+        }
+        let evicted = self
+            .pool
+            .checkin(key, sid, limits.max_idle, limits.idle_timeout, now);
+        self.pool_dirty = true;
+        if let Some(old) = evicted {
+            self.close_sock(old);
+            if old == sid {
+                return false;
+            }
+        }
+        true
     }
 
     /// The receive of a released connection is over: pool it (with a peek armed) if nothing
@@ -1687,17 +1720,8 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             self.close_sock(sid);
             return;
         };
-        s.owner = Owner::Pooled;
-        s.pool_epoch = s.pool_epoch.wrapping_add(1);
-        let evicted = self
-            .pool
-            .checkin(key, sid, limits.max_idle, limits.idle_timeout, now);
-        self.pool_dirty = true;
-        if let Some(old) = evicted {
-            self.close_sock(old);
-            if old == sid {
-                return;
-            }
+        if !self.pool_checkin(sid, key, limits, now) {
+            return;
         }
         let Some(s) = self.socks.get_mut(sid) else {
             return;
