@@ -71,11 +71,13 @@ impl<S> Pool<S> {
 
     fn publish_all(&mut self) {
         if let Some(g) = self.gauges.as_mut() {
-            let idle = &self.idle;
+            // Keys of one endpoint may differ in other settings (TLS after a reload): summed.
             g.reset_idle(|upstream, endpoint| {
-                idle.iter()
-                    .find(|(k, _)| k.endpoint == endpoint && *k.upstream == **upstream)
-                    .map_or(0, |(_, l)| l.len())
+                self.idle
+                    .iter()
+                    .filter(|(k, _)| k.endpoint == endpoint && *k.upstream == **upstream)
+                    .map(|(_, l)| l.len())
+                    .sum()
             });
         }
     }
