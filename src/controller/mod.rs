@@ -290,6 +290,9 @@ where
                     if !synced {
                         synced = true;
                         shared.unsynced.fetch_sub(1, Ordering::AcqRel);
+                        tracing::info!(kind, "watch synced");
+                    } else {
+                        tracing::info!(kind, "watch re-listed and resynced");
                     }
                     shared.metrics.watch_event(kind);
                     shared.changed.notify_one();
