@@ -66,7 +66,8 @@ use kube::{Api, Client};
 use tokio::sync::{Notify, watch};
 
 use crate::config::{self, Config, Format};
-use crate::metrics::kube::KubeMetrics;
+/// The controller's metrics, registered by the caller before [`start`].
+pub use crate::metrics::kube::KubeMetrics;
 use crate::routing::RouteModel;
 
 pub use translate::{ClassSettings, Inputs, SecretCert, Translation, UpstreamEndpoints};

@@ -46,9 +46,8 @@ use tokio::task::JoinHandle;
 use crate::admin::{AdminError, AdminServer, HealthState};
 use crate::admin::{ControlCommand, ControlToken, ControlView};
 use crate::config::{self, Config};
-use crate::controller::{self, ControllerHandle, Update};
+use crate::controller::{self, ControllerHandle, KubeMetrics, Update};
 use crate::logging::{AccessLog, LoggingError, LoggingHandle};
-use crate::metrics::kube::KubeMetrics;
 use crate::metrics::{Metrics, ReloadResult};
 use crate::runtime::{Server, StartError};
 
