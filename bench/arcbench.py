@@ -30,6 +30,8 @@ import tempfile
 import threading
 import time
 
+import kube
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 HZ = os.sysconf("SC_CLK_TCK")
@@ -44,8 +46,12 @@ LABEL = {
     "arc-epoll": "Arc epoll",
     "nginx": "nginx",
     "haproxy": "HAProxy",
+    "arc-uring-k8s": "Arc io_uring via Ingress",
+    "arc-epoll-k8s": "Arc epoll via Ingress",
 }
 ARCS = ["arc-uring", "arc-epoll"]
+# Arc in Kubernetes mode (routes from Ingress objects through the controller), items 5 and 7.
+KUBE_ARCS = {"arc-uring-k8s": "arc-uring", "arc-epoll-k8s": "arc-epoll"}
 ALL_CASES = ["keepalive", "close", "latency", "tls", "routechange", "idle", "scale"]
 
 # Run plans. Environment variables override single knobs (see README).
@@ -61,6 +67,15 @@ MODES = {
                  route_counts=[1000, 10000]),
 }
 BODY_BYTES = {"0": 0, "1k": 1024, "64k": 65536}
+
+
+def has_ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sk:
+            sk.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
 
 
 def haproxy_maxconn(nofile):
@@ -187,13 +202,17 @@ class Rig:
         self.unavailable = {}
         self.route_target = "a"
         self.scale_routes = 0
+        self.kube = None          # kube.Emulator once started
+        self.kube_error = None    # why the Kubernetes rows are missing
+        self.kube_ingresses = 0   # scale Ingress objects created so far
         self.make_cert()
 
     # -- processes
-    def spawn(self, name, argv, cpu):
+    def spawn(self, name, argv, cpu, env=None):
         logf = open(os.path.join(self.tmp, f"{name}.log"), "ab")
         p = subprocess.Popen(["taskset", "-c", cpu] + argv, stdout=logf, stderr=subprocess.STDOUT,
-                             stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.tmp)
+                             stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.tmp,
+                             env=None if env is None else {**os.environ, **env})
         logf.close()
         self.procs[name] = p
         return p
@@ -216,6 +235,8 @@ class Rig:
     def close(self):
         for name in list(self.procs):
             self.stop(name)
+        if self.kube is not None:
+            self.kube.stop()
         if os.environ.get("KEEP_TMP"):
             log(f"kept {self.tmp}")
         else:
@@ -265,6 +286,11 @@ class Rig:
                     f.write("a" * n)
                 locs.append(f"location = /b{k} {{ default_type text/plain; alias {d}/body{k}; }}")
         locs = "\n    ".join(locs)
+        # The route-change backends also answer on ::1: Arc's Ingress path reaches them through
+        # an ExternalName Service naming `localhost`, which resolves to both loopbacks.
+        v6 = has_ipv6_loopback()
+        v6a = f" listen [::1]:{ra};" if v6 else ""
+        v6b = f" listen [::1]:{rb};" if v6 else ""
         server = f"""
     {locs}
     location / {{ default_type text/plain; return 200 "{"a" * 1024}"; }}"""
@@ -294,8 +320,8 @@ http {{
     ssl_session_cache off;
     {server}
   }}
-  server {{ listen 127.0.0.1:{ra}; location / {{ default_type text/plain; return 200 "A"; }} }}
-  server {{ listen 127.0.0.1:{rb}; location / {{ default_type text/plain; return 200 "B"; }} }}
+  server {{ listen 127.0.0.1:{ra};{v6a} location / {{ default_type text/plain; return 200 "A"; }} }}
+  server {{ listen 127.0.0.1:{rb};{v6b} location / {{ default_type text/plain; return 200 "B"; }} }}
 }}
 """
         with open(os.path.join(d, "nginx.conf"), "w") as f:
@@ -456,6 +482,51 @@ backend rc
         self.write_config(name)
         p = self.procs[name]
         os.kill(p.pid, signal.SIGUSR2 if name == "haproxy" else signal.SIGHUP)
+
+    # -- Kubernetes path: the API server emulator and Arc in Kubernetes mode
+    def start_kube(self):
+        """Starts the emulator once, with the namespace, class and route-change Services.
+        Returns it, or None (reason in kube_error)."""
+        if self.kube is not None or self.kube_error:
+            return self.kube
+        binary = self.opts.emulator_bin
+        if not binary or not os.access(binary, os.X_OK):
+            self.kube_error = "no arc-kube-emulator binary (ARC_EMULATOR_BIN)"
+            return None
+        d = self.path("kube")
+        os.makedirs(d, exist_ok=True)
+        try:
+            emu = kube.Emulator(binary, d, LOADGEN_CPU)
+            emu.setup({"rc-a": self.ports["rc-a"], "rc-b": self.ports["rc-b"]})
+            emu.create_ingress("rc", "/rc", "rc-a", self.ports["rc-a"])
+        except (kube.KubeError, OSError, http.client.HTTPException) as e:
+            self.kube_error = f"API server emulator: {e}"
+            log(self.kube_error)
+            return None
+        self.kube = emu
+        self.kube_target = "a"
+        return emu
+
+    def start_arc_kube(self, name):
+        """Arc (driver of KUBE_ARCS[name]) in Kubernetes mode against the emulator; returns
+        the seconds until it served the route-change Ingress, or None."""
+        for suffix in ("", "-admin"):
+            self.ports[name + suffix] = free_port()
+        cfg = self.path(f"{name}.json")
+        with open(cfg, "w") as f:
+            json.dump(kube.arc_kube_config(KUBE_ARCS[name] == "arc-uring", self.ports[name],
+                                           self.ports[name + "-admin"]), f)
+        t0 = time.monotonic()
+        self.spawn(name, [self.opts.arc_bin, "--config", cfg, "--kubeconfig",
+                          self.kube.kubeconfig], PROXY_CPU,
+                   env={"POD_NAMESPACE": kube.NAMESPACE, "POD_NAME": name})
+        if not wait_http(self.ports[name], self.procs[name], path="/rc", timeout=60.0):
+            reason = self.log_tail(name) or "did not serve the Ingress"
+            self.stop(name)
+            self.unavailable[name] = reason
+            log(f"{LABEL[name]} unavailable: {reason}")
+            return None
+        return time.monotonic() - t0
 
     def pid(self, name):
         p = self.procs.get(name)
@@ -619,9 +690,9 @@ class Table:
         return statistics.median(rs), min(rs), max(rs)
 
     def render(self, targets):
-        cols = [t for t in ["direct"] + PROXIES if t in targets
+        cols = [t for t in ["direct"] + PROXIES + list(KUBE_ARCS) if t in targets
                 and (self.columns is None or t in self.columns)]
-        arcs = [t for t in ARCS if t in cols and "nginx" in cols]
+        arcs = [t for t in ARCS + list(KUBE_ARCS) if t in cols and "nginx" in cols]
         head = ["metric"] + [LABEL[c] for c in cols] + [f"{LABEL[a]} / nginx" for a in arcs]
         out = [f"### {self.title}", ""]
         if self.note:
@@ -673,8 +744,8 @@ class Bench:
         self.chart = []    # (label, target, (med, lo, hi), goal, higher_is_better)
         self.nginx_max = None
 
-    def emit(self, table, chart_rows=()):
-        targets = ["direct"] + self.rig.live()
+    def emit(self, table, chart_rows=(), extra_targets=()):
+        targets = ["direct"] + self.rig.live() + list(extra_targets)
         md, ratios = table.render(targets)
         print(md, flush=True)
         self.tables.append(md)
@@ -843,58 +914,94 @@ class Bench:
         self.emit(t, [("requests/s ↑", "HTTPS keep-alive req/s", 1.15, True)])
 
     # 5. route-change propagation
+    def run_changes(self, t, n, change, state):
+        """n route changes on target t under a steady closed-loop load on /rc; change(new)
+        performs one (reload or API call). Returns the per-target record."""
+        rec = {"first": [], "all": [], "non2xx": 0, "resets": 0, "timeouts": 0, "done": 0}
+        prober = Prober(self.port(t), "/rc", conns=4)
+        prober.start()
+        procs = len(proc_tree(self.rig.pid(t)))
+        budget = time.monotonic() + max(60.0, 3.0 * n)
+        try:
+            if not prober.wait_steady(5.0):
+                log(f"route change {LABEL[t]}: no steady traffic")
+            for i in range(n):
+                if time.monotonic() > budget:
+                    log(f"route change {LABEL[t]}: time budget spent after {i} changes")
+                    break
+                # The previous reload has finished (old nginx/haproxy workers gone).
+                settle = time.monotonic() + 5.0
+                while len(proc_tree(self.rig.pid(t))) > procs and time.monotonic() < settle:
+                    time.sleep(0.02)
+                time.sleep(0.05)
+                new = "b" if state["target"] == "a" else "a"
+                state["target"] = new
+                mark = prober.mark()
+                t0 = time.monotonic()
+                change(new)
+                first, done = prober.wait_switch(t0, new.upper().encode(), timeout=5.0,
+                                                 mark=mark)
+                if done is None:
+                    rec["timeouts"] += 1
+                else:
+                    rec["first"].append(1000 * first)
+                    rec["all"].append(1000 * done)
+                    rec["done"] += 1
+        finally:
+            prober.stop()
+        rec["non2xx"], rec["resets"], rec["requests"] = prober.non2xx, prober.resets, prober.ok
+        log(f"route change {LABEL[t]}: {rec['done']}/{n} changes, "
+            f"{prober.non2xx} non-2xx, {prober.resets} resets")
+        return rec
+
     def case_routechange(self):
         o = self.opts
         n = o.route_changes
-        per = {t: {"first": [], "all": [], "non2xx": 0, "resets": 0, "timeouts": 0, "done": 0}
-               for t in self.rig.live()}
+        per = {}
+        file_state = {"target": self.rig.route_target}
+
+        def reload_to(t):
+            def change(new):
+                self.rig.route_target = new
+                self.rig.reload(t)
+            return change
         for t in self.rig.live():
-            prober = Prober(self.port(t), "/rc", conns=4)
-            prober.start()
-            procs = len(proc_tree(self.rig.pid(t)))
-            budget = time.monotonic() + max(60.0, 3.0 * n)
-            try:
-                if not prober.wait_steady(5.0):
-                    log(f"route change {LABEL[t]}: no steady traffic")
-                for i in range(n):
-                    if time.monotonic() > budget:
-                        log(f"route change {LABEL[t]}: time budget spent after {i} changes")
-                        break
-                    # The previous reload has finished (old nginx/haproxy workers gone).
-                    settle = time.monotonic() + 5.0
-                    while len(proc_tree(self.rig.pid(t))) > procs and time.monotonic() < settle:
-                        time.sleep(0.02)
-                    time.sleep(0.05)
-                    new = "b" if self.rig.route_target == "a" else "a"
-                    self.rig.route_target = new
-                    mark = prober.mark()
-                    t0 = time.monotonic()
-                    self.rig.reload(t)
-                    first, done = prober.wait_switch(t0, new.upper().encode(), timeout=5.0,
-                                                     mark=mark)
-                    s = per[t]
-                    if done is None:
-                        s["timeouts"] += 1
-                    else:
-                        s["first"].append(1000 * first)
-                        s["all"].append(1000 * done)
-                        s["done"] += 1
-            finally:
-                prober.stop()
-            per[t]["non2xx"] = prober.non2xx
-            per[t]["resets"] = prober.resets
-            per[t]["requests"] = prober.ok
-            log(f"route change {LABEL[t]}: {per[t]['done']}/{n} changes, "
-                f"{prober.non2xx} non-2xx, {prober.resets} resets")
+            per[t] = self.run_changes(t, n, reload_to(t), file_state)
             # settle old workers (nginx/haproxy) before the next proxy is measured
             time.sleep(0.5)
+        # The same through Arc's controller: each change is an Ingress update (merge patch)
+        # that moves the route to the other ExternalName Service.
+        kube_targets = []
+        emu = self.rig.start_kube() if any(KUBE_ARCS[k] in o.proxies for k in KUBE_ARCS) else None
+        if emu is not None:
+            for k, base in KUBE_ARCS.items():
+                if base not in o.proxies or self.rig.start_arc_kube(k) is None:
+                    continue
+                ports = {"a": self.rig.ports["rc-a"], "b": self.rig.ports["rc-b"]}
+                state = {"target": self.rig.kube_target}
+
+                def change(new, ports=ports):
+                    emu.point_ingress("rc", "/rc", f"rc-{new}", ports[new])
+                try:
+                    per[k] = self.run_changes(k, n, change, state)
+                except (kube.KubeError, OSError, http.client.HTTPException) as e:
+                    log(f"route change {LABEL[k]}: {e}")
+                self.rig.kube_target = state["target"]
+                self.rig.stop(k)
+                kube_targets.append(k)
+        kube_note = (
+            " Arc via Ingress: Arc in Kubernetes mode against the in-repo API server emulator "
+            "(list/watch over HTTPS, as with a cluster), with its default controller settings "
+            "(100 ms debounce); each change is an Ingress update (merge patch) moving the route "
+            "to another Service; times from sending the update."
+            if kube_targets else
+            f" Arc via Ingress: not measured ({self.rig.kube_error or 'no Arc target'}).")
         t = Table(f"5. Route-change propagation, {n} changes under steady load", 1,
                   "4 keep-alive client connections in a closed loop on the changed route; each "
-                  "change flips its upstream between two backends. Arc: config file + SIGHUP "
-                  "(the Kubernetes path is pending: it needs an API server this rig does not "
-                  "start); nginx: config + reload (SIGHUP to the master, as `nginx -s reload`); "
+                  "change flips its upstream between two backends. Arc: config file + SIGHUP; "
+                  "nginx: config + reload (SIGHUP to the master, as `nginx -s reload`); "
                   "HAProxy: config + master-worker reload (SIGUSR2). Times from the signal, ms: "
-                  "median (max).", columns=PROXIES)
+                  "median (max)." + kube_note, columns=PROXIES + kube_targets)
 
         def pick(key, f):
             return {x: [f(per[x][key])] if per[x][key] else [None] for x in per}
@@ -910,7 +1017,7 @@ class Bench:
                      ratio=False)
         t.add_values("requests served", {x: [per[x].get("requests")] for x in per}, ratio=False)
         self.emit(t, [("time to 100 % new responses, median ms ↓", "route change → 100 % new",
-                       None, False)])
+                       None, False)], extra_targets=kube_targets)
 
     # 6. memory with idle keep-alive connections
     def case_idle(self):
@@ -1019,11 +1126,89 @@ class Bench:
             t.add_values(f"{n} routes: compile (metric), ms ↓", vals[(n, "compile")], 2, False)
             t.add_values(f"{n} routes: RSS before, MiB", vals[(n, "rss0")], 1, False)
             t.add_values(f"{n} routes: RSS after, MiB", vals[(n, "rss1")], 1, False)
-        t.footnotes.append(
-            "Through the Kubernetes controller (Ingress objects): pending — "
-            + ("the controller is in the tree, but this rig starts no API server to drive it."
-               if controller else "the controller is not in this build yet."))
         self.emit(t)
+        self.scale_kube()
+
+    def scale_kube(self):
+        """Item 7 through the controller: N Ingress objects (each its own host, path and
+        Service backend) in the API server; Arc in Kubernetes mode starts against them (list,
+        translate, compile, swap), then one Ingress changes (watch event → recompile of the
+        whole table → swap)."""
+        o = self.opts
+        kube_targets = [k for k, base in KUBE_ARCS.items() if base in o.proxies]
+        emu = self.rig.start_kube() if kube_targets else None
+        title = "7. Scale through the Kubernetes controller (Ingress objects)"
+        if emu is None:
+            self.skip(title, self.rig.kube_error or "no Arc target")
+            return
+        vals = {}
+        rb = self.rig.ports["rc-b"]
+        ports = {"a": self.rig.ports["rc-a"], "b": rb}
+        for n in o.route_counts:
+            for k in ("start", "change", "compile", "rss"):
+                vals.setdefault((n, k), {})
+            t0 = time.monotonic()
+            try:
+                while self.rig.kube_ingresses < n:
+                    i = self.rig.kube_ingresses
+                    emu.create_ingress(f"s{i}", f"/s{i}", "rc-b", rb, host=f"h{i}.scale.test")
+                    self.rig.kube_ingresses += 1
+            except (kube.KubeError, OSError, http.client.HTTPException) as e:
+                self.skip(title, f"creating Ingress objects: {e}")
+                return
+            log(f"scale: {n} Ingress objects in the API server "
+                f"({time.monotonic() - t0:.1f} s to create)")
+            last_host = f"h{n - 1}.scale.test"
+            for k in kube_targets:
+                started = self.rig.start_arc_kube(k)
+                if started is None:
+                    continue
+                port_of = self.rig.ports[k]
+                # Serving the route-change Ingress does not mean the whole table is in: wait
+                # for the last scale Ingress too (the first table comes after every watch
+                # synced, so normally both arrive together).
+                extra = kube.wait_until(
+                    lambda: http_get(port_of, f"/s{n - 1}", host=last_host) == (200, b"B"),
+                    120.0)
+                start_s = None if extra is None else started + extra
+                new = "b" if self.rig.kube_target == "a" else "a"
+                try:
+                    emu.point_ingress("rc", "/rc", f"rc-{new}", ports[new])
+                    change = kube.wait_until(
+                        lambda: http_get(port_of, "/rc") == (200, new.upper().encode()), 60.0)
+                    self.rig.kube_target = new
+                except (kube.KubeError, OSError, http.client.HTTPException) as e:
+                    log(f"scale {LABEL[k]}: {e}")
+                    change = None
+                time.sleep(0.5)
+                rss, _ = memory_kib(self.rig.pid(k))
+                compile_s = arc_metric(self.rig.ports[k + "-admin"],
+                                       "arc_routing_table_compile_seconds")
+                vals[(n, "start")][k] = [start_s * 1000 if start_s is not None else None]
+                vals[(n, "change")][k] = [change * 1000 if change is not None else None]
+                vals[(n, "compile")][k] = [compile_s * 1000 if compile_s is not None else None]
+                vals[(n, "rss")][k] = [rss / 1024]
+                log(f"scale {n} Ingresses {LABEL[k]}: serving all after "
+                    f"{fmt(vals[(n, 'start')][k][0], 0)} ms from start; one change in "
+                    f"{fmt(vals[(n, 'change')][k][0], 1)} ms")
+                self.rig.stop(k)
+        t = Table(title, 1,
+                  "N Ingress objects, each with its own host and path, all backed by one "
+                  "ExternalName Service, in the API server emulator; Arc in Kubernetes mode "
+                  "(default controller settings: 100 ms debounce). Start → serving all: from "
+                  "process start through list, translate, compile and swap until the last "
+                  "Ingress answers. One change: an Ingress update until its new backend "
+                  "answers (watch event, debounce, translate + compile of the whole table, "
+                  "swap). Arc only.", columns=kube_targets)
+        for n in o.route_counts:
+            t.add_values(f"{n} Ingresses: start → serving all, ms ↓", vals[(n, "start")], 0,
+                         False)
+            t.add_values(f"{n} Ingresses: one change → served, ms ↓", vals[(n, "change")], 1,
+                         False)
+            t.add_values(f"{n} Ingresses: last compile (metric), ms ↓", vals[(n, "compile")], 2,
+                         False)
+            t.add_values(f"{n} Ingresses: RSS, MiB", vals[(n, "rss")], 1, False)
+        self.emit(t, extra_targets=kube_targets)
 
     def skip(self, title, why):
         md = f"### {title}\n\nskipped: {why}\n"
@@ -1253,10 +1438,12 @@ def estimate_minutes(o, cases, targets):
     proxies = targets - 1
     if "routechange" in cases:
         secs += proxies * (2 + 0.4 * o.route_changes)
+        secs += 2 * (3 + 0.4 * o.route_changes)  # Arc via Ingress, both drivers
     if "idle" in cases:
         secs += proxies * (3 + o.idle_conns / 4000 + (o.idle_conns / 300 if o.idle_tls else 0))
     if "scale" in cases:
         secs += sum(2 + n / 2000 for n in o.route_counts) * 2
+        secs += max(o.route_counts, default=0) / 300 + sum(4 + n / 1000 for n in o.route_counts) * 2
     return secs / 60
 
 
@@ -1278,6 +1465,7 @@ def main():
     o = O()
     o.mode = mode
     o.arc_bin = args.arc_bin
+    o.emulator_bin = os.environ.get("ARC_EMULATOR_BIN", "")
     o.nginx = os.environ.get("NGINX") or shutil.which("nginx") or "/usr/sbin/nginx"
     o.haproxy = os.environ.get("HAPROXY") or shutil.which("haproxy") or "/usr/sbin/haproxy"
     o.wrk = os.environ.get("WRK") or shutil.which("wrk") or "wrk"

@@ -9,7 +9,8 @@
 #
 # Installs what is missing (apt: nginx-light haproxy wrk curl openssl python3-matplotlib;
 # crates.io: oha into a cache directory), builds arc-gateway in release mode unless ARC_BIN is
-# set, then runs bench/arcbench.py. Tables go to stdout and to bench/results/ with a PNG chart.
+# set (and the API server emulator for the Kubernetes rows unless ARC_EMULATOR_BIN is set),
+# then runs bench/arcbench.py. Tables go to stdout and to bench/results/ with a PNG chart.
 # Duration and size overrides: see bench/README.md. Loopback only; every process started is
 # stopped on exit.
 set -euo pipefail
@@ -95,5 +96,18 @@ fi
   exit 1
 }
 export ARC_BIN
+
+# ---------------------------------------------------------------- API server (Kubernetes path)
+# Items 5 and 7 also run through Arc's controller, against the in-repo API server emulator.
+if [[ -z ${ARC_EMULATOR_BIN:-} ]]; then
+  log "building arc-kube-emulator (release)"
+  if (cd "$ROOT" && cargo build --release --quiet -p arc-e2e --bin arc-kube-emulator); then
+    ARC_EMULATOR_BIN="$ROOT/target/release/arc-kube-emulator"
+  else
+    log "arc-kube-emulator did not build: the Kubernetes rows are skipped"
+    ARC_EMULATOR_BIN=""
+  fi
+fi
+export ARC_EMULATOR_BIN
 
 exec "$PY" "$ROOT/bench/arcbench.py" "$@"
