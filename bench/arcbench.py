@@ -742,6 +742,9 @@ class Bench:
         self.opts, self.rig = opts, rig
         self.tables = []   # rendered markdown
         self.chart = []    # (label, target, (med, lo, hi), goal, higher_is_better)
+        # (chart label, Arc target) -> (client-bound?, CPU-per-unit ratio vs nginx), for
+        # throughput targets: where the rig set the rate, the CPU row is the one to read.
+        self.cpu_read = {}
         self.nginx_max = None
 
     def emit(self, table, chart_rows=(), extra_targets=()):
@@ -749,11 +752,18 @@ class Bench:
         md, ratios = table.render(targets)
         print(md, flush=True)
         self.tables.append(md)
+        cpu_row = next((label for label, _, _, _ in table.rows
+                        if label.startswith("proxy CPU µs/")), None)
         for row_label, chart_label, goal, higher in chart_rows:
             for a in ARCS:
                 r = ratios.get((row_label, a))
                 if r:
                     self.chart.append((chart_label, a, r, goal, higher))
+                cpu = ratios.get((cpu_row, a)) if cpu_row else None
+                busy = table.busy.get(a)
+                if goal and higher and cpu:
+                    self.cpu_read[(chart_label, a)] = (
+                        busy is not None and busy < CLIENT_BOUND_BUSY, cpu[0])
 
     def targets(self, with_direct=True):
         return (["direct"] if with_direct else []) + self.rig.live()
@@ -1391,12 +1401,16 @@ def write_chart(chart, path):
     return None
 
 
-def targets_table(chart):
-    """The issue's targets with the measured median ratios."""
+def targets_table(chart, cpu_read=None):
+    """The issue's targets with the measured median ratios. For throughput targets, the last
+    column gives the CPU-per-unit ratio and the throughput it corresponds to (1 / ratio) — the
+    figure to read where the row was client-bound (‡)."""
+    cpu_read = cpu_read or {}
     rows = [l for l, _, _, g, _ in chart if g]
     seen, out = set(), []
     out += ["### Targets (median ratio vs nginx; met when on the right side of the target)", "",
-            "| case | target | Arc io_uring | Arc epoll |", "|---|---:|---:|---:|"]
+            "| case | target | Arc io_uring | Arc epoll | CPU per unit vs nginx, io_uring / epoll "
+            "(≙ throughput at equal CPU) |", "|---|---:|---:|---:|---|"]
     for label in rows:
         if label in seen:
             continue
@@ -1415,8 +1429,19 @@ def targets_table(chart):
                 cells.append("—")
             else:
                 met = v >= goal if higher else v <= goal
-                cells.append(f"{v:.2f} {'met' if met else 'not met'}")
+                cb = " ‡" if cpu_read.get((label, a), (False,))[0] else ""
+                cells.append(f"{v:.2f} {'met' if met else 'not met'}{cb}")
+        reads = [cpu_read.get((label, a)) for a in ARCS]
+        if any(reads):
+            cells.append(" / ".join(f"{c[1]:.2f} (≙ {1 / c[1]:.2f}×)" if c else "—"
+                                    for c in reads))
+        else:
+            cells.append("")
         out.append("| " + " | ".join(cells) + " |")
+    if cpu_read:
+        out += ["", "‡ client-bound in this run: the load generator and backend on CPU 0 set the "
+                "rate and the proxy's core was under 95 % busy, so the CPU-per-unit column is "
+                "the proxy's own figure (BENCHMARK.md)."]
     return "\n".join(out) + "\n"
 
 
@@ -1555,7 +1580,7 @@ def main():
     ]
     if rig.unavailable:
         header += [f"Not measured: {LABEL[k]} ({v})" for k, v in rig.unavailable.items()] + [""]
-    summary = targets_table(bench.chart) if any(c[3] for c in bench.chart) else ""
+    summary = targets_table(bench.chart, bench.cpu_read) if any(c[3] for c in bench.chart) else ""
     chart_line = (f"Chart: {os.path.basename(base)}.png" if chart_err is None
                   else f"Chart: {chart_err}")
     text = "\n".join(header) + "\n" + "\n".join(bench.tables) + "\n" + summary + "\n" + chart_line + "\n"

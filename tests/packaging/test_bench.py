@@ -41,6 +41,20 @@ def test_kubernetes_columns_get_their_own_ratio():
     assert "Arc io_uring via Ingress / nginx" in md
 
 
+def test_targets_table_reads_cpu_where_client_bound():
+    chart = [("keep-alive 1k req/s", "arc-uring", (1.07, 1.0, 1.1), 1.15, True),
+             ("keep-alive 1k req/s", "arc-epoll", (1.20, 1.1, 1.3), 1.15, True),
+             ("RSS plain idle conns", "arc-uring", (0.5, 0.5, 0.5), 0.6, False)]
+    cpu = {("keep-alive 1k req/s", "arc-uring"): (True, 0.8),
+           ("keep-alive 1k req/s", "arc-epoll"): (False, 0.9)}
+    md = arcbench.targets_table(chart, cpu)
+    rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| ")}
+    assert "1.07 not met ‡" in rows["keep-alive 1k req/s"]
+    assert "1.20 met |" in rows["keep-alive 1k req/s"]
+    assert "0.80 (≙ 1.25×) / 0.90 (≙ 1.11×)" in rows["keep-alive 1k req/s"]
+    assert "0.50 met" in rows["RSS plain idle conns"]
+
+
 def _binary(name: str) -> pathlib.Path:
     target = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
     path = target / "debug" / name
