@@ -1760,17 +1760,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn zz_sizes() {
-        eprintln!("Sock {}", std::mem::size_of::<Sock>());
-        eprintln!("SockArgs {}", std::mem::size_of::<SockArgs>());
-        eprintln!(
-            "Conn<Layer<core::Conn>> {}",
-            std::mem::size_of::<Conn<Layer<crate::proxy::core::Conn>>>()
+    fn an_idle_downstream_connection_is_small() {
+        // Per idle keep-alive connection the driver holds one connection slot and one socket
+        // slot; the upstream part of a socket is only allocated for upstream sockets.
+        let per_conn = std::mem::size_of::<Conn<Layer<crate::proxy::core::Conn>>>()
+            + std::mem::size_of::<Sock>();
+        assert!(per_conn <= 528, "{per_conn} bytes per idle connection");
+        let s = Sock::new(-1, Owner::Closing, true);
+        assert!(
+            s.args.is_none(),
+            "a downstream socket carries no upstream part"
         );
-        eprintln!(
-            "core::Conn {}",
-            std::mem::size_of::<crate::proxy::core::Conn>()
-        );
-        eprintln!("PoolKey {}", std::mem::size_of::<PoolKey>());
     }
 }
