@@ -1406,6 +1406,8 @@ impl Active {
 enum State {
     Active(Box<Active>),
     Parked(Parked),
+    /// Only while switching between the two.
+    Vacant,
 }
 
 /// One downstream connection. While it waits for its next request with nothing buffered it
@@ -1437,47 +1439,25 @@ impl WorkerCx {
 impl Conn {
     /// The active state, taking the connection out of its parked form first.
     fn active(&mut self, cx: &mut WorkerCx, now: Instant) -> &mut Active {
-        if let State::Parked(_) = self.state {
-            let State::Parked(p) = std::mem::replace(
-                &mut self.state,
-                State::Parked(Parked {
-                    info: vacant_info(),
-                    limits: ConnLimits::default(),
-                    started: now,
-                    idle_since: now,
-                    req_started: now,
-                    drain_idle_by: None,
-                    requests: 0,
-                    route: None,
-                    log: RequestLog::new(std::net::SocketAddr::from(([0, 0, 0, 0], 0)), now),
-                    status: 0,
-                    method: Method::Get,
-                    client_http10: false,
-                    head_request: false,
-                    expect_continue: false,
-                    upgrade: false,
-                    draining: false,
-                }),
-            ) else {
-                unreachable!("checked above")
-            };
+        if let State::Parked(_) = self.state
+            && let State::Parked(p) = std::mem::replace(&mut self.state, State::Vacant)
+        {
             cx.metrics.connection_unparked();
-            let a = match cx.take_spare() {
-                Some(mut a) => {
-                    a.unpark(p);
-                    a
-                }
-                None => {
-                    let mut a = Box::new(Active::blank(p.limits, now));
-                    a.unpark(p);
-                    a
-                }
+            let mut a = match cx.take_spare() {
+                Some(a) => a,
+                None => Box::new(Active::blank(p.limits, now)),
             };
+            a.unpark(p);
             self.state = State::Active(a);
+        }
+        if let State::Vacant = self.state {
+            // Not reachable (only ever seen inside the swap above); a fresh, closed-looking
+            // state keeps this total.
+            self.state = State::Active(Box::new(Active::blank(ConnLimits::default(), now)));
         }
         match &mut self.state {
             State::Active(a) => a,
-            State::Parked(_) => unreachable!("made active above"),
+            State::Parked(_) | State::Vacant => unreachable!("made active above"),
         }
     }
 
@@ -1591,7 +1571,7 @@ impl ConnHandler for Conn {
     fn downstream_out(&self) -> &[u8] {
         match &self.state {
             State::Active(a) => a.downstream_out(),
-            State::Parked(_) => &[],
+            State::Parked(_) | State::Vacant => &[],
         }
     }
 
@@ -1602,7 +1582,7 @@ impl ConnHandler for Conn {
     fn upstream_out(&self) -> &[u8] {
         match &self.state {
             State::Active(a) => a.upstream_out(),
-            State::Parked(_) => &[],
+            State::Parked(_) | State::Vacant => &[],
         }
     }
 
@@ -1613,7 +1593,7 @@ impl ConnHandler for Conn {
     fn poll_action(&mut self) -> Option<Action> {
         match &mut self.state {
             State::Active(a) => a.poll_action(),
-            State::Parked(_) => None,
+            State::Parked(_) | State::Vacant => None,
         }
     }
 
@@ -1624,6 +1604,7 @@ impl ConnHandler for Conn {
                 downstream_read: true,
                 upstream_read: false,
             },
+            State::Vacant => Interest::default(),
         }
     }
 
@@ -1631,6 +1612,7 @@ impl ConnHandler for Conn {
         match &self.state {
             State::Active(a) => a.deadline(),
             State::Parked(p) => Some(p.idle_deadline()),
+            State::Vacant => None,
         }
     }
 
@@ -1638,6 +1620,7 @@ impl ConnHandler for Conn {
         match &self.state {
             State::Active(a) => a.is_closed(),
             State::Parked(_) => false,
+            State::Vacant => true,
         }
     }
 
