@@ -48,6 +48,8 @@ pub struct WorkerCx {
     /// a connection holds its state by pointer, and handing one over moves only that.
     #[allow(clippy::vec_box)]
     spare: Vec<Box<Active>>,
+    /// The limits the latest parked connection refers to.
+    parked_limits: Option<Arc<ConnLimits>>,
 }
 
 impl WorkerCx {
@@ -60,6 +62,7 @@ impl WorkerCx {
             rng: seed | 1,
             draining: false,
             spare: Vec::new(),
+            parked_limits: None,
         }
     }
 
@@ -1268,7 +1271,9 @@ const SPARE_BUF_MAX: usize = 128 * 1024;
 /// no upstream — only what the next exchange needs from the previous ones.
 struct Parked {
     info: ConnInfo,
-    limits: ConnLimits,
+    /// Shared by the worker's parked connections with the same limits (see
+    /// [`WorkerCx::shared_limits`]).
+    limits: Arc<ConnLimits>,
     started: Instant,
     idle_since: Instant,
     req_started: Instant,
@@ -1331,7 +1336,7 @@ impl Active {
     }
 
     /// Moves the per-connection part out, leaving a spare state for another connection.
-    fn park(&mut self) -> Parked {
+    fn park(&mut self, limits: Arc<ConnLimits>) -> Parked {
         let shrink = |b: &mut Vec<u8>| {
             b.clear();
             if b.capacity() > SPARE_BUF_MAX {
@@ -1348,7 +1353,7 @@ impl Active {
         let peer = self.info.peer;
         Parked {
             info: std::mem::replace(&mut self.info, vacant_info()),
-            limits: self.limits,
+            limits,
             started: self.started,
             idle_since: self.idle_since,
             req_started: self.req_started,
@@ -1374,7 +1379,7 @@ impl Active {
         }
         self.info = p.info;
         self.started = p.started;
-        self.limits = p.limits;
+        self.limits = *p.limits;
         self.idle_since = p.idle_since;
         self.head_started = None;
         self.stage = Stage::Idle;
@@ -1435,6 +1440,19 @@ impl WorkerCx {
         }
     }
 
+    /// The limits parked connections refer to: one shared copy per distinct value (they only
+    /// change with a reload), so an idle connection keeps a pointer instead of its own copy.
+    fn shared_limits(&mut self, limits: &ConnLimits) -> Arc<ConnLimits> {
+        match &self.parked_limits {
+            Some(l) if **l == *limits => Arc::clone(l),
+            _ => {
+                let l = Arc::new(*limits);
+                self.parked_limits = Some(Arc::clone(&l));
+                l
+            }
+        }
+    }
+
     /// Connection states kept for reuse by this worker (at most a small fixed number).
     pub fn spare_states(&self) -> usize {
         self.spare.len()
@@ -1450,7 +1468,7 @@ impl Conn {
             cx.metrics.connection_unparked();
             let mut a = match cx.take_spare() {
                 Some(a) => a,
-                None => Box::new(Active::blank(p.limits, now)),
+                None => Box::new(Active::blank(*p.limits, now)),
             };
             a.unpark(p);
             self.state = State::Active(a);
@@ -1474,7 +1492,8 @@ impl Conn {
         if !a.parkable() {
             return;
         }
-        let p = a.park();
+        let limits = cx.shared_limits(&a.limits);
+        let p = a.park(limits);
         if let State::Active(a) = std::mem::replace(&mut self.state, State::Parked(p)) {
             cx.give_spare(a);
         }
@@ -1511,6 +1530,7 @@ impl ConnHandler for Conn {
         }
         // Born parked: the state that holds buffers is taken when the first bytes arrive.
         let limits = cx.views.latest().snapshot.limits;
+        let limits = cx.shared_limits(&limits);
         cx.metrics.connection_opened();
         cx.metrics.connection_parked();
         let log = RequestLog::new(info.peer, now);

@@ -1086,7 +1086,7 @@ fn an_idle_connection_is_small() {
     // What an idle keep-alive connection costs the worker (the buffers and decoders of an
     // active one live in a separate, shared state).
     assert!(
-        std::mem::size_of::<Conn>() <= 336,
+        std::mem::size_of::<Conn>() <= 248,
         "idle connection state grew to {} bytes",
         std::mem::size_of::<Conn>()
     );
@@ -1215,4 +1215,31 @@ fn spare_states_are_bounded() {
     }
     assert!(s.cx.spare_states() <= 32, "{}", s.cx.spare_states());
     assert!(s.cx.spare_states() > 0);
+}
+
+#[test]
+fn parked_connections_keep_their_limits_across_a_reload() {
+    let limits = |secs| ConnLimits {
+        idle_timeout: Duration::from_secs(secs),
+        ..ConnLimits::default()
+    };
+    let mut s = Sim::new(limits(5));
+    s.send(GET_API);
+    s.reply(OK_5);
+    assert!(s.conn.is_parked());
+    let table = routing::compile(&model(), 2).table;
+    s.cx_swap(Snapshot::new(
+        table,
+        vec![spec(UP, vec![endpoint(1), endpoint(2)])],
+        limits(30),
+    ));
+    // Idle under the limits of its last request, as before the reload.
+    assert_eq!(s.conn.deadline(), Some(s.now + Duration::from_secs(5)));
+    s.advance(Duration::from_secs(1));
+    s.send(GET_API);
+    s.reply(OK_5);
+    assert!(s.take_client().ends_with("hello"));
+    assert!(s.conn.is_parked());
+    // The next request picked up the new limits.
+    assert_eq!(s.conn.deadline(), Some(s.now + Duration::from_secs(30)));
 }
