@@ -610,3 +610,145 @@ fn seed() -> u64 {
     h.write_u64(u64::from(std::process::id()));
     h.finish()
 }
+
+/// Drops from this process's resident set the pages of its code and read-only data (the
+/// executable and shared libraries) that are mapped but unmodified, so that what stays
+/// resident is what the running process touches from now on. Called once after start-up: the
+/// configuration parser, CLI, certificate loading and the other start-up-only code no longer
+/// count against the process. The pages stay in the page cache; touching one again is a minor
+/// fault. Only file mappings without write permission and without any private (modified)
+/// page are released, so no content can be lost. Returns the KiB released (best effort: 0
+/// when `/proc/self/smaps` cannot be read).
+pub fn release_startup_pages() -> u64 {
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
+        return 0;
+    };
+    let mut released = 0;
+    for m in clean_file_mappings(&smaps) {
+        // SAFETY: the range is a whole mapping of this process, read-only and file-backed with
+        // no private page: MADV_DONTNEED only unmaps its pages, which fault back in unchanged
+        // from the file's page cache when touched.
+        let rc = unsafe { libc::madvise(m.start as *mut libc::c_void, m.len, libc::MADV_DONTNEED) };
+        if rc == 0 {
+            released += m.rss_kib;
+        }
+    }
+    released
+}
+
+/// A mapping [`release_startup_pages`] may release.
+#[derive(Debug, PartialEq, Eq)]
+struct CleanMapping {
+    start: usize,
+    len: usize,
+    rss_kib: u64,
+}
+
+/// The read-only, file-backed mappings of `smaps` that hold no private page.
+fn clean_file_mappings(smaps: &str) -> Vec<CleanMapping> {
+    let mut out = Vec::new();
+    // (start, len, candidate, rss, anonymous seen zero)
+    let mut cur: Option<(usize, usize, bool, u64, bool)> = None;
+    let flush = |cur: &mut Option<(usize, usize, bool, u64, bool)>, out: &mut Vec<CleanMapping>| {
+        if let Some((start, len, true, rss, true)) = cur.take()
+            && rss > 0
+        {
+            out.push(CleanMapping {
+                start,
+                len,
+                rss_kib: rss,
+            });
+        }
+    };
+    for line in smaps.lines() {
+        let mut parts = line.split_whitespace();
+        let Some(first) = parts.next() else {
+            continue;
+        };
+        if let Some((a, b)) = first.split_once('-')
+            && let (Ok(start), Ok(end)) =
+                (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+        {
+            flush(&mut cur, &mut out);
+            let perms = parts.next().unwrap_or("");
+            let path = parts.nth(3).unwrap_or("");
+            let candidate = perms.len() == 4
+                && perms.starts_with('r')
+                && !perms.contains('w')
+                && perms.ends_with('p')
+                && path.starts_with('/');
+            cur = Some((start, end.saturating_sub(start), candidate, 0, false));
+            continue;
+        }
+        let value = parts.next().and_then(|v| v.parse::<u64>().ok());
+        if let (Some(c), Some(v)) = (cur.as_mut(), value) {
+            match first {
+                "Rss:" => c.3 = v,
+                "Anonymous:" => c.4 = v == 0,
+                _ => {}
+            }
+        }
+    }
+    flush(&mut cur, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod release_tests {
+    use super::*;
+
+    const SMAPS: &str = "\
+55f63f483000-55f63f485000 r--p 00000000 08:01 123 /usr/bin/arc-gateway
+Size:                  8 kB
+Rss:                   8 kB
+Anonymous:             0 kB
+55f63f485000-55f63f487000 r-xp 00002000 08:01 123 /usr/bin/arc-gateway
+Rss:                   4 kB
+Anonymous:             0 kB
+55f63f487000-55f63f488000 r--p 00004000 08:01 123 /usr/bin/arc-gateway
+Rss:                   4 kB
+Anonymous:             4 kB
+55f63f488000-55f63f489000 rw-p 00005000 08:01 123 /usr/bin/arc-gateway
+Rss:                   4 kB
+Anonymous:             0 kB
+7f237d472000-7f237d474000 rw-p 00000000 00:00 0
+Rss:                   8 kB
+Anonymous:             8 kB
+7f237d475000-7f237d476000 r-xp 00000000 00:00 0 [vdso]
+Rss:                   4 kB
+Anonymous:             0 kB
+7f237d477000-7f237d479000 r-xp 00000000 08:01 77 /usr/lib/libc.so.6
+Rss:                   0 kB
+Anonymous:             0 kB
+";
+
+    #[test]
+    fn only_unmodified_read_only_file_mappings_are_released() {
+        let got = clean_file_mappings(SMAPS);
+        assert_eq!(
+            got,
+            vec![
+                CleanMapping {
+                    start: 0x55f6_3f48_3000,
+                    len: 0x2000,
+                    rss_kib: 8
+                },
+                CleanMapping {
+                    start: 0x55f6_3f48_5000,
+                    len: 0x2000,
+                    rss_kib: 4
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn releasing_keeps_the_process_working() {
+        let first = release_startup_pages();
+        // The code runs on after its pages were released, and a second pass finds again only
+        // what was touched since.
+        let again = release_startup_pages();
+        assert!(first > 0, "a test binary has resident code pages");
+        assert!(again <= first);
+    }
+}

@@ -465,6 +465,86 @@ fn tls_sni_and_default_certificate(driver: &str) {
     );
 }
 
+/// Waits (bounded) until `arc_connections_idle` reads `want`; returns the last value read.
+fn wait_parked(arc: &Arc1, want: i64) -> i64 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let parked = arc.metrics.data_plane_snapshot().connections_parked;
+        if parked == want || std::time::Instant::now() >= deadline {
+            return parked;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Idle keep-alive connections give their buffers back (the `arc_connections_idle` gauge
+/// counts them) and still serve what comes next: a plain request, two pipelined ones, and a
+/// head split over two writes (a connection holding half a head is not idle).
+fn idle_connections_release_buffers_and_serve_again(driver: &str) {
+    const N: usize = 300;
+    let b = backend("b1");
+    let arc = start(driver, "", b.addr, &[]);
+    let mut conns: Vec<(std::net::TcpStream, Vec<u8>)> = Vec::with_capacity(N);
+    for _ in 0..N {
+        let mut c = connect(arc.http());
+        let mut buf = Vec::new();
+        c.write_all(GET.as_bytes()).unwrap();
+        let (head, _) = read_response(&mut c, &mut buf).expect("first response");
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        conns.push((c, buf));
+    }
+    assert_eq!(
+        wait_parked(&arc, N as i64),
+        N as i64,
+        "every idle connection parked"
+    );
+    assert_eq!(
+        arc.metrics.data_plane_snapshot().connections_active,
+        N as i64
+    );
+
+    let (first, rest) = GET.as_bytes().split_at(10);
+    let partial = 2 * N / 3..N;
+    for (c, _) in &mut conns[partial.clone()] {
+        c.write_all(first).unwrap();
+    }
+    let holding = (N - partial.len()) as i64;
+    assert_eq!(
+        wait_parked(&arc, holding),
+        holding,
+        "half a head keeps its buffer"
+    );
+
+    for (i, (c, buf)) in conns.iter_mut().enumerate() {
+        let requests = if partial.contains(&i) {
+            c.write_all(rest).unwrap();
+            1
+        } else if i % 2 == 0 {
+            c.write_all(format!("{GET}{GET}").as_bytes()).unwrap();
+            2
+        } else {
+            c.write_all(GET.as_bytes()).unwrap();
+            1
+        };
+        for _ in 0..requests {
+            let (head, _) = read_response(c, buf).expect("response after idling");
+            assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+            assert!(head.contains("X-Backend: b1\r\n"), "{head}");
+        }
+    }
+    assert_eq!(
+        wait_parked(&arc, N as i64),
+        N as i64,
+        "idle again after the second round"
+    );
+    drop(conns);
+    assert_eq!(
+        wait_parked(&arc, 0),
+        0,
+        "closed connections are not counted"
+    );
+}
+
 macro_rules! per_driver {
     ($driver:ident, $value:literal) => {
         mod $driver {
@@ -515,6 +595,10 @@ macro_rules! per_driver {
             #[test]
             fn pooled_connections_to_departed_endpoints_close() {
                 super::pooled_connections_to_departed_endpoints_close($value)
+            }
+            #[test]
+            fn idle_connections_release_buffers_and_serve_again() {
+                super::idle_connections_release_buffers_and_serve_again($value)
             }
             #[test]
             fn tls_sni_and_default_certificate() {

@@ -63,6 +63,8 @@ pub struct DataPlaneSnapshot {
     pub connections_accepted: u64,
     /// Connections open now.
     pub connections_active: i64,
+    /// Open connections idle between requests that hold no buffers now.
+    pub connections_parked: i64,
     /// Refused connections, indexed by [`RefuseReason::index`].
     pub connections_refused: [u64; RefuseReason::COUNT],
     /// Errors, indexed by [`ErrorReason::index`].
@@ -204,6 +206,14 @@ impl Collector for DataPlaneCollector {
                 MetricType::Gauge,
             )?
             .encode_gauge(&snap.connections_active)?;
+        encoder
+            .encode_descriptor(
+                "arc_connections_idle",
+                "Downstream connections idle between requests, holding no buffers.",
+                None,
+                MetricType::Gauge,
+            )?
+            .encode_gauge(&snap.connections_parked)?;
         counter(
             &mut encoder.encode_descriptor(
                 "arc_connections_accepted",

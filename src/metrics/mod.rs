@@ -20,6 +20,7 @@
 //! | `arc_request_duration_seconds` | histogram | |
 //! | `arc_upstream_duration_seconds` | histogram | |
 //! | `arc_connections_active` | gauge | |
+//! | `arc_connections_idle` | gauge | |
 //! | `arc_connections_accepted_total` | counter | |
 //! | `arc_connections_refused_total` | counter | `reason` ([`RefuseReason`]) |
 //! | `arc_errors_total` | counter | `reason` ([`ErrorReason`]) |

@@ -199,6 +199,7 @@ impl RouteBlock {
 pub(crate) struct WorkerCells {
     connections_accepted: AtomicU64,
     connections_active: AtomicI64,
+    connections_parked: AtomicI64,
     refused: [AtomicU64; RefuseReason::COUNT],
     errors: [AtomicU64; ErrorReason::COUNT],
     pool: [AtomicU64; PoolResult::COUNT],
@@ -213,6 +214,7 @@ impl WorkerCells {
         Self {
             connections_accepted: AtomicU64::new(0),
             connections_active: AtomicI64::new(0),
+            connections_parked: AtomicI64::new(0),
             refused: [const { AtomicU64::new(0) }; RefuseReason::COUNT],
             errors: [const { AtomicU64::new(0) }; ErrorReason::COUNT],
             pool: [const { AtomicU64::new(0) }; PoolResult::COUNT],
@@ -237,6 +239,9 @@ impl WorkerCells {
         snap.connections_active = snap
             .connections_active
             .wrapping_add(self.connections_active.load(Relaxed));
+        snap.connections_parked = snap
+            .connections_parked
+            .wrapping_add(self.connections_parked.load(Relaxed));
         add_all(&mut snap.connections_refused, &self.refused);
         add_all(&mut snap.errors, &self.errors);
         add_all(&mut snap.upstream_pool, &self.pool);
@@ -369,6 +374,20 @@ impl WorkerMetrics {
     pub fn connection_closed(&self) {
         let active = &self.cells.connections_active;
         active.store(active.load(Relaxed).wrapping_sub(1), Relaxed);
+    }
+
+    /// An open connection went idle and gave its buffers back to the worker.
+    #[inline]
+    pub fn connection_parked(&self) {
+        let parked = &self.cells.connections_parked;
+        parked.store(parked.load(Relaxed).wrapping_add(1), Relaxed);
+    }
+
+    /// A parked connection took buffers again (bytes arrived, a timer fired, it closed).
+    #[inline]
+    pub fn connection_unparked(&self) {
+        let parked = &self.cells.connections_parked;
+        parked.store(parked.load(Relaxed).wrapping_sub(1), Relaxed);
     }
 
     /// A new connection was refused (not counted as opened).

@@ -44,6 +44,12 @@ pub struct WorkerCx {
     /// Set once the worker drains: every connection opened from now on closes after its first
     /// response.
     draining: bool,
+    /// States of parked connections kept for the next connection that becomes active. Boxed:
+    /// a connection holds its state by pointer, and handing one over moves only that.
+    #[allow(clippy::vec_box)]
+    spare: Vec<Box<Active>>,
+    /// The limits the latest parked connection refers to.
+    parked_limits: Option<Arc<ConnLimits>>,
 }
 
 impl WorkerCx {
@@ -55,6 +61,8 @@ impl WorkerCx {
             rr: HashMap::new(),
             rng: seed | 1,
             draining: false,
+            spare: Vec::new(),
+            parked_limits: None,
         }
     }
 
@@ -131,8 +139,10 @@ enum UpState {
     Connected,
 }
 
-/// One downstream connection.
-pub struct Conn {
+/// The full state of a downstream connection with an exchange under way (or about to start).
+/// An idle keep-alive connection gives it back to its worker ([`Conn`] parks) and keeps only
+/// what [`Parked`] holds.
+struct Active {
     info: ConnInfo,
     started: Instant,
     limits: ConnLimits,
@@ -193,7 +203,7 @@ pub struct Conn {
     log: RequestLog,
 }
 
-impl Conn {
+impl Active {
     fn pending_down(&self) -> usize {
         self.down_out.len() - self.down_pos
     }
@@ -890,7 +900,7 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
-impl Conn {
+impl Active {
     fn do_on_downstream_data(&mut self, cx: &mut WorkerCx, data: &[u8], now: Instant) {
         if self.closed {
             return;
@@ -1078,15 +1088,11 @@ impl Conn {
     }
 }
 
-impl ConnHandler for Conn {
-    type Cx = WorkerCx;
-
-    fn new(cx: &mut WorkerCx, info: ConnInfo, now: Instant) -> Self {
-        let limits = cx.views.latest().snapshot.limits;
-        cx.metrics.connection_opened();
-        let log = RequestLog::new(info.peer, now);
-        let mut conn = Conn {
-            info,
+impl Active {
+    /// A fresh state with no connection in it yet.
+    fn blank(limits: ConnLimits, now: Instant) -> Self {
+        Active {
+            info: vacant_info(),
             started: now,
             limits,
             inbuf: Vec::new(),
@@ -1130,8 +1136,16 @@ impl ConnHandler for Conn {
             down_eof: false,
             draining: false,
             drain_idle_by: None,
-            log,
-        };
+            log: RequestLog::new(std::net::SocketAddr::from(([0, 0, 0, 0], 0)), now),
+        }
+    }
+
+    fn create(cx: &mut WorkerCx, info: ConnInfo, now: Instant) -> Self {
+        let limits = cx.views.latest().snapshot.limits;
+        cx.metrics.connection_opened();
+        let mut conn = Active::blank(limits, now);
+        conn.log = RequestLog::new(info.peer, now);
+        conn.info = info;
         if cx.draining {
             conn.start_drain(now);
         }
@@ -1241,6 +1255,400 @@ impl ConnHandler for Conn {
         self.closed
     }
 
+    fn on_drain(&mut self, cx: &mut WorkerCx, now: Instant) {
+        self.start_drain(now);
+        self.settle(cx);
+    }
+}
+
+/// Most idle-connection states a worker keeps for reuse; beyond this they are freed.
+const SPARE_MAX: usize = 32;
+/// A buffer larger than this is freed rather than kept with a spare state (a large body
+/// grew it; the next exchange most likely needs far less).
+const SPARE_BUF_MAX: usize = 128 * 1024;
+
+/// What an idle keep-alive connection keeps of its [`Active`] state: no buffers, no decoder,
+/// no upstream — only what the next exchange needs from the previous ones.
+struct Parked {
+    info: ConnInfo,
+    /// Shared by the worker's parked connections with the same limits (see
+    /// [`WorkerCx::shared_limits`]).
+    limits: Arc<ConnLimits>,
+    started: Instant,
+    idle_since: Instant,
+    req_started: Instant,
+    drain_idle_by: Option<Instant>,
+    requests: u64,
+    route: Option<RouteMetricId>,
+    log: RequestLog,
+    status: u16,
+    method: Method,
+    client_http10: bool,
+    head_request: bool,
+    expect_continue: bool,
+    upgrade: bool,
+    draining: bool,
+}
+
+impl Parked {
+    fn idle_deadline(&self) -> Instant {
+        let idle = self.idle_since + self.limits.idle_timeout;
+        match self.drain_idle_by {
+            Some(t) => idle.min(t),
+            None => idle,
+        }
+    }
+}
+
+/// A placeholder `ConnInfo` left behind in a spare state (allocates nothing).
+fn vacant_info() -> ConnInfo {
+    let any = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+    ConnInfo {
+        peer: any,
+        local: any,
+        listener: 0,
+        tls: false,
+        sni: None,
+    }
+}
+
+impl Active {
+    /// Whether the connection sits between requests with nothing buffered, nothing to write
+    /// and nothing attached: its state can be parked.
+    fn parkable(&self) -> bool {
+        !self.closed
+            && self.stage == Stage::Idle
+            && self.keep_alive
+            && !self.down_eof
+            && !self.req_done
+            && !self.resp_started
+            && self.head_started.is_none()
+            && self.inbuf.is_empty()
+            && self.down_out.is_empty()
+            && self.up_out.is_empty()
+            && self.up_in.is_empty()
+            && self.up_state == UpState::None
+            && self.up_active.is_none()
+            && self.up_deadline.is_none()
+            && self.resp.is_none()
+            && self.actions.is_empty()
+            && self.req.is_idle(&[])
+    }
+
+    /// Moves the per-connection part out, leaving a spare state for another connection.
+    fn park(&mut self, limits: Arc<ConnLimits>) -> Parked {
+        let shrink = |b: &mut Vec<u8>| {
+            b.clear();
+            if b.capacity() > SPARE_BUF_MAX {
+                *b = Vec::new();
+            }
+        };
+        shrink(&mut self.replay);
+        shrink(&mut self.inbuf);
+        shrink(&mut self.down_out);
+        shrink(&mut self.up_out);
+        shrink(&mut self.up_in);
+        self.down_pos = 0;
+        self.up_pos = 0;
+        let peer = self.info.peer;
+        Parked {
+            info: std::mem::replace(&mut self.info, vacant_info()),
+            limits,
+            started: self.started,
+            idle_since: self.idle_since,
+            req_started: self.req_started,
+            drain_idle_by: self.drain_idle_by,
+            requests: self.requests,
+            route: self.route,
+            log: std::mem::replace(&mut self.log, RequestLog::new(peer, self.idle_since)),
+            status: self.status,
+            method: self.method,
+            client_http10: self.client_http10,
+            head_request: self.head_request,
+            expect_continue: self.expect_continue,
+            upgrade: self.upgrade,
+            draining: self.draining,
+        }
+    }
+
+    /// Takes a parked connection back into this (spare) state: the exact state it had when it
+    /// parked, except for storage capacities.
+    fn unpark(&mut self, p: Parked) {
+        if p.limits.codec != self.limits.codec || !self.req.is_idle(&[]) {
+            self.req = RequestDecoder::new(p.limits.codec, false);
+        }
+        self.info = p.info;
+        self.started = p.started;
+        self.limits = *p.limits;
+        self.idle_since = p.idle_since;
+        self.head_started = None;
+        self.stage = Stage::Idle;
+        self.req_done = false;
+        self.keep_alive = true;
+        self.client_http10 = p.client_http10;
+        self.method = p.method;
+        self.head_request = p.head_request;
+        self.expect_continue = p.expect_continue;
+        self.upgrade = p.upgrade;
+        self.requests = p.requests;
+        self.req_started = p.req_started;
+        self.status = p.status;
+        self.route = p.route;
+        self.resp_started = false;
+        self.close_delimited = false;
+        self.up_state = UpState::None;
+        self.up_reused = false;
+        self.replayable = false;
+        self.replays = 0;
+        self.up_deadline = None;
+        self.closed = false;
+        self.close_counted = false;
+        self.down_eof = false;
+        self.draining = p.draining;
+        self.drain_idle_by = p.drain_idle_by;
+        self.log = p.log;
+    }
+}
+
+/// The parked form is deliberately the large variant: it is what an idle connection keeps
+/// inline, while the much larger active state lives behind a pointer.
+#[allow(clippy::large_enum_variant)]
+enum State {
+    Active(Box<Active>),
+    Parked(Parked),
+    /// Only while switching between the two.
+    Vacant,
+}
+
+/// One downstream connection. While it waits for its next request with nothing buffered it
+/// is *parked*: its buffers, decoders and upstream state go back to the worker (a bounded
+/// list of spare states, reused by the next connection that receives bytes), so an idle
+/// keep-alive connection costs only a few hundred bytes.
+pub struct Conn {
+    state: State,
+}
+
+impl WorkerCx {
+    /// A state for a connection about to become active (a spare one when there is one).
+    fn take_spare(&mut self) -> Option<Box<Active>> {
+        self.spare.pop()
+    }
+
+    fn give_spare(&mut self, a: Box<Active>) {
+        if self.spare.len() < SPARE_MAX {
+            self.spare.push(a);
+        }
+    }
+
+    /// The limits parked connections refer to: one shared copy per distinct value (they only
+    /// change with a reload), so an idle connection keeps a pointer instead of its own copy.
+    fn shared_limits(&mut self, limits: &ConnLimits) -> Arc<ConnLimits> {
+        match &self.parked_limits {
+            Some(l) if **l == *limits => Arc::clone(l),
+            _ => {
+                let l = Arc::new(*limits);
+                self.parked_limits = Some(Arc::clone(&l));
+                l
+            }
+        }
+    }
+
+    /// Connection states kept for reuse by this worker (at most a small fixed number).
+    pub fn spare_states(&self) -> usize {
+        self.spare.len()
+    }
+}
+
+impl Conn {
+    /// The active state, taking the connection out of its parked form first.
+    fn active(&mut self, cx: &mut WorkerCx, now: Instant) -> &mut Active {
+        if let State::Parked(_) = self.state
+            && let State::Parked(p) = std::mem::replace(&mut self.state, State::Vacant)
+        {
+            cx.metrics.connection_unparked();
+            let mut a = match cx.take_spare() {
+                Some(a) => a,
+                None => Box::new(Active::blank(*p.limits, now)),
+            };
+            a.unpark(p);
+            self.state = State::Active(a);
+        }
+        if let State::Vacant = self.state {
+            // Not reachable (only ever seen inside the swap above); a fresh, closed-looking
+            // state keeps this total.
+            self.state = State::Active(Box::new(Active::blank(ConnLimits::default(), now)));
+        }
+        match &mut self.state {
+            State::Active(a) => a,
+            State::Parked(_) | State::Vacant => unreachable!("made active above"),
+        }
+    }
+
+    /// Parks the connection when it has become idle with nothing buffered.
+    fn settle_idle(&mut self, cx: &mut WorkerCx) {
+        let State::Active(a) = &mut self.state else {
+            return;
+        };
+        if !a.parkable() {
+            return;
+        }
+        let limits = cx.shared_limits(&a.limits);
+        let p = a.park(limits);
+        if let State::Active(a) = std::mem::replace(&mut self.state, State::Parked(p)) {
+            cx.give_spare(a);
+        }
+        cx.metrics.connection_parked();
+    }
+
+    /// Whether the connection is parked (idle, holding no buffers).
+    pub fn is_parked(&self) -> bool {
+        matches!(self.state, State::Parked(_))
+    }
+
+    fn with(
+        &mut self,
+        cx: &mut WorkerCx,
+        now: Instant,
+        f: impl FnOnce(&mut Active, &mut WorkerCx),
+    ) {
+        let a = self.active(cx, now);
+        f(a, cx);
+        self.settle_idle(cx);
+    }
+}
+
+impl ConnHandler for Conn {
+    type Cx = WorkerCx;
+
+    fn new(cx: &mut WorkerCx, info: ConnInfo, now: Instant) -> Self {
+        if cx.draining {
+            let mut conn = Conn {
+                state: State::Active(Box::new(Active::create(cx, info, now))),
+            };
+            conn.settle_idle(cx);
+            return conn;
+        }
+        // Born parked: the state that holds buffers is taken when the first bytes arrive.
+        let limits = cx.views.latest().snapshot.limits;
+        let limits = cx.shared_limits(&limits);
+        cx.metrics.connection_opened();
+        cx.metrics.connection_parked();
+        let log = RequestLog::new(info.peer, now);
+        Conn {
+            state: State::Parked(Parked {
+                info,
+                limits,
+                started: now,
+                idle_since: now,
+                req_started: now,
+                drain_idle_by: None,
+                requests: 0,
+                route: None,
+                log,
+                status: 0,
+                method: Method::Get,
+                client_http10: false,
+                head_request: false,
+                expect_continue: false,
+                upgrade: false,
+                draining: false,
+            }),
+        }
+    }
+
+    fn on_downstream_data(&mut self, cx: &mut WorkerCx, data: &[u8], now: Instant) {
+        self.with(cx, now, |a, cx| a.on_downstream_data(cx, data, now));
+    }
+
+    fn on_downstream_eof(&mut self, cx: &mut WorkerCx, now: Instant) {
+        self.with(cx, now, |a, cx| a.on_downstream_eof(cx, now));
+    }
+
+    fn on_downstream_error(&mut self, cx: &mut WorkerCx, now: Instant) {
+        self.with(cx, now, |a, cx| a.on_downstream_error(cx, now));
+    }
+
+    fn on_upstream_connected(&mut self, cx: &mut WorkerCx, reused: bool, now: Instant) {
+        self.with(cx, now, |a, cx| a.on_upstream_connected(cx, reused, now));
+    }
+
+    fn on_upstream_data(&mut self, cx: &mut WorkerCx, data: &[u8], now: Instant) {
+        self.with(cx, now, |a, cx| a.on_upstream_data(cx, data, now));
+    }
+
+    fn on_upstream_eof(&mut self, cx: &mut WorkerCx, now: Instant) {
+        self.with(cx, now, |a, cx| a.on_upstream_eof(cx, now));
+    }
+
+    fn on_upstream_error(&mut self, cx: &mut WorkerCx, err: UpstreamError, now: Instant) {
+        self.with(cx, now, |a, cx| a.on_upstream_error(cx, err, now));
+    }
+
+    fn on_timer(&mut self, cx: &mut WorkerCx, now: Instant) {
+        if let State::Parked(p) = &self.state
+            && now < p.idle_deadline()
+        {
+            return;
+        }
+        self.with(cx, now, |a, cx| a.on_timer(cx, now));
+    }
+
+    fn downstream_out(&self) -> &[u8] {
+        match &self.state {
+            State::Active(a) => a.downstream_out(),
+            State::Parked(_) | State::Vacant => &[],
+        }
+    }
+
+    fn downstream_written(&mut self, cx: &mut WorkerCx, n: usize, now: Instant) {
+        self.with(cx, now, |a, cx| a.downstream_written(cx, n, now));
+    }
+
+    fn upstream_out(&self) -> &[u8] {
+        match &self.state {
+            State::Active(a) => a.upstream_out(),
+            State::Parked(_) | State::Vacant => &[],
+        }
+    }
+
+    fn upstream_written(&mut self, cx: &mut WorkerCx, n: usize, now: Instant) {
+        self.with(cx, now, |a, cx| a.upstream_written(cx, n, now));
+    }
+
+    fn poll_action(&mut self) -> Option<Action> {
+        match &mut self.state {
+            State::Active(a) => a.poll_action(),
+            State::Parked(_) | State::Vacant => None,
+        }
+    }
+
+    fn interest(&self) -> Interest {
+        match &self.state {
+            State::Active(a) => a.interest(),
+            State::Parked(_) => Interest {
+                downstream_read: true,
+                upstream_read: false,
+            },
+            State::Vacant => Interest::default(),
+        }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        match &self.state {
+            State::Active(a) => a.deadline(),
+            State::Parked(p) => Some(p.idle_deadline()),
+            State::Vacant => None,
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        match &self.state {
+            State::Active(a) => a.is_closed(),
+            State::Parked(_) => false,
+            State::Vacant => true,
+        }
+    }
+
     fn on_refused(cx: &mut WorkerCx) {
         cx.metrics.connection_refused(RefuseReason::MaxConnections);
     }
@@ -1262,7 +1670,6 @@ impl ConnHandler for Conn {
     }
 
     fn on_drain(&mut self, cx: &mut WorkerCx, now: Instant) {
-        self.start_drain(now);
-        self.settle(cx);
+        self.with(cx, now, |a, cx| a.on_drain(cx, now));
     }
 }

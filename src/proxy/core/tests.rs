@@ -1080,3 +1080,166 @@ fn a_full_access_ring_drops_and_counts_without_stalling_the_connection() {
     assert_eq!(s.cx.access.dropped(), 3);
     assert_eq!(rx.try_iter().count(), 2);
 }
+
+#[test]
+fn an_idle_connection_is_small() {
+    // What an idle keep-alive connection costs the worker (the buffers and decoders of an
+    // active one live in a separate, shared state).
+    assert!(
+        std::mem::size_of::<Conn>() <= 248,
+        "idle connection state grew to {} bytes",
+        std::mem::size_of::<Conn>()
+    );
+}
+
+#[test]
+fn idle_connections_park_and_give_their_state_back() {
+    let mut s = Sim::new(ConnLimits::default());
+    assert!(
+        s.conn.is_parked(),
+        "a new connection holds nothing until bytes arrive"
+    );
+    assert_eq!(s.metrics.data_plane_snapshot().connections_parked, 1);
+    s.send(GET_API);
+    assert!(!s.conn.is_parked());
+    assert_eq!(s.metrics.data_plane_snapshot().connections_parked, 0);
+    s.reply(OK_5);
+    assert!(s.take_client().ends_with("hello"));
+    assert!(
+        s.conn.is_parked(),
+        "answered and written: the connection is idle"
+    );
+    assert_eq!(s.cx.spare_states(), 1);
+    assert_eq!(s.metrics.data_plane_snapshot().connections_parked, 1);
+
+    // The next request takes the spare state back and is served as before.
+    s.send(GET_API);
+    assert_eq!(s.cx.spare_states(), 0);
+    s.reply(OK_5);
+    assert!(s.take_client().ends_with("hello"));
+    assert_eq!(s.connects.len(), 2);
+    assert!(s.conn.is_parked());
+}
+
+#[test]
+fn a_partial_head_or_unwritten_response_keeps_the_connection_active() {
+    let mut s = Sim::new(ConnLimits::default());
+    let (a, b) = GET_API.split_at(12);
+    s.send(a);
+    assert!(!s.conn.is_parked(), "half a head is buffered");
+    s.send(b);
+    s.client_reads = false;
+    s.reply(OK_5);
+    assert!(!s.conn.is_parked(), "the response is not written yet");
+    s.client_reads = true;
+    s.pump();
+    assert!(s.take_client().ends_with("hello"));
+    assert!(s.conn.is_parked());
+}
+
+#[test]
+fn pipelined_requests_are_served_across_parking() {
+    let mut s = Sim::new(ConnLimits::default());
+    s.send(GET_API);
+    s.reply(OK_5);
+    s.take_client();
+    assert!(s.conn.is_parked());
+    let mut two = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+    two.extend_from_slice(GET_API);
+    s.send(&two);
+    assert!(!s.conn.is_parked(), "the second request is under way");
+    s.reply(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nbye");
+    let t = s.take_client();
+    assert!(t.starts_with("HTTP/1.1 200 OK\r\n"), "{t}");
+    assert!(t.contains("Arc is running\n"), "{t}");
+    assert!(t.ends_with("bye"), "{t}");
+    assert!(s.conn.is_parked());
+}
+
+#[test]
+fn a_parked_connection_times_out_and_closes_when_drained() {
+    let limits = ConnLimits {
+        idle_timeout: Duration::from_secs(5),
+        ..ConnLimits::default()
+    };
+    let mut s = Sim::new(limits);
+    s.send(GET_API);
+    s.reply(OK_5);
+    assert!(s.conn.is_parked());
+    assert_eq!(s.conn.deadline(), Some(s.now + Duration::from_secs(5)));
+    s.advance(Duration::from_secs(4));
+    assert!(s.conn.is_parked() && s.closed.is_none());
+    s.advance(Duration::from_secs(1));
+    assert_eq!(s.closed, Some(true));
+    assert!(s.conn.is_closed());
+    assert_eq!(s.metrics.data_plane_snapshot().connections_parked, 0);
+    assert_eq!(s.metrics.data_plane_snapshot().connections_active, 0);
+
+    let mut d = Sim::new(ConnLimits::default());
+    d.send(GET_API);
+    d.reply(OK_5);
+    d.advance(Duration::from_secs(2));
+    d.conn.on_drain(&mut d.cx, d.now);
+    d.pump();
+    assert_eq!(
+        d.closed,
+        Some(true),
+        "quiet for longer than the drain grace: closes"
+    );
+}
+
+#[test]
+fn spare_states_are_bounded() {
+    let mut s = Sim::new(ConnLimits::default());
+    let info = ConnInfo {
+        peer: SocketAddr::from(([192, 0, 2, 8], 50001)),
+        local: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        listener: 0,
+        tls: false,
+        sni: None,
+    };
+    // Many connections active at once, then all idle: only a bounded number of states stay.
+    let mut conns: Vec<Conn> = (0..100)
+        .map(|_| Conn::new(&mut s.cx, info.clone(), s.now))
+        .collect();
+    for c in &mut conns {
+        c.on_downstream_data(&mut s.cx, b"GET / HTTP/1.1\r\nHost: x\r\n", s.now);
+        assert!(!c.is_parked());
+    }
+    for c in &mut conns {
+        c.on_downstream_data(&mut s.cx, b"\r\n", s.now);
+        let n = c.downstream_out().len();
+        assert!(n > 0);
+        c.downstream_written(&mut s.cx, n, s.now);
+        assert!(c.is_parked());
+    }
+    assert!(s.cx.spare_states() <= 32, "{}", s.cx.spare_states());
+    assert!(s.cx.spare_states() > 0);
+}
+
+#[test]
+fn parked_connections_keep_their_limits_across_a_reload() {
+    let limits = |secs| ConnLimits {
+        idle_timeout: Duration::from_secs(secs),
+        ..ConnLimits::default()
+    };
+    let mut s = Sim::new(limits(5));
+    s.send(GET_API);
+    s.reply(OK_5);
+    assert!(s.conn.is_parked());
+    let table = routing::compile(&model(), 2).table;
+    s.cx_swap(Snapshot::new(
+        table,
+        vec![spec(UP, vec![endpoint(1), endpoint(2)])],
+        limits(30),
+    ));
+    // Idle under the limits of its last request, as before the reload.
+    assert_eq!(s.conn.deadline(), Some(s.now + Duration::from_secs(5)));
+    s.advance(Duration::from_secs(1));
+    s.send(GET_API);
+    s.reply(OK_5);
+    assert!(s.take_client().ends_with("hello"));
+    assert!(s.conn.is_parked());
+    // The next request picked up the new limits.
+    assert_eq!(s.conn.deadline(), Some(s.now + Duration::from_secs(30)));
+}

@@ -1598,6 +1598,14 @@ impl<H: ConnHandler> Drop for Worker<H> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn zz_sizes() {
+        eprintln!(
+            "Down {}",
+            std::mem::size_of::<super::Down<crate::proxy::core::Conn>>()
+        );
+        eprintln!("Up {}", std::mem::size_of::<super::Up>());
+    }
     use super::*;
 
     #[test]

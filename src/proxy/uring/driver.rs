@@ -65,11 +65,15 @@ enum Owner {
     Closing,
 }
 
-/// Memory an operation points at; boxed so it stays put while the slab grows.
+/// What only an upstream socket needs: memory its operations point at (boxed so it stays put
+/// while the slab grows) and the pool key it was attached with (kept while it parks).
+/// Downstream sockets never allocate it.
 struct SockArgs {
     addr: Option<SockAddr>,
     timeout: types::Timespec,
     peek: [u8; 1],
+    /// The pool key and limits of the attached (or parking) upstream connection.
+    key: Option<(PoolKey, PoolLimits)>,
 }
 
 struct Sock {
@@ -91,10 +95,10 @@ struct Sock {
     send_buf: Option<Vec<u8>>,
     idle_armed: bool,
     pool_epoch: u8,
-    park: Option<(PoolKey, PoolLimits)>,
     /// Client TLS session of an HTTPS upstream.
     tls: Option<Box<TlsClient>>,
-    args: Box<SockArgs>,
+    /// Upstream sockets only (see [`SockArgs`]).
+    args: Option<Box<SockArgs>>,
 }
 
 impl Sock {
@@ -121,14 +125,26 @@ impl Sock {
             send_buf: None,
             idle_armed: false,
             pool_epoch: 0,
-            park: None,
             tls: None,
-            args: Box::new(SockArgs {
+            args: None,
+        }
+    }
+
+    /// The upstream part, created on first use.
+    fn args(&mut self) -> &mut SockArgs {
+        self.args.get_or_insert_with(|| {
+            Box::new(SockArgs {
                 addr: None,
                 timeout: types::Timespec::new(),
                 peek: [0],
-            }),
-        }
+                key: None,
+            })
+        })
+    }
+
+    /// The pool key of an attached upstream connection.
+    fn key(&self) -> Option<&(PoolKey, PoolLimits)> {
+        self.args.as_ref().and_then(|a| a.key.as_ref())
     }
 }
 
@@ -136,7 +152,6 @@ struct Conn<H> {
     h: H,
     down: Id,
     up: Option<Id>,
-    up_key: Option<(PoolKey, PoolLimits)>,
     /// Earliest deadline this connection has in the timer heap.
     timer_at: Option<Instant>,
     flush_on_close: bool,
@@ -865,7 +880,6 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             h,
             down: sid,
             up: None,
-            up_key: None,
             timer_at: None,
             flush_on_close: false,
             finishing: None,
@@ -1040,18 +1054,17 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
 
     /// The upstream TLS handshake failed or timed out: one log line, close, tell the handler.
     fn fail_tls(&mut self, cid: Id, sid: Id, error: &str, err: UpstreamError, now: Instant) {
-        let Some(c) = self.conns.get_mut(cid) else {
-            return;
-        };
-        if c.up != Some(sid) {
+        if self.conns.get(cid).map(|c| c.up) != Some(Some(sid)) {
             return;
         }
-        if let Some((key, _)) = &c.up_key {
+        if let Some((key, _)) = self.socks.get(sid).and_then(Sock::key) {
             tracing::warn!(upstream = %key.upstream, endpoint = %key.endpoint, error,
                 "upstream TLS handshake failed");
         }
+        let Some(c) = self.conns.get_mut(cid) else {
+            return;
+        };
         c.up = None;
-        c.up_key = None;
         c.tls_until = None;
         bump(&self.stats.upstream_connect_errors);
         self.close_sock(sid);
@@ -1158,9 +1171,10 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
                 timers,
                 ..
             } = self;
-            let settings = conns
-                .get(conn)
-                .and_then(|c| c.up_key.as_ref())
+            let settings = socks
+                .get(sid)
+                .filter(|_| conns.get(conn).is_some_and(|c| c.up == Some(sid)))
+                .and_then(Sock::key)
                 .and_then(|(k, l)| Some((k.tls.as_ref()?, k.endpoint, l.connect_timeout)));
             match settings.map(|(tls, ep, t)| (tls.connect(ep), t)) {
                 None => {
@@ -1501,7 +1515,6 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             return;
         };
         let old = c.up.take();
-        c.up_key = None;
         c.tls_until = None;
         if let Some(old) = old {
             self.close_sock(old);
@@ -1540,10 +1553,14 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
                 self.cancel(u);
             }
             bump(&self.stats.pool_reused);
-            let Driver { conns, cx, .. } = self;
+            let Driver {
+                conns, socks, cx, ..
+            } = self;
+            if let Some(s) = socks.get_mut(sid) {
+                s.args().key = Some((key, limits));
+            }
             if let Some(c) = conns.get_mut(cid) {
                 c.up = Some(sid);
-                c.up_key = Some((key, limits));
                 c.h.on_upstream_connected(cx, true, now);
             }
             return;
@@ -1583,20 +1600,23 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         let Some(s) = self.socks.get_mut(sid) else {
             return;
         };
-        s.args.addr = Some(SockAddr::from(key.endpoint));
-        s.args.timeout = types::Timespec::from(limits.connect_timeout);
-        let Some(addr) = s.args.addr.as_ref() else {
+        s.connecting = true;
+        let args = s.args();
+        args.addr = Some(SockAddr::from(key.endpoint));
+        args.timeout = types::Timespec::from(limits.connect_timeout);
+        let zero_timeout = limits.connect_timeout.is_zero();
+        args.key = Some((key, limits));
+        let Some(addr) = args.addr.as_ref() else {
             return;
         };
         let connect = opcode::Connect::new(types::Fd(fd), addr.as_ptr().cast(), addr.len())
             .build()
             .user_data(ud(Op::Connect, sid, 0));
-        s.connecting = true;
-        let timeout = if limits.connect_timeout.is_zero() {
+        let timeout = if zero_timeout {
             None
         } else {
             Some(
-                opcode::LinkTimeout::new(&s.args.timeout)
+                opcode::LinkTimeout::new(&args.timeout)
                     .build()
                     .user_data(ud(Op::LinkTimeout, sid, 0)),
             )
@@ -1611,7 +1631,6 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         }
         if let Some(c) = self.conns.get_mut(cid) {
             c.up = Some(sid);
-            c.up_key = Some((key, limits));
         }
     }
 
@@ -1642,12 +1661,11 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         let Some(sid) = c.up.take() else {
             return;
         };
-        let key = c.up_key.take();
         let Some(s) = self.socks.get_mut(sid) else {
             return;
         };
         let clean = reusable
-            && key.is_some()
+            && s.key().is_some()
             && s.connected
             && !s.connecting
             && !s.failed
@@ -1669,13 +1687,13 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             // already armed. This saves a cancel, an idle peek, its cancel and a re-arm (four
             // submissions and their completions) per reused request.
             s.owner = Owner::Pooled;
-            if let Some((key, limits)) = key {
+            if let Some((key, limits)) = s.args.as_mut().and_then(|a| a.key.take()) {
                 self.pool_checkin(sid, key, limits, now);
             }
             return;
         }
+        // The key stays with the socket while it parks.
         s.owner = Owner::Parking;
-        s.park = key;
         if s.recv_armed {
             self.cancel_recv(sid);
         } else {
@@ -1711,7 +1729,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         if s.owner != Owner::Parking {
             return;
         }
-        let park = s.park.take();
+        let park = s.args.as_mut().and_then(|a| a.key.take());
         let stale = s.failed || s.read_closed || !s.stash.is_empty() || s.stash_eof;
         let Some((key, limits)) = park.filter(|_| !stale && self.drain_until.is_none()) else {
             if stale {
@@ -1728,10 +1746,30 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         };
         s.idle_armed = true;
         s.inflight += 1;
-        let e = opcode::Recv::new(types::Fd(s.fd), s.args.peek.as_mut_ptr(), 1)
+        let fd = s.fd;
+        let e = opcode::Recv::new(types::Fd(fd), s.args().peek.as_mut_ptr(), 1)
             .flags(libc::MSG_PEEK)
             .build()
             .user_data(ud(Op::IdleRecv, sid, s.pool_epoch));
         self.push(e);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_downstream_connection_is_small() {
+        // Per idle keep-alive connection the driver holds one connection slot and one socket
+        // slot; the upstream part of a socket is only allocated for upstream sockets.
+        let per_conn = std::mem::size_of::<Conn<Layer<crate::proxy::core::Conn>>>()
+            + std::mem::size_of::<Sock>();
+        assert!(per_conn <= 440, "{per_conn} bytes per idle connection");
+        let s = Sock::new(-1, Owner::Closing, true);
+        assert!(
+            s.args.is_none(),
+            "a downstream socket carries no upstream part"
+        );
     }
 }
