@@ -148,10 +148,6 @@ fn run(path: &Path, kubeconfig: Option<&Path>) -> ExitCode {
 /// and SIGUSR2 (upgrade).
 async fn serve(path: &Path, cfg: config::Config, opts: lifecycle::Options) -> anyhow::Result<()> {
     let process = lifecycle::Process::start(path, cfg, opts).await?;
-    // Start-up code (config, CLI, certificates) is not needed any more: let it leave the
-    // resident set; what the running process uses faults back in.
-    let released = arc_gateway::runtime::release_startup_pages();
-    tracing::debug!(kib = released, "released start-up pages");
     process.run().await?;
     Ok(())
 }
