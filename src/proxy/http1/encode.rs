@@ -29,11 +29,11 @@ pub(crate) fn push_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
 
 /// Appends a header taken from a parsed head: the parser already checked that the name is a
 /// token and the value holds only field bytes, so neither is scanned again.
-pub(crate) fn push_parsed_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
-    debug_assert!(!name.is_empty() && name.bytes().all(is_tchar));
+pub(crate) fn push_parsed_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    debug_assert!(!name.is_empty() && name.iter().all(|&b| is_tchar(b)));
     debug_assert!(value.iter().all(|&b| is_field_byte(b)));
     out.reserve(name.len() + value.len() + 4);
-    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");

@@ -229,6 +229,24 @@ impl RequestHead {
         ascii_str(self.method_span.get(&self.headers.buf))
     }
 
+    /// [`RequestHead::method_str`] as bytes (no UTF-8 check).
+    pub(crate) fn method_bytes(&self) -> &[u8] {
+        self.method_span.get(&self.headers.buf)
+    }
+
+    /// [`RequestHead::path`] as bytes (no UTF-8 check).
+    pub(crate) fn path_bytes(&self) -> &[u8] {
+        let p = self.path.get(&self.headers.buf);
+        if p.is_empty() { b"/" } else { p }
+    }
+
+    /// [`RequestHead::authority`] as bytes, empty when there is none (no UTF-8 check).
+    pub(crate) fn authority_bytes(&self) -> &[u8] {
+        self.host
+            .or(self.authority)
+            .map_or(&[][..], |s| s.get(&self.headers.buf))
+    }
+
     /// The request target as received (origin-, absolute- or asterisk-form).
     pub fn target(&self) -> &str {
         ascii_str(self.target.get(&self.headers.buf))

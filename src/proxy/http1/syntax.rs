@@ -1,36 +1,134 @@
 //! Byte classes and small number codecs of the RFC 9110 / RFC 9112 grammar, shared by the
 //! parsers and the writers.
 
+/// Class bit: `tchar` of RFC 9110 §5.6.2 (methods, header names, coding names).
+const TCHAR: u8 = 1;
+/// Class bit: a byte allowed inside a field value (HTAB, SP, VCHAR, obs-text).
+const FIELD: u8 = 2;
+/// Class bit: a byte allowed in a request target (visible ASCII).
+const TARGET: u8 = 4;
+/// Class bit: a byte of a `reg-name` / IPv4 host (unreserved, pct-encoded's `%`, sub-delims).
+const REG_NAME: u8 = 8;
+
+/// One class byte per input byte, built at compile time: every per-byte check of the parser is
+/// one table load and a mask instead of a chain of range comparisons.
+static CLASSES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        let mut c = 0;
+        let alnum = b.is_ascii_alphanumeric();
+        if alnum
+            || matches!(
+                b,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            )
+        {
+            c |= TCHAR;
+        }
+        if b == b'\t' || (b >= 0x20 && b <= 0x7e) || b >= 0x80 {
+            c |= FIELD;
+        }
+        if b >= 0x21 && b <= 0x7e {
+            c |= TARGET;
+        }
+        if alnum
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'%'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+            )
+        {
+            c |= REG_NAME;
+        }
+        t[i] = c;
+        i += 1;
+    }
+    t
+};
+
+#[inline(always)]
+fn class(b: u8) -> u8 {
+    CLASSES[usize::from(b)]
+}
+
 /// `tchar` of RFC 9110 §5.6.2: the bytes of methods, header names and coding names.
+#[inline]
 pub(crate) fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'!' | b'#'
-                | b'$'
-                | b'%'
-                | b'&'
-                | b'\''
-                | b'*'
-                | b'+'
-                | b'-'
-                | b'.'
-                | b'^'
-                | b'_'
-                | b'`'
-                | b'|'
-                | b'~'
-        )
+    class(b) & TCHAR != 0
 }
 
 /// A byte allowed inside a field value: HTAB, SP, VCHAR, obs-text.
+#[inline]
 pub(crate) fn is_field_byte(b: u8) -> bool {
-    b == b'\t' || (0x20..=0x7e).contains(&b) || b >= 0x80
+    class(b) & FIELD != 0
 }
 
 /// A byte allowed in a request target (visible ASCII; Arc refuses raw non-ASCII targets).
+#[inline]
 pub(crate) fn is_target_byte(b: u8) -> bool {
-    (0x21..=0x7e).contains(&b)
+    class(b) & TARGET != 0
+}
+
+/// A byte of a `reg-name` or IPv4 host: ALPHA / DIGIT / `-._~%!$&'()*+,;=`.
+#[inline]
+pub(crate) fn is_reg_name_byte(b: u8) -> bool {
+    class(b) & REG_NAME != 0
+}
+
+/// Index of the first byte of `s` that is not a `tchar` (`s.len()` when all are).
+#[inline]
+pub(crate) fn tchar_run(s: &[u8]) -> usize {
+    s.iter().position(|&b| !is_tchar(b)).unwrap_or(s.len())
+}
+
+/// The first byte of `s` that is not a field byte, if any.
+#[inline]
+pub(crate) fn first_non_field_byte(s: &[u8]) -> Option<u8> {
+    // Field values are mostly long runs of good bytes: OR the classes of 8 bytes at a time
+    // and look closer only when one of them lacks the bit.
+    let mut chunks = s.chunks_exact(8);
+    for c in &mut chunks {
+        let mut all = FIELD;
+        for &b in c {
+            all &= class(b);
+        }
+        if all == 0 {
+            return c.iter().copied().find(|&b| !is_field_byte(b));
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .copied()
+        .find(|&b| !is_field_byte(b))
 }
 
 /// SP or HTAB.
@@ -132,6 +230,58 @@ pub(crate) fn is_nonzero_lower_hex(s: &[u8], len: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The byte classes as first written (range comparisons), kept as the reference the
+    /// table must match.
+    fn reference_tchar(b: u8) -> bool {
+        b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    }
+    fn reference_field(b: u8) -> bool {
+        b == b'\t' || (0x20..=0x7e).contains(&b) || b >= 0x80
+    }
+    fn reference_target(b: u8) -> bool {
+        (0x21..=0x7e).contains(&b)
+    }
+    fn reference_reg_name(b: u8) -> bool {
+        b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b)
+    }
+
+    #[test]
+    fn class_table_matches_the_reference_for_every_byte() {
+        for b in 0..=255u8 {
+            assert_eq!(is_tchar(b), reference_tchar(b), "tchar {b:#04x}");
+            assert_eq!(is_field_byte(b), reference_field(b), "field {b:#04x}");
+            assert_eq!(is_target_byte(b), reference_target(b), "target {b:#04x}");
+            assert_eq!(
+                is_reg_name_byte(b),
+                reference_reg_name(b),
+                "reg-name {b:#04x}"
+            );
+        }
+    }
+
+    #[test]
+    fn runs_find_the_first_bad_byte_at_every_position() {
+        for len in 0..40usize {
+            for at in 0..=len {
+                for bad in [0u8, b'\r', b'\n', 0x7f, 0x1f] {
+                    let mut v = vec![b'a'; len];
+                    if at < len {
+                        v[at] = bad;
+                    }
+                    let want = (at < len).then_some(bad);
+                    assert_eq!(first_non_field_byte(&v), want, "len {len} at {at}");
+                    let mut t = vec![b'x'; len];
+                    if at < len {
+                        t[at] = b':';
+                    }
+                    assert_eq!(tchar_run(&t), at, "len {len} at {at}");
+                }
+            }
+        }
+        // obs-text and HTAB are field bytes.
+        assert_eq!(first_non_field_byte(b"\x80\xff\tab cd efgh ij"), None);
+    }
 
     #[test]
     fn decimal_refuses_signs_spaces_and_overflow() {
