@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # Instructions per proxied request, deterministic: runs arc-gateway (release, 1 worker, access
-# log off) under `valgrind --tool=callgrind` in front of a loopback nginx answering 1 KiB, drives
-# N and then 2N keep-alive requests (separate runs, same warm-up), and prints
-# (Ir(2N) - Ir(N)) / N, which removes start-up and shutdown cost. Both io drivers by default.
+# log off) under `valgrind --tool=callgrind` in front of a loopback nginx answering 1 KiB, and
+# after a warm-up drives N and then 2N keep-alive requests, dumping the counters after each
+# (`callgrind_control -d`); prints (Ir(2N) - Ir(N)) / N, which removes whatever a dump costs
+# besides the requests. Both io drivers by default.
 #
-# Usage: bench/callgrind.sh [N]        (N defaults to 2000)
+# Usage: bench/callgrind.sh [N]        (N defaults to 3000)
 # Env:   ARC_BIN=path   use this binary instead of building
 #        DRIVERS="uring epoll"   drivers to measure
 #        CONNS=8        client connections (one request in flight on each)
 #        KEEP_TMP=1     keep the temporary directory (configs, callgrind.out files)
 set -euo pipefail
 
-N="${1:-2000}"
+N="${1:-3000}"
 CONNS="${CONNS:-8}"
 DRIVERS="${DRIVERS:-uring epoll}"
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -114,13 +115,30 @@ wait_port() {
 }
 wait_port "$BACKEND_PORT"
 
-# Total instructions of one callgrind run of Arc serving `warm-up + $2` requests.
-run_one() {
-    local driver="$1" count="$2" uring=false port cfg out pid
+# Asks callgrind to dump (and zero) its counters. Valgrind reads the request only while the
+# process runs, so single requests on fresh connections wake it until the dump is written
+# (bounded); their cost lands in every measured dump alike and cancels in the difference.
+dump() {
+    local pid="$1" port="$2" cc
+    callgrind_control -d "$pid" >/dev/null 2>&1 &
+    cc=$!
+    for _ in $(seq 1 100); do
+        kill -0 "$cc" 2>/dev/null || break
+        python3 "$TMP/client.py" "$port" 1 1
+        sleep 0.2
+    done
+    wait "$cc"
+}
+
+# Instructions per request of one driver: warm-up, dump (discarded), N requests, dump A,
+# 2N requests, dump B; prints "A B (B-A)/N".
+run_driver() {
+    local driver="$1" uring=false port admin cfg out pid files a b
     [ "$driver" = uring ] && uring=true
     port="$(free_port)"
-    cfg="$TMP/arc-$driver-$count.json"
-    out="$TMP/callgrind.out.$driver.$count"
+    admin="$(free_port)"
+    cfg="$TMP/arc-$driver.json"
+    out="$TMP/callgrind.out.$driver"
     cat >"$cfg" <<EOF
 {
   "node": { "workers": 1 },
@@ -128,27 +146,33 @@ run_one() {
   "listeners": [ { "name": "http", "bind": "127.0.0.1:$port", "protocol": "http" } ],
   "upstreams": [ { "name": "b", "addr": "127.0.0.1:$BACKEND_PORT", "pool": { "max_idle": 128 } } ],
   "routes": [ { "path": "/", "path_type": "Prefix", "upstream": "b" } ],
+  "observability": { "metrics_bind": "127.0.0.1:$admin" },
   "logging": { "level": "warn", "format": "text", "access_log": { "enabled": false } },
   "lifecycle": { "drain_timeout": "1s" },
   "limits": { "idle_timeout": "300s" }
 }
 EOF
     valgrind --tool=callgrind --callgrind-out-file="$out" -q "$ARC_BIN" --config "$cfg" \
-        >"$TMP/arc-$driver-$count.log" 2>&1 &
+        >"$TMP/arc-$driver.log" 2>&1 &
     pid=$!
     wait_port "$port"
     python3 "$TMP/client.py" "$port" 500 "$CONNS"      # warm-up: connections, pool, caches
-    python3 "$TMP/client.py" "$port" "$count" "$CONNS"
-    kill -TERM "$pid"
-    wait "$pid" || true
-    # Whole process (all threads): the `summary:` line of each dump file.
-    awk '/^summary:/ { s += $2 } END { print s }' "$out"*
+    dump "$pid" "$port"
+    python3 "$TMP/client.py" "$port" "$N" "$CONNS"
+    dump "$pid" "$port"
+    python3 "$TMP/client.py" "$port" $((2 * N)) "$CONNS"
+    dump "$pid" "$port"
+    kill -KILL "$pid"
+    wait "$pid" 2>/dev/null || true
+    # Dumps are numbered in order: the 2nd holds N requests, the 3rd 2N.
+    files=$(ls "$out".* | sort -t. -k3 -n)
+    a=$(awk '/^summary:/ { print $2 }' "$(echo "$files" | sed -n 2p)")
+    b=$(awk '/^summary:/ { print $2 }' "$(echo "$files" | sed -n 3p)")
+    echo "$a $b $(( (b - a) / N ))"
 }
 
 printf '%-8s %14s %14s %12s\n' driver "Ir(N=$N)" "Ir(2N)" "Ir/request"
 for d in $DRIVERS; do
-    a="$(run_one "$d" "$N")"
-    b="$(run_one "$d" $((2 * N)))"
-    per=$(( (b - a) / N ))
+    read -r a b per < <(run_driver "$d")
     printf '%-8s %14s %14s %12s\n' "$d" "$a" "$b" "$per"
 done

@@ -153,6 +153,34 @@ fn listed_in_connection(headers: &Headers, name: &[u8]) -> bool {
         .any(|f| list_elements(f.value.get(&headers.buf)).any(|t| t.eq_ignore_ascii_case(name)))
 }
 
+/// The lengths of the names that Connection headers list, as a bit set (bit 63 stands for 63
+/// and longer), leaving out names every forwarder drops anyway (hop-by-hop ones). A header
+/// whose name length is not in the set cannot be listed, so the list scan is skipped for it;
+/// a response's usual `Connection: keep-alive` gives an empty set.
+fn listed_lengths(headers: &Headers) -> u64 {
+    let mut set = 0u64;
+    for f in &headers.fields {
+        if !f.name.get(&headers.buf).eq_ignore_ascii_case(b"connection") {
+            continue;
+        }
+        for t in list_elements(f.value.get(&headers.buf)) {
+            if !matches!(
+                classify(t),
+                NameKind::HopByHop | NameKind::Connection | NameKind::Upgrade
+            ) {
+                set |= length_bit(t.len());
+            }
+        }
+    }
+    set
+}
+
+/// The bit of [`listed_lengths`] for a name of `len` bytes.
+#[inline]
+fn length_bit(len: usize) -> u64 {
+    1u64 << len.min(63)
+}
+
 /// Copies received header lines to the output, merging lines that sit next to each other in
 /// the received head into one append. Anything else written to `out` must come after
 /// [`Verbatim::flush`].
@@ -363,6 +391,13 @@ pub fn write_request_head(
             _ => {}
         }
     }
+    // Most requests carry no Connection header: then no name can be listed in one, and the
+    // per-header scan of the list is skipped.
+    let listed = if has_connection {
+        listed_lengths(headers)
+    } else {
+        0
+    };
     let keep_trace = opts.trace.is_none() || (tps == 1 && valid_traceparent(tp));
     let keep_request_id = opts.request_id.is_none() || (ids == 1 && valid_request_id(id));
     let client = opts.client;
@@ -387,9 +422,7 @@ pub fn write_request_head(
             NameKind::Expect => continue,
             _ => {}
         }
-        // Most requests carry no Connection header: then no name can be listed in one, and
-        // the per-header scan of the list is skipped.
-        if has_connection && listed_in_connection(headers, name) {
+        if listed & length_bit(name.len()) != 0 && listed_in_connection(headers, name) {
             continue;
         }
         match kind {
@@ -524,10 +557,7 @@ pub fn write_response_head(out: &mut Vec<u8>, head: &ResponseHead, opts: &Downst
     }
     let upgrade = opts.connection == ConnectionHeader::Upgrade;
     let buf = &headers.buf;
-    let has_connection = headers
-        .fields
-        .iter()
-        .any(|f| f.name.get(buf).eq_ignore_ascii_case(b"connection"));
+    let listed = listed_lengths(headers);
     let mut copy = Verbatim::new();
     for f in &headers.fields {
         let name = f.name.get(buf);
@@ -541,7 +571,7 @@ pub fn write_response_head(out: &mut Vec<u8>, head: &ResponseHead, opts: &Downst
             NameKind::HopByHop | NameKind::Connection => continue,
             _ => {}
         }
-        if has_connection && listed_in_connection(headers, name) {
+        if listed & length_bit(name.len()) != 0 && listed_in_connection(headers, name) {
             continue;
         }
         copy.field(out, headers, f);
