@@ -13,7 +13,15 @@ pub(crate) fn push_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     if name.is_empty() || !name.bytes().all(is_tchar) {
         return;
     }
-    out.extend_from_slice(name.as_bytes());
+    push_header_value(out, name.as_bytes(), value);
+}
+
+/// [`push_header`] for a name known to be a token (a constant of Arc's): only the value is
+/// checked.
+pub(crate) fn push_header_value(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    debug_assert!(!name.is_empty() && name.iter().all(|&b| is_tchar(b)));
+    out.reserve(name.len() + value.len() + 4);
+    out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     if value.iter().all(|&b| is_field_byte(b)) {
         out.extend_from_slice(value);

@@ -6,7 +6,9 @@ use core::net::IpAddr;
 use std::io::Write as _;
 use std::ops::Range;
 
-use super::encode::{push_header, push_header_u64, push_parsed_header, push_status_line};
+use super::encode::{
+    push_header, push_header_u64, push_header_value, push_parsed_header, push_status_line,
+};
 use super::framing::BodyKind;
 use super::head::{Field, Headers, RequestHead, ResponseHead};
 use super::syntax::{is_nonzero_lower_hex, is_target_byte, list_elements, push_hex_fixed};
@@ -368,7 +370,7 @@ pub fn write_request_head(
 
     let original_host = head.authority_bytes();
     match opts.host {
-        Some(h) => push_header(out, "Host", h),
+        Some(h) => push_header_value(out, b"Host", h),
         // The parser checked the authority (host characters only).
         None => push_parsed_header(out, b"Host", original_host),
     }
@@ -484,10 +486,10 @@ pub fn write_request_head(
         push_ip(out, c.addr);
         out.extend_from_slice(b"\r\n");
         if !(trusted && headers.contains("x-forwarded-proto")) {
-            push_header(out, "X-Forwarded-Proto", c.proto.as_bytes());
+            push_header_value(out, b"X-Forwarded-Proto", c.proto.as_bytes());
         }
         if !(trusted && headers.contains("x-forwarded-host")) {
-            push_header(out, "X-Forwarded-Host", original_host);
+            push_parsed_header(out, b"X-Forwarded-Host", original_host);
         }
         if !(trusted && headers.contains("x-forwarded-port")) {
             push_header_u64(out, "X-Forwarded-Port", u64::from(c.port));
