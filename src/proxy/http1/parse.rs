@@ -7,8 +7,8 @@ use super::error::{ErrorKind, Http1Error};
 use super::framing::{self, BodyKind, TransferCodings};
 use super::head::{Field, Headers, Method, RequestHead, ResponseHead, Span, Version, flags};
 use super::syntax::{
-    first_non_field_byte, is_field_byte, is_ows, is_reg_name_byte, is_target_byte, is_tchar,
-    tchar_run,
+    find_byte, first_non_field_byte, is_field_byte, is_ows, is_reg_name_byte, is_target_byte,
+    is_tchar, tchar_run,
 };
 
 /// Where a head scan stands; kept between calls so partial input is never rescanned.
@@ -45,7 +45,7 @@ impl HeadScanner {
         let window = buf.get(..limits.max_head.min(buf.len())).unwrap_or(buf);
         loop {
             let rest = window.get(self.pos..).unwrap_or_default();
-            let Some(i) = memchr::memchr(b'\n', rest) else {
+            let Some(i) = find_byte(b'\n', rest) else {
                 return if buf.len() >= limits.max_head {
                     Err(ErrorKind::HeadTooLarge.into())
                 } else {
@@ -96,7 +96,7 @@ fn lines(head: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
     let mut pos = 0;
     std::iter::from_fn(move || {
         let rest = head.get(pos..)?;
-        let i = memchr::memchr(b'\n', rest)?;
+        let i = find_byte(b'\n', rest)?;
         let line_start = pos;
         pos += i + 1;
         let line = rest.get(..i)?;
@@ -563,14 +563,20 @@ pub(crate) fn build_response(store: Headers) -> Result<ResponseHead, Http1Error>
     for field in &fields {
         let name = field.name.get(&buf);
         let value = field.value.get(&buf);
-        if name.eq_ignore_ascii_case(b"connection") {
-            f |= framing::connection_flags(value);
-        } else if name.eq_ignore_ascii_case(b"content-length") {
-            framing::add_content_length(&mut content_length, value)?;
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            framing::add_transfer_codings(&mut codings, value)?;
-        } else if name.eq_ignore_ascii_case(b"upgrade") && !value.is_empty() {
-            f |= flags::HAS_UPGRADE;
+        match name.len() {
+            7 if name.eq_ignore_ascii_case(b"upgrade") && !value.is_empty() => {
+                f |= flags::HAS_UPGRADE;
+            }
+            10 if name.eq_ignore_ascii_case(b"connection") => {
+                f |= framing::connection_flags(value);
+            }
+            14 if name.eq_ignore_ascii_case(b"content-length") => {
+                framing::add_content_length(&mut content_length, value)?;
+            }
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                framing::add_transfer_codings(&mut codings, value)?;
+            }
+            _ => {}
         }
     }
     if codings.is_some() && content_length.is_some() {

@@ -109,19 +109,64 @@ pub(crate) fn tchar_run(s: &[u8]) -> usize {
     s.iter().position(|&b| !is_tchar(b)).unwrap_or(s.len())
 }
 
+/// `0x01` in every byte of a word.
+const LO: u64 = u64::from_ne_bytes([0x01; 8]);
+/// `0x80` in every byte of a word.
+const HI: u64 = u64::from_ne_bytes([0x80; 8]);
+
+/// Loads 8 bytes as a little-endian word.
+#[inline(always)]
+fn word(chunk: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(chunk);
+    u64::from_le_bytes(b)
+}
+
+/// Marks (high bit set) the bytes of `w` that are zero, exact up to the first such byte: the
+/// lowest marked byte is the first zero byte.
+#[inline(always)]
+fn zero_bytes(w: u64) -> u64 {
+    w.wrapping_sub(LO) & !w & HI
+}
+
+/// Index of the first `needle` in `s`. Head lines are short: 8 bytes at a time with word
+/// operations over the first 64 bytes (no call, no setup), then the SIMD search of `memchr`
+/// for long lines.
+#[inline]
+pub(crate) fn find_byte(needle: u8, s: &[u8]) -> Option<usize> {
+    let pattern = LO.wrapping_mul(u64::from(needle));
+    let mut chunks = s.chunks_exact(8);
+    let mut at = 0;
+    for c in chunks.by_ref().take(8) {
+        let hit = zero_bytes(word(c) ^ pattern);
+        if hit != 0 {
+            return Some(at + (hit.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    let rest = s.get(at..).unwrap_or_default();
+    if rest.len() >= 8 {
+        return memchr::memchr(needle, rest).map(|i| at + i);
+    }
+    rest.iter().position(|&b| b == needle).map(|i| at + i)
+}
+
 /// The first byte of `s` that is not a field byte, if any.
 #[inline]
 pub(crate) fn first_non_field_byte(s: &[u8]) -> Option<u8> {
-    // Field values are mostly long runs of good bytes: OR the classes of 8 bytes at a time
-    // and look closer only when one of them lacks the bit.
+    // Field values are mostly long runs of good bytes: a word at a time, any byte below 0x20
+    // (HTAB included: such words are looked at byte by byte) or equal to 0x7f sends the word
+    // to the exact per-byte check.
+    const SPACES: u64 = u64::from_ne_bytes([0x20; 8]);
+    const DEL: u64 = u64::from_ne_bytes([0x7f; 8]);
     let mut chunks = s.chunks_exact(8);
     for c in &mut chunks {
-        let mut all = FIELD;
-        for &b in c {
-            all &= class(b);
-        }
-        if all == 0 {
-            return c.iter().copied().find(|&b| !is_field_byte(b));
+        let w = word(c);
+        let below_space = w.wrapping_sub(SPACES) & !w & HI;
+        if below_space | zero_bytes(w ^ DEL) != 0
+            && let Some(b) = c.iter().copied().find(|&b| !is_field_byte(b))
+        {
+            return Some(b);
         }
     }
     chunks
@@ -277,6 +322,43 @@ mod tests {
                     }
                     assert_eq!(tchar_run(&t), at, "len {len} at {at}");
                 }
+            }
+        }
+        for len in 0..140usize {
+            for at in 0..=len {
+                for needle in [b'\n', b':', 0u8, 0xff] {
+                    let mut v = vec![b'a'; len];
+                    // Bytes around the needle that the word trick could confuse.
+                    if at > 0 {
+                        v[at - 1] = needle.wrapping_add(1);
+                    }
+                    if at < len {
+                        v[at] = needle;
+                    }
+                    let want = (at < len).then_some(at);
+                    assert_eq!(find_byte(needle, &v), want, "len {len} at {at}");
+                }
+            }
+        }
+        // Every byte value in every position of a word agrees with the per-byte check.
+        for b in 0..=255u8 {
+            for at in 0..20 {
+                let mut v = vec![b'x'; 20];
+                v[at] = b;
+                let want = (!reference_field(b)).then_some(b);
+                assert_eq!(first_non_field_byte(&v), want, "{b:#04x} at {at}");
+                let mut v = vec![0x80u8; 20];
+                v[at] = b;
+                assert_eq!(
+                    first_non_field_byte(&v),
+                    want,
+                    "{b:#04x} at {at} (obs-text)"
+                );
+                assert_eq!(
+                    find_byte(b'\n', &v),
+                    (b == b'\n').then_some(at),
+                    "{b:#04x} at {at}"
+                );
             }
         }
         // obs-text and HTAB are field bytes.
