@@ -57,9 +57,24 @@ pub(crate) fn push_header_u64(out: &mut Vec<u8>, name: &str, n: u64) {
 
 /// Appends `HTTP/1.1 <status> <reason>\r\n`.
 pub(crate) fn push_status_line(out: &mut Vec<u8>, status: u16, reason: &[u8]) {
-    out.extend_from_slice(b"HTTP/1.1 ");
-    push_decimal(out, u64::from(status.clamp(100, 999)));
-    out.push(b' ');
+    // Three digits always (clamped): written at once with the text around them.
+    let s = status.clamp(100, 999);
+    let digit = |d: u16| b'0' + (d % 10) as u8;
+    out.extend_from_slice(&[
+        b'H',
+        b'T',
+        b'T',
+        b'P',
+        b'/',
+        b'1',
+        b'.',
+        b'1',
+        b' ',
+        digit(s / 100),
+        digit(s / 10),
+        digit(s),
+        b' ',
+    ]);
     if reason.iter().all(|&b| is_field_byte(b)) {
         out.extend_from_slice(reason);
     } else {

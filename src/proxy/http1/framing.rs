@@ -3,7 +3,7 @@
 
 use super::error::{ErrorKind, Http1Error};
 use super::head::{Method, ResponseHead, Version, flags};
-use super::syntax::list_elements;
+use super::syntax::{list_elements, trim_ows};
 
 /// How a message body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -254,14 +254,15 @@ pub(crate) fn push_hex(out: &mut Vec<u8>, mut n: u64) {
 
 /// Appends the low `digits` hex digits of `n`, zero-padded, lowercase.
 pub(crate) fn push_hex_fixed(out: &mut Vec<u8>, n: u128, digits: u32) {
-    // Digits go to a stack buffer first: one append instead of a capacity check per digit.
+    // Two digits per byte of `n` from the big-endian bytes, into a stack buffer first: one
+    // append, no 128-bit shift per digit. An odd count drops the first digit.
     let digits = digits.min(32) as usize;
     let mut buf = [0u8; 32];
-    for (i, slot) in buf.iter_mut().take(digits).enumerate() {
-        let shift = (digits - 1 - i) * 4;
-        *slot = HEX[((n >> shift) & 0xf) as usize];
+    for (pair, byte) in buf.chunks_exact_mut(2).zip(n.to_be_bytes()) {
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 0xf)];
     }
-    out.extend_from_slice(buf.get(..digits).unwrap_or_default());
+    out.extend_from_slice(buf.get(32 - digits..).unwrap_or_default());
 }
 
 /// True when `s` is lowercase hex of exactly `len` digits, not all zero.
@@ -395,7 +396,17 @@ mod tests {
         push_hex(&mut out, 0x1a2b);
         out.push(b' ');
         push_hex_fixed(&mut out, 0xab, 4);
-        assert_eq!(out, b"0 18446744073709551615 0 1a2b 00ab");
+        out.push(b' ');
+        push_hex_fixed(&mut out, 0xabc, 3);
+        out.push(b' ');
+        push_hex_fixed(&mut out, u128::MAX - 1, 32);
+        out.push(b' ');
+        push_hex_fixed(&mut out, 0x0123_4567_89ab_cdef, 16);
+        let want = format!(
+            "0 18446744073709551615 0 1a2b 00ab abc {}e 0123456789abcdef",
+            "f".repeat(31)
+        );
+        assert_eq!(out, want.as_bytes());
     }
 
     #[test]
