@@ -11,7 +11,9 @@ use super::encode::{
 };
 use super::framing::BodyKind;
 use super::head::{Field, Headers, RequestHead, ResponseHead};
-use super::syntax::{is_nonzero_lower_hex, is_target_byte, list_elements, push_hex_fixed};
+use super::syntax::{
+    is_nonzero_lower_hex, is_target_byte, list_elements, push_hex_fixed, trim_ows,
+};
 
 /// How the framing headers (Content-Length / Transfer-Encoding) of a forwarded head are
 /// written. Received CL/TE headers are always dropped first.
@@ -165,13 +167,22 @@ fn listed_lengths(headers: &Headers) -> u64 {
         if !f.name.get(&headers.buf).eq_ignore_ascii_case(b"connection") {
             continue;
         }
-        for t in list_elements(f.value.get(&headers.buf)) {
-            if !matches!(
-                classify(t),
-                NameKind::HopByHop | NameKind::Connection | NameKind::Upgrade
-            ) {
+        let v = f.value.get(&headers.buf);
+        let mut add = |t: &[u8]| {
+            if !t.is_empty()
+                && !matches!(
+                    classify(t),
+                    NameKind::HopByHop | NameKind::Connection | NameKind::Upgrade
+                )
+            {
                 set |= length_bit(t.len());
             }
+        };
+        // The usual value is one option: no list iteration for it.
+        if v.contains(&b',') {
+            list_elements(v).for_each(add);
+        } else {
+            add(trim_ows(v));
         }
     }
     set
