@@ -72,7 +72,7 @@ pub use collector::{DataPlaneSnapshot, UNROUTED_ROUTE_LABEL};
 pub use labels::{
     ErrorReason, IoDriver, PoolResult, RefuseReason, ReloadResult, StatusClass, XdpAction,
 };
-pub use pool::{EndpointPoolState, PoolGaugeRegistry, PoolGauges};
+pub use pool::{EndpointCell, EndpointPoolState, PoolGaugeRegistry, PoolGauges};
 pub use worker::{
     HistogramSnapshot, LATENCY_BUCKETS, LATENCY_BUCKETS_NANOS, RouteMetricId, RouteRegistry,
     WorkerMetrics,

@@ -53,8 +53,10 @@ impl EndpointCell {
 
 type Key = (Arc<str>, SocketAddr);
 type CellMap = HashMap<Key, Arc<EndpointCell>>;
-/// A handle's lookup cache: endpoint → the cells of the upstreams it serves.
-type LocalCells = HashMap<SocketAddr, Vec<(Arc<str>, Arc<EndpointCell>)>>;
+/// A handle's lookup cache: endpoint → the cells of the upstreams it serves. Endpoints come
+/// from the configuration, never from requests: a fast hasher serves (it is probed per request).
+type LocalCells =
+    HashMap<SocketAddr, Vec<(Arc<str>, Arc<EndpointCell>)>, foldhash::fast::RandomState>;
 
 /// One worker's cells, shared between its [`PoolGauges`] handles and the readers.
 #[derive(Debug, Default)]
@@ -133,7 +135,7 @@ impl PoolGauges {
     pub(crate) fn new(cells: Arc<WorkerPoolCells>) -> Self {
         PoolGauges {
             cells,
-            local: HashMap::new(),
+            local: LocalCells::default(),
             _single_writer: PhantomData,
         }
     }

@@ -81,7 +81,7 @@ pub(crate) fn strip_request_host(host: &str) -> &str {
             None => host,
         }
     } else {
-        match host.find(':') {
+        match host.bytes().position(|b| b == b':') {
             Some(colon) => host.get(..colon).unwrap_or(host),
             None => host,
         }

@@ -301,7 +301,11 @@ impl RoutingTable {
     /// Finds what serves a request for `host` (the `Host` header or `:authority`, port allowed)
     /// and `path` (anything after `?` is ignored), with Ingress v1 semantics.
     pub fn lookup(&self, host: &str, path: &str) -> Lookup<'_> {
-        let path = path.split_once('?').map_or(path, |(p, _)| p);
+        // A byte search: `?` is ASCII, so the cut is a char boundary.
+        let path = match path.bytes().position(|b| b == b'?') {
+            Some(q) => path.get(..q).unwrap_or(path),
+            None => path,
+        };
         let mut buf = [0u8; MAX_HOST_LEN];
         let entry = normalize_request_host(host, &mut buf).and_then(|h| self.find_host(h));
         let Some(entry) = entry.or_else(|| self.hostless.and_then(|i| self.hosts.get(i))) else {

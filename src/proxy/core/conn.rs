@@ -39,7 +39,8 @@ pub struct WorkerCx {
     pub metrics: WorkerMetrics,
     /// This worker's access-log ring (off unless [`WorkerCx::with_access_log`]).
     pub access: AccessLogger,
-    rr: HashMap<Arc<str>, usize>,
+    /// Round-robin cursors per upstream name (configuration data: a fast hasher serves).
+    rr: HashMap<Arc<str>, usize, foldhash::fast::RandomState>,
     rng: u64,
     /// Set once the worker drains: every connection opened from now on closes after its first
     /// response.
@@ -58,7 +59,7 @@ impl WorkerCx {
             views: Views::new(shared),
             metrics,
             access: AccessLogger::off(),
-            rr: HashMap::new(),
+            rr: HashMap::default(),
             rng: seed | 1,
             draining: false,
             spare: Vec::new(),

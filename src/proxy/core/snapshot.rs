@@ -54,14 +54,19 @@ impl Default for ConnLimits {
     }
 }
 
+/// Hasher of the snapshot's maps: their keys are names from the configuration, never request
+/// bytes.
+pub type FastState = foldhash::fast::RandomState;
+
 /// Everything a worker needs to serve requests, immutable once built.
 #[derive(Debug)]
 pub struct Snapshot {
     pub table: RoutingTable,
-    pub upstreams: HashMap<String, Arc<UpstreamSpec>>,
+    /// Upstreams by name (configuration data, looked up per request: a fast hasher serves).
+    pub upstreams: HashMap<String, Arc<UpstreamSpec>, FastState>,
     pub limits: ConnLimits,
     /// Metric ids of the table's route names.
-    pub route_ids: HashMap<String, RouteMetricId>,
+    pub route_ids: HashMap<String, RouteMetricId, FastState>,
 }
 
 impl Snapshot {
@@ -73,13 +78,13 @@ impl Snapshot {
                 .map(|u| (u.name.to_string(), Arc::new(u)))
                 .collect(),
             limits,
-            route_ids: HashMap::new(),
+            route_ids: HashMap::default(),
         }
     }
 
     /// Names route metric ids (interned once per table, not per request).
     pub fn with_route_ids(mut self, intern: impl Fn(&str) -> RouteMetricId) -> Self {
-        let mut ids = HashMap::new();
+        let mut ids = HashMap::default();
         for host in self.table.hosts() {
             for route in host.routes() {
                 ids.entry(route.name().to_string())

@@ -13,7 +13,15 @@ pub(crate) fn push_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     if name.is_empty() || !name.bytes().all(is_tchar) {
         return;
     }
-    out.extend_from_slice(name.as_bytes());
+    push_header_value(out, name.as_bytes(), value);
+}
+
+/// [`push_header`] for a name known to be a token (a constant of Arc's): only the value is
+/// checked.
+pub(crate) fn push_header_value(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    debug_assert!(!name.is_empty() && name.iter().all(|&b| is_tchar(b)));
+    out.reserve(name.len() + value.len() + 4);
+    out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     if value.iter().all(|&b| is_field_byte(b)) {
         out.extend_from_slice(value);
@@ -29,11 +37,11 @@ pub(crate) fn push_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
 
 /// Appends a header taken from a parsed head: the parser already checked that the name is a
 /// token and the value holds only field bytes, so neither is scanned again.
-pub(crate) fn push_parsed_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
-    debug_assert!(!name.is_empty() && name.bytes().all(is_tchar));
+pub(crate) fn push_parsed_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    debug_assert!(!name.is_empty() && name.iter().all(|&b| is_tchar(b)));
     debug_assert!(value.iter().all(|&b| is_field_byte(b)));
     out.reserve(name.len() + value.len() + 4);
-    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
@@ -49,9 +57,24 @@ pub(crate) fn push_header_u64(out: &mut Vec<u8>, name: &str, n: u64) {
 
 /// Appends `HTTP/1.1 <status> <reason>\r\n`.
 pub(crate) fn push_status_line(out: &mut Vec<u8>, status: u16, reason: &[u8]) {
-    out.extend_from_slice(b"HTTP/1.1 ");
-    push_decimal(out, u64::from(status.clamp(100, 999)));
-    out.push(b' ');
+    // Three digits always (clamped): written at once with the text around them.
+    let s = status.clamp(100, 999);
+    let digit = |d: u16| b'0' + (d % 10) as u8;
+    out.extend_from_slice(&[
+        b'H',
+        b'T',
+        b'T',
+        b'P',
+        b'/',
+        b'1',
+        b'.',
+        b'1',
+        b' ',
+        digit(s / 100),
+        digit(s / 10),
+        digit(s),
+        b' ',
+    ]);
     if reason.iter().all(|&b| is_field_byte(b)) {
         out.extend_from_slice(reason);
     } else {

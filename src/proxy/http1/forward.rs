@@ -6,10 +6,14 @@ use core::net::IpAddr;
 use std::io::Write as _;
 use std::ops::Range;
 
-use super::encode::{push_header, push_header_u64, push_parsed_header, push_status_line};
+use super::encode::{
+    push_header, push_header_u64, push_header_value, push_parsed_header, push_status_line,
+};
 use super::framing::BodyKind;
-use super::head::{Headers, RequestHead, ResponseHead};
-use super::syntax::{is_nonzero_lower_hex, is_target_byte, list_elements, push_hex_fixed};
+use super::head::{Field, Headers, RequestHead, ResponseHead};
+use super::syntax::{
+    is_nonzero_lower_hex, is_target_byte, list_elements, push_hex_fixed, trim_ows,
+};
 
 /// How the framing headers (Content-Length / Transfer-Encoding) of a forwarded head are
 /// written. Received CL/TE headers are always dropped first.
@@ -98,28 +102,142 @@ pub struct Written {
     pub traceparent: Option<Range<usize>>,
 }
 
-/// Headers that describe one connection and never cross a proxy (RFC 9110 §7.6.1), plus the
-/// framing headers which [`OutFraming`] rewrites.
-fn is_hop_by_hop(name: &str) -> bool {
-    [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "content-length",
-        "upgrade",
-    ]
-    .iter()
-    .any(|h| name.eq_ignore_ascii_case(h))
+/// What a received header name means to the forwarders: one length switch and at most two
+/// comparisons per header instead of a comparison against every special name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NameKind {
+    Host,
+    /// `Upgrade`: hop-by-hop, kept only for tunnels.
+    Upgrade,
+    /// Headers that describe one connection and never cross a proxy (RFC 9110 §7.6.1), plus
+    /// the framing headers which [`OutFraming`] rewrites.
+    HopByHop,
+    Connection,
+    Expect,
+    ForwardedFor,
+    /// X-Forwarded-Proto / -Host / -Port.
+    ForwardedOther,
+    RequestId,
+    Traceparent,
+    Tracestate,
+    Other,
+}
+
+/// Classifies a header name (case-insensitive).
+#[inline]
+fn classify(name: &[u8]) -> NameKind {
+    let is = |s: &[u8]| name.eq_ignore_ascii_case(s);
+    match name.len() {
+        2 if is(b"te") => NameKind::HopByHop,
+        4 if is(b"host") => NameKind::Host,
+        6 if is(b"expect") => NameKind::Expect,
+        7 if is(b"upgrade") => NameKind::Upgrade,
+        7 if is(b"trailer") => NameKind::HopByHop,
+        10 if is(b"connection") => NameKind::Connection,
+        10 if is(b"keep-alive") => NameKind::HopByHop,
+        10 if is(b"tracestate") => NameKind::Tracestate,
+        11 if is(b"traceparent") => NameKind::Traceparent,
+        12 if is(b"x-request-id") => NameKind::RequestId,
+        14 if is(b"content-length") => NameKind::HopByHop,
+        15 if is(b"x-forwarded-for") => NameKind::ForwardedFor,
+        16 if is(b"proxy-connection") => NameKind::HopByHop,
+        16 if is(b"x-forwarded-host") || is(b"x-forwarded-port") => NameKind::ForwardedOther,
+        17 if is(b"transfer-encoding") => NameKind::HopByHop,
+        17 if is(b"x-forwarded-proto") => NameKind::ForwardedOther,
+        _ => NameKind::Other,
+    }
 }
 
 /// True when `name` is listed as a connection option in any Connection header.
-fn listed_in_connection(headers: &Headers, name: &str) -> bool {
+fn listed_in_connection(headers: &Headers, name: &[u8]) -> bool {
     headers
-        .get_all("connection")
-        .any(|v| list_elements(v).any(|t| t.eq_ignore_ascii_case(name.as_bytes())))
+        .fields
+        .iter()
+        .filter(|f| f.name.get(&headers.buf).eq_ignore_ascii_case(b"connection"))
+        .any(|f| list_elements(f.value.get(&headers.buf)).any(|t| t.eq_ignore_ascii_case(name)))
+}
+
+/// The lengths of the names that Connection headers list, as a bit set (bit 63 stands for 63
+/// and longer), leaving out names every forwarder drops anyway (hop-by-hop ones). A header
+/// whose name length is not in the set cannot be listed, so the list scan is skipped for it;
+/// a response's usual `Connection: keep-alive` gives an empty set.
+fn listed_lengths(headers: &Headers) -> u64 {
+    let mut set = 0u64;
+    for f in &headers.fields {
+        if !f.name.get(&headers.buf).eq_ignore_ascii_case(b"connection") {
+            continue;
+        }
+        let v = f.value.get(&headers.buf);
+        let mut add = |t: &[u8]| {
+            if !t.is_empty()
+                && !matches!(
+                    classify(t),
+                    NameKind::HopByHop | NameKind::Connection | NameKind::Upgrade
+                )
+            {
+                set |= length_bit(t.len());
+            }
+        };
+        // The usual value is one option: no list iteration for it.
+        if v.contains(&b',') {
+            list_elements(v).for_each(add);
+        } else {
+            add(trim_ows(v));
+        }
+    }
+    set
+}
+
+/// The bit of [`listed_lengths`] for a name of `len` bytes.
+#[inline]
+fn length_bit(len: usize) -> u64 {
+    1u64 << len.min(63)
+}
+
+/// Copies received header lines to the output, merging lines that sit next to each other in
+/// the received head into one append. Anything else written to `out` must come after
+/// [`Verbatim::flush`].
+struct Verbatim {
+    start: usize,
+    end: usize,
+}
+
+impl Verbatim {
+    fn new() -> Self {
+        Verbatim { start: 0, end: 0 }
+    }
+
+    /// Forwards field `f` of `headers` as `Name: value\r\n`.
+    #[inline]
+    fn field(&mut self, out: &mut Vec<u8>, headers: &Headers, f: &Field) {
+        let buf = &headers.buf;
+        let (ns, ne) = (f.name.start as usize, f.name.end as usize);
+        let (vs, ve) = (f.value.start as usize, f.value.end as usize);
+        // The received line is already `Name: value\r\n` (single space, no trailing
+        // whitespace, CRLF): it can be copied as it stands.
+        if buf.get(ne..vs) == Some(b": ") && buf.get(ve..ve + 2) == Some(b"\r\n") {
+            if ns == self.end && self.end > self.start {
+                self.end = ve + 2;
+            } else {
+                self.flush(out, buf);
+                self.start = ns;
+                self.end = ve + 2;
+            }
+            return;
+        }
+        self.flush(out, buf);
+        push_parsed_header(out, f.name.get(buf), f.value.get(buf));
+    }
+
+    /// Appends the pending run of lines.
+    #[inline]
+    fn flush(&mut self, out: &mut Vec<u8>, buf: &[u8]) {
+        if self.end > self.start {
+            out.extend_from_slice(buf.get(self.start..self.end).unwrap_or_default());
+        }
+        self.start = 0;
+        self.end = 0;
+    }
 }
 
 /// A request id received from a client is kept when it is short visible ASCII without list
@@ -253,86 +371,104 @@ pub fn write_request_head(
     let headers = head.headers();
     let mut written = Written::default();
 
-    out.extend_from_slice(head.method_str().as_bytes());
+    out.extend_from_slice(head.method_bytes());
     out.push(b' ');
     match opts.path {
         Some(p) => push_target(out, p),
-        None => out.extend_from_slice(head.path().as_bytes()),
+        None => out.extend_from_slice(head.path_bytes()),
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
 
-    let original_host = head.authority().unwrap_or("").as_bytes();
-    push_header(out, "Host", opts.host.unwrap_or(original_host));
+    let original_host = head.authority_bytes();
+    match opts.host {
+        Some(h) => push_header_value(out, b"Host", h),
+        // The parser checked the authority (host characters only).
+        None => push_parsed_header(out, b"Host", original_host),
+    }
 
-    let keep_trace = opts.trace.is_none() || {
-        let mut tps = headers.get_all("traceparent");
-        matches!((tps.next(), tps.next()), (Some(v), None) if valid_traceparent(v))
-    };
-    let keep_request_id = opts.request_id.is_none() || {
-        let mut ids = headers.get_all("x-request-id");
-        matches!((ids.next(), ids.next()), (Some(v), None) if valid_request_id(v))
-    };
-    let client = opts.client;
-    let trusted = client.is_some_and(|c| c.trusted);
+    // One pass finds what the per-header decisions depend on.
+    let mut has_connection = false;
+    let (mut tps, mut tp) = (0usize, &b""[..]);
+    let (mut ids, mut id) = (0usize, &b""[..]);
+    for f in &headers.fields {
+        match classify(f.name.get(&headers.buf)) {
+            NameKind::Connection => has_connection = true,
+            NameKind::Traceparent => {
+                tps += 1;
+                tp = f.value.get(&headers.buf);
+            }
+            NameKind::RequestId => {
+                ids += 1;
+                id = f.value.get(&headers.buf);
+            }
+            _ => {}
+        }
+    }
     // Most requests carry no Connection header: then no name can be listed in one, and the
     // per-header scan of the list is skipped.
-    let has_connection = headers.contains("connection");
+    let listed = if has_connection {
+        listed_lengths(headers)
+    } else {
+        0
+    };
+    let keep_trace = opts.trace.is_none() || (tps == 1 && valid_traceparent(tp));
+    let keep_request_id = opts.request_id.is_none() || (ids == 1 && valid_request_id(id));
+    let client = opts.client;
+    let trusted = client.is_some_and(|c| c.trusted);
 
-    for h in headers.iter() {
-        let name = h.name;
-        if name.eq_ignore_ascii_case("host") {
-            continue;
-        }
-        if is_hop_by_hop(name) {
-            if opts.tunnel && name.eq_ignore_ascii_case("upgrade") {
-                push_parsed_header(out, name, h.value);
-            }
-            continue;
-        }
-        // Arc answers `Expect: 100-continue` itself (see `CONTINUE_100`); forwarding it would
-        // make the upstream send a second interim response.
-        if (has_connection && listed_in_connection(headers, name))
-            || name.eq_ignore_ascii_case("expect")
-        {
-            continue;
-        }
-        if client.is_some() {
-            if name.eq_ignore_ascii_case("x-forwarded-for") {
+    let buf = &headers.buf;
+    let mut copy = Verbatim::new();
+    for f in &headers.fields {
+        let name = f.name.get(buf);
+        let kind = classify(name);
+        match kind {
+            NameKind::Host => continue,
+            NameKind::Upgrade => {
+                if opts.tunnel {
+                    copy.field(out, headers, f);
+                }
                 continue;
             }
-            if !trusted
-                && ["x-forwarded-proto", "x-forwarded-host", "x-forwarded-port"]
-                    .iter()
-                    .any(|x| name.eq_ignore_ascii_case(x))
-            {
+            NameKind::HopByHop | NameKind::Connection => continue,
+            // Arc answers `Expect: 100-continue` itself (see `CONTINUE_100`); forwarding it
+            // would make the upstream send a second interim response.
+            NameKind::Expect => continue,
+            _ => {}
+        }
+        if listed & length_bit(name.len()) != 0 && listed_in_connection(headers, name) {
+            continue;
+        }
+        match kind {
+            NameKind::ForwardedFor if client.is_some() => continue,
+            NameKind::ForwardedOther if client.is_some() && !trusted => continue,
+            NameKind::RequestId => {
+                if keep_request_id {
+                    copy.flush(out, buf);
+                    let start = out.len() + name.len() + 2;
+                    push_parsed_header(out, name, f.value.get(buf));
+                    if opts.request_id.is_some() {
+                        written.request_id = Some(start..out.len() - 2);
+                    }
+                }
                 continue;
             }
-        }
-        if name.eq_ignore_ascii_case("x-request-id") {
-            if keep_request_id {
-                let start = out.len() + name.len() + 2;
-                push_parsed_header(out, name, h.value);
-                if opts.request_id.is_some() {
-                    written.request_id = Some(start..out.len() - 2);
+            NameKind::Traceparent => {
+                if keep_trace {
+                    copy.flush(out, buf);
+                    let start = out.len() + name.len() + 2;
+                    push_parsed_header(out, name, f.value.get(buf));
+                    if opts.trace.is_some() {
+                        written.traceparent = Some(start..out.len() - 2);
+                    }
                 }
+                continue;
             }
-            continue;
+            NameKind::Tracestate if !keep_trace => continue,
+            _ => {}
         }
-        if name.eq_ignore_ascii_case("traceparent") {
-            if keep_trace {
-                let start = out.len() + name.len() + 2;
-                push_parsed_header(out, name, h.value);
-                if opts.trace.is_some() {
-                    written.traceparent = Some(start..out.len() - 2);
-                }
-            }
-            continue;
-        }
-        if name.eq_ignore_ascii_case("tracestate") && !keep_trace {
-            continue;
-        }
-        push_parsed_header(out, name, h.value);
+        copy.field(out, headers, f);
     }
+    copy.flush(out, buf);
 
     if opts.tunnel {
         out.extend_from_slice(b"Connection: upgrade\r\n");
@@ -361,10 +497,10 @@ pub fn write_request_head(
         push_ip(out, c.addr);
         out.extend_from_slice(b"\r\n");
         if !(trusted && headers.contains("x-forwarded-proto")) {
-            push_header(out, "X-Forwarded-Proto", c.proto.as_bytes());
+            push_header_value(out, b"X-Forwarded-Proto", c.proto.as_bytes());
         }
         if !(trusted && headers.contains("x-forwarded-host")) {
-            push_header(out, "X-Forwarded-Host", original_host);
+            push_parsed_header(out, b"X-Forwarded-Host", original_host);
         }
         if !(trusted && headers.contains("x-forwarded-port")) {
             push_header_u64(out, "X-Forwarded-Port", u64::from(c.port));
@@ -433,19 +569,27 @@ pub fn write_response_head(out: &mut Vec<u8>, head: &ResponseHead, opts: &Downst
         push_status_line(out, head.status(), reason);
     }
     let upgrade = opts.connection == ConnectionHeader::Upgrade;
-    let has_connection = headers.contains("connection");
-    for h in headers.iter() {
-        if is_hop_by_hop(h.name) {
-            if upgrade && h.name.eq_ignore_ascii_case("upgrade") {
-                push_parsed_header(out, h.name, h.value);
+    let buf = &headers.buf;
+    let listed = listed_lengths(headers);
+    let mut copy = Verbatim::new();
+    for f in &headers.fields {
+        let name = f.name.get(buf);
+        match classify(name) {
+            NameKind::Upgrade => {
+                if upgrade {
+                    copy.field(out, headers, f);
+                }
+                continue;
             }
+            NameKind::HopByHop | NameKind::Connection => continue,
+            _ => {}
+        }
+        if listed & length_bit(name.len()) != 0 && listed_in_connection(headers, name) {
             continue;
         }
-        if has_connection && listed_in_connection(headers, h.name) {
-            continue;
-        }
-        push_parsed_header(out, h.name, h.value);
+        copy.field(out, headers, f);
     }
+    copy.flush(out, buf);
     match opts.connection {
         ConnectionHeader::Omit => {}
         ConnectionHeader::Close => out.extend_from_slice(b"Connection: close\r\n"),
@@ -464,3 +608,7 @@ pub fn write_response_head(out: &mut Vec<u8>, head: &ResponseHead, opts: &Downst
     }
     out.extend_from_slice(b"\r\n");
 }
+
+#[cfg(test)]
+#[path = "tests/forward_reference.rs"]
+mod reference;

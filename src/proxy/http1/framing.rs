@@ -3,7 +3,7 @@
 
 use super::error::{ErrorKind, Http1Error};
 use super::head::{Method, ResponseHead, Version, flags};
-use super::syntax::list_elements;
+use super::syntax::{list_elements, trim_ows};
 
 /// How a message body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -45,17 +45,22 @@ pub(crate) fn keep_alive(version: Version, f: u8) -> bool {
 
 /// Connection option flags of one Connection header value.
 pub(crate) fn connection_flags(v: &[u8]) -> u8 {
-    let mut f = 0;
-    for t in list_elements(v) {
-        if t.eq_ignore_ascii_case(b"close") {
-            f |= flags::CONN_CLOSE;
-        } else if t.eq_ignore_ascii_case(b"keep-alive") {
-            f |= flags::CONN_KEEP_ALIVE;
-        } else if t.eq_ignore_ascii_case(b"upgrade") {
-            f |= flags::CONN_UPGRADE;
-        }
+    // The usual value is one option (`keep-alive`, `close`): no list iteration for it.
+    if !v.contains(&b',') {
+        return connection_option(trim_ows(v));
     }
-    f
+    list_elements(v).fold(0, |f, t| f | connection_option(t))
+}
+
+/// The flag of one Connection option (0 for other options).
+#[inline]
+fn connection_option(t: &[u8]) -> u8 {
+    match t.len() {
+        5 if t.eq_ignore_ascii_case(b"close") => flags::CONN_CLOSE,
+        7 if t.eq_ignore_ascii_case(b"upgrade") => flags::CONN_UPGRADE,
+        10 if t.eq_ignore_ascii_case(b"keep-alive") => flags::CONN_KEEP_ALIVE,
+        _ => 0,
+    }
 }
 
 /// Transfer codings Arc forwards without understanding them (it only frames on chunked).

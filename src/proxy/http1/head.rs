@@ -24,10 +24,16 @@ impl Span {
     }
 }
 
-/// Bytes that were checked to be ASCII tokens, as `&str` (empty if not UTF-8, which the
-/// parser rules out).
+/// Bytes that were checked to be ASCII (tokens, targets, hosts), as `&str`; empty if they are
+/// not ASCII, which the parser rules out. Cheaper than a UTF-8 validation on these short
+/// strings, which are converted several times per request.
 pub(crate) fn ascii_str(b: &[u8]) -> &str {
-    std::str::from_utf8(b).unwrap_or_default()
+    if b.is_ascii() {
+        // SAFETY: every ASCII byte sequence is valid UTF-8.
+        unsafe { std::str::from_utf8_unchecked(b) }
+    } else {
+        ""
+    }
 }
 
 /// HTTP version of a message.
@@ -227,6 +233,24 @@ impl RequestHead {
     /// The method's text as received.
     pub fn method_str(&self) -> &str {
         ascii_str(self.method_span.get(&self.headers.buf))
+    }
+
+    /// [`RequestHead::method_str`] as bytes (no UTF-8 check).
+    pub(crate) fn method_bytes(&self) -> &[u8] {
+        self.method_span.get(&self.headers.buf)
+    }
+
+    /// [`RequestHead::path`] as bytes (no UTF-8 check).
+    pub(crate) fn path_bytes(&self) -> &[u8] {
+        let p = self.path.get(&self.headers.buf);
+        if p.is_empty() { b"/" } else { p }
+    }
+
+    /// [`RequestHead::authority`] as bytes, empty when there is none (no UTF-8 check).
+    pub(crate) fn authority_bytes(&self) -> &[u8] {
+        self.host
+            .or(self.authority)
+            .map_or(&[][..], |s| s.get(&self.headers.buf))
     }
 
     /// The request target as received (origin-, absolute- or asterisk-form).

@@ -10,9 +10,10 @@
 //! single-writer pool gauges (`arc_upstream_pool_idle`, `/api/v1/upstreams`).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::metrics::PoolGauges;
+use crate::metrics::{EndpointCell, PoolGauges};
 use crate::proxy::io::PoolKey;
 
 /// A connection that sat idle at least this long is probed (non-blocking peek) before reuse.
@@ -28,9 +29,29 @@ struct Idle<S> {
     timeout: Duration,
 }
 
+/// The idle connections of one key, with its gauge cell once known (so publishing the idle
+/// count after a checkout or checkin is a store, not a map lookup).
+struct Slot<S> {
+    list: Vec<Idle<S>>,
+    cell: Option<Arc<EndpointCell>>,
+}
+
+impl<S> Default for Slot<S> {
+    fn default() -> Self {
+        Slot {
+            list: Vec::new(),
+            cell: None,
+        }
+    }
+}
+
+/// Keys are configuration data (upstream names, resolved endpoints), never request bytes, so
+/// a fast hasher serves.
+type SlotMap<S> = HashMap<PoolKey, Slot<S>, foldhash::fast::RandomState>;
+
 /// Idle upstream connections of one worker.
 pub struct Pool<S> {
-    idle: HashMap<PoolKey, Vec<Idle<S>>>,
+    idle: SlotMap<S>,
     count: usize,
     hits: u64,
     misses: u64,
@@ -40,7 +61,7 @@ pub struct Pool<S> {
 impl<S> Default for Pool<S> {
     fn default() -> Self {
         Pool {
-            idle: HashMap::new(),
+            idle: SlotMap::default(),
             count: 0,
             hits: 0,
             misses: 0,
@@ -62,10 +83,21 @@ impl<S> Pool<S> {
         }
     }
 
-    fn publish(&mut self, key: &PoolKey) {
-        if let Some(g) = self.gauges.as_mut() {
-            let n = self.idle.get(key).map_or(0, Vec::len);
-            g.set_idle(&key.upstream, key.endpoint, n);
+    /// Publishes the idle count of `slot` (the slot of `key`).
+    fn publish(gauges: &mut Option<PoolGauges>, key: &PoolKey, slot: &mut Slot<S>) {
+        let Some(g) = gauges.as_mut() else {
+            return;
+        };
+        let n = slot.list.len();
+        match &slot.cell {
+            Some(c) => c.set_idle(n),
+            // A zero for a pair never seen creates nothing.
+            None if n == 0 => g.set_idle(&key.upstream, key.endpoint, 0),
+            None => {
+                let c = g.cell(&key.upstream, key.endpoint);
+                c.set_idle(n);
+                slot.cell = Some(c);
+            }
         }
     }
 
@@ -76,7 +108,7 @@ impl<S> Pool<S> {
                 self.idle
                     .iter()
                     .filter(|(k, _)| k.endpoint == endpoint && *k.upstream == **upstream)
-                    .map(|(_, l)| l.len())
+                    .map(|(_, s)| s.list.len())
                     .sum()
             });
         }
@@ -97,8 +129,8 @@ impl<S> Pool<S> {
         expired: &mut Vec<S>,
     ) -> Option<(S, Duration)> {
         let mut found = None;
-        if let Some(list) = self.idle.get_mut(key) {
-            while let Some(entry) = list.pop() {
+        if let Some(slot) = self.idle.get_mut(key) {
+            while let Some(entry) = slot.list.pop() {
                 self.count -= 1;
                 let idle = now.saturating_duration_since(entry.since);
                 if idle < entry.timeout {
@@ -110,7 +142,7 @@ impl<S> Pool<S> {
             // An emptied list stays in the map: the next checkin of the same key (the usual
             // keep-alive cycle) then neither hashes a new entry in nor allocates a new list.
             // `expire` and `remove_where` prune empty lists.
-            self.publish(key);
+            Self::publish(&mut self.gauges, key, slot);
         }
         if found.is_some() {
             self.hits += 1;
@@ -134,7 +166,12 @@ impl<S> Pool<S> {
         if max_idle == 0 || idle_timeout.is_zero() {
             return Some(conn);
         }
-        let list = self.idle.entry(key.clone()).or_default();
+        // The usual keep-alive cycle finds the key's slot: one lookup, no key clone.
+        let slot = match self.idle.get_mut(&key) {
+            Some(slot) => slot,
+            None => self.idle.entry(key.clone()).or_default(),
+        };
+        let list = &mut slot.list;
         list.push(Idle {
             conn,
             since: now,
@@ -147,7 +184,7 @@ impl<S> Pool<S> {
         } else {
             None
         };
-        self.publish(&key);
+        Self::publish(&mut self.gauges, &key, slot);
         evicted
     }
 
@@ -155,7 +192,8 @@ impl<S> Pool<S> {
     /// endpoint that left the routing table) and returns them for closing.
     pub fn remove_where(&mut self, mut pred: impl FnMut(&PoolKey, &S) -> bool) -> Vec<S> {
         let mut out = Vec::new();
-        self.idle.retain(|key, list| {
+        self.idle.retain(|key, slot| {
+            let list = &mut slot.list;
             let mut i = 0;
             while i < list.len() {
                 if pred(key, &list[i].conn) {
@@ -176,7 +214,8 @@ impl<S> Pool<S> {
     /// Removes every connection whose idle timeout has passed and returns them for closing.
     pub fn expire(&mut self, now: Instant) -> Vec<S> {
         let mut out = Vec::new();
-        self.idle.retain(|_, list| {
+        self.idle.retain(|_, slot| {
+            let list = &mut slot.list;
             let mut i = 0;
             while i < list.len() {
                 if now.saturating_duration_since(list[i].since) >= list[i].timeout {
@@ -198,7 +237,7 @@ impl<S> Pool<S> {
     pub fn next_expiry(&self) -> Option<Instant> {
         self.idle
             .values()
-            .flat_map(|l| l.iter().map(|e| e.since + e.timeout))
+            .flat_map(|s| s.list.iter().map(|e| e.since + e.timeout))
             .min()
     }
 
@@ -265,7 +304,7 @@ mod tests {
         );
         assert!(p.is_empty());
         // The emptied list is kept for the next checkin of the key and pruned by `expire`.
-        assert_eq!(p.idle.get(&key(1)).map(Vec::len), Some(0));
+        assert_eq!(p.idle.get(&key(1)).map(|s| s.list.len()), Some(0));
         assert!(p.expire(later).is_empty());
         assert!(!p.idle.contains_key(&key(1)));
         assert_eq!(p.checkout_aged(&key(1), later, &mut dead), None);
