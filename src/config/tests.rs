@@ -721,7 +721,11 @@ fn tls_session_resumption_keys() {
 
     let err = yaml("tls: {session_cache: 1000001}").unwrap_err();
     assert_eq!(keys(&err), vec!["tls.session_cache"]);
-    assert!(problem(&err, "tls.session_cache").message.contains("out of range"));
+    assert!(
+        problem(&err, "tls.session_cache")
+            .message
+            .contains("out of range")
+    );
     let err = yaml("tls: {session_tickets: sometimes}").unwrap_err();
     assert_eq!(keys(&err), vec!["tls.session_tickets"]);
 }
