@@ -809,6 +809,18 @@ impl<H: ConnHandler> Worker<H> {
                 }
             }
         }
+        // A flushed close whose plaintext is all in the session: queue close_notify now, so it
+        // leaves in the same write as the end of the response.
+        if !broken
+            && !tls.close_queued
+            && matches!(d.phase, Phase::Flushing { .. })
+            && d.handler
+                .as_ref()
+                .is_some_and(|h| h.downstream_out().is_empty())
+        {
+            tls.close_queued = true;
+            tls.session.close();
+        }
         if tls.cipher_out.is_empty() {
             tls.session.write_ciphertext(&mut tls.cipher_out);
         }
