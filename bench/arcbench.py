@@ -359,6 +359,10 @@ http {{
                 "certificates": [{"hosts": ["bench.test", "localhost"], "cert": self.crt,
                                   "key": self.key}],
                 "default_certificate": {"cert": self.crt, "key": self.key},
+                # Resumption off, as the bench nginx (`ssl_session_cache off`,
+                # `ssl_session_tickets off`): no NewSessionTicket after a handshake.
+                "session_cache": 0,
+                "session_tickets": False,
             },
             "upstreams": upstreams,
             "routes": routes,
@@ -906,8 +910,10 @@ class Bench:
                   o.pairs, f"{o.stime_procs} parallel `openssl s_time -new -tls1_3 -www /b0`: "
                   "every connection is a full handshake (s_time never reuses a session) and one "
                   "HTTP/1.0 request, 0 B body; the 'errors' row counts failed clients; "
-                  f"{self.run_len(o.pairs)}. Direct = the backend nginx terminating TLS itself "
-                  "on CPU 0.")
+                  f"{self.run_len(o.pairs)}. Session resumption is off on both proxies "
+                  "(nginx `ssl_session_cache off; ssl_session_tickets off`, Arc "
+                  "`tls.session_cache: 0, tls.session_tickets: false`): no NewSessionTicket "
+                  "is sent. Direct = the backend nginx terminating TLS itself on CPU 0.")
         t.add("handshakes/s ↑", runs, "rate")
         t.add("proxy CPU µs/handshake ↓", runs, "cpu_us", 2)
         t.add("failed s_time clients", runs, "errors", ratio=False)

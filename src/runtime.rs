@@ -328,8 +328,15 @@ impl Server {
         let store = build_cert_store(&cfg, base)?;
         let resolver = CertResolver::new(store);
         let acceptor = Arc::new(
-            TlsAcceptor::new(&TlsAcceptorConfig::default(), Arc::clone(&resolver))
-                .map_err(|e| invalid("tls", e.to_string()))?,
+            TlsAcceptor::new(
+                &TlsAcceptorConfig {
+                    session_cache_entries: cfg.tls.session_cache,
+                    session_tickets: cfg.tls.session_tickets,
+                    ..TlsAcceptorConfig::default()
+                },
+                Arc::clone(&resolver),
+            )
+            .map_err(|e| invalid("tls", e.to_string()))?,
         );
 
         let version = 1;

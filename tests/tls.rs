@@ -543,6 +543,139 @@ fn sessions_resume_with_tls13_tickets_and_tls12() {
     }
 }
 
+/// A client session store that counts the TLS 1.3 tickets the server sent.
+#[derive(Debug)]
+struct CountingStore {
+    inner: rustls::client::ClientSessionMemoryCache,
+    tickets: AtomicUsize,
+}
+
+impl rustls::client::ClientSessionStore for CountingStore {
+    fn set_kx_hint(&self, name: ServerName<'static>, group: rustls::NamedGroup) {
+        self.inner.set_kx_hint(name, group)
+    }
+    fn kx_hint(&self, name: &ServerName<'_>) -> Option<rustls::NamedGroup> {
+        self.inner.kx_hint(name)
+    }
+    fn set_tls12_session(
+        &self,
+        name: ServerName<'static>,
+        value: rustls::client::Tls12ClientSessionValue,
+    ) {
+        self.inner.set_tls12_session(name, value)
+    }
+    fn tls12_session(
+        &self,
+        name: &ServerName<'_>,
+    ) -> Option<rustls::client::Tls12ClientSessionValue> {
+        self.inner.tls12_session(name)
+    }
+    fn remove_tls12_session(&self, name: &ServerName<'static>) {
+        self.inner.remove_tls12_session(name)
+    }
+    fn insert_tls13_ticket(
+        &self,
+        name: ServerName<'static>,
+        value: rustls::client::Tls13ClientSessionValue,
+    ) {
+        self.tickets.fetch_add(1, Ordering::SeqCst);
+        self.inner.insert_tls13_ticket(name, value)
+    }
+    fn take_tls13_ticket(
+        &self,
+        name: &ServerName<'static>,
+    ) -> Option<rustls::client::Tls13ClientSessionValue> {
+        self.inner.take_tls13_ticket(name)
+    }
+}
+
+/// Two handshakes in a row from one client (with a counting session store) against a listener
+/// with `settings`; returns how the second handshake went and how many TLS 1.3 tickets the
+/// client received in all.
+fn resume_twice(
+    f: &Fixture,
+    settings: &TlsAcceptorConfig,
+    version: &'static rustls::SupportedProtocolVersion,
+) -> (HandshakeKind, usize) {
+    let acceptor = TlsAcceptor::new(settings, Arc::clone(&f.resolver)).unwrap();
+    let store = Arc::new(CountingStore {
+        inner: rustls::client::ClientSessionMemoryCache::new(16),
+        tickets: AtomicUsize::new(0),
+    });
+    let mut config = ClientConfig::builder_with_provider(tls::provider())
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_root_certificates(f.ca.roots())
+        .with_no_client_auth();
+    config.resumption = rustls::client::Resumption::store(store.clone());
+    let config = Arc::new(config);
+    let mut first = Pair::new(
+        Arc::clone(&config),
+        "a.example.com",
+        acceptor.accept().unwrap(),
+    );
+    first.handshake().unwrap();
+    assert_eq!(first.client.handshake_kind(), Some(HandshakeKind::Full));
+    // Tickets follow the handshake: let them and some application data through.
+    std::io::Write::write_all(&mut first.client.writer(), b"ping").unwrap();
+    first.settle().unwrap();
+    assert_eq!(first.server_plain, b"ping");
+    let mut last = Pair::new(config, "a.example.com", acceptor.accept().unwrap());
+    last.handshake().unwrap();
+    let kind = last.client.handshake_kind().unwrap();
+    (kind, store.tickets.load(Ordering::SeqCst))
+}
+
+#[test]
+fn session_cache_alone_resumes_by_default() {
+    let f = fixture();
+    let settings = TlsAcceptorConfig::default();
+    assert!(settings.session_cache_entries > 0 && !settings.session_tickets);
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let (kind, tickets) = resume_twice(&f, &settings, version);
+        assert_eq!(kind, HandshakeKind::Resumed, "{version:?}");
+        if version == &rustls::version::TLS13 {
+            assert!(tickets > 0, "stateful TLS 1.3 tickets name cached sessions");
+        }
+    }
+}
+
+#[test]
+fn stateless_tickets_alone_resume() {
+    let f = fixture();
+    let settings = TlsAcceptorConfig {
+        session_cache_entries: 0,
+        session_tickets: true,
+        ..TlsAcceptorConfig::default()
+    };
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let (kind, _) = resume_twice(&f, &settings, version);
+        assert_eq!(kind, HandshakeKind::Resumed, "{version:?}");
+    }
+}
+
+#[test]
+fn resumption_off_sends_no_ticket_and_every_handshake_is_full() {
+    let f = fixture();
+    let settings = TlsAcceptorConfig {
+        session_cache_entries: 0,
+        session_tickets: false,
+        ..TlsAcceptorConfig::default()
+    };
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let (kind, tickets) = resume_twice(&f, &settings, version);
+        assert_eq!(kind, HandshakeKind::Full, "{version:?}");
+        assert_eq!(tickets, 0, "{version:?}: no NewSessionTicket may be sent");
+    }
+    // After the TLS 1.3 handshake the server has nothing more to send: the client's Finished
+    // gets no answer until application data flows.
+    let acceptor = TlsAcceptor::new(&settings, Arc::clone(&f.resolver)).unwrap();
+    let config = client_config(f.ca.roots(), &[&rustls::version::TLS13], &[]);
+    let mut pair = Pair::new(config, "a.example.com", acceptor.accept().unwrap());
+    pair.handshake().unwrap();
+    assert!(!pair.server.wants_write());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Hot swap
 

@@ -2,7 +2,7 @@
 //!
 //! Hot reload applies everything else; these keys keep their running value until a restart
 //! (SPEC §2): `node.workers`, listeners added/removed/rebound, `io_uring.*`,
-//! `observability.metrics_bind`.
+//! `tls.session_cache`, `tls.session_tickets`, `observability.metrics_bind`.
 
 use super::schema::Config;
 
@@ -72,6 +72,18 @@ pub fn restart_required_changes(old: &Config, new: &Config) -> Vec<RestartChange
                 "{} -> {}",
                 old.io_uring.uring_entries, new.io_uring.uring_entries
             ),
+        );
+    }
+    if old.tls.session_cache != new.tls.session_cache {
+        change(
+            "tls.session_cache".into(),
+            format!("{} -> {}", old.tls.session_cache, new.tls.session_cache),
+        );
+    }
+    if old.tls.session_tickets != new.tls.session_tickets {
+        change(
+            "tls.session_tickets".into(),
+            format!("{} -> {}", old.tls.session_tickets, new.tls.session_tickets),
         );
     }
     if old.observability.metrics_bind != new.observability.metrics_bind {

@@ -142,7 +142,7 @@ pub fn default_listeners() -> Vec<Listener> {
     ]
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Tls {
     /// Certificates chosen by SNI; in Kubernetes mode Secrets add to these.
@@ -150,6 +150,28 @@ pub struct Tls {
     /// The certificate served when no SNI name matches; a self-signed one is generated when unset.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub default_certificate: Option<CertFiles>,
+    /// Sessions kept in memory for resumption (TLS 1.3 tickets naming a cached session, TLS 1.2
+    /// session IDs); 0 turns the cache off. Per process, shared by the workers.
+    pub session_cache: usize,
+    /// Issue self-contained encrypted session tickets (keys rotate in memory every 6 hours),
+    /// so resumption survives cache eviction; off by default, as in ingress-nginx.
+    pub session_tickets: bool,
+}
+
+/// Default of `tls.session_cache`, in sessions.
+pub const DEFAULT_TLS_SESSION_CACHE: usize = 10_000;
+/// Largest accepted `tls.session_cache`.
+pub const MAX_TLS_SESSION_CACHE: usize = 1_000_000;
+
+impl Default for Tls {
+    fn default() -> Self {
+        Self {
+            certificates: Vec::new(),
+            default_certificate: None,
+            session_cache: DEFAULT_TLS_SESSION_CACHE,
+            session_tickets: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

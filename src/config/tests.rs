@@ -620,7 +620,7 @@ fn restart_required_diff_names_changed_keys() {
     assert!(restart_required_changes(&old, &old).is_empty());
 
     let new = yaml(
-        "node: {workers: 4}\nio_uring: {sqpoll: true, uring_entries: 1024}\nobservability: {metrics_bind: '0.0.0.0:9191'}\nlisteners:\n  - {name: http, bind: '0.0.0.0:8081', protocol: http}\n  - {name: extra, bind: '0.0.0.0:9000', protocol: http}\n",
+        "node: {workers: 4}\nio_uring: {sqpoll: true, uring_entries: 1024}\ntls: {session_cache: 0, session_tickets: true}\nobservability: {metrics_bind: '0.0.0.0:9191'}\nlisteners:\n  - {name: http, bind: '0.0.0.0:8081', protocol: http}\n  - {name: extra, bind: '0.0.0.0:9000', protocol: http}\n",
     )
     .unwrap();
     let keys: Vec<String> = restart_required_changes(&old, &new)
@@ -636,6 +636,8 @@ fn restart_required_diff_names_changed_keys() {
             "listeners[extra]",
             "io_uring.sqpoll",
             "io_uring.uring_entries",
+            "tls.session_cache",
+            "tls.session_tickets",
             "observability.metrics_bind",
         ]
     );
@@ -704,4 +706,26 @@ fn upstream_defaults_are_parsed_and_checked() {
         keys.contains(&"upstream_defaults.pool.idle_timeout".to_owned()),
         "{keys:?}"
     );
+}
+
+#[test]
+fn tls_session_resumption_keys() {
+    // Defaults as ingress-nginx: a session cache on, tickets off.
+    let cfg = yaml("").unwrap();
+    assert_eq!(cfg.tls.session_cache, DEFAULT_TLS_SESSION_CACHE);
+    assert!(!cfg.tls.session_tickets);
+
+    let cfg = yaml("tls: {session_cache: 0, session_tickets: true}").unwrap();
+    assert_eq!(cfg.tls.session_cache, 0);
+    assert!(cfg.tls.session_tickets);
+
+    let err = yaml("tls: {session_cache: 1000001}").unwrap_err();
+    assert_eq!(keys(&err), vec!["tls.session_cache"]);
+    assert!(
+        problem(&err, "tls.session_cache")
+            .message
+            .contains("out of range")
+    );
+    let err = yaml("tls: {session_tickets: sometimes}").unwrap_err();
+    assert_eq!(keys(&err), vec!["tls.session_tickets"]);
 }

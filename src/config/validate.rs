@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 
 use super::node::Seg;
-use super::schema::{Config, LbPolicy, PathType};
+use super::schema::{Config, LbPolicy, MAX_TLS_SESSION_CACHE, PathType};
 
 /// The placeholder the plain Kubernetes manifests ship instead of a real token.
 pub const TOKEN_PLACEHOLDER: &str = "__ARC_TOKEN__";
@@ -116,6 +116,15 @@ pub fn validate(cfg: &Config, seq_intact: bool) -> Vec<Issue> {
     }
 
     // tls
+    if cfg.tls.session_cache > MAX_TLS_SESSION_CACHE {
+        s.push(
+            p(&[k("tls"), k("session_cache")]),
+            format!(
+                "{} is out of range (0 to {})",
+                cfg.tls.session_cache, MAX_TLS_SESSION_CACHE
+            ),
+        );
+    }
     for (i, c) in cfg.tls.certificates.iter().enumerate() {
         let base = vec![k("tls"), k("certificates"), Seg::Index(i)];
         if c.hosts.is_empty() {

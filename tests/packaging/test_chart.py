@@ -179,6 +179,7 @@ def test_config_defaults(default_objects):
     assert cfg["upstream_defaults"] == {"pool": {"max_idle": 64, "idle_timeout": "60s"},
                                         "connect_timeout": "5s", "read_timeout": "60s",
                                         "send_timeout": "60s"}
+    assert cfg["tls"] == {"session_cache": 10000, "session_tickets": False}
     kube = cfg["kubernetes"]
     assert kube["enabled"] is True and kube["ingress_class"] == "arc"
     assert kube["publish_service"] == f"{NAMESPACE}/arc-gateway-nodeport"
@@ -315,6 +316,7 @@ def test_config_values(render):
                              "readTimeout": "5s", "sendTimeout": "30s"},
         "drainTimeout": "20s",
         "kubernetes": {"watchNamespaces": ["team-a", "team-b"]},
+        "tls": {"sessionCache": 0, "sessionTickets": True},
     }})
     cfg = arc_toml(objs)
     assert cfg["node"]["workers"] == 4
@@ -325,6 +327,7 @@ def test_config_values(render):
     assert (d["connect_timeout"], d["read_timeout"], d["send_timeout"]) == ("5s", "5s", "30s")
     assert cfg["lifecycle"]["drain_timeout"] == "20s"
     assert cfg["kubernetes"]["watch_namespaces"] == ["team-a", "team-b"]
+    assert cfg["tls"] == {"session_cache": 0, "session_tickets": True}
 
 
 def test_node_name_from_the_downward_api(default_objects):

@@ -621,9 +621,17 @@ impl Active {
             span_id: cx.random(),
             sampled: false,
         };
+        // Without a Host (HTTP/1.0) the request still goes upstream as HTTP/1.1, which needs
+        // a non-empty one: name the endpoint, as a client of `http://ip:port/` would.
+        let mut host_buf = [0u8; 64];
+        let host = match head.authority() {
+            Some(a) if !a.is_empty() => None,
+            _ => endpoint_authority(&mut host_buf, endpoint),
+        };
         let opts = UpstreamRequest {
             framing: OutFraming::Keep,
             tunnel: self.upgrade,
+            host,
             client: Some(ClientInfo {
                 addr: self.info.peer.ip(),
                 trusted: false,
@@ -1673,4 +1681,13 @@ impl ConnHandler for Conn {
     fn on_drain(&mut self, cx: &mut WorkerCx, now: Instant) {
         self.with(cx, now, |a, cx| a.on_drain(cx, now));
     }
+}
+
+/// `addr` as a Host value (`ip:port`, `[ipv6]:port`) written into `buf`, without allocating.
+fn endpoint_authority(buf: &mut [u8; 64], addr: std::net::SocketAddr) -> Option<&[u8]> {
+    use std::io::Write as _;
+    let mut rest = &mut buf[..];
+    write!(rest, "{addr}").ok()?;
+    let n = 64 - rest.len();
+    buf.get(..n)
 }

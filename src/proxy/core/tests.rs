@@ -64,16 +64,19 @@ fn model() -> RouteModel {
             tls_host,
             HostRules {
                 host: None,
-                rules: vec![RouteRule::new(
-                    "root",
-                    "/",
-                    PathType::Exact,
-                    Backend::DirectResponse {
-                        status: 200,
-                        body: "Arc is running\n".into(),
-                        content_type: "text/plain".into(),
-                    },
-                )],
+                rules: vec![
+                    RouteRule::new(
+                        "root",
+                        "/",
+                        PathType::Exact,
+                        Backend::DirectResponse {
+                            status: 200,
+                            body: "Arc is running\n".into(),
+                            content_type: "text/plain".into(),
+                        },
+                    ),
+                    RouteRule::new("any-host", "/h10", PathType::Prefix, Backend::upstream(UP)),
+                ],
                 ..Default::default()
             },
         ],
@@ -682,6 +685,26 @@ fn http10_keep_alive_and_close() {
     s.send(b"GET / HTTP/1.0\r\n\r\n");
     assert!(s.take_client().contains("Connection: close\r\n"));
     assert_eq!(s.closed, Some(true));
+}
+
+#[test]
+fn request_without_host_names_the_endpoint_upstream() {
+    // HTTP/1.0 without Host goes upstream as HTTP/1.1, which needs a non-empty Host.
+    let mut s = Sim::new(ConnLimits::default());
+    s.send(b"GET /h10 HTTP/1.0\r\n\r\n");
+    let up = s.upstream_text();
+    assert!(
+        up.starts_with("GET /h10 HTTP/1.1\r\nHost: 10.9.0.1:"),
+        "{up}"
+    );
+    assert!(!up.contains("\r\nHost: \r\n"), "{up}");
+    // An empty Host is replaced the same way; a given one is kept.
+    let mut s = Sim::new(ConnLimits::default());
+    s.send(b"GET /h10 HTTP/1.1\r\nHost:\r\n\r\n");
+    assert!(s.upstream_text().contains("\r\nHost: 10.9.0.1:"));
+    let mut s = Sim::new(ConnLimits::default());
+    s.send(b"GET /h10 HTTP/1.0\r\nHost: x.example\r\n\r\n");
+    assert!(s.upstream_text().contains("\r\nHost: x.example\r\n"));
 }
 
 #[test]

@@ -128,8 +128,6 @@ struct TlsConn {
     session: TlsSession,
     /// Ciphertext read but not yet consumed by the session (it stops while plaintext waits).
     cipher_in: Vec<u8>,
-    /// Ciphertext the socket has not taken yet.
-    cipher_out: Vec<u8>,
     /// The socket's EOF was fed to the session.
     eof_fed: bool,
     /// `close_notify` was queued.
@@ -143,7 +141,7 @@ struct TlsConn {
 impl TlsConn {
     /// Ciphertext waits to be written.
     fn output_pending(&self) -> bool {
-        !self.cipher_out.is_empty() || self.session.wants_write()
+        self.session.wants_write()
     }
 }
 
@@ -494,7 +492,6 @@ impl<H: ConnHandler> Worker<H> {
             Some(Ok(session)) => Some(Box::new(TlsConn {
                 session,
                 cipher_in: Vec::new(),
-                cipher_out: Vec::new(),
                 eof_fed: false,
                 close_queued: false,
                 broken: false,
@@ -809,15 +806,24 @@ impl<H: ConnHandler> Worker<H> {
                 }
             }
         }
-        if tls.cipher_out.is_empty() {
-            tls.session.write_ciphertext(&mut tls.cipher_out);
+        // A flushed close whose plaintext is all in the session: queue close_notify now, so it
+        // leaves in the same write as the end of the response.
+        if !broken
+            && !tls.close_queued
+            && matches!(d.phase, Phase::Flushing { .. })
+            && d.handler
+                .as_ref()
+                .is_some_and(|h| h.downstream_out().is_empty())
+        {
+            tls.close_queued = true;
+            tls.session.close();
         }
-        if d.writable && !tls.cipher_out.is_empty() {
-            match (&d.sock).write(&tls.cipher_out) {
-                Ok(n) if n > 0 => {
-                    tls.cipher_out.drain(..n);
-                    progress = true;
-                }
+        // The session's records go to the socket in one writev, with no copy and no buffer
+        // of ours that an idle connection would keep.
+        if d.writable && tls.session.wants_write() {
+            let mut sock = &d.sock;
+            match tls.session.write_ciphertext_to(&mut sock) {
+                Ok(n) if n > 0 => progress = true,
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => d.writable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
@@ -1540,12 +1546,8 @@ impl<H: ConnHandler> Worker<H> {
         if let Some(tls) = d.tls.as_mut()
             && (!d.failed || tls.broken)
         {
-            if tls.cipher_out.is_empty() {
-                tls.session.write_ciphertext(&mut tls.cipher_out);
-            }
-            if !tls.cipher_out.is_empty() {
-                let _ = (&d.sock).write(&tls.cipher_out);
-            }
+            let mut sock = &d.sock;
+            let _ = tls.session.write_ciphertext_to(&mut sock);
         }
         drop(d);
         self.conn_limit.release();

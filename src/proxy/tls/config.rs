@@ -1,7 +1,9 @@
 //! Builds the shared rustls [`ServerConfig`] for the TLS listener: TLS 1.2 and 1.3 only,
-//! the SNI [`CertResolver`], ALPN in server preference order, session resumption by stateless
-//! tickets (TLS 1.2 and 1.3) and a bounded in-memory session-ID cache (TLS 1.2 clients without
-//! ticket support). No 0-RTT data is accepted (it is replayable).
+//! the SNI [`CertResolver`], ALPN in server preference order, and session resumption as
+//! configured: a bounded in-memory session cache (TLS 1.3 tickets that name a cached session,
+//! TLS 1.2 session IDs; on by default) and/or stateless encrypted tickets (off by default).
+//! With both off no resumption state is kept and no `NewSessionTicket` is sent. No 0-RTT data
+//! is accepted (it is replayable).
 
 use std::sync::Arc;
 
@@ -17,8 +19,11 @@ pub const ALPN_HTTP11: &[u8] = b"http/1.1";
 /// ALPN identifier of HTTP/2 (offered once the h2 codec exists).
 pub const ALPN_H2: &[u8] = b"h2";
 
-/// Default bound of the TLS 1.2 session-ID cache, in sessions.
-pub const DEFAULT_SESSION_CACHE_ENTRIES: usize = 4096;
+/// Default bound of the session cache, in sessions.
+pub const DEFAULT_SESSION_CACHE_ENTRIES: usize = 10_000;
+/// `NewSessionTicket` messages sent after a TLS 1.3 handshake when resumption is on (one per
+/// parallel connection a client may resume; the same count OpenSSL sends).
+pub const TLS13_TICKETS: usize = 2;
 /// Default bound of buffered outgoing data per session, in bytes (see [`TlsSession`]).
 pub const DEFAULT_SEND_BUFFER_LIMIT: usize = 64 * 1024;
 
@@ -29,7 +34,7 @@ pub struct TlsAcceptorConfig {
     /// is refused with a `no_application_protocol` alert; a client that offers no ALPN is
     /// served (HTTP/1.1). Empty disables ALPN.
     pub alpn_protocols: Vec<Vec<u8>>,
-    /// Maximum number of TLS 1.2 sessions kept for session-ID resumption; 0 disables the cache.
+    /// Maximum number of sessions kept in memory for resumption; 0 disables the cache.
     pub session_cache_entries: usize,
     /// Issue stateless session tickets (keys rotate every 6 hours inside rustls).
     pub session_tickets: bool,
@@ -42,9 +47,16 @@ impl Default for TlsAcceptorConfig {
         Self {
             alpn_protocols: vec![ALPN_HTTP11.to_vec()],
             session_cache_entries: DEFAULT_SESSION_CACHE_ENTRIES,
-            session_tickets: true,
+            session_tickets: false,
             send_buffer_limit: DEFAULT_SEND_BUFFER_LIMIT,
         }
+    }
+}
+
+impl TlsAcceptorConfig {
+    /// True when clients can resume sessions (a cache or tickets are on).
+    pub fn resumption(&self) -> bool {
+        self.session_cache_entries > 0 || self.session_tickets
     }
 }
 
@@ -86,6 +98,13 @@ pub fn server_config(
     if settings.session_tickets {
         config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
     }
+    // Without resumption no ticket is sent: no ticket encryption or cache entry per
+    // handshake, and no extra records for the client to read.
+    config.send_tls13_tickets = if settings.resumption() {
+        TLS13_TICKETS
+    } else {
+        0
+    };
     config.max_early_data_size = 0;
     Ok(Arc::new(config))
 }

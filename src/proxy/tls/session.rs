@@ -185,6 +185,16 @@ impl TlsSession {
         total
     }
 
+    /// Writes waiting ciphertext straight to `w` in one vectored write (every queued record,
+    /// up to 64), without copying it into a buffer of the caller's; returns how many bytes `w`
+    /// took. What `w` does not take stays queued for the next call.
+    pub fn write_ciphertext_to(&mut self, w: &mut dyn Write) -> io::Result<usize> {
+        if !self.conn.wants_write() {
+            return Ok(0);
+        }
+        self.conn.write_tls(w)
+    }
+
     /// Queues a `close_notify` alert (sent with the next [`write_ciphertext`](Self::write_ciphertext));
     /// no plaintext may be written afterwards.
     pub fn close(&mut self) {

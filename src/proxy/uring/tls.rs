@@ -134,6 +134,15 @@ impl<H: ConnHandler> TlsLayer<H> {
         };
         info.tls = true;
         info.sni = self.session.sni().map(str::to_owned);
+        // The client's Finished means the server flight went out: give back the buffers the
+        // handshake grew (responses grow them to their own size), so an idle connection
+        // does not keep a flight-sized buffer.
+        if self.cipher_out.is_empty() {
+            self.cipher_out = Vec::new();
+        }
+        if self.cipher_in.is_empty() {
+            self.cipher_in = Vec::new();
+        }
         self.inner = Some(H::new(cx, info, now));
     }
 
