@@ -736,13 +736,56 @@ impl Conn {
 
     /// Runs the response decoder over buffered upstream input.
     fn process_upstream(&mut self, cx: &mut WorkerCx, now: Instant) {
+        // Moved out for the decoding run (nothing it calls touches `up_in`) and put back.
+        let input = std::mem::take(&mut self.up_in);
+        let used = self.decode_upstream(cx, now, &input);
+        self.up_in = input;
+        match used {
+            Some(n) if n > 0 => {
+                let n = n.min(self.up_in.len());
+                self.up_in.drain(..n);
+            }
+            Some(_) => {}
+            None => self.up_in.clear(),
+        }
+        self.after_upstream(cx, now);
+    }
+
+    /// Upstream bytes handed over by the driver: decoded straight from `data` when nothing is
+    /// buffered (a body chunk is then copied once, into `down_out`); only what the decoder
+    /// left over is kept in `up_in`.
+    fn take_upstream(&mut self, cx: &mut WorkerCx, data: &[u8], now: Instant) {
+        if !self.up_in.is_empty() {
+            self.up_in.extend_from_slice(data);
+            self.process_upstream(cx, now);
+            return;
+        }
+        if let Some(n) = self.decode_upstream(cx, now, data)
+            && let Some(rest) = data.get(n..)
+        {
+            self.up_in.extend_from_slice(rest);
+        }
+        self.after_upstream(cx, now);
+    }
+
+    /// After a decoding run: an exchange that ended makes room for the next request.
+    fn after_upstream(&mut self, cx: &mut WorkerCx, now: Instant) {
+        if self.stage == Stage::Idle {
+            self.up_in.clear();
+            self.process_downstream(cx, now);
+        }
+    }
+
+    /// Decodes `input` (the buffered upstream bytes); returns how many bytes were used, or
+    /// `None` when the rest is to be dropped (the response failed).
+    fn decode_upstream(&mut self, cx: &mut WorkerCx, now: Instant, input: &[u8]) -> Option<usize> {
         let mut pos = 0;
         while !self.closed {
             if self.stage == Stage::Tunnel {
-                if pos < self.up_in.len() {
+                if pos < input.len() {
                     self.down_out
-                        .extend_from_slice(self.up_in.get(pos..).unwrap_or_default());
-                    pos = self.up_in.len();
+                        .extend_from_slice(input.get(pos..).unwrap_or_default());
+                    pos = input.len();
                 }
                 break;
             }
@@ -752,12 +795,10 @@ impl Conn {
             let Some(resp) = self.resp.as_mut() else {
                 break;
             };
-            let input = self.up_in.get(pos..).unwrap_or_default();
-            let decoded = match resp.decode(input) {
+            let rest = input.get(pos..).unwrap_or_default();
+            let decoded = match resp.decode(rest) {
                 Ok(d) => d,
                 Err(_) => {
-                    self.up_in.clear();
-                    pos = 0;
                     if self.resp_started {
                         cx.metrics.error(ErrorReason::UpstreamInvalidResponse);
                         self.log.error(ErrorReason::UpstreamInvalidResponse);
@@ -767,10 +808,10 @@ impl Conn {
                         self.resp = None;
                         self.respond_error(cx, 502, ErrorReason::UpstreamInvalidResponse, now);
                     }
-                    break;
+                    return None;
                 }
             };
-            let raw_end = (pos + decoded.consumed).min(self.up_in.len());
+            let raw_end = (pos + decoded.consumed).min(input.len());
             match decoded.event {
                 ResponseEvent::Informational(head) => {
                     // Arc answered `Expect: 100-continue` itself; other 1xx are passed on.
@@ -834,15 +875,15 @@ impl Conn {
                     self.resp_store = head.into_headers();
                 }
                 ResponseEvent::Body(_) => {
-                    let raw = self.up_in.get(pos..raw_end).unwrap_or_default();
+                    let raw = input.get(pos..raw_end).unwrap_or_default();
                     self.down_out.extend_from_slice(raw);
                     pos = raw_end;
                 }
                 ResponseEvent::End { keep_alive } => {
-                    let raw = self.up_in.get(pos..raw_end).unwrap_or_default();
+                    let raw = input.get(pos..raw_end).unwrap_or_default();
                     self.down_out.extend_from_slice(raw);
                     pos = raw_end;
-                    let clean = self.req_done && self.pending_up() == 0 && pos == self.up_in.len();
+                    let clean = self.req_done && self.pending_up() == 0 && pos == input.len();
                     // A connection to an endpoint that left the table is not pooled.
                     let current = self.up_key.as_ref().is_some_and(|k| cx.endpoint_current(k));
                     self.release_upstream(keep_alive && clean && current);
@@ -866,14 +907,7 @@ impl Conn {
                 }
             }
         }
-        if pos > 0 {
-            let n = pos.min(self.up_in.len());
-            self.up_in.drain(..n);
-        }
-        if self.stage == Stage::Idle {
-            self.up_in.clear();
-            self.process_downstream(cx, now);
-        }
+        Some(pos)
     }
 }
 
@@ -951,11 +985,10 @@ impl Conn {
         if self.closed || self.up_state != UpState::Connected {
             return;
         }
-        self.up_in.extend_from_slice(data);
         if self.stage == Stage::Proxy {
             self.up_deadline = Some(now + self.read_timeout());
         }
-        self.process_upstream(cx, now);
+        self.take_upstream(cx, data, now);
     }
 
     fn do_on_upstream_eof(&mut self, cx: &mut WorkerCx, now: Instant) {

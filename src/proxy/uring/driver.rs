@@ -37,7 +37,10 @@ use super::tls::Layer;
 use super::{RingOptions, Support, UringError};
 use crate::proxy::worker::{BoundListener, DriverStats, HEARTBEAT_TICK, StopSignal};
 
+/// Buffer group of downstream receives (small buffers: requests are small).
 const BGID: u16 = 0;
+/// Buffer group of upstream receives (large buffers: a response body arrives in few pieces).
+const UP_BGID: u16 = 1;
 /// Callback rounds per `sync` before the rest is deferred to the next loop iteration.
 const SYNC_ROUNDS: usize = 64;
 /// Delay before re-arming an accept that failed for lack of descriptors or memory.
@@ -81,6 +84,8 @@ struct Sock {
     connecting: bool,
     recv_armed: bool,
     recv_cancelling: bool,
+    /// Buffer group of the armed receive (also the `aux` of its `user_data`).
+    recv_bgid: u16,
     /// EOF or an error was seen: never read again.
     read_closed: bool,
     failed: bool,
@@ -114,6 +119,7 @@ impl Sock {
             connecting: false,
             recv_armed: false,
             recv_cancelling: false,
+            recv_bgid: BGID,
             read_closed: false,
             failed: false,
             stash: Vec::new(),
@@ -162,6 +168,7 @@ pub(crate) struct Driver<'a, H: ConnHandler> {
     // Field order matters: the ring is dropped before the buffer memory it may reference.
     ring: IoUring,
     bufs: BufRing,
+    up_bufs: BufRing,
     socks: Slab<Sock>,
     /// Connections; https listeners wrap the handler in the TLS layer.
     conns: Slab<Conn<Layer<H>>>,
@@ -249,6 +256,15 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             .map_err(UringError::BufRing)?;
         bufs.register(&ring.submitter())
             .map_err(UringError::BufRing)?;
+        let mut up_bufs = BufRing::new(
+            opts.upstream_recv_buffers,
+            opts.upstream_recv_buffer_size,
+            UP_BGID,
+        )
+        .map_err(UringError::BufRing)?;
+        up_bufs
+            .register(&ring.submitter())
+            .map_err(UringError::BufRing)?;
         let listeners = listeners
             .into_iter()
             .map(|l| Listener {
@@ -262,6 +278,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         Ok(Driver {
             ring,
             bufs,
+            up_bufs,
             socks: Slab::new(),
             conns: Slab::new(),
             listeners,
@@ -378,9 +395,17 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         s.recv_armed = true;
         s.recv_cancelling = false;
         s.inflight += 1;
-        let e = opcode::RecvMulti::new(types::Fd(s.fd), BGID)
+        // Upstream sockets (attached, parking or pooled) read responses into the large buffers.
+        let bgid = match s.owner {
+            Owner::Conn {
+                side: Side::Down, ..
+            } => BGID,
+            _ => UP_BGID,
+        };
+        s.recv_bgid = bgid;
+        let e = opcode::RecvMulti::new(types::Fd(s.fd), bgid)
             .build()
-            .user_data(ud(Op::Recv, sid, 0));
+            .user_data(ud(Op::Recv, sid, bgid as u8));
         self.push(e);
     }
 
@@ -390,7 +415,8 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         };
         if s.recv_armed && !s.recv_cancelling {
             s.recv_cancelling = true;
-            self.cancel(ud(Op::Recv, sid, 0));
+            let aux = s.recv_bgid as u8;
+            self.cancel(ud(Op::Recv, sid, aux));
         }
     }
 
@@ -407,7 +433,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         let fd = std::mem::replace(&mut s.fd, -1);
         let mut ops: [Option<(Op, u8)>; 4] = [None; 4];
         if s.recv_armed && !s.recv_cancelling {
-            ops[0] = Some((Op::Recv, 0));
+            ops[0] = Some((Op::Recv, s.recv_bgid as u8));
         }
         if s.send_buf.is_some() {
             ops[1] = Some((Op::Send, 0));
@@ -739,6 +765,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         if idle {
             // On failure the buffer memory is leaked rather than freed under the kernel.
             let _ = self.bufs.unregister(&self.ring.submitter());
+            let _ = self.up_bufs.unregister(&self.ring.submitter());
         }
     }
 
@@ -746,9 +773,8 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
 
     fn complete(&mut self, user_data: u64, res: i32, flags: u32, now: Instant) {
         let Some(u) = UserData::decode(user_data) else {
-            if let Some(bid) = cqueue::buffer_select(flags) {
-                self.bufs.recycle(bid);
-            }
+            // Never produced by this driver; a buffer it names (of an unknown group) is kept
+            // out of circulation rather than returned to the wrong ring.
             return;
         };
         match u.op {
@@ -765,12 +791,12 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             Op::Recv | Op::Send | Op::Connect | Op::LinkTimeout | Op::IdleRecv => {
                 let Some(sid) = self.socks.find16(u.slot, u.gen16) else {
                     if let Some(bid) = cqueue::buffer_select(flags) {
-                        self.bufs.recycle(bid);
+                        self.recycle(u.aux, bid);
                     }
                     return;
                 };
                 match u.op {
-                    Op::Recv => self.on_recv(sid, res, flags, now),
+                    Op::Recv => self.on_recv(sid, u.aux, res, flags, now),
                     Op::Send => self.on_send(sid, res, now),
                     Op::Connect => self.on_connect(sid, res, now),
                     Op::IdleRecv => self.on_idle_recv(sid, u.aux, res),
@@ -881,12 +907,21 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         self.sync(cid, now);
     }
 
-    fn on_recv(&mut self, sid: Id, res: i32, flags: u32, now: Instant) {
+    /// Gives buffer `bid` back to the ring of group `bgid` (the `aux` of the receive).
+    fn recycle(&mut self, bgid: u8, bid: u16) {
+        if u16::from(bgid) == UP_BGID {
+            self.up_bufs.recycle(bid);
+        } else {
+            self.bufs.recycle(bid);
+        }
+    }
+
+    fn on_recv(&mut self, sid: Id, bgid: u8, res: i32, flags: u32, now: Instant) {
         let more = cqueue::more(flags);
         let bid = cqueue::buffer_select(flags);
         let Some(s) = self.socks.get_mut(sid) else {
             if let Some(bid) = bid {
-                self.bufs.recycle(bid);
+                self.recycle(bgid, bid);
             }
             return;
         };
@@ -902,8 +937,12 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
                 let tls = side == Side::Up && s.tls.is_some();
                 if res > 0 {
                     match bid {
-                        Some(bid) if tls => self.deliver_tls(conn, sid, bid, res as usize, now),
-                        Some(bid) => self.deliver_data(conn, side, sid, bid, res as usize, now),
+                        Some(bid) if tls => {
+                            self.deliver_tls(conn, sid, bgid, bid, res as usize, now)
+                        }
+                        Some(bid) => {
+                            self.deliver_data(conn, side, sid, bgid, bid, res as usize, now);
+                        }
                         None => self.deliver_error(conn, side, sid, now),
                     }
                 } else if res == 0 && tls {
@@ -914,7 +953,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
                     self.deliver_error(conn, side, sid, now);
                 }
                 if let Some(bid) = bid {
-                    self.bufs.recycle(bid);
+                    self.recycle(bgid, bid);
                 }
                 self.sync(conn, now);
             }
@@ -923,7 +962,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
                     s.failed = true;
                 }
                 if let Some(bid) = bid {
-                    self.bufs.recycle(bid);
+                    self.recycle(bgid, bid);
                 }
                 if !more {
                     self.park_done(sid, now);
@@ -931,7 +970,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             }
             Owner::Pooled => {
                 if let Some(bid) = bid {
-                    self.bufs.recycle(bid);
+                    self.recycle(bgid, bid);
                 }
                 if !benign {
                     self.drop_stale(sid);
@@ -942,20 +981,36 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             }
             Owner::Closing => {
                 if let Some(bid) = bid {
-                    self.bufs.recycle(bid);
+                    self.recycle(bgid, bid);
                 }
             }
         }
     }
 
-    fn deliver_data(&mut self, cid: Id, side: Side, sid: Id, bid: u16, len: usize, now: Instant) {
+    #[allow(clippy::too_many_arguments)]
+    fn deliver_data(
+        &mut self,
+        cid: Id,
+        side: Side,
+        sid: Id,
+        bgid: u8,
+        bid: u16,
+        len: usize,
+        now: Instant,
+    ) {
         let Driver {
             conns,
             socks,
             bufs,
+            up_bufs,
             cx,
             ..
         } = self;
+        let bufs = if u16::from(bgid) == UP_BGID {
+            up_bufs
+        } else {
+            bufs
+        };
         let (Some(c), Some(s)) = (conns.get_mut(cid), socks.get_mut(sid)) else {
             return;
         };
@@ -977,14 +1032,20 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
 
     /// Ciphertext from an HTTPS upstream: decrypted into the stash (handed over by
     /// `sync_reads` while the handler wants it); completes or fails the handshake.
-    fn deliver_tls(&mut self, cid: Id, sid: Id, bid: u16, len: usize, now: Instant) {
+    fn deliver_tls(&mut self, cid: Id, sid: Id, bgid: u8, bid: u16, len: usize, now: Instant) {
         let Driver {
             conns,
             socks,
             bufs,
+            up_bufs,
             cx,
             ..
         } = self;
+        let bufs = if u16::from(bgid) == UP_BGID {
+            up_bufs
+        } else {
+            bufs
+        };
         let (Some(c), Some(s)) = (conns.get_mut(cid), socks.get_mut(sid)) else {
             return;
         };

@@ -59,6 +59,11 @@ pub struct RingOptions {
     pub recv_buffers: u16,
     /// Size of each receive buffer.
     pub recv_buffer_size: u32,
+    /// Receive buffers of upstream sockets, a separate group (power of two).
+    pub upstream_recv_buffers: u16,
+    /// Size of each upstream receive buffer: large, so a response body arrives in few
+    /// completions and is forwarded in few sends.
+    pub upstream_recv_buffer_size: u32,
     /// Largest single send (bytes copied from the handler per send).
     pub send_buffer_size: usize,
     /// How long a closing connection may take to flush its last bytes.
@@ -80,6 +85,8 @@ impl Default for RingOptions {
             sqpoll_idle: Duration::from_millis(1000),
             recv_buffers: 512,
             recv_buffer_size: 16 * 1024,
+            upstream_recv_buffers: 32,
+            upstream_recv_buffer_size: 64 * 1024,
             send_buffer_size: 64 * 1024,
             flush_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),
@@ -128,6 +135,8 @@ impl From<UringError> for DriverError {
 /// Total memory of one worker's provided receive buffers that [`RingOptions::from_tuning`]
 /// aims at: the buffer count follows from the buffer size.
 const RECV_BUFFER_BUDGET: usize = 1024 * 1024;
+/// The same for the upstream group (the two together stay at 3 MiB per worker).
+const UPSTREAM_RECV_BUFFER_BUDGET: usize = 2 * 1024 * 1024;
 
 impl RingOptions {
     /// The ring settings for a worker's [`Tuning`].
@@ -136,12 +145,19 @@ impl RingOptions {
         let count = (RECV_BUFFER_BUDGET / size)
             .clamp(16, 4096)
             .next_power_of_two();
+        let up_size = t.read_buffer.clamp(16 * 1024, 64 * 1024);
+        let up_count = (UPSTREAM_RECV_BUFFER_BUDGET / up_size)
+            .clamp(16, 4096)
+            .next_power_of_two();
         let d = RingOptions::default();
         RingOptions {
             entries: t.uring_entries,
             sqpoll: t.sqpoll,
             recv_buffers: u16::try_from(count).unwrap_or(4096),
             recv_buffer_size: u32::try_from(size).unwrap_or(d.recv_buffer_size),
+            upstream_recv_buffers: u16::try_from(up_count).unwrap_or(d.upstream_recv_buffers),
+            upstream_recv_buffer_size: u32::try_from(up_size)
+                .unwrap_or(d.upstream_recv_buffer_size),
             send_buffer_size: size.max(d.send_buffer_size),
             flush_timeout: t.close_flush_timeout,
             drain_timeout: t.stop_grace,
