@@ -21,6 +21,8 @@ use super::snapshot::{ConnLimits, SharedSnapshot, UpstreamSpec, Views};
 const OUT_HIGH_WATER: usize = 64 * 1024;
 /// Downstream input buffered beyond the head limit before reading pauses (pipelined requests).
 const IN_SLACK: usize = 16 * 1024;
+/// Smallest pending downstream output lent to the driver instead of copied.
+const LEND_MIN: usize = 16 * 1024;
 /// A request is replayed on a fresh connection (after a pooled one failed before answering)
 /// only while everything sent upstream for it fits in this many bytes.
 const REPLAY_LIMIT: usize = 64 * 1024;
@@ -141,6 +143,9 @@ pub struct Conn {
     req: RequestDecoder,
     down_out: Vec<u8>,
     down_pos: usize,
+    /// Bytes lent to the driver (`lend_downstream_out`) and not yet reported written; they
+    /// were sent before anything now in `down_out`.
+    down_lent: usize,
     idle_since: Instant,
     head_started: Option<Instant>,
 
@@ -195,7 +200,7 @@ pub struct Conn {
 
 impl Conn {
     fn pending_down(&self) -> usize {
-        self.down_out.len() - self.down_pos
+        self.down_out.len() - self.down_pos + self.down_lent
     }
 
     fn pending_up(&self) -> usize {
@@ -1066,6 +1071,9 @@ impl Conn {
 
     fn do_downstream_written(&mut self, cx: &mut WorkerCx, n: usize, now: Instant) {
         self.log.wrote(n);
+        let lent = n.min(self.down_lent);
+        self.down_lent -= lent;
+        let n = n - lent;
         self.down_pos = (self.down_pos + n).min(self.down_out.len());
         if self.down_pos == self.down_out.len() {
             self.down_out.clear();
@@ -1126,6 +1134,7 @@ impl ConnHandler for Conn {
             req: RequestDecoder::new(limits.codec, false),
             down_out: Vec::new(),
             down_pos: 0,
+            down_lent: 0,
             idle_since: now,
             head_started: None,
             stage: Stage::Idle,
@@ -1213,6 +1222,20 @@ impl ConnHandler for Conn {
 
     fn downstream_out(&self) -> &[u8] {
         self.down_out.get(self.down_pos..).unwrap_or_default()
+    }
+
+    fn lend_downstream_out(&mut self, buf: &mut Vec<u8>) -> bool {
+        // Small writes are cheaper to copy than to swap buffers for.
+        if self.down_lent > 0
+            || self.down_pos > 0
+            || self.down_out.len() < LEND_MIN
+            || !buf.is_empty()
+        {
+            return false;
+        }
+        std::mem::swap(&mut self.down_out, buf);
+        self.down_lent = buf.len();
+        true
     }
 
     fn downstream_written(&mut self, cx: &mut WorkerCx, n: usize, now: Instant) {

@@ -94,6 +94,11 @@ struct Sock {
     stash_eof: bool,
     /// The bytes of the send in flight (owned here so the kernel never points into the handler).
     send_buf: Option<Vec<u8>>,
+    /// Set while the send in flight is from a buffer the handler lent
+    /// (`lend_downstream_out`): where in it the send started.
+    send_lent_at: Option<usize>,
+    /// A lent buffer with bytes still to send (after a short send), and where they start.
+    lent_rest: Option<(Vec<u8>, usize)>,
     idle_armed: bool,
     pool_epoch: u8,
     park: Option<(PoolKey, PoolLimits)>,
@@ -125,6 +130,8 @@ impl Sock {
             stash: Vec::new(),
             stash_eof: false,
             send_buf: None,
+            send_lent_at: None,
+            lent_rest: None,
             idle_armed: false,
             pool_epoch: 0,
             park: None,
@@ -463,6 +470,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             .is_some_and(|s| s.owner == Owner::Closing && s.inflight == 0);
         if done && let Some(s) = self.socks.remove(sid) {
             self.recycle_send_buf(s.send_buf);
+            self.recycle_send_buf(s.lent_rest.map(|(b, _)| b));
         }
     }
 
@@ -1169,8 +1177,22 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             return;
         };
         s.inflight = s.inflight.saturating_sub(1);
-        let buf = s.send_buf.take();
-        let sent = buf.as_ref().map_or(0, Vec::len);
+        let mut buf = s.send_buf.take();
+        let start = s.send_lent_at.take();
+        let sent = buf
+            .as_ref()
+            .map_or(0, Vec::len)
+            .saturating_sub(start.unwrap_or(0));
+        if let (Some(at), Some(b)) = (start, buf.as_ref())
+            && res > 0
+            && (res as usize) < sent
+        {
+            // A short send of lent bytes: the rest goes out from the same buffer next.
+            let rest = at + res as usize;
+            if rest < b.len() {
+                s.lent_rest = buf.take().map(|b| (b, rest));
+            }
+        }
         let owner = s.owner;
         self.recycle_send_buf(buf);
         let Owner::Conn { conn, side } = owner else {
@@ -1352,7 +1374,11 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         let up = c.up.take();
         let down = c.down;
         let graceful = c.flush_on_close;
-        let flush = graceful && !c.h.downstream_out().is_empty();
+        let lent = self
+            .socks
+            .get(c.down)
+            .is_some_and(|s| s.send_lent_at.is_some() || s.lent_rest.is_some());
+        let flush = graceful && (lent || !c.h.downstream_out().is_empty());
         let linger_until = c.linger_until;
         if let Some(up) = up {
             self.close_sock(up);
@@ -1447,6 +1473,20 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         {
             return;
         }
+        if let Some((buf, at)) = s.lent_rest.take() {
+            self.submit_send(sid, buf, at);
+            return;
+        }
+        if side == Side::Down {
+            let mut buf = send_free.pop().unwrap_or_default();
+            buf.clear();
+            if c.h.lend_downstream_out(&mut buf) {
+                // The handler's bytes moved into `buf` without a copy.
+                self.submit_send(sid, buf, 0);
+                return;
+            }
+            send_free.push(buf);
+        }
         let out = match (side, s.tls.as_mut()) {
             (Side::Up, Some(tls)) => {
                 if tls.handshake_complete() {
@@ -1472,13 +1512,30 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         buf.clear();
         buf.reserve_exact(cap);
         buf.extend_from_slice(out.get(..n).unwrap_or(out));
-        let e = opcode::Send::new(types::Fd(s.fd), buf.as_ptr(), buf.len() as u32)
+        self.submit_send(sid, buf, usize::MAX);
+    }
+
+    /// Sends `buf[at..]` (a lent buffer), or all of `buf` (`at == usize::MAX`: a copy).
+    fn submit_send(&mut self, sid: Id, buf: Vec<u8>, at: usize) {
+        let Some(s) = self.socks.get_mut(sid) else {
+            self.recycle_send_buf(Some(buf));
+            return;
+        };
+        let (from, lent) = if at == usize::MAX {
+            (0, None)
+        } else {
+            (at.min(buf.len()), Some(at))
+        };
+        let bytes = buf.get(from..).unwrap_or_default();
+        let len = bytes.len().min(u32::MAX as usize) as u32;
+        let e = opcode::Send::new(types::Fd(s.fd), bytes.as_ptr(), len)
             .flags(libc::MSG_NOSIGNAL)
             .build()
             .user_data(ud(Op::Send, sid, 0));
         // The Vec is not touched again until the send completes, so its heap block (which the
         // entry points at) stays where it is even if the Sock itself moves.
         s.send_buf = Some(buf);
+        s.send_lent_at = lent;
         s.inflight += 1;
         self.push(e);
     }

@@ -85,7 +85,7 @@ impl Default for RingOptions {
             sqpoll_idle: Duration::from_millis(1000),
             recv_buffers: 512,
             recv_buffer_size: 16 * 1024,
-            upstream_recv_buffers: 32,
+            upstream_recv_buffers: 8,
             upstream_recv_buffer_size: 64 * 1024,
             send_buffer_size: 64 * 1024,
             flush_timeout: Duration::from_secs(10),
@@ -135,8 +135,9 @@ impl From<UringError> for DriverError {
 /// Total memory of one worker's provided receive buffers that [`RingOptions::from_tuning`]
 /// aims at: the buffer count follows from the buffer size.
 const RECV_BUFFER_BUDGET: usize = 1024 * 1024;
-/// The same for the upstream group (the two together stay at 3 MiB per worker).
-const UPSTREAM_RECV_BUFFER_BUDGET: usize = 2 * 1024 * 1024;
+/// The same for the upstream group (few large buffers: under load a receive that finds
+/// none ends with ENOBUFS and is re-armed; the pages of every buffer are touched in turn).
+const UPSTREAM_RECV_BUFFER_BUDGET: usize = 512 * 1024;
 
 impl RingOptions {
     /// The ring settings for a worker's [`Tuning`].
@@ -147,7 +148,7 @@ impl RingOptions {
             .next_power_of_two();
         let up_size = t.read_buffer.clamp(16 * 1024, 64 * 1024);
         let up_count = (UPSTREAM_RECV_BUFFER_BUDGET / up_size)
-            .clamp(16, 4096)
+            .clamp(8, 4096)
             .next_power_of_two();
         let d = RingOptions::default();
         RingOptions {
