@@ -6,13 +6,16 @@
 //! - multishot accept per listener; over `max_connections` ([`crate::proxy::io::ConnLimit`]) the connection is
 //!   accepted and closed at once and counted;
 //! - multishot receive into a provided buffer ring (an idle connection holds no buffer), the
-//!   buffer given back right after the handler took the bytes; a side the handler does not
+//!   buffer given back right after the handler took the bytes; downstream sockets use a group
+//!   of 16 KiB buffers, upstream sockets a group of 64 KiB ones (a large response arrives in
+//!   few completions); a side the handler does not
 //!   want to read has its receive cancelled, and bytes that were already in flight are kept
 //!   for the handler until it asks again;
 //! - sends copy the handler's `*_out()` bytes into a per-connection send buffer taken from a
 //!   worker-wide free list: the handler's own buffer may grow (and move) while the send is in
 //!   flight, so the kernel never points into it; the handler keeps the bytes until the send
-//!   completes and `*_written(n)` is reported;
+//!   completes and `*_written(n)` is reported; large downstream output is not copied but
+//!   swapped out of the handler (`ConnHandler::lend_downstream_out`) and sent from there;
 //! - upstream connects with `IORING_OP_CONNECT` linked to a `LINK_TIMEOUT`;
 //! - idle pooled upstream connections keep a `recv(MSG_PEEK)` armed: any completion (data,
 //!   EOF, error) marks them stale and they are closed; checkout also peeks;
