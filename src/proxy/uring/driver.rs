@@ -47,6 +47,9 @@ const SYNC_ROUNDS: usize = 64;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Send buffers kept for reuse (the rest are freed).
 const SEND_FREE_MAX: usize = 1024;
+/// Below this much pending downstream output a send copies instead of asking the handler
+/// to lend its buffer.
+const LEND_HINT: usize = 16 * 1024;
 /// How long teardown waits for cancelled operations to complete.
 const TEARDOWN_WAIT: Duration = Duration::from_secs(2);
 
@@ -1477,7 +1480,8 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             self.submit_send(sid, buf, at);
             return;
         }
-        if side == Side::Down {
+        // Small output is copied (the handler lends only from LEND_HINT bytes on).
+        if side == Side::Down && c.h.downstream_out().len() >= LEND_HINT {
             let mut buf = send_free.pop().unwrap_or_default();
             buf.clear();
             if c.h.lend_downstream_out(&mut buf) {
