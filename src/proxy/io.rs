@@ -118,6 +118,15 @@ pub trait ConnHandler: Sized {
 
     /// Bytes to write to the client; the driver reports progress with `downstream_written`.
     fn downstream_out(&self) -> &[u8];
+    /// Optional zero-copy form of `downstream_out` for a driver that must own the bytes of a
+    /// send in flight: moves every pending downstream byte into `buf` (empty, from the driver)
+    /// by swapping buffers, and returns true. The moved bytes stay pending for the handler
+    /// (back-pressure, accounting) until `downstream_written` reports them; the driver sends
+    /// all of them, in order, before it looks at `downstream_out` again. False (the default)
+    /// moves nothing and the driver copies from `downstream_out`.
+    fn lend_downstream_out(&mut self, _buf: &mut Vec<u8>) -> bool {
+        false
+    }
     fn downstream_written(&mut self, cx: &mut Self::Cx, n: usize, now: Instant);
     /// Bytes to write to the attached upstream connection.
     fn upstream_out(&self) -> &[u8];

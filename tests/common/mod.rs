@@ -15,7 +15,8 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A loopback HTTP/1.1 backend. Every response carries `X-Backend: <name>` and echoes the
 /// request path in `X-Path`; `/len/N` answers N bytes, `/chunked` answers a chunked body,
-/// `/die` sends a partial body then closes, `/echo` returns the request body,
+/// `/pattern/N` answers N bytes of [`pattern`] (content-length), `/pchunked/N` the same as a
+/// chunked body, `/die` sends a partial body then closes, `/echo` returns the request body,
 /// `/ws` accepts a WebSocket-style upgrade and then echoes raw bytes.
 pub struct Backend {
     pub addr: SocketAddr,
@@ -95,6 +96,36 @@ fn serve_conn(mut s: TcpStream, name: &str, requests: &AtomicUsize) {
                 }
                 true
             }
+        } else if let Some(n) = path.strip_prefix("/pattern/") {
+            // N bytes of a position-dependent pattern, written in uneven pieces.
+            let n: usize = n.parse().unwrap_or(0);
+            let head = format!("HTTP/1.1 200 OK\r\n{common}Content-Length: {n}\r\n\r\n");
+            let body = pattern(n);
+            s.write_all(head.as_bytes()).is_ok()
+                && body
+                    .chunks(7 * 1024 + 13)
+                    .all(|piece| s.write_all(piece).is_ok())
+        } else if let Some(n) = path.strip_prefix("/pchunked/") {
+            // The same pattern as a chunked body with chunks of varying sizes.
+            let n: usize = n.parse().unwrap_or(0);
+            let head = format!("HTTP/1.1 200 OK\r\n{common}Transfer-Encoding: chunked\r\n\r\n");
+            let body = pattern(n);
+            let mut out = head.into_bytes();
+            let mut at = 0;
+            let mut size = 1;
+            while at < n {
+                let k = size.min(n - at);
+                out.extend_from_slice(format!("{k:x}\r\n").as_bytes());
+                out.extend_from_slice(&body[at..at + k]);
+                out.extend_from_slice(b"\r\n");
+                at += k;
+                size = size * 3 + 1;
+                if size > 100_000 {
+                    size = 17;
+                }
+            }
+            out.extend_from_slice(b"0\r\n\r\n");
+            s.write_all(&out).is_ok()
         } else if path == "/chunked" {
             let r = format!(
                 "HTTP/1.1 200 OK\r\n{common}Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
@@ -288,4 +319,26 @@ pub fn rss_kib() -> u64 {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// `n` bytes whose value depends on their position (a reordered or repeated piece shows).
+pub fn pattern(n: usize) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i % 251) as u8 ^ (i / 251 % 256) as u8)
+        .collect()
+}
+
+/// Decodes a chunked body (as `read_response` returns it, up to and including the last chunk).
+pub fn dechunk(mut body: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line = find(body, b"\r\n")?;
+        let size = usize::from_str_radix(std::str::from_utf8(&body[..line]).ok()?, 16).ok()?;
+        body = body.get(line + 2..)?;
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(body.get(..size)?);
+        body = body.get(size + 2..)?;
+    }
 }

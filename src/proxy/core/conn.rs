@@ -21,6 +21,8 @@ use super::snapshot::{ConnLimits, SharedSnapshot, UpstreamSpec, Views};
 const OUT_HIGH_WATER: usize = 64 * 1024;
 /// Downstream input buffered beyond the head limit before reading pauses (pipelined requests).
 const IN_SLACK: usize = 16 * 1024;
+/// Smallest pending downstream output lent to the driver instead of copied.
+const LEND_MIN: usize = 16 * 1024;
 /// A request is replayed on a fresh connection (after a pooled one failed before answering)
 /// only while everything sent upstream for it fits in this many bytes.
 const REPLAY_LIMIT: usize = 64 * 1024;
@@ -152,6 +154,9 @@ struct Active {
     req: RequestDecoder,
     down_out: Vec<u8>,
     down_pos: usize,
+    /// Bytes lent to the driver (`lend_downstream_out`) and not yet reported written; they
+    /// were sent before anything now in `down_out`.
+    down_lent: usize,
     idle_since: Instant,
     head_started: Option<Instant>,
 
@@ -206,7 +211,7 @@ struct Active {
 
 impl Active {
     fn pending_down(&self) -> usize {
-        self.down_out.len() - self.down_pos
+        self.down_out.len() - self.down_pos + self.down_lent
     }
 
     fn pending_up(&self) -> usize {
@@ -755,13 +760,56 @@ impl Active {
 
     /// Runs the response decoder over buffered upstream input.
     fn process_upstream(&mut self, cx: &mut WorkerCx, now: Instant) {
+        // Moved out for the decoding run (nothing it calls touches `up_in`) and put back.
+        let input = std::mem::take(&mut self.up_in);
+        let used = self.decode_upstream(cx, now, &input);
+        self.up_in = input;
+        match used {
+            Some(n) if n > 0 => {
+                let n = n.min(self.up_in.len());
+                self.up_in.drain(..n);
+            }
+            Some(_) => {}
+            None => self.up_in.clear(),
+        }
+        self.after_upstream(cx, now);
+    }
+
+    /// Upstream bytes handed over by the driver: decoded straight from `data` when nothing is
+    /// buffered (a body chunk is then copied once, into `down_out`); only what the decoder
+    /// left over is kept in `up_in`.
+    fn take_upstream(&mut self, cx: &mut WorkerCx, data: &[u8], now: Instant) {
+        if !self.up_in.is_empty() {
+            self.up_in.extend_from_slice(data);
+            self.process_upstream(cx, now);
+            return;
+        }
+        if let Some(n) = self.decode_upstream(cx, now, data)
+            && let Some(rest) = data.get(n..)
+        {
+            self.up_in.extend_from_slice(rest);
+        }
+        self.after_upstream(cx, now);
+    }
+
+    /// After a decoding run: an exchange that ended makes room for the next request.
+    fn after_upstream(&mut self, cx: &mut WorkerCx, now: Instant) {
+        if self.stage == Stage::Idle {
+            self.up_in.clear();
+            self.process_downstream(cx, now);
+        }
+    }
+
+    /// Decodes `input` (the buffered upstream bytes); returns how many bytes were used, or
+    /// `None` when the rest is to be dropped (the response failed).
+    fn decode_upstream(&mut self, cx: &mut WorkerCx, now: Instant, input: &[u8]) -> Option<usize> {
         let mut pos = 0;
         while !self.closed {
             if self.stage == Stage::Tunnel {
-                if pos < self.up_in.len() {
+                if pos < input.len() {
                     self.down_out
-                        .extend_from_slice(self.up_in.get(pos..).unwrap_or_default());
-                    pos = self.up_in.len();
+                        .extend_from_slice(input.get(pos..).unwrap_or_default());
+                    pos = input.len();
                 }
                 break;
             }
@@ -771,12 +819,10 @@ impl Active {
             let Some(resp) = self.resp.as_mut() else {
                 break;
             };
-            let input = self.up_in.get(pos..).unwrap_or_default();
-            let decoded = match resp.decode(input) {
+            let rest = input.get(pos..).unwrap_or_default();
+            let decoded = match resp.decode(rest) {
                 Ok(d) => d,
                 Err(_) => {
-                    self.up_in.clear();
-                    pos = 0;
                     if self.resp_started {
                         cx.metrics.error(ErrorReason::UpstreamInvalidResponse);
                         self.log.error(ErrorReason::UpstreamInvalidResponse);
@@ -786,10 +832,10 @@ impl Active {
                         self.resp = None;
                         self.respond_error(cx, 502, ErrorReason::UpstreamInvalidResponse, now);
                     }
-                    break;
+                    return None;
                 }
             };
-            let raw_end = (pos + decoded.consumed).min(self.up_in.len());
+            let raw_end = (pos + decoded.consumed).min(input.len());
             match decoded.event {
                 ResponseEvent::Informational(head) => {
                     // Arc answered `Expect: 100-continue` itself; other 1xx are passed on.
@@ -853,15 +899,15 @@ impl Active {
                     self.resp_store = head.into_headers();
                 }
                 ResponseEvent::Body(_) => {
-                    let raw = self.up_in.get(pos..raw_end).unwrap_or_default();
+                    let raw = input.get(pos..raw_end).unwrap_or_default();
                     self.down_out.extend_from_slice(raw);
                     pos = raw_end;
                 }
                 ResponseEvent::End { keep_alive } => {
-                    let raw = self.up_in.get(pos..raw_end).unwrap_or_default();
+                    let raw = input.get(pos..raw_end).unwrap_or_default();
                     self.down_out.extend_from_slice(raw);
                     pos = raw_end;
-                    let clean = self.req_done && self.pending_up() == 0 && pos == self.up_in.len();
+                    let clean = self.req_done && self.pending_up() == 0 && pos == input.len();
                     // A connection to an endpoint that left the table is not pooled.
                     let current = self.up_key.as_ref().is_some_and(|k| cx.endpoint_current(k));
                     self.release_upstream(keep_alive && clean && current);
@@ -885,14 +931,7 @@ impl Active {
                 }
             }
         }
-        if pos > 0 {
-            let n = pos.min(self.up_in.len());
-            self.up_in.drain(..n);
-        }
-        if self.stage == Stage::Idle {
-            self.up_in.clear();
-            self.process_downstream(cx, now);
-        }
+        Some(pos)
     }
 }
 
@@ -970,11 +1009,10 @@ impl Active {
         if self.closed || self.up_state != UpState::Connected {
             return;
         }
-        self.up_in.extend_from_slice(data);
         if self.stage == Stage::Proxy {
             self.up_deadline = Some(now + self.read_timeout());
         }
-        self.process_upstream(cx, now);
+        self.take_upstream(cx, data, now);
     }
 
     fn do_on_upstream_eof(&mut self, cx: &mut WorkerCx, now: Instant) {
@@ -1052,6 +1090,9 @@ impl Active {
 
     fn do_downstream_written(&mut self, cx: &mut WorkerCx, n: usize, now: Instant) {
         self.log.wrote(n);
+        let lent = n.min(self.down_lent);
+        self.down_lent -= lent;
+        let n = n - lent;
         self.down_pos = (self.down_pos + n).min(self.down_out.len());
         if self.down_pos == self.down_out.len() {
             self.down_out.clear();
@@ -1108,6 +1149,7 @@ impl Active {
             req: RequestDecoder::new(limits.codec, false),
             down_out: Vec::new(),
             down_pos: 0,
+            down_lent: 0,
             idle_since: now,
             head_started: None,
             stage: Stage::Idle,
@@ -1203,6 +1245,20 @@ impl Active {
 
     fn downstream_out(&self) -> &[u8] {
         self.down_out.get(self.down_pos..).unwrap_or_default()
+    }
+
+    fn lend_downstream_out(&mut self, buf: &mut Vec<u8>) -> bool {
+        // Small writes are cheaper to copy than to swap buffers for.
+        if self.down_lent > 0
+            || self.down_pos > 0
+            || self.down_out.len() < LEND_MIN
+            || !buf.is_empty()
+        {
+            return false;
+        }
+        std::mem::swap(&mut self.down_out, buf);
+        self.down_lent = buf.len();
+        true
     }
 
     fn downstream_written(&mut self, cx: &mut WorkerCx, n: usize, now: Instant) {

@@ -37,13 +37,19 @@ use super::tls::Layer;
 use super::{RingOptions, Support, UringError};
 use crate::proxy::worker::{BoundListener, DriverStats, HEARTBEAT_TICK, StopSignal};
 
+/// Buffer group of downstream receives (small buffers: requests are small).
 const BGID: u16 = 0;
+/// Buffer group of upstream receives (large buffers: a response body arrives in few pieces).
+const UP_BGID: u16 = 1;
 /// Callback rounds per `sync` before the rest is deferred to the next loop iteration.
 const SYNC_ROUNDS: usize = 64;
 /// Delay before re-arming an accept that failed for lack of descriptors or memory.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Send buffers kept for reuse (the rest are freed).
 const SEND_FREE_MAX: usize = 1024;
+/// Below this much pending downstream output a send copies instead of asking the handler
+/// to lend its buffer.
+const LEND_HINT: usize = 16 * 1024;
 /// How long teardown waits for cancelled operations to complete.
 const TEARDOWN_WAIT: Duration = Duration::from_secs(2);
 
@@ -85,6 +91,8 @@ struct Sock {
     connecting: bool,
     recv_armed: bool,
     recv_cancelling: bool,
+    /// Buffer group of the armed receive (also the `aux` of its `user_data`).
+    recv_bgid: u16,
     /// EOF or an error was seen: never read again.
     read_closed: bool,
     failed: bool,
@@ -93,6 +101,11 @@ struct Sock {
     stash_eof: bool,
     /// The bytes of the send in flight (owned here so the kernel never points into the handler).
     send_buf: Option<Vec<u8>>,
+    /// Set while the send in flight is from a buffer the handler lent
+    /// (`lend_downstream_out`): where in it the send started.
+    send_lent_at: Option<usize>,
+    /// A lent buffer with bytes still to send (after a short send), and where they start.
+    lent_rest: Option<(Vec<u8>, usize)>,
     idle_armed: bool,
     pool_epoch: u8,
     /// Client TLS session of an HTTPS upstream.
@@ -118,11 +131,14 @@ impl Sock {
             connecting: false,
             recv_armed: false,
             recv_cancelling: false,
+            recv_bgid: BGID,
             read_closed: false,
             failed: false,
             stash: Vec::new(),
             stash_eof: false,
             send_buf: None,
+            send_lent_at: None,
+            lent_rest: None,
             idle_armed: false,
             pool_epoch: 0,
             tls: None,
@@ -177,6 +193,7 @@ pub(crate) struct Driver<'a, H: ConnHandler> {
     // Field order matters: the ring is dropped before the buffer memory it may reference.
     ring: IoUring,
     bufs: BufRing,
+    up_bufs: BufRing,
     socks: Slab<Sock>,
     /// Connections; https listeners wrap the handler in the TLS layer.
     conns: Slab<Conn<Layer<H>>>,
@@ -264,6 +281,15 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             .map_err(UringError::BufRing)?;
         bufs.register(&ring.submitter())
             .map_err(UringError::BufRing)?;
+        let mut up_bufs = BufRing::new(
+            opts.upstream_recv_buffers,
+            opts.upstream_recv_buffer_size,
+            UP_BGID,
+        )
+        .map_err(UringError::BufRing)?;
+        up_bufs
+            .register(&ring.submitter())
+            .map_err(UringError::BufRing)?;
         let listeners = listeners
             .into_iter()
             .map(|l| Listener {
@@ -277,6 +303,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         Ok(Driver {
             ring,
             bufs,
+            up_bufs,
             socks: Slab::new(),
             conns: Slab::new(),
             listeners,
@@ -393,9 +420,17 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         s.recv_armed = true;
         s.recv_cancelling = false;
         s.inflight += 1;
-        let e = opcode::RecvMulti::new(types::Fd(s.fd), BGID)
+        // Upstream sockets (attached, parking or pooled) read responses into the large buffers.
+        let bgid = match s.owner {
+            Owner::Conn {
+                side: Side::Down, ..
+            } => BGID,
+            _ => UP_BGID,
+        };
+        s.recv_bgid = bgid;
+        let e = opcode::RecvMulti::new(types::Fd(s.fd), bgid)
             .build()
-            .user_data(ud(Op::Recv, sid, 0));
+            .user_data(ud(Op::Recv, sid, bgid as u8));
         self.push(e);
     }
 
@@ -405,7 +440,8 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         };
         if s.recv_armed && !s.recv_cancelling {
             s.recv_cancelling = true;
-            self.cancel(ud(Op::Recv, sid, 0));
+            let aux = s.recv_bgid as u8;
+            self.cancel(ud(Op::Recv, sid, aux));
         }
     }
 
@@ -422,7 +458,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         let fd = std::mem::replace(&mut s.fd, -1);
         let mut ops: [Option<(Op, u8)>; 4] = [None; 4];
         if s.recv_armed && !s.recv_cancelling {
-            ops[0] = Some((Op::Recv, 0));
+            ops[0] = Some((Op::Recv, s.recv_bgid as u8));
         }
         if s.send_buf.is_some() {
             ops[1] = Some((Op::Send, 0));
@@ -452,6 +488,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             .is_some_and(|s| s.owner == Owner::Closing && s.inflight == 0);
         if done && let Some(s) = self.socks.remove(sid) {
             self.recycle_send_buf(s.send_buf);
+            self.recycle_send_buf(s.lent_rest.map(|(b, _)| b));
         }
     }
 
@@ -754,6 +791,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         if idle {
             // On failure the buffer memory is leaked rather than freed under the kernel.
             let _ = self.bufs.unregister(&self.ring.submitter());
+            let _ = self.up_bufs.unregister(&self.ring.submitter());
         }
     }
 
@@ -761,9 +799,8 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
 
     fn complete(&mut self, user_data: u64, res: i32, flags: u32, now: Instant) {
         let Some(u) = UserData::decode(user_data) else {
-            if let Some(bid) = cqueue::buffer_select(flags) {
-                self.bufs.recycle(bid);
-            }
+            // Never produced by this driver; a buffer it names (of an unknown group) is kept
+            // out of circulation rather than returned to the wrong ring.
             return;
         };
         match u.op {
@@ -780,12 +817,12 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             Op::Recv | Op::Send | Op::Connect | Op::LinkTimeout | Op::IdleRecv => {
                 let Some(sid) = self.socks.find16(u.slot, u.gen16) else {
                     if let Some(bid) = cqueue::buffer_select(flags) {
-                        self.bufs.recycle(bid);
+                        self.recycle(u.aux, bid);
                     }
                     return;
                 };
                 match u.op {
-                    Op::Recv => self.on_recv(sid, res, flags, now),
+                    Op::Recv => self.on_recv(sid, u.aux, res, flags, now),
                     Op::Send => self.on_send(sid, res, now),
                     Op::Connect => self.on_connect(sid, res, now),
                     Op::IdleRecv => self.on_idle_recv(sid, u.aux, res),
@@ -895,12 +932,21 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         self.sync(cid, now);
     }
 
-    fn on_recv(&mut self, sid: Id, res: i32, flags: u32, now: Instant) {
+    /// Gives buffer `bid` back to the ring of group `bgid` (the `aux` of the receive).
+    fn recycle(&mut self, bgid: u8, bid: u16) {
+        if u16::from(bgid) == UP_BGID {
+            self.up_bufs.recycle(bid);
+        } else {
+            self.bufs.recycle(bid);
+        }
+    }
+
+    fn on_recv(&mut self, sid: Id, bgid: u8, res: i32, flags: u32, now: Instant) {
         let more = cqueue::more(flags);
         let bid = cqueue::buffer_select(flags);
         let Some(s) = self.socks.get_mut(sid) else {
             if let Some(bid) = bid {
-                self.bufs.recycle(bid);
+                self.recycle(bgid, bid);
             }
             return;
         };
@@ -916,8 +962,12 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
                 let tls = side == Side::Up && s.tls.is_some();
                 if res > 0 {
                     match bid {
-                        Some(bid) if tls => self.deliver_tls(conn, sid, bid, res as usize, now),
-                        Some(bid) => self.deliver_data(conn, side, sid, bid, res as usize, now),
+                        Some(bid) if tls => {
+                            self.deliver_tls(conn, sid, bgid, bid, res as usize, now)
+                        }
+                        Some(bid) => {
+                            self.deliver_data(conn, side, sid, bgid, bid, res as usize, now);
+                        }
                         None => self.deliver_error(conn, side, sid, now),
                     }
                 } else if res == 0 && tls {
@@ -928,7 +978,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
                     self.deliver_error(conn, side, sid, now);
                 }
                 if let Some(bid) = bid {
-                    self.bufs.recycle(bid);
+                    self.recycle(bgid, bid);
                 }
                 self.sync(conn, now);
             }
@@ -937,7 +987,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
                     s.failed = true;
                 }
                 if let Some(bid) = bid {
-                    self.bufs.recycle(bid);
+                    self.recycle(bgid, bid);
                 }
                 if !more {
                     self.park_done(sid, now);
@@ -945,7 +995,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             }
             Owner::Pooled => {
                 if let Some(bid) = bid {
-                    self.bufs.recycle(bid);
+                    self.recycle(bgid, bid);
                 }
                 if !benign {
                     self.drop_stale(sid);
@@ -956,20 +1006,36 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             }
             Owner::Closing => {
                 if let Some(bid) = bid {
-                    self.bufs.recycle(bid);
+                    self.recycle(bgid, bid);
                 }
             }
         }
     }
 
-    fn deliver_data(&mut self, cid: Id, side: Side, sid: Id, bid: u16, len: usize, now: Instant) {
+    #[allow(clippy::too_many_arguments)]
+    fn deliver_data(
+        &mut self,
+        cid: Id,
+        side: Side,
+        sid: Id,
+        bgid: u8,
+        bid: u16,
+        len: usize,
+        now: Instant,
+    ) {
         let Driver {
             conns,
             socks,
             bufs,
+            up_bufs,
             cx,
             ..
         } = self;
+        let bufs = if u16::from(bgid) == UP_BGID {
+            up_bufs
+        } else {
+            bufs
+        };
         let (Some(c), Some(s)) = (conns.get_mut(cid), socks.get_mut(sid)) else {
             return;
         };
@@ -991,14 +1057,20 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
 
     /// Ciphertext from an HTTPS upstream: decrypted into the stash (handed over by
     /// `sync_reads` while the handler wants it); completes or fails the handshake.
-    fn deliver_tls(&mut self, cid: Id, sid: Id, bid: u16, len: usize, now: Instant) {
+    fn deliver_tls(&mut self, cid: Id, sid: Id, bgid: u8, bid: u16, len: usize, now: Instant) {
         let Driver {
             conns,
             socks,
             bufs,
+            up_bufs,
             cx,
             ..
         } = self;
+        let bufs = if u16::from(bgid) == UP_BGID {
+            up_bufs
+        } else {
+            bufs
+        };
         let (Some(c), Some(s)) = (conns.get_mut(cid), socks.get_mut(sid)) else {
             return;
         };
@@ -1121,8 +1193,22 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             return;
         };
         s.inflight = s.inflight.saturating_sub(1);
-        let buf = s.send_buf.take();
-        let sent = buf.as_ref().map_or(0, Vec::len);
+        let mut buf = s.send_buf.take();
+        let start = s.send_lent_at.take();
+        let sent = buf
+            .as_ref()
+            .map_or(0, Vec::len)
+            .saturating_sub(start.unwrap_or(0));
+        if let (Some(at), Some(b)) = (start, buf.as_ref())
+            && res > 0
+            && (res as usize) < sent
+        {
+            // A short send of lent bytes: the rest goes out from the same buffer next.
+            let rest = at + res as usize;
+            if rest < b.len() {
+                s.lent_rest = buf.take().map(|b| (b, rest));
+            }
+        }
         let owner = s.owner;
         self.recycle_send_buf(buf);
         let Owner::Conn { conn, side } = owner else {
@@ -1305,7 +1391,11 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         let up = c.up.take();
         let down = c.down;
         let graceful = c.flush_on_close;
-        let flush = graceful && !c.h.downstream_out().is_empty();
+        let lent = self
+            .socks
+            .get(c.down)
+            .is_some_and(|s| s.send_lent_at.is_some() || s.lent_rest.is_some());
+        let flush = graceful && (lent || !c.h.downstream_out().is_empty());
         let linger_until = c.linger_until;
         if let Some(up) = up {
             self.close_sock(up);
@@ -1400,6 +1490,21 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         {
             return;
         }
+        if let Some((buf, at)) = s.lent_rest.take() {
+            self.submit_send(sid, buf, at);
+            return;
+        }
+        // Small output is copied (the handler lends only from LEND_HINT bytes on).
+        if side == Side::Down && c.h.downstream_out().len() >= LEND_HINT {
+            let mut buf = send_free.pop().unwrap_or_default();
+            buf.clear();
+            if c.h.lend_downstream_out(&mut buf) {
+                // The handler's bytes moved into `buf` without a copy.
+                self.submit_send(sid, buf, 0);
+                return;
+            }
+            send_free.push(buf);
+        }
         let out = match (side, s.tls.as_mut()) {
             (Side::Up, Some(tls)) => {
                 if tls.handshake_complete() {
@@ -1425,13 +1530,30 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         buf.clear();
         buf.reserve_exact(cap);
         buf.extend_from_slice(out.get(..n).unwrap_or(out));
-        let e = opcode::Send::new(types::Fd(s.fd), buf.as_ptr(), buf.len() as u32)
+        self.submit_send(sid, buf, usize::MAX);
+    }
+
+    /// Sends `buf[at..]` (a lent buffer), or all of `buf` (`at == usize::MAX`: a copy).
+    fn submit_send(&mut self, sid: Id, buf: Vec<u8>, at: usize) {
+        let Some(s) = self.socks.get_mut(sid) else {
+            self.recycle_send_buf(Some(buf));
+            return;
+        };
+        let (from, lent) = if at == usize::MAX {
+            (0, None)
+        } else {
+            (at.min(buf.len()), Some(at))
+        };
+        let bytes = buf.get(from..).unwrap_or_default();
+        let len = bytes.len().min(u32::MAX as usize) as u32;
+        let e = opcode::Send::new(types::Fd(s.fd), bytes.as_ptr(), len)
             .flags(libc::MSG_NOSIGNAL)
             .build()
             .user_data(ud(Op::Send, sid, 0));
         // The Vec is not touched again until the send completes, so its heap block (which the
         // entry points at) stays where it is even if the Sock itself moves.
         s.send_buf = Some(buf);
+        s.send_lent_at = lent;
         s.inflight += 1;
         self.push(e);
     }

@@ -6,13 +6,16 @@
 //! - multishot accept per listener; over `max_connections` ([`crate::proxy::io::ConnLimit`]) the connection is
 //!   accepted and closed at once and counted;
 //! - multishot receive into a provided buffer ring (an idle connection holds no buffer), the
-//!   buffer given back right after the handler took the bytes; a side the handler does not
+//!   buffer given back right after the handler took the bytes; downstream sockets use a group
+//!   of 16 KiB buffers, upstream sockets a group of 64 KiB ones (a large response arrives in
+//!   few completions); a side the handler does not
 //!   want to read has its receive cancelled, and bytes that were already in flight are kept
 //!   for the handler until it asks again;
 //! - sends copy the handler's `*_out()` bytes into a per-connection send buffer taken from a
 //!   worker-wide free list: the handler's own buffer may grow (and move) while the send is in
 //!   flight, so the kernel never points into it; the handler keeps the bytes until the send
-//!   completes and `*_written(n)` is reported;
+//!   completes and `*_written(n)` is reported; large downstream output is not copied but
+//!   swapped out of the handler (`ConnHandler::lend_downstream_out`) and sent from there;
 //! - upstream connects with `IORING_OP_CONNECT` linked to a `LINK_TIMEOUT`;
 //! - idle pooled upstream connections keep a `recv(MSG_PEEK)` armed: any completion (data,
 //!   EOF, error) marks them stale and they are closed; checkout also peeks;
@@ -59,6 +62,11 @@ pub struct RingOptions {
     pub recv_buffers: u16,
     /// Size of each receive buffer.
     pub recv_buffer_size: u32,
+    /// Receive buffers of upstream sockets, a separate group (power of two).
+    pub upstream_recv_buffers: u16,
+    /// Size of each upstream receive buffer: large, so a response body arrives in few
+    /// completions and is forwarded in few sends.
+    pub upstream_recv_buffer_size: u32,
     /// Largest single send (bytes copied from the handler per send).
     pub send_buffer_size: usize,
     /// How long a closing connection may take to flush its last bytes.
@@ -80,6 +88,8 @@ impl Default for RingOptions {
             sqpoll_idle: Duration::from_millis(1000),
             recv_buffers: 512,
             recv_buffer_size: 16 * 1024,
+            upstream_recv_buffers: 8,
+            upstream_recv_buffer_size: 64 * 1024,
             send_buffer_size: 64 * 1024,
             flush_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),
@@ -128,6 +138,9 @@ impl From<UringError> for DriverError {
 /// Total memory of one worker's provided receive buffers that [`RingOptions::from_tuning`]
 /// aims at: the buffer count follows from the buffer size.
 const RECV_BUFFER_BUDGET: usize = 1024 * 1024;
+/// The same for the upstream group (few large buffers: under load a receive that finds
+/// none ends with ENOBUFS and is re-armed; the pages of every buffer are touched in turn).
+const UPSTREAM_RECV_BUFFER_BUDGET: usize = 512 * 1024;
 
 impl RingOptions {
     /// The ring settings for a worker's [`Tuning`].
@@ -136,12 +149,19 @@ impl RingOptions {
         let count = (RECV_BUFFER_BUDGET / size)
             .clamp(16, 4096)
             .next_power_of_two();
+        let up_size = t.read_buffer.clamp(16 * 1024, 64 * 1024);
+        let up_count = (UPSTREAM_RECV_BUFFER_BUDGET / up_size)
+            .clamp(8, 4096)
+            .next_power_of_two();
         let d = RingOptions::default();
         RingOptions {
             entries: t.uring_entries,
             sqpoll: t.sqpoll,
             recv_buffers: u16::try_from(count).unwrap_or(4096),
             recv_buffer_size: u32::try_from(size).unwrap_or(d.recv_buffer_size),
+            upstream_recv_buffers: u16::try_from(up_count).unwrap_or(d.upstream_recv_buffers),
+            upstream_recv_buffer_size: u32::try_from(up_size)
+                .unwrap_or(d.upstream_recv_buffer_size),
             send_buffer_size: size.max(d.send_buffer_size),
             flush_timeout: t.close_flush_timeout,
             drain_timeout: t.stop_grace,

@@ -372,6 +372,13 @@ impl<H: ConnHandler> ConnHandler for Layer<H> {
         }
     }
 
+    fn lend_downstream_out(&mut self, buf: &mut Vec<u8>) -> bool {
+        match self {
+            Layer::Plain(h) => h.lend_downstream_out(buf),
+            Layer::Tls(_) => false,
+        }
+    }
+
     fn downstream_written(&mut self, cx: &mut H::Cx, n: usize, now: Instant) {
         match self {
             Layer::Plain(h) => h.downstream_written(cx, n, now),
