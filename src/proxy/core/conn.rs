@@ -1252,6 +1252,7 @@ impl Active {
         if self.down_lent > 0
             || self.down_pos > 0
             || self.down_out.len() < LEND_MIN
+            || self.down_out.len() > u32::MAX as usize
             || !buf.is_empty()
         {
             return false;
@@ -1390,6 +1391,7 @@ impl Active {
             && self.head_started.is_none()
             && self.inbuf.is_empty()
             && self.down_out.is_empty()
+            && self.down_lent == 0
             && self.up_out.is_empty()
             && self.up_in.is_empty()
             && self.up_state == UpState::None
@@ -1662,6 +1664,13 @@ impl ConnHandler for Conn {
         match &self.state {
             State::Active(a) => a.downstream_out(),
             State::Parked(_) | State::Vacant => &[],
+        }
+    }
+
+    fn lend_downstream_out(&mut self, buf: &mut Vec<u8>) -> bool {
+        match &mut self.state {
+            State::Active(a) => a.lend_downstream_out(buf),
+            State::Parked(_) | State::Vacant => false,
         }
     }
 

@@ -103,9 +103,9 @@ struct Sock {
     send_buf: Option<Vec<u8>>,
     /// Set while the send in flight is from a buffer the handler lent
     /// (`lend_downstream_out`): where in it the send started.
-    send_lent_at: Option<usize>,
+    send_lent_at: Option<u32>,
     /// A lent buffer with bytes still to send (after a short send), and where they start.
-    lent_rest: Option<(Vec<u8>, usize)>,
+    lent_rest: Option<Box<(Vec<u8>, usize)>>,
     idle_armed: bool,
     pool_epoch: u8,
     /// Client TLS session of an HTTPS upstream.
@@ -488,7 +488,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             .is_some_and(|s| s.owner == Owner::Closing && s.inflight == 0);
         if done && let Some(s) = self.socks.remove(sid) {
             self.recycle_send_buf(s.send_buf);
-            self.recycle_send_buf(s.lent_rest.map(|(b, _)| b));
+            self.recycle_send_buf(s.lent_rest.map(|r| r.0));
         }
     }
 
@@ -1194,7 +1194,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         };
         s.inflight = s.inflight.saturating_sub(1);
         let mut buf = s.send_buf.take();
-        let start = s.send_lent_at.take();
+        let start = s.send_lent_at.take().map(|at| at as usize);
         let sent = buf
             .as_ref()
             .map_or(0, Vec::len)
@@ -1206,7 +1206,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             // A short send of lent bytes: the rest goes out from the same buffer next.
             let rest = at + res as usize;
             if rest < b.len() {
-                s.lent_rest = buf.take().map(|b| (b, rest));
+                s.lent_rest = buf.take().map(|b| Box::new((b, rest)));
             }
         }
         let owner = s.owner;
@@ -1490,7 +1490,8 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         {
             return;
         }
-        if let Some((buf, at)) = s.lent_rest.take() {
+        if let Some(rest) = s.lent_rest.take() {
+            let (buf, at) = *rest;
             self.submit_send(sid, buf, at);
             return;
         }
@@ -1539,10 +1540,11 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             self.recycle_send_buf(Some(buf));
             return;
         };
-        let (from, lent) = if at == usize::MAX {
-            (0, None)
-        } else {
-            (at.min(buf.len()), Some(at))
+        // Lent buffers are at most u32::MAX bytes long (the handler lends no longer ones), so
+        // the start fits; anything else is sent as a copy from its beginning.
+        let (from, lent) = match u32::try_from(at) {
+            Ok(a) if at != usize::MAX => (at.min(buf.len()), Some(a)),
+            _ => (0, None),
         };
         let bytes = buf.get(from..).unwrap_or_default();
         let len = bytes.len().min(u32::MAX as usize) as u32;
