@@ -229,6 +229,21 @@ impl Verbatim {
         push_parsed_header(out, f.name.get(buf), f.value.get(buf));
     }
 
+    /// Appends `name: value` on its own (after the pending run) and returns where its value
+    /// landed in `out`, for headers whose value the caller reports back.
+    fn push_tracked(
+        &mut self,
+        out: &mut Vec<u8>,
+        buf: &[u8],
+        name: &[u8],
+        value: &[u8],
+    ) -> std::ops::Range<usize> {
+        self.flush(out, buf);
+        let start = out.len() + name.len() + 2;
+        push_parsed_header(out, name, value);
+        start..out.len() - 2
+    }
+
     /// Appends the pending run of lines.
     #[inline]
     fn flush(&mut self, out: &mut Vec<u8>, buf: &[u8]) {
@@ -443,22 +458,18 @@ pub fn write_request_head(
             NameKind::ForwardedOther if client.is_some() && !trusted => continue,
             NameKind::RequestId => {
                 if keep_request_id {
-                    copy.flush(out, buf);
-                    let start = out.len() + name.len() + 2;
-                    push_parsed_header(out, name, f.value.get(buf));
+                    let at = copy.push_tracked(out, buf, name, f.value.get(buf));
                     if opts.request_id.is_some() {
-                        written.request_id = Some(start..out.len() - 2);
+                        written.request_id = Some(at);
                     }
                 }
                 continue;
             }
             NameKind::Traceparent => {
                 if keep_trace {
-                    copy.flush(out, buf);
-                    let start = out.len() + name.len() + 2;
-                    push_parsed_header(out, name, f.value.get(buf));
+                    let at = copy.push_tracked(out, buf, name, f.value.get(buf));
                     if opts.trace.is_some() {
-                        written.traceparent = Some(start..out.len() - 2);
+                        written.traceparent = Some(at);
                     }
                 }
                 continue;

@@ -77,6 +77,38 @@ pub(crate) struct TransferCodings {
     pub(crate) unknown: bool,
 }
 
+/// The framing headers requests and responses share, gathered line by line: Upgrade and
+/// Connection as head flags, Content-Length and Transfer-Encoding as the body's framing.
+#[derive(Default)]
+pub(crate) struct FramingFields {
+    pub flags: u8,
+    pub content_length: Option<u64>,
+    pub codings: Option<TransferCodings>,
+}
+
+impl FramingFields {
+    /// Takes one header line; other names are ignored.
+    #[inline]
+    pub(crate) fn add(&mut self, name: &[u8], value: &[u8]) -> Result<(), Http1Error> {
+        match name.len() {
+            7 if name.eq_ignore_ascii_case(b"upgrade") && !value.is_empty() => {
+                self.flags |= flags::HAS_UPGRADE;
+            }
+            10 if name.eq_ignore_ascii_case(b"connection") => {
+                self.flags |= connection_flags(value);
+            }
+            14 if name.eq_ignore_ascii_case(b"content-length") => {
+                add_content_length(&mut self.content_length, value)?;
+            }
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                add_transfer_codings(&mut self.codings, value)?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
 /// Folds one Transfer-Encoding header value into the running analysis (several headers form
 /// one list). Returns `Err` for a syntactically broken list.
 pub(crate) fn add_transfer_codings(

@@ -4,7 +4,7 @@
 
 use super::Limits;
 use super::error::{ErrorKind, Http1Error};
-use super::framing::{self, BodyKind, TransferCodings};
+use super::framing::{self, BodyKind};
 use super::head::{Field, Headers, Method, RequestHead, ResponseHead, Span, Version, flags};
 use super::syntax::{
     find_byte, first_non_field_byte, is_field_byte, is_ows, is_reg_name_byte, is_target_byte,
@@ -280,8 +280,7 @@ pub(crate) fn build_request(store: Headers, limits: &Limits) -> Result<RequestHe
     parse_fields(it, &mut fields)?;
 
     let mut host: Option<Span> = None;
-    let mut content_length: Option<u64> = None;
-    let mut codings: Option<TransferCodings> = None;
+    let mut fr = framing::FramingFields::default();
     for field in &fields {
         let name = field.name.get(&buf);
         let value = field.value.get(&buf);
@@ -306,21 +305,15 @@ pub(crate) fn build_request(store: Headers, limits: &Limits) -> Result<RequestHe
                     ));
                 }
             }
-            7 if name.eq_ignore_ascii_case(b"upgrade") && !value.is_empty() => {
-                f |= flags::HAS_UPGRADE;
-            }
-            10 if name.eq_ignore_ascii_case(b"connection") => {
-                f |= framing::connection_flags(value);
-            }
-            14 if name.eq_ignore_ascii_case(b"content-length") => {
-                framing::add_content_length(&mut content_length, value)?;
-            }
-            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
-                framing::add_transfer_codings(&mut codings, value)?;
-            }
-            _ => {}
+            _ => fr.add(name, value)?,
         }
     }
+    let framing::FramingFields {
+        flags: framing_flags,
+        content_length,
+        codings,
+    } = fr;
+    f |= framing_flags;
 
     if version == Version::Http11 && host.is_none() {
         return Err(ErrorKind::MissingHost.into());
@@ -558,27 +551,16 @@ pub(crate) fn build_response(store: Headers) -> Result<ResponseHead, Http1Error>
     fields.reserve(16);
     parse_fields(it, &mut fields)?;
     let mut f = 0u8;
-    let mut content_length = None;
-    let mut codings: Option<TransferCodings> = None;
+    let mut fr = framing::FramingFields::default();
     for field in &fields {
-        let name = field.name.get(&buf);
-        let value = field.value.get(&buf);
-        match name.len() {
-            7 if name.eq_ignore_ascii_case(b"upgrade") && !value.is_empty() => {
-                f |= flags::HAS_UPGRADE;
-            }
-            10 if name.eq_ignore_ascii_case(b"connection") => {
-                f |= framing::connection_flags(value);
-            }
-            14 if name.eq_ignore_ascii_case(b"content-length") => {
-                framing::add_content_length(&mut content_length, value)?;
-            }
-            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
-                framing::add_transfer_codings(&mut codings, value)?;
-            }
-            _ => {}
-        }
+        fr.add(field.name.get(&buf), field.value.get(&buf))?;
     }
+    let framing::FramingFields {
+        flags: framing_flags,
+        content_length,
+        codings,
+    } = fr;
+    f |= framing_flags;
     if codings.is_some() && content_length.is_some() {
         return Err(Http1Error::with_header(
             ErrorKind::ContentLengthWithTransferEncoding,
