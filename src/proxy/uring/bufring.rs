@@ -5,7 +5,10 @@
 //! the buffer and gives the buffer back ([`BufRing::recycle`]) right after the callback.
 //!
 //! Memory: one page-aligned array of `entries` ring slots (16 bytes each; the kernel reads the
-//! tail from the last two bytes of the first slot) and one block of `entries * size` bytes.
+//! tail from the last two bytes of the first slot) and one block of `entries * size` bytes,
+//! mapped anonymously so that a page only becomes resident once a receive writes into it: a
+//! 16 KiB buffer that only ever holds small requests costs one page, not four (a zeroed heap
+//! allocation would be cleared, and so made resident, in full by the allocator).
 //! Both stay allocated until the driver has unregistered the ring and seen every operation
 //! complete; if that cannot be confirmed the memory is leaked on purpose instead of freed.
 
@@ -22,8 +25,9 @@ const PAGE: usize = 4096;
 pub(crate) struct BufRing {
     ring: NonNull<BufRingEntry>,
     ring_layout: Layout,
+    /// `entries * size` bytes of anonymous mapping.
     bufs: NonNull<u8>,
-    bufs_layout: Layout,
+    bufs_bytes: usize,
     entries: u16,
     size: u32,
     /// Our copy of the tail (next slot to fill).
@@ -49,22 +53,12 @@ impl BufRing {
         let bufs_bytes = usize::from(entries)
             .checked_mul(size as usize)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "buffer ring too large"))?;
-        let bufs_layout = Layout::from_size_align(bufs_bytes, PAGE)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        // SAFETY: both layouts have a non-zero size (checked above: entries > 0, size > 0).
-        let ring = NonNull::new(unsafe { alloc_zeroed(ring_layout) }.cast::<BufRingEntry>());
-        // SAFETY: as above.
-        let bufs = NonNull::new(unsafe { alloc_zeroed(bufs_layout) });
-        let (Some(ring), Some(bufs)) = (ring, bufs) else {
-            // SAFETY: each pointer is freed only if it was allocated with its layout.
-            unsafe {
-                if let Some(r) = ring {
-                    dealloc(r.as_ptr().cast(), ring_layout);
-                }
-                if let Some(b) = bufs {
-                    dealloc(b.as_ptr(), bufs_layout);
-                }
-            }
+        let bufs = map_anonymous(bufs_bytes)?;
+        // SAFETY: the layout has a non-zero size (at least one page).
+        let Some(ring) = NonNull::new(unsafe { alloc_zeroed(ring_layout) }.cast::<BufRingEntry>())
+        else {
+            // SAFETY: mapped just above with this length and not shared with anyone.
+            unsafe { unmap(bufs, bufs_bytes) };
             return Err(io::Error::new(
                 io::ErrorKind::OutOfMemory,
                 "cannot allocate the receive buffer ring",
@@ -74,7 +68,7 @@ impl BufRing {
             ring,
             ring_layout,
             bufs,
-            bufs_layout,
+            bufs_bytes,
             entries,
             size,
             tail: 0,
@@ -169,11 +163,52 @@ impl Drop for BufRing {
             // The kernel may still reference this memory: never free it.
             return;
         }
-        // SAFETY: allocated in `new` with exactly these layouts; not registered any more.
+        // SAFETY: allocated and mapped in `new` with exactly this layout and length; not
+        // registered any more.
         unsafe {
             dealloc(self.ring.as_ptr().cast(), self.ring_layout);
-            dealloc(self.bufs.as_ptr(), self.bufs_layout);
+            unmap(self.bufs, self.bufs_bytes);
         }
+    }
+}
+
+/// Maps `len` bytes of private anonymous memory (zero-filled on first touch, not before).
+fn map_anonymous(len: usize) -> io::Result<NonNull<u8>> {
+    // SAFETY: a fresh private anonymous mapping aliases nothing; the result is checked.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(
+            e.kind(),
+            format!("cannot map {len} bytes for the receive buffer ring: {e}"),
+        ));
+    }
+    NonNull::new(p.cast::<u8>()).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::OutOfMemory,
+            "cannot map the receive buffer ring",
+        )
+    })
+}
+
+/// Unmaps a block from [`map_anonymous`].
+///
+/// # Safety
+/// `p` and `len` come from one `map_anonymous` call, and nothing (the kernel included) uses the
+/// memory any more.
+unsafe fn unmap(p: NonNull<u8>, len: usize) {
+    // SAFETY: guaranteed by the caller. A failure (impossible for a valid mapping) leaks.
+    unsafe {
+        libc::munmap(p.as_ptr().cast(), len);
     }
 }
 
@@ -195,5 +230,39 @@ mod tests {
         assert!(br.slice(4, 1).is_none());
         assert!(br.slice(0, 1025).is_none());
         assert_eq!(br.buf_size(), 1024);
+    }
+
+    /// Resident pages of the buffer block, by `mincore`.
+    fn resident_pages(br: &BufRing) -> usize {
+        let pages = br.bufs_bytes.div_ceil(PAGE);
+        let mut vec = vec![0u8; pages];
+        // SAFETY: the block is a live mapping of `bufs_bytes` bytes; `vec` has one byte per page.
+        let rc = unsafe { libc::mincore(br.bufs.as_ptr().cast(), br.bufs_bytes, vec.as_mut_ptr()) };
+        assert_eq!(rc, 0, "mincore: {}", io::Error::last_os_error());
+        vec.iter().filter(|b| *b & 1 == 1).count()
+    }
+
+    #[test]
+    fn buffers_become_resident_only_where_written() {
+        let br = BufRing::new(64, 16 * 1024, 0).expect("alloc");
+        assert_eq!(
+            resident_pages(&br),
+            0,
+            "a fresh ring holds no resident buffer page"
+        );
+        // A small receive into buffer 5 (as the kernel would write it).
+        // SAFETY: buffer 5 lies inside the block; the ring is not registered.
+        unsafe {
+            br.bufs.as_ptr().add(5 * 16 * 1024).write_bytes(b'x', 100);
+        }
+        assert_eq!(resident_pages(&br), 1);
+        assert_eq!(
+            br.slice(5, 100).map(|s| s.iter().all(|b| *b == b'x')),
+            Some(true)
+        );
+        assert_eq!(
+            br.slice(6, 16).map(|s| s.iter().all(|b| *b == 0)),
+            Some(true)
+        );
     }
 }
