@@ -200,6 +200,18 @@ impl RequestLog {
         }
     }
 
+    /// Hands this log (its record storage kept) to another connection, from `client`, that has
+    /// nothing left to write: nothing of the previous connection's exchanges carries over. Lets
+    /// an idle connection give its record back to the worker instead of keeping it.
+    pub fn rebind(&mut self, client: SocketAddr) {
+        self.client = client;
+        if let Some(s) = &mut self.state {
+            s.rec.client = client;
+            s.written = 0;
+            s.out_base = 0;
+        }
+    }
+
     /// A request head arrived; `queued_out` is the response bytes still waiting to be written.
     pub fn begin(&mut self, now: Instant, method: &str, host: &str, path: &str, queued_out: u64) {
         let client = self.client;

@@ -1346,7 +1346,6 @@ struct Parked {
     drain_idle_by: Option<Instant>,
     requests: u64,
     route: Option<RouteMetricId>,
-    log: RequestLog,
     status: u16,
     method: Method,
     client_http10: bool,
@@ -1417,7 +1416,8 @@ impl Active {
         shrink(&mut self.up_in);
         self.down_pos = 0;
         self.up_pos = 0;
-        let peer = self.info.peer;
+        // The access-log record stays here with the spare state: it holds nothing between
+        // requests, and an idle connection would otherwise keep its ~700 bytes.
         Parked {
             info: std::mem::replace(&mut self.info, vacant_info()),
             limits,
@@ -1427,7 +1427,6 @@ impl Active {
             drain_idle_by: self.drain_idle_by,
             requests: self.requests,
             route: self.route,
-            log: std::mem::replace(&mut self.log, RequestLog::new(peer, self.idle_since)),
             status: self.status,
             method: self.method,
             client_http10: self.client_http10,
@@ -1444,6 +1443,7 @@ impl Active {
         if p.limits.codec != self.limits.codec || !self.req.is_idle(&[]) {
             self.req = RequestDecoder::new(p.limits.codec, false);
         }
+        self.log.rebind(p.info.peer);
         self.info = p.info;
         self.started = p.started;
         self.limits = *p.limits;
@@ -1473,7 +1473,6 @@ impl Active {
         self.down_eof = false;
         self.draining = p.draining;
         self.drain_idle_by = p.drain_idle_by;
-        self.log = p.log;
     }
 }
 
@@ -1600,7 +1599,6 @@ impl ConnHandler for Conn {
         let limits = cx.shared_limits(&limits);
         cx.metrics.connection_opened();
         cx.metrics.connection_parked();
-        let log = RequestLog::new(info.peer, now);
         Conn {
             state: State::Parked(Parked {
                 info,
@@ -1611,7 +1609,6 @@ impl ConnHandler for Conn {
                 drain_idle_by: None,
                 requests: 0,
                 route: None,
-                log,
                 status: 0,
                 method: Method::Get,
                 client_http10: false,

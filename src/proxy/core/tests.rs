@@ -1109,7 +1109,7 @@ fn an_idle_connection_is_small() {
     // What an idle keep-alive connection costs the worker (the buffers and decoders of an
     // active one live in a separate, shared state).
     assert!(
-        std::mem::size_of::<Conn>() <= 248,
+        std::mem::size_of::<Conn>() <= 200,
         "idle connection state grew to {} bytes",
         std::mem::size_of::<Conn>()
     );
@@ -1209,6 +1209,43 @@ fn a_parked_connection_times_out_and_closes_when_drained() {
         Some(true),
         "quiet for longer than the drain grace: closes"
     );
+}
+
+#[test]
+fn parked_connections_hand_their_access_record_back() {
+    // The record storage of an idle connection returns to the worker with its spare state and
+    // serves the next connection: each record must still name its own client and count only
+    // its own bytes.
+    let (mut s, rx) = logged_sim();
+    let info = |last: u8| ConnInfo {
+        peer: SocketAddr::from(([192, 0, 2, last], 40000 + u16::from(last))),
+        local: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        listener: 0,
+        tls: false,
+        sni: None,
+    };
+    let mut a = Conn::new(&mut s.cx, info(1), s.now);
+    let mut b = Conn::new(&mut s.cx, info(2), s.now);
+    let mut exchange = |c: &mut Conn, s: &mut Sim, path: &str| {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+        c.on_downstream_data(&mut s.cx, req.as_bytes(), s.now);
+        let n = c.downstream_out().len();
+        assert!(n > 0);
+        c.downstream_written(&mut s.cx, n, s.now);
+        assert!(c.is_parked());
+        let rec = rx.try_recv().expect("one record per request");
+        (rec, req.len(), n)
+    };
+    for (round, path) in ["/one", "/two-two", "/3"].iter().enumerate() {
+        for (c, peer) in [(&mut a, info(1).peer), (&mut b, info(2).peer)] {
+            let (rec, bytes_in, bytes_out) = exchange(c, &mut s, path);
+            assert_eq!(rec.client, peer, "round {round}");
+            assert_eq!(rec.path(), *path);
+            assert_eq!(rec.bytes_in, bytes_in as u64);
+            assert_eq!(rec.bytes_out, bytes_out as u64, "round {round}: {peer}");
+        }
+    }
+    assert!(rx.try_recv().is_err());
 }
 
 #[test]
