@@ -1226,7 +1226,7 @@ fn parked_connections_hand_their_access_record_back() {
     };
     let mut a = Conn::new(&mut s.cx, info(1), s.now);
     let mut b = Conn::new(&mut s.cx, info(2), s.now);
-    let mut exchange = |c: &mut Conn, s: &mut Sim, path: &str| {
+    let exchange = |c: &mut Conn, s: &mut Sim, path: &str| {
         let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
         c.on_downstream_data(&mut s.cx, req.as_bytes(), s.now);
         let n = c.downstream_out().len();
