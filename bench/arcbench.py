@@ -976,16 +976,6 @@ class Bench:
         t.set_busy(runs)
         self.emit(t, [("handshakes/s ↑", "TLS handshakes/s", 1.3, True)])
 
-        runs = self.closed_loop("https keep-alive", "/b1k", o.pairs, o.conns, tls=True)
-        t = Table(f"4b. HTTPS keep-alive throughput, 1 KiB body, {o.conns} connections", o.pairs,
-                  f"wrk -t1 -c{o.conns} over https (TLS 1.3); {self.run_len(o.pairs)}. Direct = "
-                  "the backend nginx terminating TLS itself on CPU 0.")
-        t.add("requests/s ↑", runs, "rate")
-        t.add("proxy CPU µs/request ↓", runs, "cpu_us", 2)
-        t.add("errors (non-2xx + socket)", runs, "errors", ratio=False)
-        t.set_busy(runs)
-        self.emit(t, [("requests/s ↑", "HTTPS keep-alive req/s", 1.15, True)])
-
     # 5. route-change propagation
     def run_changes(self, t, n, change, state):
         """n route changes on target t under a steady closed-loop load on /rc; change(new)
