@@ -1542,7 +1542,9 @@ def main():
     ap.add_argument("--out", default=os.environ.get("OUT_DIR", os.path.join(HERE, "results")))
     ap.add_argument("--tls-concurrency", type=int, default=env_num("TLS_CONCURRENCY", 32, int),
                     help="arc-tlsload threads for TLS handshakes (item 4a)")
-    ap.add_argument("--tlsload-bin", default=os.environ.get("ARC_TLSLOAD_BIN") or default_tlsload())
+    ap.add_argument("--tlsload-bin",
+                    default=os.environ.get("ARC_TLSLOAD_BIN") or default_tlsload(),
+                    help="arc-tlsload binary (bench/tools); without one item 4a is skipped")
     args = ap.parse_args()
     mode = "quick" if args.quick else "full" if args.full else "default"
     plan = dict(MODES[mode])

@@ -80,7 +80,8 @@ def test_tlsload_without_a_handshake_is_a_failed_run():
 
 
 def test_negotiated_parameters_are_summarised_per_run():
-    same = {"nginx": [{"kx": "X25519", "suite": "S"}], "arc-uring": [{"kx": "X25519", "suite": "S"}]}
+    same = {"nginx": [{"kx": "X25519", "suite": "S"}],
+            "arc-uring": [{"kx": "X25519", "suite": "S"}]}
     assert arcbench.negotiated(same) == "X25519 with S by every target"
     mixed = {"nginx": [{"kx": "X25519", "suite": "S"}],
              "arc-uring": [{"kx": "secp256r1", "suite": "S"}], "direct": [{"error": "x"}]}
