@@ -564,33 +564,60 @@ def run_wrk(opts, url, conns, secs, close=False):
     return {"rate": float(rps.group(1)), "requests": int(m.group(1)), "errors": errs}
 
 
-def run_stime(opts, port, secs, procs=8):
-    """TLS 1.3 full handshakes: `procs` parallel `openssl s_time -new` clients, each opening a
-    fresh connection (no session reuse) and fetching one page per connection."""
-    secs = max(1, round(secs))
-    argv = ["taskset", "-c", LOADGEN_CPU, "openssl", "s_time", "-connect", f"127.0.0.1:{port}",
-            "-new", "-tls1_3", "-time", str(secs), "-www", "/b0"]
-    t0 = time.monotonic()
-    ps = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-          for _ in range(procs)]
-    total, failed, err = 0, 0, ""
-    for p in ps:
+def run_tlsload(opts, port, warmup, secs, conc):
+    """TLS 1.3 full handshakes with `arc-tlsload` (bench/tools) pinned to the load-generator CPU:
+    `conc` threads, each opening one connection after another (resumption off, so every one is
+    a full handshake) and fetching /b0 over it; completions during the warm-up are not
+    counted."""
+    argv = ["taskset", "-c", LOADGEN_CPU, opts.tlsload_bin, "--connect", f"127.0.0.1:{port}",
+            "--sni", "bench.test", "--path", "/b0", "--concurrency", str(conc),
+            "--duration", f"{secs:g}", "--warmup", f"{warmup:g}"]
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=warmup + secs + 60)
+    except subprocess.TimeoutExpired:
+        return {"error": "arc-tlsload did not finish", "rate": 0.0, "requests": 0, "errors": 0}
+    return parse_tlsload(r.stdout, r.stderr)
+
+
+def parse_tlsload(stdout, stderr=""):
+    """The result of one `arc-tlsload` run from its JSON line: rate and handshakes of the measured
+    window, failed connections, and `all` (complete exchanges over the whole process, warm-up
+    included: the divisor of proxy CPU read around the process)."""
+    j = None
+    for line in reversed((stdout or "").strip().splitlines()):
         try:
-            out, _ = p.communicate(timeout=secs + 60)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            out, _ = p.communicate()
-        m = re.search(r"(\d+) connections in [\d.]+s", out or "")
-        if m and p.returncode == 0:
-            total += int(m.group(1))
-        else:
-            failed += 1
-            err = (out or "").strip()[-200:]
-    wall = time.monotonic() - t0
-    res = {"rate": total / wall if wall > 0 else 0.0, "requests": total, "errors": failed}
-    if total == 0:
-        res["error"] = err or "s_time failed"
+            j = json.loads(line)
+            break
+        except json.JSONDecodeError:
+            continue
+    if not isinstance(j, dict) or not isinstance(j.get("handshakes"), int):
+        msg = (stderr or stdout or "").strip()[-200:]
+        return {"error": msg or "arc-tlsload printed no result", "rate": 0.0, "requests": 0,
+                "errors": 0}
+    res = {"rate": float(j.get("rate") or 0.0), "requests": j["handshakes"],
+           "errors": int(j.get("failed") or 0), "all": int(j.get("completed_total") or 0),
+           "kx": j.get("key_exchange"), "suite": j.get("cipher_suite"),
+           "messages": [str(e) for e in j.get("errors") or []]}
+    if res["requests"] == 0:
+        res["error"] = "; ".join(res["messages"]) or "no handshake completed"
     return res
+
+
+def negotiated(runs):
+    """Key exchange and cipher suite the handshakes negotiated, from arc-tlsload's reports
+    ({target: [result per pair]}): one line when every target agreed, else one per target."""
+    seen = {}
+    for t, rs in runs.items():
+        for r in rs:
+            if r and r.get("kx"):
+                seen[t] = f"{r['kx']} with {r.get('suite') or '?'}"
+                break
+    if not seen:
+        return "nothing (no handshake completed)"
+    kinds = set(seen.values())
+    if len(kinds) == 1 and len(seen) == len(runs):
+        return f"{kinds.pop()} by every target"
+    return ", ".join(f"{v} by {LABEL[t]}" for t, v in seen.items())
 
 
 def run_oha(opts, url, conns, secs, qps):
@@ -894,31 +921,12 @@ class Bench:
     # 4. TLS
     def case_tls(self):
         o = self.opts
-        runs = {t: [] for t in self.targets()}
-        for pair in range(1, o.pairs + 1):
-            for t in order(runs, pair):
-                port = self.port(t, tls=True)
-                if o.warmup > 0:
-                    run_stime(o, port, o.warmup, o.stime_procs)
-                r = measure(self.rig, t, lambda: run_stime(o, port, o.duration, o.stime_procs))
-                if r.get("error"):
-                    log(f"tls handshakes {LABEL[t]}: {r['error']}")
-                runs[t].append(r)
-            log(f"tls handshakes pair {pair}: " + ", ".join(
-                f"{LABEL[t]} {runs[t][-1].get('rate', 0):.0f}/s" for t in runs))
-        t = Table("4a. TLS 1.3 full handshakes/s (ECDSA P-256, new connection per request)",
-                  o.pairs, f"{o.stime_procs} parallel `openssl s_time -new -tls1_3 -www /b0`: "
-                  "every connection is a full handshake (s_time never reuses a session) and one "
-                  "HTTP/1.0 request, 0 B body; the 'errors' row counts failed clients; "
-                  f"{self.run_len(o.pairs)}. Session resumption is off on both proxies "
-                  "(nginx `ssl_session_cache off; ssl_session_tickets off`, Arc "
-                  "`tls.session_cache: 0, tls.session_tickets: false`): no NewSessionTicket "
-                  "is sent. Direct = the backend nginx terminating TLS itself on CPU 0.")
-        t.add("handshakes/s ↑", runs, "rate")
-        t.add("proxy CPU µs/handshake ↓", runs, "cpu_us", 2)
-        t.add("failed s_time clients", runs, "errors", ratio=False)
-        t.set_busy(runs)
-        self.emit(t, [("handshakes/s ↑", "TLS handshakes/s", 1.3, True)])
+        title = "4a. TLS 1.3 full handshakes/s (ECDSA P-256, new connection per request)"
+        if o.tlsload_bin:
+            self.tls_handshakes(title)
+        else:
+            self.skip(title, "arc-tlsload not built (bench/tools; bench/run.sh builds it, or "
+                      "set ARC_TLSLOAD_BIN)")
         runs = self.closed_loop("https keep-alive", "/b1k", o.pairs, o.conns, tls=True)
         t = Table(f"4b. HTTPS keep-alive throughput, 1 KiB body, {o.conns} connections", o.pairs,
                   f"wrk -t1 -c{o.conns} over https (TLS 1.3); {self.run_len(o.pairs)}. Direct = "
@@ -928,6 +936,45 @@ class Bench:
         t.add("errors (non-2xx + socket)", runs, "errors", ratio=False)
         t.set_busy(runs)
         self.emit(t, [("requests/s ↑", "HTTPS keep-alive req/s", 1.15, True)])
+
+    def tls_handshakes(self, title):
+        o = self.opts
+        conc = o.tls_concurrency
+        runs = {t: [] for t in self.targets()}
+        for pair in range(1, o.pairs + 1):
+            for t in order(runs, pair):
+                port = self.port(t, tls=True)
+                r = measure(self.rig, t,
+                            lambda: run_tlsload(o, port, o.warmup, o.duration, conc))
+                # The proxy's CPU was read around the whole process, warm-up included: divide
+                # it by every exchange the process completed.
+                if r.get("cpu_s") is not None and r.get("all"):
+                    r["cpu_us"] = r["cpu_s"] / r["all"] * 1e6
+                if r.get("error"):
+                    log(f"tls handshakes {LABEL[t]}: {r['error']}")
+                elif r.get("errors"):
+                    log(f"tls handshakes {LABEL[t]}: {r['errors']} failed: "
+                        + "; ".join(r.get("messages", [])))
+                runs[t].append(r)
+            log(f"tls handshakes pair {pair}: " + ", ".join(
+                f"{LABEL[t]} {runs[t][-1].get('rate', 0):.0f}/s" for t in runs))
+        t = Table(title, o.pairs,
+                  f"`arc-tlsload --concurrency {conc}` (bench/tools) on CPU 0: {conc} threads, "
+                  "each opening one connection after another, with a full TLS 1.3 handshake and "
+                  "one `GET /b0 HTTP/1.0` (0 B body) read to the close; a handshake counts when "
+                  "its 200 response is complete. Client: rustls 0.23 with aws-lc-rs, TLS 1.3 "
+                  "only, one key share (X25519) offered; negotiated "
+                  f"{negotiated(runs)}; ECDSA P-256 self-signed certificate, handshake "
+                  "signature verified, chain and name not; resumption off on the client, no "
+                  f"early data; {self.run_len(o.pairs)}. Session resumption is also off on both "
+                  "proxies (nginx `ssl_session_cache off; ssl_session_tickets off`, Arc "
+                  "`tls.session_cache: 0, tls.session_tickets: false`): no NewSessionTicket "
+                  "is sent. Direct = the backend nginx terminating TLS itself on CPU 0.")
+        t.add("handshakes/s ↑", runs, "rate")
+        t.add("proxy CPU µs/handshake ↓", runs, "cpu_us", 2)
+        t.add("failed handshakes (alert, timeout, non-200)", runs, "errors", ratio=False)
+        t.set_busy(runs)
+        self.emit(t, [("handshakes/s ↑", "TLS handshakes/s", 1.3, True)])
 
     # 5. route-change propagation
     def run_changes(self, t, n, change, state):
@@ -1478,6 +1525,12 @@ def estimate_minutes(o, cases, targets):
     return secs / 60
 
 
+def default_tlsload():
+    """arc-tlsload from a release build of the workspace, if there is one."""
+    path = os.path.join(ROOT, "target", "release", "arc-tlsload")
+    return path if os.access(path, os.X_OK) else ""
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     g = ap.add_mutually_exclusive_group()
@@ -1487,6 +1540,11 @@ def main():
                     help=f"comma list of {','.join(ALL_CASES)} (default: all)")
     ap.add_argument("--arc-bin", default=os.environ.get("ARC_BIN", ""))
     ap.add_argument("--out", default=os.environ.get("OUT_DIR", os.path.join(HERE, "results")))
+    ap.add_argument("--tls-concurrency", type=int, default=env_num("TLS_CONCURRENCY", 32, int),
+                    help="arc-tlsload threads for TLS handshakes (item 4a)")
+    ap.add_argument("--tlsload-bin",
+                    default=os.environ.get("ARC_TLSLOAD_BIN") or default_tlsload(),
+                    help="arc-tlsload binary (bench/tools); without one item 4a is skipped")
     args = ap.parse_args()
     mode = "quick" if args.quick else "full" if args.full else "default"
     plan = dict(MODES[mode])
@@ -1506,7 +1564,8 @@ def main():
     o.headline_pairs = env_num("PAIRS", plan["headline_pairs"], int)
     o.pairs = env_num("OTHER_PAIRS", plan["pairs"], int)
     o.conns = env_num("CONNS", 64, int)
-    o.stime_procs = env_num("STIME_PROCS", 8, int)
+    o.tls_concurrency = args.tls_concurrency
+    o.tlsload_bin = args.tlsload_bin
     o.bodies = env_list("BODIES", plan["bodies"])
     o.rates = env_list("RATES", plan["rates"], float)
     o.idle_conns = env_num("IDLE_CONNS", plan["idle_conns"], int)
@@ -1520,6 +1579,10 @@ def main():
         sys.exit(f"unknown case/body: {bad or o.bodies}; cases are {', '.join(ALL_CASES)}")
     if not o.arc_bin or not os.access(o.arc_bin, os.X_OK):
         sys.exit(f"arc-gateway binary not found: {o.arc_bin!r} (set ARC_BIN or use run.sh)")
+    if o.tls_concurrency < 1:
+        sys.exit(f"--tls-concurrency must be at least 1, not {o.tls_concurrency}")
+    if o.tlsload_bin and not os.access(o.tlsload_bin, os.X_OK):
+        sys.exit(f"arc-tlsload binary not found: {o.tlsload_bin!r}")
     if (os.cpu_count() or 1) < 2:
         sys.exit("the rig needs 2 CPUs (proxy on CPU 1, load generator and backend on CPU 0)")
     for tool in (o.nginx, o.wrk):

@@ -9,10 +9,10 @@
 #
 # Installs what is missing (apt: nginx-light haproxy wrk curl openssl python3-matplotlib;
 # crates.io: oha into a cache directory), builds arc-gateway in release mode unless ARC_BIN is
-# set (and the API server emulator for the Kubernetes rows unless ARC_EMULATOR_BIN is set),
-# then runs bench/arcbench.py. Tables go to stdout and to bench/results/ with a PNG chart.
-# Duration and size overrides: see bench/README.md. Loopback only; every process started is
-# stopped on exit.
+# set (the API server emulator for the Kubernetes rows unless ARC_EMULATOR_BIN is set, the TLS
+# handshake client unless ARC_TLSLOAD_BIN is set), then runs bench/arcbench.py. Tables go to
+# stdout and to bench/results/ with a PNG chart. Duration and size overrides: see
+# bench/README.md. Loopback only; every process started is stopped on exit.
 set -euo pipefail
 
 for arg in "$@"; do
@@ -109,5 +109,19 @@ if [[ -z ${ARC_EMULATOR_BIN:-} ]]; then
   fi
 fi
 export ARC_EMULATOR_BIN
+
+# ---------------------------------------------------------------- TLS handshake client
+# Item 4a's load generator (bench/tools): TLS 1.3 full handshakes with rustls, far cheaper per
+# handshake than `openssl s_time`, so the proxy rather than the client sets the rate.
+if [[ -z ${ARC_TLSLOAD_BIN:-} ]]; then
+  log "building arc-tlsload (release)"
+  if (cd "$ROOT" && cargo build --release --quiet -p arc-bench-tools --bin arc-tlsload); then
+    ARC_TLSLOAD_BIN="$ROOT/target/release/arc-tlsload"
+  else
+    log "arc-tlsload did not build: the TLS handshake rows are skipped"
+    ARC_TLSLOAD_BIN=""
+  fi
+fi
+export ARC_TLSLOAD_BIN
 
 exec "$PY" "$ROOT/bench/arcbench.py" "$@"

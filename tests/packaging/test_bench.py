@@ -9,6 +9,7 @@ import os
 import pathlib
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -17,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import ROOT, missing
+from conftest import ROOT, missing, need_tool
 
 sys.path.insert(0, str(ROOT / "bench"))
 
@@ -55,6 +56,80 @@ def test_targets_table_reads_cpu_where_client_bound():
     assert "0.50 met" in rows["RSS plain idle conns"]
 
 
+def test_tlsload_report_is_read_from_its_json_line():
+    line = json.dumps({"handshakes": 3000, "failed": 2, "seconds": 2.0, "rate": 1500.0,
+                       "errors": ["response: timed out"], "completed_total": 4510,
+                       "key_exchange": "X25519", "cipher_suite": "TLS13_AES_256_GCM_SHA384"})
+    res = arcbench.parse_tlsload("\n" + line + "\n")
+    assert res["rate"] == 1500.0 and res["requests"] == 3000 and res["errors"] == 2
+    assert res["all"] == 4510 and res["kx"] == "X25519"
+    assert res["messages"] == ["response: timed out"]
+    assert "error" not in res
+
+
+def test_tlsload_without_a_handshake_is_a_failed_run():
+    line = json.dumps({"handshakes": 0, "failed": 40, "seconds": 1.0, "rate": 0.0,
+                       "errors": ["connect: Connection refused (os error 111)"],
+                       "completed_total": 0, "key_exchange": None, "cipher_suite": None})
+    res = arcbench.parse_tlsload(line)
+    assert res["requests"] == 0 and res["errors"] == 40
+    assert "Connection refused" in res["error"]
+    res = arcbench.parse_tlsload("", "arc-tlsload: --concurrency must be at least 1\n")
+    assert res["requests"] == 0 and "--concurrency" in res["error"]
+    assert "error" in arcbench.parse_tlsload('{"handshakes": "many"}')
+
+
+def test_negotiated_parameters_are_summarised_per_run():
+    same = {"nginx": [{"kx": "X25519", "suite": "S"}],
+            "arc-uring": [{"kx": "X25519", "suite": "S"}]}
+    assert arcbench.negotiated(same) == "X25519 with S by every target"
+    mixed = {"nginx": [{"kx": "X25519", "suite": "S"}],
+             "arc-uring": [{"kx": "secp256r1", "suite": "S"}], "direct": [{"error": "x"}]}
+    text = arcbench.negotiated(mixed)
+    assert "X25519 with S by nginx" in text and "secp256r1 with S by Arc io_uring" in text
+    assert arcbench.negotiated({"nginx": [None]}).startswith("nothing")
+
+
+class _Empty200(BaseHTTPRequestHandler):
+    """HTTP/1.0 200 with an empty body, then close (as the bench backend answers /b0)."""
+
+    def do_GET(self):  # noqa: N802 (http.server API)
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *_args):
+        pass
+
+
+def test_tlsload_cli_matches_the_driver(tmp_path):
+    """The driver's arc-tlsload invocation against a TLS 1.3 server (ECDSA P-256, self-signed)."""
+    openssl = need_tool("openssl", "openssl")
+    need_tool("taskset", "util-linux")
+    key, crt = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(key), "-out", str(crt),
+                    "-days", "1", "-subj", "/CN=bench.test"], check=True, capture_output=True,
+                   timeout=60)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.load_cert_chain(str(crt), str(key))
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Empty200)
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True, do_handshake_on_connect=False)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        o = type("O", (), {"tlsload_bin": str(_binary("arc-tlsload"))})()
+        res = arcbench.run_tlsload(o, srv.server_address[1], 0.3, 1.0, 2)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert "error" not in res, res
+    assert res["requests"] > 0 and res["errors"] == 0, res
+    assert res["all"] > res["requests"], res  # the warm-up's exchanges are not in the rate
+    assert res["kx"] == "X25519" and res["suite"].startswith("TLS13_"), res
+
+
 def _binary(name: str) -> pathlib.Path:
     target = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
     path = target / "debug" / name
@@ -62,7 +137,8 @@ def _binary(name: str) -> pathlib.Path:
         cargo = shutil.which("cargo")
         if cargo is None:
             missing("cargo", f"needed to build {name}")
-        pkg = ["-p", "arc-e2e"] if name == "arc-kube-emulator" else []
+        pkg = {"arc-kube-emulator": ["-p", "arc-e2e"],
+               "arc-tlsload": ["-p", "arc-bench-tools"]}.get(name, [])
         subprocess.run([cargo, "build", *pkg, "--bin", name], cwd=ROOT, check=True,
                        timeout=1800)
     return path
