@@ -125,7 +125,11 @@ impl ConnHandler for Relay {
     type Cx = Cx;
 
     fn new(cx: &mut Cx, info: ConnInfo, now: Instant) -> Self {
-        cx.shared.infos.lock().unwrap().push((info.tls, info.sni));
+        cx.shared
+            .infos
+            .lock()
+            .unwrap()
+            .push((info.tls, info.sni.map(String::from)));
         Relay {
             shared: Arc::clone(&cx.shared),
             to_up: Vec::new(),

@@ -131,7 +131,7 @@ impl ConnHandler for Relay {
         cx.infos
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push((info.tls, info.sni));
+            .push((info.tls, info.sni.map(String::from)));
         Relay {
             to_up: Vec::new(),
             to_down: Vec::new(),

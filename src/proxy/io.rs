@@ -33,7 +33,7 @@ pub struct ConnInfo {
     /// True when the connection arrived on a TLS listener (after the handshake).
     pub tls: bool,
     /// SNI host name the client sent, if any.
-    pub sni: Option<String>,
+    pub sni: Option<Box<str>>,
 }
 
 /// Identifies a pool of reusable upstream connections (per worker): one endpoint of one upstream.

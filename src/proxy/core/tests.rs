@@ -1109,7 +1109,7 @@ fn an_idle_connection_is_small() {
     // What an idle keep-alive connection costs the worker (the buffers and decoders of an
     // active one live in a separate, shared state).
     assert!(
-        std::mem::size_of::<Conn>() <= 200,
+        std::mem::size_of::<Conn>() <= 168,
         "idle connection state grew to {} bytes",
         std::mem::size_of::<Conn>()
     );

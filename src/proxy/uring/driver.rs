@@ -1889,7 +1889,7 @@ mod tests {
         // slot; the upstream part of a socket is only allocated for upstream sockets.
         let per_conn = std::mem::size_of::<Conn<Layer<crate::proxy::core::Conn>>>()
             + std::mem::size_of::<Sock>();
-        assert!(per_conn <= 400, "{per_conn} bytes per idle connection");
+        assert!(per_conn <= 368, "{per_conn} bytes per idle connection");
         let s = Sock::new(-1, Owner::Closing, true);
         assert!(
             s.args.is_none(),

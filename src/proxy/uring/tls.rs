@@ -133,7 +133,7 @@ impl<H: ConnHandler> TlsLayer<H> {
             return;
         };
         info.tls = true;
-        info.sni = self.session.sni().map(str::to_owned);
+        info.sni = self.session.sni().map(Box::from);
         // The client's Finished means the server flight went out: give back the buffers the
         // handshake grew (responses grow them to their own size), so an idle connection
         // does not keep a flight-sized buffer.
