@@ -32,7 +32,7 @@ use crate::proxy::upstream::pool::{PROBE_AFTER_IDLE, Pool};
 
 use super::bufring::BufRing;
 use super::slab::{Id, Op, Slab, UserData};
-use super::timers::Timers;
+use super::timers::{Slim, Timers};
 use super::tls::Layer;
 use super::{RingOptions, Support, UringError};
 use crate::proxy::worker::{BoundListener, DriverStats, HEARTBEAT_TICK, StopSignal};
@@ -169,14 +169,14 @@ struct Conn<H> {
     down: Id,
     up: Option<Id>,
     /// Earliest deadline this connection has in the timer heap.
-    timer_at: Option<Instant>,
+    timer_at: Option<Slim>,
     flush_on_close: bool,
     /// Set once the handler is closed: the flush deadline.
-    finishing: Option<Instant>,
+    finishing: Option<Slim>,
     /// Set once a flushed close shut down the write side: end of the lingering read.
-    linger_until: Option<Instant>,
+    linger_until: Option<Slim>,
     /// End of the upstream TLS handshake (connect timeout), while one runs.
-    tls_until: Option<Instant>,
+    tls_until: Option<Slim>,
 }
 
 struct Listener {
@@ -258,6 +258,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         support: Support,
     ) -> Result<Self, UringError> {
         let entries = opts.entries.clamp(8, 32768);
+        Slim::init();
         let mut b = IoUring::builder();
         b.setup_cqsize(entries.saturating_mul(2)).setup_clamp();
         if opts.sqpoll {
@@ -624,7 +625,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             let Some(c) = self.conns.get_mut(cid) else {
                 continue;
             };
-            if c.timer_at != Some(at) {
+            if c.timer_at != Some(Slim::from(at)) {
                 continue;
             }
             c.timer_at = None;
@@ -632,7 +633,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         }
         for &cid in &due {
             if let Some(c) = self.conns.get(cid)
-                && c.tls_until.is_some_and(|t| t <= now)
+                && c.tls_until.is_some_and(|t| t.get() <= now)
                 && let Some(up) = c.up
                 && self.socks.get(up).is_some_and(Sock::handshaking)
             {
@@ -1276,9 +1277,9 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
                         && !timeout.is_zero()
                     {
                         let until = now + timeout;
-                        c.tls_until = Some(until);
-                        if c.timer_at.is_none_or(|t| until < t) {
-                            c.timer_at = Some(until);
+                        c.tls_until = Some(Slim::from(until));
+                        if c.timer_at.is_none_or(|t| until < t.get()) {
+                            c.timer_at = Some(Slim::from(until));
                             timers.push(until, conn);
                         }
                     }
@@ -1386,7 +1387,10 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             return;
         };
         let first = c.finishing.is_none();
-        let deadline = *c.finishing.get_or_insert(now + self.opts.flush_timeout);
+        let deadline = c
+            .finishing
+            .get_or_insert(Slim::from(now + self.opts.flush_timeout))
+            .get();
         // An upstream still attached when the handler closes is not reusable.
         let up = c.up.take();
         let down = c.down;
@@ -1396,7 +1400,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             .get(c.down)
             .is_some_and(|s| s.send_lent_at.is_some() || s.lent_rest.is_some());
         let flush = graceful && (lent || !c.h.downstream_out().is_empty());
-        let linger_until = c.linger_until;
+        let linger_until = c.linger_until.map(Slim::get);
         if let Some(up) = up {
             self.close_sock(up);
         }
@@ -1422,7 +1426,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
                     let _ = sock.shutdown(std::net::Shutdown::Write);
                     let t = now + self.opts.lingering_close;
                     if let Some(c) = self.conns.get_mut(cid) {
-                        c.linger_until = Some(t);
+                        c.linger_until = Some(Slim::from(t));
                     }
                     t
                 }
@@ -1442,9 +1446,9 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             self.arm_recv(down);
         }
         if let Some(c) = self.conns.get_mut(cid)
-            && c.timer_at.is_none_or(|t| until < t)
+            && c.timer_at.is_none_or(|t| until < t.get())
         {
-            c.timer_at = Some(until);
+            c.timer_at = Some(Slim::from(until));
             self.timers.push(until, cid);
         }
     }
@@ -1620,14 +1624,14 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         let Some(c) = self.conns.get_mut(cid) else {
             return;
         };
-        let wanted = match (c.h.deadline(), c.tls_until) {
+        let wanted = match (c.h.deadline(), c.tls_until.map(Slim::get)) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
         if let Some(d) = wanted
-            && c.timer_at.is_none_or(|t| d < t)
+            && c.timer_at.is_none_or(|t| d < t.get())
         {
-            c.timer_at = Some(d);
+            c.timer_at = Some(Slim::from(d));
             self.timers.push(d, cid);
         }
     }
@@ -1889,7 +1893,7 @@ mod tests {
         // slot; the upstream part of a socket is only allocated for upstream sockets.
         let per_conn = std::mem::size_of::<Conn<Layer<crate::proxy::core::Conn>>>()
             + std::mem::size_of::<Sock>();
-        assert!(per_conn <= 368, "{per_conn} bytes per idle connection");
+        assert!(per_conn <= 336, "{per_conn} bytes per idle connection");
         let s = Sock::new(-1, Owner::Closing, true);
         assert!(
             s.args.is_none(),
