@@ -52,6 +52,8 @@ const SEND_FREE_MAX: usize = 1024;
 const LEND_HINT: usize = 16 * 1024;
 /// How long teardown waits for cancelled operations to complete.
 const TEARDOWN_WAIT: Duration = Duration::from_secs(2);
+/// Stale timer entries tolerated beyond twice the connection count before a compaction.
+const TIMER_SLACK: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Side {
@@ -558,6 +560,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             self.drain_completions();
             let now = Instant::now();
             self.run_timers(now);
+            self.compact_timers();
             self.expire_pool(now);
             self.rearm_listeners(now);
         }
@@ -625,7 +628,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             let Some(c) = self.conns.get_mut(cid) else {
                 continue;
             };
-            if c.timer_at != Some(Slim::from(at)) {
+            if c.timer_at != Some(at) {
                 continue;
             }
             c.timer_at = None;
@@ -1618,6 +1621,17 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             }
         }
         false
+    }
+
+    /// Drops stale timer entries once they outnumber the connections (see
+    /// [`Timers::compact`]).
+    fn compact_timers(&mut self) {
+        if self.timers.len() <= 2 * self.conns.len() + TIMER_SLACK {
+            return;
+        }
+        let conns = &self.conns;
+        self.timers
+            .compact(|cid, at| conns.get(cid).is_some_and(|c| c.timer_at == Some(at)));
     }
 
     fn sync_timer(&mut self, cid: Id) {

@@ -87,7 +87,6 @@ impl<T> Slab<T> {
         Some(val)
     }
 
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.len
     }

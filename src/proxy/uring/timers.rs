@@ -15,7 +15,7 @@ use super::slab::Id;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Entry {
-    at: Instant,
+    at: Slim,
     idx: u32,
     generation: u32,
 }
@@ -24,7 +24,7 @@ struct Entry {
 /// when the first driver starts), plus one, so that `Option<Slim>` is 8 bytes where an
 /// `Option<Instant>` takes 16. Converting back gives the same `Instant` to the nanosecond.
 /// A time before the base (never a deadline) counts as the base.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Slim(NonZeroU64);
 
 impl Slim {
@@ -59,7 +59,7 @@ pub(crate) struct Timers {
 impl Timers {
     pub fn push(&mut self, at: Instant, conn: Id) {
         self.heap.push(Reverse(Entry {
-            at,
+            at: Slim::from(at),
             idx: conn.idx,
             generation: conn.generation,
         }));
@@ -67,12 +67,12 @@ impl Timers {
 
     /// The earliest deadline held (possibly stale).
     pub fn next(&self) -> Option<Instant> {
-        self.heap.peek().map(|e| e.0.at)
+        self.heap.peek().map(|e| e.0.at.get())
     }
 
     /// Pops one entry due at `now` or earlier.
-    pub fn pop_due(&mut self, now: Instant) -> Option<(Instant, Id)> {
-        if self.heap.peek()?.0.at > now {
+    pub fn pop_due(&mut self, now: Instant) -> Option<(Slim, Id)> {
+        if self.heap.peek()?.0.at > Slim::from(now) {
             return None;
         }
         let e = self.heap.pop()?.0;
@@ -85,9 +85,24 @@ impl Timers {
         ))
     }
 
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.heap.len()
+    }
+
+    /// Drops every entry `live` rejects (the stale ones: the connection is gone or records
+    /// another deadline). Lazy deletion alone lets a connection leave an entry behind each
+    /// time its deadline moves earlier; the driver compacts once the heap holds more than
+    /// twice its connections, so its memory follows the connection count.
+    pub fn compact(&mut self, mut live: impl FnMut(Id, Slim) -> bool) {
+        self.heap.retain(|Reverse(e)| {
+            live(
+                Id {
+                    idx: e.idx,
+                    generation: e.generation,
+                },
+                e.at,
+            )
+        });
     }
 }
 
@@ -115,7 +130,35 @@ mod tests {
     }
 
     #[test]
+    fn compaction_keeps_only_the_live_entries_in_order() {
+        Slim::init();
+        let t0 = Instant::now();
+        let id = |idx| Id { idx, generation: 0 };
+        let mut t = Timers::default();
+        // Connection i moved its deadline earlier three times: 3 - 1 entries are stale.
+        for i in 0..10u32 {
+            for s in [30u64, 20, 10] {
+                t.push(t0 + Duration::from_secs(s + u64::from(i)), id(i));
+            }
+        }
+        assert_eq!(t.len(), 30);
+        let current = |cid: Id| Slim::from(t0 + Duration::from_secs(10 + u64::from(cid.idx)));
+        // Connection 9 is gone.
+        t.compact(|cid, at| cid.idx != 9 && at == current(cid));
+        assert_eq!(t.len(), 9);
+        let later = t0 + Duration::from_secs(100);
+        let popped: Vec<u32> = std::iter::from_fn(|| t.pop_due(later))
+            .map(|(at, cid)| {
+                assert_eq!(at, current(cid));
+                cid.idx
+            })
+            .collect();
+        assert_eq!(popped, (0..9).collect::<Vec<_>>());
+    }
+
+    #[test]
     fn pops_due_entries_in_deadline_order() {
+        Slim::init();
         let t0 = Instant::now();
         let id = |idx| Id { idx, generation: 0 };
         let mut t = Timers::default();
