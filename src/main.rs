@@ -137,10 +137,27 @@ fn run(path: &Path, kubeconfig: Option<&Path>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "arc-gateway stopped");
-            eprintln!("arc-gateway: {e:#}");
+            eprintln!("arc-gateway: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, each cause once: a cause whose text an outer message
+/// already quotes (most errors here name their source in their own message) is not repeated.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 /// Runs the process (admin server, data plane, signals) until it has drained; see

@@ -107,6 +107,38 @@ fn check_never_binds_a_port() {
 }
 
 #[test]
+fn a_taken_admin_port_is_reported_once() {
+    // The admin address is taken: the process must fail at start, naming the key and the
+    // cause, each said once.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let cfg = TempConfig::new(
+        "arc-cli-admin-taken",
+        "arc.yaml",
+        format!(
+            "listeners: [{{name: http, bind: '127.0.0.1:0', protocol: http}}]\nobservability: {{metrics_bind: '{}'}}\nio_uring: {{enabled: false}}\n",
+            taken.local_addr().unwrap()
+        ),
+    );
+    let out = arc()
+        .args(["--config", cfg.file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("arc-gateway: "))
+        .unwrap_or_else(|| panic!("no error line in: {stderr}"));
+    assert!(line.contains("observability.metrics_bind"), "{line}");
+    assert_eq!(
+        line.matches("cannot bind the admin server").count(),
+        1,
+        "{line}"
+    );
+    assert_eq!(line.matches("Address already in use").count(), 1, "{line}");
+}
+
+#[test]
 fn check_reports_missing_certificate_files() {
     let cfg = TempConfig::new(
         "arc-cli-tls",
