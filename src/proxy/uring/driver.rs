@@ -1534,9 +1534,11 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         }
         let cap = opts.send_buffer_size.max(1);
         let n = out.len().min(cap).min(u32::MAX as usize);
+        // Sized to what it carries (a pooled buffer keeps the largest size it has carried): a
+        // close_notify or a small response does not cost a `send_buffer_size` block per
+        // connection, which thousands of connections closing at once would multiply.
         let mut buf = send_free.pop().unwrap_or_default();
         buf.clear();
-        buf.reserve_exact(cap);
         buf.extend_from_slice(out.get(..n).unwrap_or(out));
         self.submit_send(sid, buf, usize::MAX);
     }
