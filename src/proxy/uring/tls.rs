@@ -9,7 +9,14 @@
 //! driver sends, queues `close_notify` once a flushed close has no plaintext left, and sends a
 //! best-effort alert when the session fails. Plain listeners use [`Layer::Plain`], which only
 //! forwards.
+//!
+//! Buffers: a connection holds its ciphertext buffers only while bytes wait in them, and its
+//! plaintext buffer only inside a callback. Emptied buffers go to a small per-thread spare list
+//! (each driver runs on its own thread, so nothing is shared between workers) and the next
+//! connection takes them from there: an idle TLS connection keeps no buffer of this layer, and
+//! a busy one allocates none.
 
+use std::cell::RefCell;
 use std::time::Instant;
 
 use crate::proxy::io::{Action, ConnHandler, ConnInfo, Interest, UpstreamError};
@@ -20,6 +27,49 @@ use crate::proxy::tls::{TlsError, TlsSession};
 const CIPHER_OUT_HIGH: usize = 64 * 1024;
 /// Rounds of "deliver input, move output" per callback (each round is bounded by itself).
 const ROUNDS: usize = 8;
+/// Spare buffers kept per thread, and the largest capacity worth keeping.
+const SPARE_MAX: usize = 64;
+const SPARE_BUF_MAX: usize = 128 * 1024;
+
+thread_local! {
+    static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An empty buffer, a spare one when there is one.
+fn take_buf() -> Vec<u8> {
+    SPARE
+        .with(|s| s.try_borrow_mut().ok().and_then(|mut s| s.pop()))
+        .unwrap_or_default()
+}
+
+/// Gives an emptied buffer back for reuse (or frees it).
+fn give_buf(mut buf: Vec<u8>) {
+    if buf.capacity() == 0 || buf.capacity() > SPARE_BUF_MAX {
+        return;
+    }
+    buf.clear();
+    SPARE.with(|s| {
+        if let Ok(mut s) = s.try_borrow_mut()
+            && s.len() < SPARE_MAX
+        {
+            s.push(buf);
+        }
+    });
+}
+
+/// Gives `buf` back when it is empty, leaving an unallocated one in its place.
+fn release_if_empty(buf: &mut Vec<u8>) {
+    if buf.is_empty() && buf.capacity() > 0 {
+        give_buf(std::mem::take(buf));
+    }
+}
+
+/// Makes sure `buf` has storage before bytes are appended (a spare one when there is one).
+fn ensure_buf(buf: &mut Vec<u8>) {
+    if buf.capacity() == 0 {
+        *buf = take_buf();
+    }
+}
 
 /// The handler the driver runs for one downstream connection.
 pub(crate) enum Layer<H> {
@@ -42,8 +92,6 @@ pub(crate) struct TlsLayer<H> {
     cipher_in: Vec<u8>,
     /// Ciphertext for the socket; what the driver sees as `downstream_out`.
     cipher_out: Vec<u8>,
-    /// Reused buffer for decrypted bytes.
-    plain: Vec<u8>,
     /// The socket's EOF arrived (fed to the session once `cipher_in` is consumed).
     eof_pending: bool,
     eof_fed: bool,
@@ -71,7 +119,6 @@ impl<H: ConnHandler> Layer<H> {
             handshake_until,
             cipher_in: Vec::new(),
             cipher_out: Vec::new(),
-            plain: Vec::new(),
             eof_pending: false,
             eof_fed: false,
             eof_delivered: false,
@@ -104,6 +151,7 @@ impl<H: ConnHandler> TlsLayer<H> {
         {
             h.on_downstream_error(cx, now);
         }
+        ensure_buf(&mut self.cipher_out);
         self.session.write_ciphertext(&mut self.cipher_out);
         let flush = !self.cipher_out.is_empty();
         self.close_self(flush);
@@ -116,9 +164,13 @@ impl<H: ConnHandler> TlsLayer<H> {
             return;
         }
         match self.session.feed(data) {
-            Ok(used) => self
-                .cipher_in
-                .extend_from_slice(data.get(used..).unwrap_or_default()),
+            Ok(used) => {
+                let rest = data.get(used..).unwrap_or_default();
+                if !rest.is_empty() {
+                    ensure_buf(&mut self.cipher_in);
+                    self.cipher_in.extend_from_slice(rest);
+                }
+            }
             Err(_) => self.fail(cx, now),
         }
     }
@@ -134,20 +186,18 @@ impl<H: ConnHandler> TlsLayer<H> {
         };
         info.tls = true;
         info.sni = self.session.sni().map(Box::from);
-        // The client's Finished means the server flight went out: give back the buffers the
-        // handshake grew (responses grow them to their own size), so an idle connection
-        // does not keep a flight-sized buffer.
-        if self.cipher_out.is_empty() {
-            self.cipher_out = Vec::new();
-        }
-        if self.cipher_in.is_empty() {
-            self.cipher_in = Vec::new();
-        }
         self.inner = Some(H::new(cx, info, now));
     }
 
     /// Hands decrypted input to the handler while it wants to read. True on progress.
     fn drive_in(&mut self, cx: &mut H::Cx, now: Instant) -> bool {
+        let mut plain = take_buf();
+        let progress = self.drive_in_with(&mut plain, cx, now);
+        give_buf(plain);
+        progress
+    }
+
+    fn drive_in_with(&mut self, plain: &mut Vec<u8>, cx: &mut H::Cx, now: Instant) -> bool {
         let mut progress = false;
         for _ in 0..ROUNDS * 8 {
             if self.broken {
@@ -174,8 +224,8 @@ impl<H: ConnHandler> TlsLayer<H> {
                 self.session.feed_eof();
                 self.eof_fed = true;
             }
-            self.plain.clear();
-            match self.session.read_plaintext(&mut self.plain) {
+            plain.clear();
+            match self.session.read_plaintext(plain) {
                 Ok(0) if self.session.peer_closed() => {
                     self.eof_delivered = true;
                     h.on_downstream_eof(cx, now);
@@ -183,7 +233,7 @@ impl<H: ConnHandler> TlsLayer<H> {
                 }
                 Ok(0) => break,
                 Ok(_) => {
-                    h.on_downstream_data(cx, &self.plain, now);
+                    h.on_downstream_data(cx, plain, now);
                     progress = true;
                 }
                 Err(TlsError::Truncated) => {
@@ -230,7 +280,10 @@ impl<H: ConnHandler> TlsLayer<H> {
                     }
                 }
             }
-            self.session.write_ciphertext(&mut self.cipher_out);
+            if self.session.wants_write() {
+                ensure_buf(&mut self.cipher_out);
+                self.session.write_ciphertext(&mut self.cipher_out);
+            }
             let grew = self.cipher_out.len() > before;
             progress |= moved || grew;
             if !moved {
@@ -244,13 +297,15 @@ impl<H: ConnHandler> TlsLayer<H> {
         if self.close_flush && !self.close_queued && plain_done && self.inner.is_some() {
             self.close_queued = true;
             self.session.close();
+            ensure_buf(&mut self.cipher_out);
             self.session.write_ciphertext(&mut self.cipher_out);
             progress = true;
         }
         progress
     }
 
-    /// After every callback: finish the handshake, deliver input, move output.
+    /// After every callback: finish the handshake, deliver input, move output, and give
+    /// back the buffers that emptied.
     fn settle(&mut self, cx: &mut H::Cx, now: Instant) {
         self.finish_handshake(cx, now);
         for _ in 0..ROUNDS {
@@ -260,6 +315,8 @@ impl<H: ConnHandler> TlsLayer<H> {
                 break;
             }
         }
+        release_if_empty(&mut self.cipher_in);
+        release_if_empty(&mut self.cipher_out);
     }
 }
 
@@ -295,6 +352,7 @@ impl<H: ConnHandler> ConnHandler for Layer<H> {
                 t.feed(data, cx, now);
                 if t.inner.is_none() {
                     // Handshake messages to answer.
+                    ensure_buf(&mut t.cipher_out);
                     t.session.write_ciphertext(&mut t.cipher_out);
                 }
                 t.settle(cx, now);
@@ -432,6 +490,7 @@ impl<H: ConnHandler> ConnHandler for Layer<H> {
                     if flush && plain_done && !t.close_queued {
                         t.close_queued = true;
                         t.session.close();
+                        ensure_buf(&mut t.cipher_out);
                         t.session.write_ciphertext(&mut t.cipher_out);
                     }
                 }
@@ -480,5 +539,146 @@ impl<H: ConnHandler> ConnHandler for Layer<H> {
                 (t.closed && t.pending.is_none()) || t.inner.as_ref().is_some_and(H::is_closed)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::io::PoolKey;
+    use crate::proxy::tls::{
+        CertResolver, CertStore, LoadedCert, TlsAcceptor, TlsAcceptorConfig, UpstreamTls,
+    };
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    /// Answers every complete request head with a fixed response.
+    struct Answer {
+        out: Vec<u8>,
+        seen: Vec<u8>,
+    }
+
+    const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+
+    impl ConnHandler for Answer {
+        type Cx = ();
+        fn new(_: &mut (), _: ConnInfo, _: Instant) -> Self {
+            Answer {
+                out: Vec::new(),
+                seen: Vec::new(),
+            }
+        }
+        fn on_downstream_data(&mut self, _: &mut (), data: &[u8], _: Instant) {
+            self.seen.extend_from_slice(data);
+            if self.seen.ends_with(b"\r\n\r\n") {
+                self.seen.clear();
+                self.out.extend_from_slice(RESPONSE);
+            }
+        }
+        fn on_downstream_eof(&mut self, _: &mut (), _: Instant) {}
+        fn on_downstream_error(&mut self, _: &mut (), _: Instant) {}
+        fn on_upstream_connected(&mut self, _: &mut (), _: bool, _: Instant) {}
+        fn on_upstream_data(&mut self, _: &mut (), _: &[u8], _: Instant) {}
+        fn on_upstream_eof(&mut self, _: &mut (), _: Instant) {}
+        fn on_upstream_error(&mut self, _: &mut (), _: UpstreamError, _: Instant) {}
+        fn on_timer(&mut self, _: &mut (), _: Instant) {}
+        fn downstream_out(&self) -> &[u8] {
+            &self.out
+        }
+        fn downstream_written(&mut self, _: &mut (), n: usize, _: Instant) {
+            self.out.drain(..n.min(self.out.len()));
+        }
+        fn upstream_out(&self) -> &[u8] {
+            &[]
+        }
+        fn upstream_written(&mut self, _: &mut (), _: usize, _: Instant) {}
+        fn poll_action(&mut self) -> Option<Action> {
+            None
+        }
+        fn interest(&self) -> Interest {
+            Interest {
+                downstream_read: true,
+                upstream_read: false,
+            }
+        }
+        fn deadline(&self) -> Option<Instant> {
+            None
+        }
+        fn is_closed(&self) -> bool {
+            false
+        }
+        fn keep_pooled(_: &mut (), _: &PoolKey) -> bool {
+            false
+        }
+    }
+
+    /// Ciphertext buffers the layer holds (capacity), or `None` for a plain layer.
+    fn held(layer: &Layer<Answer>) -> Option<(usize, usize)> {
+        match layer {
+            Layer::Tls(t) => Some((t.cipher_in.capacity(), t.cipher_out.capacity())),
+            Layer::Plain(_) => None,
+        }
+    }
+
+    #[test]
+    fn an_idle_tls_connection_holds_no_layer_buffer() {
+        let cert = LoadedCert::generate_default().unwrap();
+        let acceptor = TlsAcceptor::new(
+            &TlsAcceptorConfig::default(),
+            CertResolver::new(CertStore::with_default(cert)),
+        )
+        .unwrap();
+        let addr = SocketAddr::from(([127, 0, 0, 1], 443));
+        let info = ConnInfo {
+            peer: addr,
+            local: addr,
+            listener: 0,
+            tls: false,
+            sni: None,
+        };
+        let now = Instant::now();
+        let mut layer: Layer<Answer> = Layer::tls(
+            acceptor.accept().unwrap(),
+            info,
+            now + Duration::from_secs(10),
+        );
+        let mut client = UpstreamTls::insecure(Some("arc.test"))
+            .unwrap()
+            .connect(addr)
+            .unwrap();
+        let mut cx = ();
+        // Moves bytes both ways until both sides are quiet.
+        let mut shuttle = |layer: &mut Layer<Answer>, client: &mut crate::proxy::tls::TlsClient| {
+            for _ in 0..32 {
+                let up = client.pending_out().to_vec();
+                client.sent(up.len());
+                if !up.is_empty() {
+                    layer.on_downstream_data(&mut cx, &up, now);
+                }
+                let down = layer.downstream_out().to_vec();
+                if !down.is_empty() {
+                    layer.downstream_written(&mut cx, down.len(), now);
+                    client.on_ciphertext(&down).unwrap();
+                }
+                if up.is_empty() && down.is_empty() {
+                    return;
+                }
+            }
+            panic!("the exchange did not settle");
+        };
+        shuttle(&mut layer, &mut client);
+        assert!(client.handshake_complete());
+        assert_eq!(held(&layer), Some((0, 0)), "after the handshake");
+        for round in 0..3 {
+            let req = b"GET / HTTP/1.1\r\nHost: arc.test\r\n\r\n";
+            assert_eq!(client.encrypt(req).unwrap(), req.len());
+            shuttle(&mut layer, &mut client);
+            let mut got = Vec::new();
+            client.take_plaintext(&mut got);
+            assert_eq!(got, RESPONSE, "round {round}");
+            assert_eq!(held(&layer), Some((0, 0)), "idle after round {round}");
+        }
+        // The emptied buffers wait for the next connection of this thread.
+        assert!(take_buf().capacity() > 0);
     }
 }
