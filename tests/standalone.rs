@@ -677,6 +677,56 @@ fn idle_connections_release_buffers_and_serve_again(driver: &str) {
     );
 }
 
+/// Idle keep-alive TLS connections park too: the TLS layer's hand-over of the response must
+/// not leave the connection looking busy.
+fn idle_tls_connections_park(driver: &str) {
+    const N: usize = 40;
+    let b = backend("b1");
+    let ca = TestCa::new();
+    let (crt, key) = ca.leaf(&["app.example.com"]);
+    let arc = start(
+        driver,
+        "tls: {certificates: [{hosts: [app.example.com], cert: a.crt, key: a.key}]}\n",
+        b.addr,
+        &[("a.crt", crt), ("a.key", key)],
+    );
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der.clone()).unwrap();
+    let config = Arc::new(
+        rustls::ClientConfig::builder_with_provider(arc_gateway::proxy::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    let mut conns = Vec::with_capacity(N);
+    for _ in 0..N {
+        let conn = rustls::ClientConnection::new(
+            Arc::clone(&config),
+            "app.example.com".try_into().unwrap(),
+        )
+        .unwrap();
+        conns.push((
+            rustls::StreamOwned::new(conn, connect(arc.https())),
+            Vec::new(),
+        ));
+    }
+    for round in 0..2 {
+        for (tls, buf) in &mut conns {
+            tls.write_all(GET.as_bytes()).unwrap();
+            let (head, _) = read_response(tls, buf).expect("response");
+            assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        }
+        assert_eq!(
+            wait_parked(&arc, N as i64),
+            N as i64,
+            "round {round}: every idle TLS connection parked"
+        );
+    }
+    drop(conns);
+    assert_eq!(wait_parked(&arc, 0), 0);
+}
+
 macro_rules! per_driver {
     ($driver:ident, $value:literal) => {
         mod $driver {
@@ -743,6 +793,10 @@ macro_rules! per_driver {
             #[test]
             fn tls_sni_and_default_certificate() {
                 super::tls_sni_and_default_certificate($value)
+            }
+            #[test]
+            fn idle_tls_connections_park() {
+                super::idle_tls_connections_park($value)
             }
         }
     };

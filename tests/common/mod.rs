@@ -252,7 +252,7 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
 
 /// Reads one response (head + body by content-length, chunked, or until close) from a client
 /// connection; `buf` keeps leftovers for pipelined responses.
-pub fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, Vec<u8>)> {
+pub fn read_response(s: &mut impl Read, buf: &mut Vec<u8>) -> Option<(String, Vec<u8>)> {
     let head_end = loop {
         if let Some(i) = find(buf, b"\r\n\r\n") {
             break i + 4;

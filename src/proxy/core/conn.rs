@@ -1693,6 +1693,10 @@ impl ConnHandler for Conn {
     }
 
     fn downstream_written(&mut self, cx: &mut WorkerCx, n: usize, now: Instant) {
+        if n == 0 && !matches!(self.state, State::Active(_)) {
+            // A settle point for a parked connection: it is already idle.
+            return;
+        }
         self.with(cx, now, |a, cx| a.downstream_written(cx, n, now));
     }
 

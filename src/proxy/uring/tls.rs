@@ -442,6 +442,17 @@ impl<H: ConnHandler> ConnHandler for Layer<H> {
             Layer::Plain(h) => h.downstream_written(cx, n, now),
             Layer::Tls(t) => {
                 t.cipher_out.drain(..n.min(t.cipher_out.len()));
+                // The handler saw its plaintext taken inside an earlier callback, before the
+                // driver had collected that callback's actions (an upstream release, say), so
+                // it could not yet settle into idleness then. Now that its bytes are on the
+                // wire, report it (zero new bytes) so that it can.
+                if t.cipher_out.is_empty()
+                    && let Some(h) = t.inner.as_mut()
+                    && !h.is_closed()
+                    && h.downstream_out().is_empty()
+                {
+                    h.downstream_written(cx, 0, now);
+                }
                 t.settle(cx, now);
             }
         }
