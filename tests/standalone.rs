@@ -534,6 +534,19 @@ fn pooled_connections_to_departed_endpoints_close(driver: &str) {
     );
 }
 
+/// A TLS client configuration that trusts `ca` only.
+fn client_config_trusting(ca: &TestCa) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der.clone()).unwrap();
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(arc_gateway::proxy::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
 fn tls_sni_and_default_certificate(driver: &str) {
     let b = backend("b1");
     let ca = TestCa::new();
@@ -550,15 +563,7 @@ fn tls_sni_and_default_certificate(driver: &str) {
             ("d.key", d_key),
         ],
     );
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.der.clone()).unwrap();
-    let config = Arc::new(
-        rustls::ClientConfig::builder_with_provider(arc_gateway::proxy::tls::provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    );
+    let config = client_config_trusting(&ca);
     for name in ["app.example.com", "down.example.com"] {
         let conn = rustls::ClientConnection::new(
             Arc::clone(&config),
@@ -690,15 +695,7 @@ fn idle_tls_connections_park(driver: &str) {
         b.addr,
         &[("a.crt", crt), ("a.key", key)],
     );
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.der.clone()).unwrap();
-    let config = Arc::new(
-        rustls::ClientConfig::builder_with_provider(arc_gateway::proxy::tls::provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    );
+    let config = client_config_trusting(&ca);
     let mut conns = Vec::with_capacity(N);
     for _ in 0..N {
         let conn = rustls::ClientConnection::new(
