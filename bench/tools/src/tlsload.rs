@@ -447,23 +447,10 @@ fn find_head_end(head: &[u8]) -> Option<usize> {
 
 /// Whether the response starts with an `HTTP/1.x 200` status line.
 fn is_ok_status(head: &[u8]) -> bool {
-    match head {
-        [
-            b'H',
-            b'T',
-            b'T',
-            b'P',
-            b'/',
-            b'1',
-            b'.',
-            minor,
-            b' ',
-            b'2',
-            b'0',
-            b'0',
-            end,
-            ..,
-        ] => minor.is_ascii_digit() && (*end == b' ' || *end == b'\r'),
+    match (head.get(..7), head.get(7), head.get(8..12), head.get(12)) {
+        (Some(b"HTTP/1."), Some(minor), Some(b" 200"), Some(end)) => {
+            minor.is_ascii_digit() && (*end == b' ' || *end == b'\r')
+        }
         _ => false,
     }
 }

@@ -118,6 +118,17 @@ struct Sim {
     client_reads: bool,
 }
 
+/// A plain connection from `peer` to the test listener (127.0.0.1:8080, listener 0).
+fn client_info(peer: SocketAddr) -> ConnInfo {
+    ConnInfo {
+        peer,
+        local: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        listener: 0,
+        tls: false,
+        sni: None,
+    }
+}
+
 impl Sim {
     fn new(limits: ConnLimits) -> Sim {
         Sim::with_tls(limits, false)
@@ -139,11 +150,8 @@ impl Sim {
         let mut cx = WorkerCx::new(shared, metrics.register_worker(), 7);
         let now = Instant::now();
         let info = ConnInfo {
-            peer: SocketAddr::from(([192, 0, 2, 7], 50000)),
-            local: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            listener: 0,
             tls,
-            sni: None,
+            ..client_info(SocketAddr::from(([192, 0, 2, 7], 50000)))
         };
         let conn = Conn::new(&mut cx, info, now);
         Sim {
@@ -960,13 +968,7 @@ fn drain_answers_pipelined_requests_only_up_to_the_current_one() {
 fn connection_opened_during_drain_gets_one_answer_then_closes() {
     let mut s = Sim::new(ConnLimits::default());
     <Conn as ConnHandler>::begin_drain(&mut s.cx);
-    let info = ConnInfo {
-        peer: SocketAddr::from(([192, 0, 2, 8], 50001)),
-        local: SocketAddr::from(([127, 0, 0, 1], 8080)),
-        listener: 0,
-        tls: false,
-        sni: None,
-    };
+    let info = client_info(SocketAddr::from(([192, 0, 2, 8], 50001)));
     s.conn = Conn::new(&mut s.cx, info.clone(), s.now);
     s.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
     let t = s.take_client();
@@ -1217,12 +1219,11 @@ fn parked_connections_hand_their_access_record_back() {
     // serves the next connection: each record must still name its own client and count only
     // its own bytes.
     let (mut s, rx) = logged_sim();
-    let info = |last: u8| ConnInfo {
-        peer: SocketAddr::from(([192, 0, 2, last], 40000 + u16::from(last))),
-        local: SocketAddr::from(([127, 0, 0, 1], 8080)),
-        listener: 0,
-        tls: false,
-        sni: None,
+    let info = |last: u8| {
+        client_info(SocketAddr::from((
+            [192, 0, 2, last],
+            40000 + u16::from(last),
+        )))
     };
     let mut a = Conn::new(&mut s.cx, info(1), s.now);
     let mut b = Conn::new(&mut s.cx, info(2), s.now);
@@ -1251,13 +1252,7 @@ fn parked_connections_hand_their_access_record_back() {
 #[test]
 fn spare_states_are_bounded() {
     let mut s = Sim::new(ConnLimits::default());
-    let info = ConnInfo {
-        peer: SocketAddr::from(([192, 0, 2, 8], 50001)),
-        local: SocketAddr::from(([127, 0, 0, 1], 8080)),
-        listener: 0,
-        tls: false,
-        sni: None,
-    };
+    let info = client_info(SocketAddr::from(([192, 0, 2, 8], 50001)));
     // Many connections active at once, then all idle: only a bounded number of states stay.
     let mut conns: Vec<Conn> = (0..100)
         .map(|_| Conn::new(&mut s.cx, info.clone(), s.now))
