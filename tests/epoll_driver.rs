@@ -102,7 +102,10 @@ impl Relay {
     fn close(&mut self, flush: bool) {
         if !self.closed {
             self.closed = true;
-            self.actions.push_back(Action::CloseDownstream { flush });
+            self.actions.push_back(Action::CloseDownstream {
+                flush,
+                linger: true,
+            });
         }
     }
 

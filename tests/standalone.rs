@@ -724,6 +724,59 @@ fn idle_tls_connections_park(driver: &str) {
     assert_eq!(wait_parked(&arc, 0), 0);
 }
 
+/// Writes a byte every 10 ms after the response ended, for at most `window`: true once the
+/// server's kernel answered one with a reset (the socket is closed, nothing reads it).
+fn reset_within(c: &mut std::net::TcpStream, window: std::time::Duration) -> bool {
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < window {
+        if c.write_all(b"x").is_err() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    false
+}
+
+/// After `Connection: close` from the client, with its request read in full, nothing more can
+/// come: the connection is closed at once. A close the client did not ask for (here the
+/// per-connection request limit) keeps reading and discarding what still arrives, so a request
+/// already on its way is not answered with a reset.
+fn client_close_ends_without_lingering(driver: &str) {
+    let b = backend("b1");
+    let arc = start(
+        driver,
+        "limits: {max_requests_per_connection: 1}\n",
+        b.addr,
+        &[],
+    );
+    let mut c = connect(arc.http());
+    c.write_all(b"GET /x HTTP/1.1\r\nHost: app.example.com\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    c.read_to_end(&mut got)
+        .expect("response, then a clean end of stream");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.contains("Connection: close\r\n"), "{text}");
+    assert!(
+        reset_within(&mut c, std::time::Duration::from_secs(1)),
+        "bytes sent after the close were read and dropped: the server lingered"
+    );
+
+    let mut c = connect(arc.http());
+    c.write_all(GET.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    c.read_to_end(&mut got)
+        .expect("response, then a clean end of stream");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.contains("Connection: close\r\n"), "{text}");
+    assert!(
+        !reset_within(&mut c, std::time::Duration::from_millis(500)),
+        "a close the client did not ask for must linger"
+    );
+    assert_eq!(b.requests.load(Ordering::SeqCst), 2);
+}
+
 macro_rules! per_driver {
     ($driver:ident, $value:literal) => {
         mod $driver {
@@ -794,6 +847,10 @@ macro_rules! per_driver {
             #[test]
             fn idle_tls_connections_park() {
                 super::idle_tls_connections_park($value)
+            }
+            #[test]
+            fn client_close_ends_without_lingering() {
+                super::client_close_ends_without_lingering($value)
             }
         }
     };

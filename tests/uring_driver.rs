@@ -114,8 +114,10 @@ impl Relay {
     fn close(&mut self) {
         if !self.closed {
             self.closed = true;
-            self.actions
-                .push_back(Action::CloseDownstream { flush: true });
+            self.actions.push_back(Action::CloseDownstream {
+                flush: true,
+                linger: true,
+            });
         }
     }
 }

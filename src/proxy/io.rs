@@ -70,7 +70,13 @@ pub enum Action {
     ReleaseUpstream { reusable: bool },
     /// Close the downstream connection once `downstream_out()` has been written (`flush`), or
     /// at once. The handler reports `is_closed()` after this.
-    CloseDownstream { flush: bool },
+    ///
+    /// After a flushed close the driver shuts down the sending side and, when `linger`, keeps
+    /// reading and discarding what the client still sends (bounded by `lingering_close`), so
+    /// that bytes arriving after the close do not make the kernel answer with a reset that
+    /// destroys the response. A handler clears `linger` when nothing more can come: the client
+    /// asked for the close and every byte it sent has been read.
+    CloseDownstream { flush: bool, linger: bool },
 }
 
 /// Why an upstream connection failed, as the driver saw it.

@@ -163,6 +163,9 @@ struct Active {
     stage: Stage,
     req_done: bool,
     keep_alive: bool,
+    /// The request under way asked to close the connection (`Connection: close`, or HTTP/1.0
+    /// without keep-alive): the client sends nothing after it.
+    client_close: bool,
     client_http10: bool,
     method: Method,
     head_request: bool,
@@ -262,9 +265,23 @@ impl Active {
             return;
         }
         self.release_upstream(false);
-        self.actions.push_back(Action::CloseDownstream { flush });
+        // `linger` is settled when the driver takes the action (`poll_action`), once the
+        // callback has consumed the input it was decoding.
+        self.actions.push_back(Action::CloseDownstream {
+            flush,
+            linger: true,
+        });
         self.closed = true;
         self.head_started = None;
+    }
+
+    /// Whether the client can send nothing more: its request asked for the close, was read to
+    /// its end, and nothing followed it. Closing then needs no lingering read.
+    fn client_done(&self) -> bool {
+        self.client_close
+            && self.req_done
+            && self.inbuf.is_empty()
+            && !matches!(self.stage, Stage::Tunnel | Stage::Idle)
     }
 
     /// Whether the response being started must end the connection.
@@ -517,7 +534,9 @@ impl Active {
                 }
                 RequestEvent::Paused => break,
                 RequestEvent::Closed => {
-                    // Bytes after a request that closes the connection are ignored.
+                    // Bytes after a request that closes the connection are ignored; the client
+                    // may still be sending, so the close lingers.
+                    self.client_close = false;
                     pos = self.inbuf.len();
                     break;
                 }
@@ -542,6 +561,7 @@ impl Active {
         self.resp_started = false;
         self.close_delimited = false;
         self.keep_alive = head.keep_alive();
+        self.client_close = !self.keep_alive;
         self.client_http10 = head.version() == Version::Http10;
         self.method = head.method();
         self.head_request = self.method == Method::Head;
@@ -1155,6 +1175,7 @@ impl Active {
             stage: Stage::Idle,
             req_done: false,
             keep_alive: true,
+            client_close: false,
             client_http10: false,
             method: Method::Get,
             head_request: false,
@@ -1281,7 +1302,11 @@ impl Active {
     }
 
     fn poll_action(&mut self) -> Option<Action> {
-        self.actions.pop_front()
+        let mut action = self.actions.pop_front()?;
+        if let Action::CloseDownstream { linger, .. } = &mut action {
+            *linger = !self.client_done();
+        }
+        Some(action)
     }
 
     fn interest(&self) -> Interest {
@@ -1473,6 +1498,7 @@ impl Active {
         self.stage = Stage::Idle;
         self.req_done = false;
         self.keep_alive = true;
+        self.client_close = false;
         self.client_http10 = p.client_http10;
         self.method = p.method;
         self.head_request = p.head_request;

@@ -111,6 +111,8 @@ struct Sim {
     connects: Vec<SocketAddr>,
     releases: Vec<bool>,
     closed: Option<bool>,
+    /// The `linger` of the close, once closed.
+    lingers: Option<bool>,
     /// Connect upstreams at once (as reused when `reuse`).
     auto_connect: bool,
     reuse: bool,
@@ -164,6 +166,7 @@ impl Sim {
             connects: Vec::new(),
             releases: Vec::new(),
             closed: None,
+            lingers: None,
             auto_connect: true,
             reuse: false,
             client_reads: true,
@@ -186,7 +189,10 @@ impl Sim {
                         }
                     }
                     Action::ReleaseUpstream { reusable } => self.releases.push(reusable),
-                    Action::CloseDownstream { flush } => self.closed = Some(flush),
+                    Action::CloseDownstream { flush, linger } => {
+                        self.closed = Some(flush);
+                        self.lingers = Some(linger);
+                    }
                 }
             }
             let up = self.conn.upstream_out().to_vec();
@@ -666,6 +672,11 @@ fn max_requests_per_connection_sends_connection_close() {
     s.reply(OK_5);
     assert!(s.take_client().contains("Connection: close\r\n"));
     assert_eq!(s.closed, Some(true));
+    assert_eq!(
+        s.lingers,
+        Some(true),
+        "a close the client did not ask for lingers: its next request may be on the way"
+    );
 }
 
 #[test]
@@ -693,6 +704,11 @@ fn http10_keep_alive_and_close() {
     s.send(b"GET / HTTP/1.0\r\n\r\n");
     assert!(s.take_client().contains("Connection: close\r\n"));
     assert_eq!(s.closed, Some(true));
+    assert_eq!(
+        s.lingers,
+        Some(false),
+        "HTTP/1.0 without keep-alive sends nothing more"
+    );
 }
 
 #[test]
@@ -733,6 +749,11 @@ fn client_connection_close_is_honoured_after_proxying() {
         "the upstream connection stays reusable"
     );
     assert_eq!(s.closed, Some(true));
+    assert_eq!(
+        s.lingers,
+        Some(false),
+        "the client asked for the close and everything it sent was read: no lingering read"
+    );
 }
 
 #[test]
@@ -1297,4 +1318,46 @@ fn parked_connections_keep_their_limits_across_a_reload() {
     assert!(s.conn.is_parked());
     // The next request picked up the new limits.
     assert_eq!(s.conn.deadline(), Some(s.now + Duration::from_secs(30)));
+}
+
+#[test]
+fn a_close_lingers_unless_the_client_can_send_nothing_more() {
+    const GET_API_CLOSE: &[u8] =
+        b"GET /api HTTP/1.1\r\nHost: app.example.com\r\nConnection: close\r\n\r\n";
+    // Bytes after the request that asked for the close: the client is still sending.
+    let mut s = Sim::new(ConnLimits::default());
+    let mut req = GET_API_CLOSE.to_vec();
+    req.extend_from_slice(GET_API);
+    s.send(&req);
+    s.reply(OK_5);
+    assert!(s.take_client().contains("Connection: close\r\n"));
+    assert_eq!((s.closed, s.lingers), (Some(true), Some(true)));
+
+    // Answered before the request body was read: the rest of the body is still coming.
+    let mut s = Sim::new(ConnLimits::default());
+    s.send(b"POST /api HTTP/1.1\r\nHost: app.example.com\r\nConnection: close\r\nContent-Length: 100\r\n\r\nabc");
+    s.reply(OK_5);
+    assert_eq!((s.closed, s.lingers), (Some(true), Some(true)));
+
+    // The same request read in full: nothing can follow.
+    let mut s = Sim::new(ConnLimits::default());
+    s.send(b"POST /api HTTP/1.1\r\nHost: app.example.com\r\nConnection: close\r\nContent-Length: 3\r\n\r\nabc");
+    s.reply(OK_5);
+    assert_eq!((s.closed, s.lingers), (Some(true), Some(false)));
+
+    // A local answer (redirect) to a close request, read in full.
+    let mut s = Sim::new(ConnLimits::default());
+    s.send(b"GET / HTTP/1.1\r\nHost: old.example.com\r\nConnection: close\r\n\r\n");
+    assert!(s.take_client().starts_with("HTTP/1.1 301"));
+    assert_eq!((s.closed, s.lingers), (Some(true), Some(false)));
+
+    // An idle keep-alive connection closed by its idle timeout: a request may be racing it.
+    let mut s = Sim::new(ConnLimits::default());
+    s.send(GET_API);
+    s.reply(OK_5);
+    s.take_client();
+    s.now += Duration::from_secs(3600);
+    s.conn.on_timer(&mut s.cx, s.now);
+    s.pump();
+    assert_eq!((s.closed, s.lingers), (Some(true), Some(true)));
 }

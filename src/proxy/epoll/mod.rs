@@ -30,7 +30,8 @@
 //! Closing: `CloseDownstream { flush: true }` writes what the handler still holds (bounded by
 //! `Tuning::close_flush_timeout`), shuts down the sending side, then reads and discards what
 //! the client still sends until its EOF or `Tuning::lingering_close`, so the last response is
-//! not destroyed by a reset.
+//! not destroyed by a reset; a plain connection closed without `linger` is closed once
+//! flushed.
 //!
 //! Stop (drain): the worker's eventfd wakes the loop; listeners are deregistered and closed
 //! and idle pooled connections close at once; every open handler hears
@@ -118,6 +119,8 @@ struct Down<H> {
     failed: bool,
     /// `CloseDownstream` received (`Some(flush)`).
     close_requested: Option<bool>,
+    /// The close keeps reading what the client still sends (the action's `linger`).
+    linger: bool,
     upstream: Option<SlotId>,
     /// The deadline this connection has an entry for in the timer heap.
     scheduled: Option<Instant>,
@@ -526,6 +529,7 @@ impl<H: ConnHandler> Worker<H> {
             read_done: false,
             failed: false,
             close_requested: None,
+            linger: true,
             upstream: None,
             scheduled: None,
         };
@@ -622,10 +626,11 @@ impl<H: ConnHandler> Worker<H> {
                     }
                     let tls_done = d.tls.as_ref().is_none_or(|t| !t.output_pending());
                     if plain_done && tls_done {
-                        // No lingering after EOF. While stopping it still lingers (bounded by the
-                        // grace): a request that raced a drained keep-alive close must see a
-                        // FIN, not a reset.
-                        if d.read_done {
+                        // No lingering after EOF, nor when the client can send nothing more (a
+                        // TLS client still may: its own close_notify). While stopping it still
+                        // lingers (bounded by the grace): a request that raced a drained
+                        // keep-alive close must see a FIN, not a reset.
+                        if d.read_done || (!d.linger && d.tls.is_none()) {
                             self.free(id);
                             return;
                         }
@@ -672,9 +677,10 @@ impl<H: ConnHandler> Worker<H> {
                     self.connect_upstream(id, key, limits, now)
                 }
                 Action::ReleaseUpstream { reusable } => self.release_upstream(id, reusable, now),
-                Action::CloseDownstream { flush } => {
+                Action::CloseDownstream { flush, linger } => {
                     if let Some(d) = self.downs.get_mut(id) {
                         d.close_requested = Some(flush);
+                        d.linger = linger;
                     }
                 }
             }

@@ -173,6 +173,8 @@ struct Conn<H> {
     /// Earliest deadline this connection has in the timer heap.
     timer_at: Option<Slim>,
     flush_on_close: bool,
+    /// The close keeps reading what the client still sends (see [`Action::CloseDownstream`]).
+    linger_on_close: bool,
     /// Set once the handler is closed: the flush deadline.
     finishing: Option<Slim>,
     /// Set once a flushed close shut down the write side: end of the lingering read.
@@ -923,6 +925,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             up: None,
             timer_at: None,
             flush_on_close: false,
+            linger_on_close: true,
             finishing: None,
             linger_until: None,
             tls_until: None,
@@ -1374,9 +1377,10 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         match action {
             Action::ConnectUpstream { key, limits } => self.connect_upstream(cid, key, limits, now),
             Action::ReleaseUpstream { reusable } => self.release_upstream(cid, reusable, now),
-            Action::CloseDownstream { flush } => {
+            Action::CloseDownstream { flush, linger } => {
                 if let Some(c) = self.conns.get_mut(cid) {
                     c.flush_on_close = flush;
+                    c.linger_on_close = linger;
                 }
             }
         }
@@ -1384,7 +1388,8 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
 
     /// The handler is closed: flush its last bytes (when it asked for a flushed close), then
     /// shut down the write side and keep reading and discarding what the client still sends
-    /// for `lingering_close` (so a reset does not destroy the response), then free it.
+    /// for `lingering_close` (so a reset does not destroy the response), then free it. A close
+    /// without `linger` (the client can send nothing more) is freed once flushed.
     fn sync_finishing(&mut self, cid: Id, now: Instant) {
         let Some(c) = self.conns.get_mut(cid) else {
             return;
@@ -1398,6 +1403,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         let up = c.up.take();
         let down = c.down;
         let graceful = c.flush_on_close;
+        let linger = c.linger_on_close;
         let lent = self
             .socks
             .get(c.down)
@@ -1419,7 +1425,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         let fd = s.fd;
         let wait_until = if flush {
             (usable && now < deadline).then_some(deadline)
-        } else if graceful && readable && !self.opts.lingering_close.is_zero() {
+        } else if graceful && linger && readable && !self.opts.lingering_close.is_zero() {
             let until = match linger_until {
                 Some(t) => t,
                 None => {

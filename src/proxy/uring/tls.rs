@@ -136,7 +136,10 @@ impl<H: ConnHandler> TlsLayer<H> {
     fn close_self(&mut self, flush: bool) {
         if !self.closed {
             self.closed = true;
-            self.pending = Some(Action::CloseDownstream { flush });
+            self.pending = Some(Action::CloseDownstream {
+                flush,
+                linger: true,
+            });
         }
     }
 
@@ -485,12 +488,17 @@ impl<H: ConnHandler> ConnHandler for Layer<H> {
                 if let Some(a) = t.pending.take() {
                     return Some(a);
                 }
-                let action = t.inner.as_mut()?.poll_action()?;
-                if let Action::CloseDownstream { flush } = action {
+                let mut action = t.inner.as_mut()?.poll_action()?;
+                if let Action::CloseDownstream { flush, linger } = &mut action {
+                    let flush = *flush;
+                    // A TLS client may still send records the handler never sees (its own
+                    // `close_notify` answering ours): the close always lingers.
+                    *linger = true;
                     if t.broken {
                         // Only the alert is left to send.
                         return Some(Action::CloseDownstream {
                             flush: !t.cipher_out.is_empty(),
+                            linger: true,
                         });
                     }
                     t.close_flush = flush;
