@@ -105,17 +105,30 @@ struct Outgoing {
     in_flight: bool,
 }
 
+/// [`Owner`] stored flat in a socket (with `Sock::owner_conn`), which keeps `Sock` small.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OwnerKind {
+    Down,
+    Up,
+    Parking,
+    Pooled,
+    Closing,
+}
+
 struct Sock {
     fd: RawFd,
-    owner: Owner,
-    /// Submitted operations on this socket whose final completion has not arrived.
-    inflight: u32,
+    /// The connection of a `Down` or `Up` socket (see [`Sock::owner`]).
+    owner_conn: Id,
+    owner_kind: OwnerKind,
+    /// Submitted operations on this socket whose final completion has not arrived: one
+    /// receive, send, connect, link timeout, idle peek and close at most, so a byte holds it.
+    inflight: u8,
     connected: bool,
     connecting: bool,
     recv_armed: bool,
     recv_cancelling: bool,
     /// Buffer group of the armed receive (also the `aux` of its `user_data`).
-    recv_bgid: u16,
+    recv_bgid: u8,
     /// EOF or an error was seen: never read again.
     read_closed: bool,
     failed: bool,
@@ -128,6 +141,37 @@ struct Sock {
 }
 
 impl Sock {
+    fn owner(&self) -> Owner {
+        match self.owner_kind {
+            OwnerKind::Down => Owner::Conn {
+                conn: self.owner_conn,
+                side: Side::Down,
+            },
+            OwnerKind::Up => Owner::Conn {
+                conn: self.owner_conn,
+                side: Side::Up,
+            },
+            OwnerKind::Parking => Owner::Parking,
+            OwnerKind::Pooled => Owner::Pooled,
+            OwnerKind::Closing => Owner::Closing,
+        }
+    }
+
+    fn set_owner(&mut self, owner: Owner) {
+        self.owner_kind = match owner {
+            Owner::Conn { conn, side } => {
+                self.owner_conn = conn;
+                match side {
+                    Side::Down => OwnerKind::Down,
+                    Side::Up => OwnerKind::Up,
+                }
+            }
+            Owner::Parking => OwnerKind::Parking,
+            Owner::Pooled => OwnerKind::Pooled,
+            Owner::Closing => OwnerKind::Closing,
+        };
+    }
+
     /// Client TLS of an HTTPS upstream.
     fn tls(&self) -> Option<&TlsClient> {
         self.args.as_ref().and_then(|a| a.tls.as_deref())
@@ -158,22 +202,28 @@ impl Sock {
 
 impl Sock {
     fn new(fd: RawFd, owner: Owner, connected: bool) -> Self {
-        Sock {
+        let mut s = Sock {
             fd,
-            owner,
+            owner_conn: Id {
+                idx: 0,
+                generation: 0,
+            },
+            owner_kind: OwnerKind::Closing,
             inflight: 0,
             connected,
             connecting: false,
             recv_armed: false,
             recv_cancelling: false,
-            recv_bgid: BGID,
+            recv_bgid: BGID as u8,
             read_closed: false,
             failed: false,
             idle_armed: false,
             pool_epoch: 0,
             out: None,
             args: None,
-        }
+        };
+        s.set_owner(owner);
+        s
     }
 
     /// The upstream (or rare) part, created on first use.
@@ -458,13 +508,13 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         s.recv_cancelling = false;
         s.inflight += 1;
         // Upstream sockets (attached, parking or pooled) read responses into the large buffers.
-        let bgid = match s.owner {
+        let bgid = match s.owner() {
             Owner::Conn {
                 side: Side::Down, ..
             } => BGID,
             _ => UP_BGID,
         };
-        s.recv_bgid = bgid;
+        s.recv_bgid = bgid as u8;
         let e = opcode::RecvMulti::new(types::Fd(s.fd), bgid)
             .build()
             .user_data(ud(Op::Recv, sid, bgid as u8));
@@ -477,7 +527,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         };
         if s.recv_armed && !s.recv_cancelling {
             s.recv_cancelling = true;
-            let aux = s.recv_bgid as u8;
+            let aux = s.recv_bgid;
             self.cancel(ud(Op::Recv, sid, aux));
         }
     }
@@ -488,14 +538,14 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         let Some(s) = self.socks.get_mut(sid) else {
             return;
         };
-        if s.owner == Owner::Closing {
+        if s.owner() == Owner::Closing {
             return;
         }
-        s.owner = Owner::Closing;
+        s.set_owner(Owner::Closing);
         let fd = std::mem::replace(&mut s.fd, -1);
         let mut ops: [Option<(Op, u8)>; 4] = [None; 4];
         if s.recv_armed && !s.recv_cancelling {
-            ops[0] = Some((Op::Recv, s.recv_bgid as u8));
+            ops[0] = Some((Op::Recv, s.recv_bgid));
         }
         if s.sending() {
             ops[1] = Some((Op::Send, 0));
@@ -522,7 +572,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         let done = self
             .socks
             .get(sid)
-            .is_some_and(|s| s.owner == Owner::Closing && s.inflight == 0);
+            .is_some_and(|s| s.owner() == Owner::Closing && s.inflight == 0);
         if done && let Some(s) = self.socks.remove(sid) {
             self.recycle_out(s.out);
         }
@@ -963,10 +1013,10 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             linger_until: None,
         });
         if let Some(s) = self.socks.get_mut(sid) {
-            s.owner = Owner::Conn {
+            s.set_owner(Owner::Conn {
                 conn: cid,
                 side: Side::Down,
-            };
+            });
         }
         self.sync(cid, now);
     }
@@ -994,7 +1044,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             s.recv_cancelling = false;
             s.inflight = s.inflight.saturating_sub(1);
         }
-        let owner = s.owner;
+        let owner = s.owner();
         let benign = res == -libc::ENOBUFS || res == -libc::ECANCELED;
         match owner {
             Owner::Conn { conn, side } => {
@@ -1266,7 +1316,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
                 s.out = out.take();
             }
         }
-        let owner = s.owner;
+        let owner = s.owner();
         self.recycle_out(out);
         let Owner::Conn { conn, side } = owner else {
             return;
@@ -1305,7 +1355,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         let Owner::Conn {
             conn,
             side: Side::Up,
-        } = s.owner
+        } = s.owner()
         else {
             return;
         };
@@ -1382,7 +1432,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             return;
         }
         s.idle_armed = false;
-        if s.owner == Owner::Pooled && res != -libc::ECANCELED {
+        if s.owner() == Owner::Pooled && res != -libc::ECANCELED {
             // Data, EOF or an error on an idle connection: the peer is done with it.
             self.drop_stale(sid);
         }
@@ -1547,7 +1597,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             || !s.connected
             || s.failed
             || s.fd < 0
-            || s.owner != (Owner::Conn { conn: cid, side })
+            || s.owner() != (Owner::Conn { conn: cid, side })
         {
             return;
         }
@@ -1649,7 +1699,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             let Some(s) = socks.get_mut(sid) else {
                 continue;
             };
-            if s.owner != (Owner::Conn { conn: cid, side }) || !s.connected {
+            if s.owner() != (Owner::Conn { conn: cid, side }) || !s.connected {
                 continue;
             }
             if side == Side::Up && s.handshaking() {
@@ -1744,10 +1794,10 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         if let Some(sid) = reused {
             let mut cancel_idle = None;
             if let Some(s) = self.socks.get_mut(sid) {
-                s.owner = Owner::Conn {
+                s.set_owner(Owner::Conn {
                     conn: cid,
                     side: Side::Up,
-                };
+                });
                 if s.idle_armed {
                     cancel_idle = Some(ud(Op::IdleRecv, sid, s.pool_epoch));
                     // A late idle completion carries the old epoch and is ignored.
@@ -1846,7 +1896,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         let Some(s) = self.socks.get(sid) else {
             return false;
         };
-        if s.fd < 0 || s.failed || s.owner != Owner::Pooled {
+        if s.fd < 0 || s.failed || s.owner() != Owner::Pooled {
             return false;
         }
         // SAFETY: `s.fd` is open (owned by this socket slot until its ring close); ManuallyDrop
@@ -1889,14 +1939,14 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             // error on the pooled socket drop it (`on_recv`), and a checkout finds the receive
             // already armed. This saves a cancel, an idle peek, its cancel and a re-arm (four
             // submissions and their completions) per reused request.
-            s.owner = Owner::Pooled;
+            s.set_owner(Owner::Pooled);
             if let Some((key, limits)) = s.args.as_mut().and_then(|a| a.key.take()) {
                 self.pool_checkin(sid, key, limits, now);
             }
             return;
         }
         // The key stays with the socket while it parks.
-        s.owner = Owner::Parking;
+        s.set_owner(Owner::Parking);
         if s.recv_armed {
             self.cancel_recv(sid);
         } else {
@@ -1907,7 +1957,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
     /// Puts a pooled socket into the pool; false when the pool closed it (over `max_idle`).
     fn pool_checkin(&mut self, sid: Id, key: PoolKey, limits: PoolLimits, now: Instant) -> bool {
         if let Some(s) = self.socks.get_mut(sid) {
-            s.owner = Owner::Pooled;
+            s.set_owner(Owner::Pooled);
             s.pool_epoch = s.pool_epoch.wrapping_add(1);
         }
         let evicted = self
@@ -1929,7 +1979,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         let Some(s) = self.socks.get_mut(sid) else {
             return;
         };
-        if s.owner != Owner::Parking {
+        if s.owner() != Owner::Parking {
             return;
         }
         let park = s.args.as_mut().and_then(|a| a.key.take());
@@ -1969,8 +2019,8 @@ mod tests {
         // upstream sockets (or held-back bytes), the send part only while a send runs.
         let per_conn = std::mem::size_of::<Conn<Layer<crate::proxy::core::Conn>>>()
             + std::mem::size_of::<Sock>();
-        assert!(per_conn <= 256, "{per_conn} bytes per idle connection");
-        assert!(std::mem::size_of::<Sock>() <= 48);
+        assert!(per_conn <= 248, "{per_conn} bytes per idle connection");
+        assert!(std::mem::size_of::<Sock>() <= 40);
         let s = Sock::new(-1, Owner::Closing, true);
         assert!(
             s.args.is_none() && s.out.is_none(),
