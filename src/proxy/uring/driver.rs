@@ -52,8 +52,6 @@ const SEND_FREE_MAX: usize = 1024;
 const LEND_HINT: usize = 16 * 1024;
 /// How long teardown waits for cancelled operations to complete.
 const TEARDOWN_WAIT: Duration = Duration::from_secs(2);
-/// Stale timer entries tolerated beyond twice the connection count before a compaction.
-const TIMER_SLACK: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Side {
@@ -73,82 +71,162 @@ enum Owner {
     Closing,
 }
 
-/// What only an upstream socket needs: memory its operations point at (boxed so it stays put
-/// while the slab grows) and the pool key it was attached with (kept while it parks).
-/// Downstream sockets never allocate it.
+/// What only an upstream socket, or a socket in a rare state, needs: memory its operations
+/// point at (boxed so it stays put while the slab grows), the pool key it was attached with
+/// (kept while it parks), its client TLS, and bytes held back from the handler. An idle
+/// downstream socket never allocates it; one that ever held bytes back keeps it until closed.
 struct SockArgs {
     addr: Option<SockAddr>,
     timeout: types::Timespec,
     peek: [u8; 1],
     /// The pool key and limits of the attached (or parking) upstream connection.
     key: Option<(PoolKey, PoolLimits)>,
+    /// Client TLS session of an HTTPS upstream.
+    tls: Option<Box<TlsClient>>,
+    /// End of the TLS handshake (the connect timeout), while one runs with a deadline.
+    tls_until: Option<Slim>,
+    /// Bytes that arrived while the handler did not want them (receive being cancelled), or
+    /// plaintext of an HTTPS upstream not handed over yet.
+    stash: Vec<u8>,
+    stash_eof: bool,
+}
+
+/// The bytes of a socket's send in flight, or of a lent buffer whose rest waits for the next
+/// send. Boxed (most sockets have none most of the time); a box and its buffer go back to the
+/// driver's free list when the send is done, so sending allocates nothing in steady state.
+#[derive(Default)]
+struct Outgoing {
+    /// Owned here so the kernel never points into the handler.
+    buf: Vec<u8>,
+    /// For a buffer the handler lent (`lend_downstream_out`): where the send in flight
+    /// started, or where the bytes still to send start. `None`: a copy, sent from its start.
+    lent_at: Option<u32>,
+    /// A send is in flight (otherwise lent bytes wait from `lent_at` on).
+    in_flight: bool,
+}
+
+/// [`Owner`] stored flat in a socket (with `Sock::owner_conn`), which keeps `Sock` small.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OwnerKind {
+    Down,
+    Up,
+    Parking,
+    Pooled,
+    Closing,
 }
 
 struct Sock {
     fd: RawFd,
-    owner: Owner,
-    /// Submitted operations on this socket whose final completion has not arrived.
-    inflight: u32,
+    /// The connection of a `Down` or `Up` socket (see [`Sock::owner`]).
+    owner_conn: Id,
+    owner_kind: OwnerKind,
+    /// Submitted operations on this socket whose final completion has not arrived: one
+    /// receive, send, connect, link timeout, idle peek and close at most, so a byte holds it.
+    inflight: u8,
     connected: bool,
     connecting: bool,
     recv_armed: bool,
     recv_cancelling: bool,
     /// Buffer group of the armed receive (also the `aux` of its `user_data`).
-    recv_bgid: u16,
+    recv_bgid: u8,
     /// EOF or an error was seen: never read again.
     read_closed: bool,
     failed: bool,
-    /// Bytes that arrived while the handler did not want them (receive being cancelled).
-    stash: Vec<u8>,
-    stash_eof: bool,
-    /// The bytes of the send in flight (owned here so the kernel never points into the handler).
-    send_buf: Option<Vec<u8>>,
-    /// Set while the send in flight is from a buffer the handler lent
-    /// (`lend_downstream_out`): where in it the send started.
-    send_lent_at: Option<u32>,
-    /// A lent buffer with bytes still to send (after a short send), and where they start.
-    lent_rest: Option<Box<(Vec<u8>, usize)>>,
     idle_armed: bool,
     pool_epoch: u8,
-    /// Client TLS session of an HTTPS upstream.
-    tls: Option<Box<TlsClient>>,
-    /// Upstream sockets only (see [`SockArgs`]).
+    /// The send in flight or lent bytes waiting (see [`Outgoing`]).
+    out: Option<Box<Outgoing>>,
+    /// Upstream sockets and rare states (see [`SockArgs`]).
     args: Option<Box<SockArgs>>,
 }
 
 impl Sock {
+    fn owner(&self) -> Owner {
+        match self.owner_kind {
+            OwnerKind::Down => Owner::Conn {
+                conn: self.owner_conn,
+                side: Side::Down,
+            },
+            OwnerKind::Up => Owner::Conn {
+                conn: self.owner_conn,
+                side: Side::Up,
+            },
+            OwnerKind::Parking => Owner::Parking,
+            OwnerKind::Pooled => Owner::Pooled,
+            OwnerKind::Closing => Owner::Closing,
+        }
+    }
+
+    fn set_owner(&mut self, owner: Owner) {
+        self.owner_kind = match owner {
+            Owner::Conn { conn, side } => {
+                self.owner_conn = conn;
+                match side {
+                    Side::Down => OwnerKind::Down,
+                    Side::Up => OwnerKind::Up,
+                }
+            }
+            Owner::Parking => OwnerKind::Parking,
+            Owner::Pooled => OwnerKind::Pooled,
+            Owner::Closing => OwnerKind::Closing,
+        };
+    }
+
+    /// Client TLS of an HTTPS upstream.
+    fn tls(&self) -> Option<&TlsClient> {
+        self.args.as_ref().and_then(|a| a.tls.as_deref())
+    }
+
     /// An HTTPS upstream whose handshake has not completed.
     fn handshaking(&self) -> bool {
-        self.tls.as_ref().is_some_and(|t| !t.handshake_complete())
+        self.tls().is_some_and(|t| !t.handshake_complete())
+    }
+
+    /// Bytes or an EOF are held back from the handler.
+    fn stashed(&self) -> bool {
+        self.args
+            .as_ref()
+            .is_some_and(|a| a.stash_eof || !a.stash.is_empty())
+    }
+
+    /// A send is in flight.
+    fn sending(&self) -> bool {
+        self.out.as_ref().is_some_and(|o| o.in_flight)
+    }
+
+    /// Bytes of a lent buffer are in flight or wait to be sent.
+    fn lent(&self) -> bool {
+        self.out.as_ref().is_some_and(|o| o.lent_at.is_some())
     }
 }
 
 impl Sock {
     fn new(fd: RawFd, owner: Owner, connected: bool) -> Self {
-        Sock {
+        let mut s = Sock {
             fd,
-            owner,
+            owner_conn: Id {
+                idx: 0,
+                generation: 0,
+            },
+            owner_kind: OwnerKind::Closing,
             inflight: 0,
             connected,
             connecting: false,
             recv_armed: false,
             recv_cancelling: false,
-            recv_bgid: BGID,
+            recv_bgid: BGID as u8,
             read_closed: false,
             failed: false,
-            stash: Vec::new(),
-            stash_eof: false,
-            send_buf: None,
-            send_lent_at: None,
-            lent_rest: None,
             idle_armed: false,
             pool_epoch: 0,
-            tls: None,
+            out: None,
             args: None,
-        }
+        };
+        s.set_owner(owner);
+        s
     }
 
-    /// The upstream part, created on first use.
+    /// The upstream (or rare) part, created on first use.
     fn args(&mut self) -> &mut SockArgs {
         self.args.get_or_insert_with(|| {
             Box::new(SockArgs {
@@ -156,6 +234,10 @@ impl Sock {
                 timeout: types::Timespec::new(),
                 peek: [0],
                 key: None,
+                tls: None,
+                tls_until: None,
+                stash: Vec::new(),
+                stash_eof: false,
             })
         })
     }
@@ -166,12 +248,13 @@ impl Sock {
     }
 }
 
+/// A downstream connection. Its deadline lives in the driver's [`Timers`] (by slot).
 struct Conn<H> {
     h: H,
     down: Id,
     up: Option<Id>,
-    /// Earliest deadline this connection has in the timer heap.
-    timer_at: Option<Slim>,
+    /// The upstream's TLS handshake runs with a deadline (`SockArgs::tls_until` of `up`).
+    up_handshake: bool,
     flush_on_close: bool,
     /// The close keeps reading what the client still sends (see [`Action::CloseDownstream`]).
     linger_on_close: bool,
@@ -179,8 +262,6 @@ struct Conn<H> {
     finishing: Option<Slim>,
     /// Set once a flushed close shut down the write side: end of the lingering read.
     linger_until: Option<Slim>,
-    /// End of the upstream TLS handshake (connect timeout), while one runs.
-    tls_until: Option<Slim>,
 }
 
 struct Listener {
@@ -206,7 +287,10 @@ pub(crate) struct Driver<'a, H: ConnHandler> {
     pool_expiry: Option<Instant>,
     pool_dirty: bool,
     timers: Timers,
-    send_free: Vec<Vec<u8>>,
+    /// Emptied send boxes (with their buffers) kept for reuse: the boxes themselves are what
+    /// is reused (a socket holds one while it sends), so sending allocates nothing.
+    #[allow(clippy::vec_box)]
+    send_free: Vec<Box<Outgoing>>,
     overflow: VecDeque<squeue::Entry>,
     resync: Vec<Id>,
     cqes: Vec<(u64, i32, u32)>,
@@ -343,7 +427,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             return;
         }
         // SAFETY (this and the retry below): every entry built by this driver points only at
-        // memory that outlives the operation: a socket's boxed `SockArgs` or its `send_buf`
+        // memory that outlives the operation: a socket's boxed `SockArgs` or `Outgoing`
         // (freed only when the socket's in-flight count is zero), or the registered buffer
         // ring (freed only after teardown confirmed no operation is left).
         if unsafe { self.ring.submission().push(&e) }.is_ok() {
@@ -426,13 +510,13 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         s.recv_cancelling = false;
         s.inflight += 1;
         // Upstream sockets (attached, parking or pooled) read responses into the large buffers.
-        let bgid = match s.owner {
+        let bgid = match s.owner() {
             Owner::Conn {
                 side: Side::Down, ..
             } => BGID,
             _ => UP_BGID,
         };
-        s.recv_bgid = bgid;
+        s.recv_bgid = bgid as u8;
         let e = opcode::RecvMulti::new(types::Fd(s.fd), bgid)
             .build()
             .user_data(ud(Op::Recv, sid, bgid as u8));
@@ -445,7 +529,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         };
         if s.recv_armed && !s.recv_cancelling {
             s.recv_cancelling = true;
-            let aux = s.recv_bgid as u8;
+            let aux = s.recv_bgid;
             self.cancel(ud(Op::Recv, sid, aux));
         }
     }
@@ -456,16 +540,16 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         let Some(s) = self.socks.get_mut(sid) else {
             return;
         };
-        if s.owner == Owner::Closing {
+        if s.owner() == Owner::Closing {
             return;
         }
-        s.owner = Owner::Closing;
+        s.set_owner(Owner::Closing);
         let fd = std::mem::replace(&mut s.fd, -1);
         let mut ops: [Option<(Op, u8)>; 4] = [None; 4];
         if s.recv_armed && !s.recv_cancelling {
-            ops[0] = Some((Op::Recv, s.recv_bgid as u8));
+            ops[0] = Some((Op::Recv, s.recv_bgid));
         }
-        if s.send_buf.is_some() {
+        if s.sending() {
             ops[1] = Some((Op::Send, 0));
         }
         if s.idle_armed {
@@ -490,19 +574,20 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         let done = self
             .socks
             .get(sid)
-            .is_some_and(|s| s.owner == Owner::Closing && s.inflight == 0);
+            .is_some_and(|s| s.owner() == Owner::Closing && s.inflight == 0);
         if done && let Some(s) = self.socks.remove(sid) {
-            self.recycle_send_buf(s.send_buf);
-            self.recycle_send_buf(s.lent_rest.map(|r| r.0));
+            self.recycle_out(s.out);
         }
     }
 
-    fn recycle_send_buf(&mut self, buf: Option<Vec<u8>>) {
-        if let Some(mut b) = buf
+    fn recycle_out(&mut self, out: Option<Box<Outgoing>>) {
+        if let Some(mut o) = out
             && self.send_free.len() < SEND_FREE_MAX
         {
-            b.clear();
-            self.send_free.push(b);
+            o.buf.clear();
+            o.lent_at = None;
+            o.in_flight = false;
+            self.send_free.push(o);
         }
     }
 
@@ -562,7 +647,6 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             self.drain_completions();
             let now = Instant::now();
             self.run_timers(now);
-            self.compact_timers();
             self.expire_pool(now);
             self.rearm_listeners(now);
         }
@@ -626,21 +710,21 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
     fn run_timers(&mut self, now: Instant) {
         let mut due = std::mem::take(&mut self.scratch);
         due.clear();
-        while let Some((at, cid)) = self.timers.pop_due(now) {
-            let Some(c) = self.conns.get_mut(cid) else {
-                continue;
-            };
-            if c.timer_at != Some(at) {
-                continue;
+        while let Some((_, cid)) = self.timers.pop_due(now) {
+            if self.conns.get(cid).is_some() {
+                due.push(cid);
             }
-            c.timer_at = None;
-            due.push(cid);
         }
         for &cid in &due {
             if let Some(c) = self.conns.get(cid)
-                && c.tls_until.is_some_and(|t| t.get() <= now)
+                && c.up_handshake
                 && let Some(up) = c.up
-                && self.socks.get(up).is_some_and(Sock::handshaking)
+                && let Some(s) = self.socks.get(up)
+                && s.handshaking()
+                && s.args
+                    .as_ref()
+                    .and_then(|a| a.tls_until)
+                    .is_some_and(|t| t.get() <= now)
             {
                 self.fail_tls(
                     cid,
@@ -660,6 +744,8 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             self.sync(cid, now);
         }
         self.scratch = due;
+        // One entry per connection with a deadline, removed with the connection.
+        debug_assert!(self.timers.len() <= self.conns.len());
     }
 
     /// Closes idle pooled connections to endpoints that left the routing table.
@@ -923,18 +1009,17 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             h,
             down: sid,
             up: None,
-            timer_at: None,
+            up_handshake: false,
             flush_on_close: false,
             linger_on_close: true,
             finishing: None,
             linger_until: None,
-            tls_until: None,
         });
         if let Some(s) = self.socks.get_mut(sid) {
-            s.owner = Owner::Conn {
+            s.set_owner(Owner::Conn {
                 conn: cid,
                 side: Side::Down,
-            };
+            });
         }
         self.sync(cid, now);
     }
@@ -962,11 +1047,11 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             s.recv_cancelling = false;
             s.inflight = s.inflight.saturating_sub(1);
         }
-        let owner = s.owner;
+        let owner = s.owner();
         let benign = res == -libc::ENOBUFS || res == -libc::ECANCELED;
         match owner {
             Owner::Conn { conn, side } => {
-                let tls = side == Side::Up && s.tls.is_some();
+                let tls = side == Side::Up && s.tls().is_some();
                 if res > 0 {
                     match bid {
                         Some(bid) if tls => {
@@ -1052,13 +1137,13 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         let Some(data) = bufs.slice(bid, len) else {
             return;
         };
-        if s.stash.is_empty() && !s.stash_eof && wants(&c.h, side) {
+        if !s.stashed() && wants(&c.h, side) {
             match side {
                 Side::Down => c.h.on_downstream_data(cx, data, now),
                 Side::Up => c.h.on_upstream_data(cx, data, now),
             }
         } else {
-            s.stash.extend_from_slice(data);
+            s.args().stash.extend_from_slice(data);
         }
     }
 
@@ -1081,12 +1166,17 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         let (Some(c), Some(s)) = (conns.get_mut(cid), socks.get_mut(sid)) else {
             return;
         };
-        let Some(tls) = s.tls.as_mut() else {
-            return;
-        };
         if c.finishing.is_some() || s.failed {
             return;
         }
+        let Some(SockArgs {
+            tls: Some(tls),
+            stash,
+            ..
+        }) = s.args.as_deref_mut()
+        else {
+            return;
+        };
         let Some(data) = bufs.slice(bid, len) else {
             return;
         };
@@ -1100,9 +1190,9 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             }
             return;
         }
-        tls.take_plaintext(&mut s.stash);
+        tls.take_plaintext(stash);
         if !was_done && tls.handshake_complete() {
-            c.tls_until = None;
+            c.up_handshake = false;
             c.h.on_upstream_connected(cx, false, now);
         }
     }
@@ -1124,9 +1214,14 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             );
             return;
         }
-        if let Some(tls) = s.tls.as_mut() {
+        if let Some(SockArgs {
+            tls: Some(tls),
+            stash,
+            ..
+        }) = s.args.as_deref_mut()
+        {
             tls.on_eof();
-            tls.take_plaintext(&mut s.stash);
+            tls.take_plaintext(stash);
         }
         self.deliver_eof(cid, Side::Up, sid, now);
     }
@@ -1144,7 +1239,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             return;
         };
         c.up = None;
-        c.tls_until = None;
+        c.up_handshake = false;
         bump(&self.stats.upstream_connect_errors);
         self.close_sock(sid);
         let Driver { conns, cx, .. } = self;
@@ -1166,13 +1261,14 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         if c.finishing.is_some() {
             return;
         }
-        if s.stash.is_empty() && wants(&c.h, side) {
+        let held = s.args.as_ref().is_some_and(|a| !a.stash.is_empty());
+        if !held && wants(&c.h, side) {
             match side {
                 Side::Down => c.h.on_downstream_eof(cx, now),
                 Side::Up => c.h.on_upstream_eof(cx, now),
             }
         } else {
-            s.stash_eof = true;
+            s.args().stash_eof = true;
         }
     }
 
@@ -1200,30 +1296,41 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             return;
         };
         s.inflight = s.inflight.saturating_sub(1);
-        let mut buf = s.send_buf.take();
-        let start = s.send_lent_at.take().map(|at| at as usize);
-        let sent = buf
+        let mut out = s.out.take();
+        let start = out
+            .as_mut()
+            .and_then(|o| o.lent_at.take())
+            .map(|at| at as usize);
+        let sent = out
             .as_ref()
-            .map_or(0, Vec::len)
+            .map_or(0, |o| o.buf.len())
             .saturating_sub(start.unwrap_or(0));
-        if let (Some(at), Some(b)) = (start, buf.as_ref())
+        if let (Some(at), Some(o)) = (start, out.as_mut())
             && res > 0
             && (res as usize) < sent
         {
             // A short send of lent bytes: the rest goes out from the same buffer next.
             let rest = at + res as usize;
-            if rest < b.len() {
-                s.lent_rest = buf.take().map(|b| Box::new((b, rest)));
+            if rest < o.buf.len()
+                && let Ok(rest) = u32::try_from(rest)
+            {
+                o.lent_at = Some(rest);
+                o.in_flight = false;
+                s.out = out.take();
             }
         }
-        let owner = s.owner;
-        self.recycle_send_buf(buf);
+        let owner = s.owner();
+        self.recycle_out(out);
         let Owner::Conn { conn, side } = owner else {
             return;
         };
         if res > 0 && (res as usize) <= sent {
             if side == Side::Up
-                && let Some(tls) = self.socks.get_mut(sid).and_then(|s| s.tls.as_mut())
+                && let Some(tls) = self
+                    .socks
+                    .get_mut(sid)
+                    .and_then(|s| s.args.as_mut())
+                    .and_then(|a| a.tls.as_mut())
             {
                 tls.sent(res as usize);
                 self.sync(conn, now);
@@ -1251,7 +1358,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         let Owner::Conn {
             conn,
             side: Side::Up,
-        } = s.owner
+        } = s.owner()
         else {
             return;
         };
@@ -1276,17 +1383,18 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
                     }
                 }
                 Some((Ok(client), timeout)) => {
+                    let until = (!timeout.is_zero()).then(|| Slim::from(now + timeout));
                     if let Some(s) = socks.get_mut(sid) {
-                        s.tls = Some(Box::new(client));
+                        let a = s.args();
+                        a.tls = Some(Box::new(client));
+                        a.tls_until = until;
                     }
                     if let Some(c) = conns.get_mut(conn)
-                        && !timeout.is_zero()
+                        && let Some(until) = until
                     {
-                        let until = now + timeout;
-                        c.tls_until = Some(Slim::from(until));
-                        if c.timer_at.is_none_or(|t| until < t.get()) {
-                            c.timer_at = Some(Slim::from(until));
-                            timers.push(until, conn);
+                        c.up_handshake = true;
+                        if timers.get(conn).is_none_or(|t| until < t) {
+                            timers.set(conn, until);
                         }
                     }
                 }
@@ -1327,7 +1435,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             return;
         }
         s.idle_armed = false;
-        if s.owner == Owner::Pooled && res != -libc::ECANCELED {
+        if s.owner() == Owner::Pooled && res != -libc::ECANCELED {
             // Data, EOF or an error on an idle connection: the peer is done with it.
             self.drop_stale(sid);
         }
@@ -1404,10 +1512,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         let down = c.down;
         let graceful = c.flush_on_close;
         let linger = c.linger_on_close;
-        let lent = self
-            .socks
-            .get(c.down)
-            .is_some_and(|s| s.send_lent_at.is_some() || s.lent_rest.is_some());
+        let lent = self.socks.get(c.down).is_some_and(Sock::lent);
         let flush = graceful && (lent || !c.h.downstream_out().is_empty());
         let linger_until = c.linger_until.map(Slim::get);
         if let Some(up) = up {
@@ -1454,11 +1559,9 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             // Lingering: keep a receive armed; what arrives is dropped.
             self.arm_recv(down);
         }
-        if let Some(c) = self.conns.get_mut(cid)
-            && c.timer_at.is_none_or(|t| until < t.get())
-        {
-            c.timer_at = Some(Slim::from(until));
-            self.timers.push(until, cid);
+        let until = Slim::from(until);
+        if self.timers.get(cid).is_none_or(|t| until < t) {
+            self.timers.set(cid, until);
         }
     }
 
@@ -1466,6 +1569,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         let Some(c) = self.conns.remove(cid) else {
             return;
         };
+        self.timers.remove(cid);
         if let Some(up) = c.up {
             self.close_sock(up);
         }
@@ -1495,31 +1599,37 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         let Some(s) = socks.get_mut(sid) else {
             return;
         };
-        if s.send_buf.is_some()
+        if s.sending()
             || !s.connected
             || s.failed
             || s.fd < 0
-            || s.owner != (Owner::Conn { conn: cid, side })
+            || s.owner() != (Owner::Conn { conn: cid, side })
         {
             return;
         }
-        if let Some(rest) = s.lent_rest.take() {
-            let (buf, at) = *rest;
-            self.submit_send(sid, buf, at);
+        if let Some(at) = s.out.as_ref().and_then(|o| o.lent_at)
+            && let Some(o) = s.out.take()
+        {
+            // Lent bytes wait after a short send.
+            self.submit_send(sid, o, at as usize);
             return;
         }
         // Small output is copied (the handler lends only from LEND_HINT bytes on).
         if side == Side::Down && c.h.downstream_out().len() >= LEND_HINT {
-            let mut buf = send_free.pop().unwrap_or_default();
-            buf.clear();
-            if c.h.lend_downstream_out(&mut buf) {
-                // The handler's bytes moved into `buf` without a copy.
-                self.submit_send(sid, buf, 0);
+            let mut o = send_free.pop().unwrap_or_default();
+            o.buf.clear();
+            if c.h.lend_downstream_out(&mut o.buf) {
+                // The handler's bytes moved into the buffer without a copy.
+                self.submit_send(sid, o, 0);
                 return;
             }
-            send_free.push(buf);
+            send_free.push(o);
         }
-        let out = match (side, s.tls.as_mut()) {
+        let tls = match side {
+            Side::Up => s.args.as_mut().and_then(|a| a.tls.as_deref_mut()),
+            Side::Down => None,
+        };
+        let out = match (side, tls) {
             (Side::Up, Some(tls)) => {
                 if tls.handshake_complete() {
                     let plain = c.h.upstream_out();
@@ -1543,34 +1653,35 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         // Sized to what it carries (a pooled buffer keeps the largest size it has carried): a
         // close_notify or a small response does not cost a `send_buffer_size` block per
         // connection, which thousands of connections closing at once would multiply.
-        let mut buf = send_free.pop().unwrap_or_default();
-        buf.clear();
-        buf.extend_from_slice(out.get(..n).unwrap_or(out));
-        self.submit_send(sid, buf, usize::MAX);
+        let mut o = send_free.pop().unwrap_or_default();
+        o.buf.clear();
+        o.buf.extend_from_slice(out.get(..n).unwrap_or(out));
+        self.submit_send(sid, o, usize::MAX);
     }
 
-    /// Sends `buf[at..]` (a lent buffer), or all of `buf` (`at == usize::MAX`: a copy).
-    fn submit_send(&mut self, sid: Id, buf: Vec<u8>, at: usize) {
+    /// Sends `o.buf[at..]` (a lent buffer), or all of `o.buf` (`at == usize::MAX`: a copy).
+    fn submit_send(&mut self, sid: Id, mut o: Box<Outgoing>, at: usize) {
         let Some(s) = self.socks.get_mut(sid) else {
-            self.recycle_send_buf(Some(buf));
+            self.recycle_out(Some(o));
             return;
         };
         // Lent buffers are at most u32::MAX bytes long (the handler lends no longer ones), so
         // the start fits; anything else is sent as a copy from its beginning.
         let (from, lent) = match u32::try_from(at) {
-            Ok(a) if at != usize::MAX => (at.min(buf.len()), Some(a)),
+            Ok(a) if at != usize::MAX => (at.min(o.buf.len()), Some(a)),
             _ => (0, None),
         };
-        let bytes = buf.get(from..).unwrap_or_default();
+        let bytes = o.buf.get(from..).unwrap_or_default();
         let len = bytes.len().min(u32::MAX as usize) as u32;
         let e = opcode::Send::new(types::Fd(s.fd), bytes.as_ptr(), len)
             .flags(libc::MSG_NOSIGNAL)
             .build()
             .user_data(ud(Op::Send, sid, 0));
-        // The Vec is not touched again until the send completes, so its heap block (which the
-        // entry points at) stays where it is even if the Sock itself moves.
-        s.send_buf = Some(buf);
-        s.send_lent_at = lent;
+        // The buffer is not touched again until the send completes, so its heap block (which
+        // the entry points at) stays where it is even if the Sock itself moves.
+        o.lent_at = lent;
+        o.in_flight = true;
+        s.out = Some(o);
         s.inflight += 1;
         self.push(e);
     }
@@ -1594,7 +1705,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             let Some(s) = socks.get_mut(sid) else {
                 continue;
             };
-            if s.owner != (Owner::Conn { conn: cid, side }) || !s.connected {
+            if s.owner() != (Owner::Conn { conn: cid, side }) || !s.connected {
                 continue;
             }
             if side == Side::Up && s.handshaking() {
@@ -1605,16 +1716,22 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
                 continue;
             }
             let want = wants(&c.h, side);
-            if want && !s.stash.is_empty() {
-                let data = std::mem::take(&mut s.stash);
+            if want
+                && let Some(a) = s.args.as_mut()
+                && !a.stash.is_empty()
+            {
+                let data = std::mem::take(&mut a.stash);
                 match side {
                     Side::Down => c.h.on_downstream_data(cx, &data, now),
                     Side::Up => c.h.on_upstream_data(cx, &data, now),
                 }
                 return true;
             }
-            if want && s.stash_eof {
-                s.stash_eof = false;
+            if want
+                && let Some(a) = s.args.as_mut()
+                && a.stash_eof
+            {
+                a.stash_eof = false;
                 match side {
                     Side::Down => c.h.on_downstream_eof(cx, now),
                     Side::Up => c.h.on_upstream_eof(cx, now),
@@ -1631,30 +1748,25 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         false
     }
 
-    /// Drops stale timer entries once they outnumber the connections (see
-    /// [`Timers::compact`]).
-    fn compact_timers(&mut self) {
-        if self.timers.len() <= 2 * self.conns.len() + TIMER_SLACK {
-            return;
-        }
-        let conns = &self.conns;
-        self.timers
-            .compact(|cid, at| conns.get(cid).is_some_and(|c| c.timer_at == Some(at)));
-    }
-
     fn sync_timer(&mut self, cid: Id) {
         let Some(c) = self.conns.get_mut(cid) else {
             return;
         };
-        let wanted = match (c.h.deadline(), c.tls_until.map(Slim::get)) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        if let Some(d) = wanted
-            && c.timer_at.is_none_or(|t| d < t.get())
+        let mut wanted = c.h.deadline();
+        if c.up_handshake
+            && let Some(t) =
+                c.up.and_then(|up| self.socks.get(up))
+                    .and_then(|s| s.args.as_ref()?.tls_until)
         {
-            c.timer_at = Some(Slim::from(d));
-            self.timers.push(d, cid);
+            let t = t.get();
+            wanted = Some(wanted.map_or(t, |w| w.min(t)));
+        }
+        // Compared as instants: converting the entry's deadline is cheaper than converting
+        // the handler's, and most calls change nothing.
+        if let Some(d) = wanted
+            && self.timers.get(cid).is_none_or(|t| d < t.get())
+        {
+            self.timers.set(cid, Slim::from(d));
         }
     }
 
@@ -1665,7 +1777,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             return;
         };
         let old = c.up.take();
-        c.tls_until = None;
+        c.up_handshake = false;
         if let Some(old) = old {
             self.close_sock(old);
         }
@@ -1688,10 +1800,10 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         if let Some(sid) = reused {
             let mut cancel_idle = None;
             if let Some(s) = self.socks.get_mut(sid) {
-                s.owner = Owner::Conn {
+                s.set_owner(Owner::Conn {
                     conn: cid,
                     side: Side::Up,
-                };
+                });
                 if s.idle_armed {
                     cancel_idle = Some(ud(Op::IdleRecv, sid, s.pool_epoch));
                     // A late idle completion carries the old epoch and is ignored.
@@ -1790,7 +1902,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         let Some(s) = self.socks.get(sid) else {
             return false;
         };
-        if s.fd < 0 || s.failed || s.owner != Owner::Pooled {
+        if s.fd < 0 || s.failed || s.owner() != Owner::Pooled {
             return false;
         }
         // SAFETY: `s.fd` is open (owned by this socket slot until its ring close); ManuallyDrop
@@ -1807,7 +1919,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         let Some(c) = self.conns.get_mut(cid) else {
             return;
         };
-        c.tls_until = None;
+        c.up_handshake = false;
         let Some(sid) = c.up.take() else {
             return;
         };
@@ -1820,12 +1932,9 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             && !s.connecting
             && !s.failed
             && !s.read_closed
-            && s.stash.is_empty()
-            && !s.stash_eof
-            && s.send_buf.is_none()
-            && s.tls
-                .as_ref()
-                .is_none_or(|t| !t.at_eof() && !t.wants_write())
+            && !s.stashed()
+            && s.out.is_none()
+            && s.tls().is_none_or(|t| !t.at_eof() && !t.wants_write())
             && self.drain_until.is_none();
         if !clean {
             self.close_sock(sid);
@@ -1836,14 +1945,14 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             // error on the pooled socket drop it (`on_recv`), and a checkout finds the receive
             // already armed. This saves a cancel, an idle peek, its cancel and a re-arm (four
             // submissions and their completions) per reused request.
-            s.owner = Owner::Pooled;
+            s.set_owner(Owner::Pooled);
             if let Some((key, limits)) = s.args.as_mut().and_then(|a| a.key.take()) {
                 self.pool_checkin(sid, key, limits, now);
             }
             return;
         }
         // The key stays with the socket while it parks.
-        s.owner = Owner::Parking;
+        s.set_owner(Owner::Parking);
         if s.recv_armed {
             self.cancel_recv(sid);
         } else {
@@ -1854,7 +1963,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
     /// Puts a pooled socket into the pool; false when the pool closed it (over `max_idle`).
     fn pool_checkin(&mut self, sid: Id, key: PoolKey, limits: PoolLimits, now: Instant) -> bool {
         if let Some(s) = self.socks.get_mut(sid) {
-            s.owner = Owner::Pooled;
+            s.set_owner(Owner::Pooled);
             s.pool_epoch = s.pool_epoch.wrapping_add(1);
         }
         let evicted = self
@@ -1876,11 +1985,11 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         let Some(s) = self.socks.get_mut(sid) else {
             return;
         };
-        if s.owner != Owner::Parking {
+        if s.owner() != Owner::Parking {
             return;
         }
         let park = s.args.as_mut().and_then(|a| a.key.take());
-        let stale = s.failed || s.read_closed || !s.stash.is_empty() || s.stash_eof;
+        let stale = s.failed || s.read_closed || s.stashed();
         let Some((key, limits)) = park.filter(|_| !stale && self.drain_until.is_none()) else {
             if stale {
                 bump(&self.stats.pool_stale);
@@ -1911,15 +2020,18 @@ mod tests {
 
     #[test]
     fn an_idle_downstream_connection_is_small() {
-        // Per idle keep-alive connection the driver holds one connection slot and one socket
-        // slot; the upstream part of a socket is only allocated for upstream sockets.
+        // Per idle keep-alive connection the driver holds one connection slot, one socket
+        // slot and one timer entry; the upstream part of a socket is only allocated for
+        // upstream sockets (or held-back bytes), the send part only while a send runs.
         let per_conn = std::mem::size_of::<Conn<Layer<crate::proxy::core::Conn>>>()
             + std::mem::size_of::<Sock>();
-        assert!(per_conn <= 336, "{per_conn} bytes per idle connection");
+        assert!(per_conn <= 248, "{per_conn} bytes per idle connection");
+        assert!(std::mem::size_of::<Sock>() <= 40);
         let s = Sock::new(-1, Owner::Closing, true);
         assert!(
-            s.args.is_none(),
-            "a downstream socket carries no upstream part"
+            s.args.is_none() && s.out.is_none(),
+            "a downstream socket carries no upstream or send part"
         );
+        assert!(!s.stashed() && !s.sending() && !s.lent() && s.tls().is_none());
     }
 }

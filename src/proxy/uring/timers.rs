@@ -1,23 +1,25 @@
-//! The worker's connection timers: a min-heap of (deadline, connection) with lazy deletion.
+//! The worker's connection timers: an indexed min-heap with exactly one entry per connection.
 //!
-//! A connection records the earliest deadline it has in the heap; it pushes a new entry only
-//! when its handler's deadline moves earlier, so each connection holds at most a couple of
-//! entries however often its deadline changes. A popped entry that no longer matches what the
-//! connection recorded is stale and skipped by the caller.
+//! Each connection slot has at most one deadline in the heap; a side table (by slot index)
+//! holds where that entry sits, so a deadline moves in place (up or down the heap) and is
+//! removed in place, and no stale entries pile up: the heap's memory is one 16-byte entry and
+//! one 4-byte position per connection. A slot reused by a new connection takes over the
+//! slot's entry. The driver moves a deadline only when it gets earlier; a deadline that moved
+//! later fires early and is set again then, which keeps the work per request small.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::num::NonZeroU64;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use super::slab::Id;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// The position of a slot without an entry.
+const NONE: u32 = u32::MAX;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Entry {
     at: Slim,
-    idx: u32,
-    generation: u32,
+    conn: Id,
 }
 
 /// A deadline kept per connection in 8 bytes: nanoseconds since a process-wide base (fixed
@@ -53,56 +55,151 @@ impl Slim {
 /// Deadlines of the worker's connections.
 #[derive(Default)]
 pub(crate) struct Timers {
-    heap: BinaryHeap<Reverse<Entry>>,
+    /// A binary min-heap on `at`.
+    heap: Vec<Entry>,
+    /// By slot index: where the slot's entry is in `heap` (`NONE`: it has none).
+    pos: Vec<u32>,
 }
 
 impl Timers {
-    pub fn push(&mut self, at: Instant, conn: Id) {
-        self.heap.push(Reverse(Entry {
-            at: Slim::from(at),
-            idx: conn.idx,
-            generation: conn.generation,
-        }));
+    /// The deadline `conn` has in the heap.
+    pub fn get(&self, conn: Id) -> Option<Slim> {
+        let i = *self.pos.get(conn.idx as usize)?;
+        self.heap
+            .get(i as usize)
+            .filter(|e| e.conn == conn)
+            .map(|e| e.at)
     }
 
-    /// The earliest deadline held (possibly stale).
+    /// Sets the deadline of `conn`, moving its entry (or the entry a previous connection of
+    /// the same slot left) in place, or adding one.
+    pub fn set(&mut self, conn: Id, at: Slim) {
+        let slot = conn.idx as usize;
+        if self.pos.len() <= slot {
+            self.pos.resize(slot + 1, NONE);
+        }
+        let i = self.pos.get(slot).copied().unwrap_or(NONE) as usize;
+        let Some(e) = self.heap.get_mut(i) else {
+            let i = self.heap.len();
+            self.heap.push(Entry { at, conn });
+            self.place(i);
+            self.sift_up(i);
+            return;
+        };
+        let earlier = at < e.at;
+        *e = Entry { at, conn };
+        if earlier {
+            self.sift_up(i);
+        } else {
+            self.sift_down(i);
+        }
+    }
+
+    /// Removes the deadline of `conn` (no-op when it has none).
+    pub fn remove(&mut self, conn: Id) {
+        let Some(&i) = self.pos.get(conn.idx as usize) else {
+            return;
+        };
+        if self.heap.get(i as usize).is_some_and(|e| e.conn == conn) {
+            self.take(i as usize);
+        }
+    }
+
+    /// The earliest deadline held.
     pub fn next(&self) -> Option<Instant> {
-        self.heap.peek().map(|e| e.0.at.get())
+        self.heap.first().map(|e| e.at.get())
     }
 
-    /// Pops one entry due at `now` or earlier.
+    /// Removes and returns one entry due at `now` or earlier.
     pub fn pop_due(&mut self, now: Instant) -> Option<(Slim, Id)> {
-        if self.heap.peek()?.0.at > Slim::from(now) {
+        if self.heap.first()?.at > Slim::from(now) {
             return None;
         }
-        let e = self.heap.pop()?.0;
-        Some((
-            e.at,
-            Id {
-                idx: e.idx,
-                generation: e.generation,
-            },
-        ))
+        self.take(0).map(|e| (e.at, e.conn))
     }
 
+    /// Entries held (one per connection with a deadline).
     pub fn len(&self) -> usize {
         self.heap.len()
     }
 
-    /// Drops every entry `live` rejects (the stale ones: the connection is gone or records
-    /// another deadline). Lazy deletion alone lets a connection leave an entry behind each
-    /// time its deadline moves earlier; the driver compacts once the heap holds more than
-    /// twice its connections, so its memory follows the connection count.
-    pub fn compact(&mut self, mut live: impl FnMut(Id, Slim) -> bool) {
-        self.heap.retain(|Reverse(e)| {
-            live(
-                Id {
-                    idx: e.idx,
-                    generation: e.generation,
-                },
-                e.at,
-            )
-        });
+    /// Removes the entry at heap index `i`.
+    fn take(&mut self, i: usize) -> Option<Entry> {
+        if i >= self.heap.len() {
+            return None;
+        }
+        let e = self.heap.swap_remove(i);
+        if let Some(p) = self.pos.get_mut(e.conn.idx as usize) {
+            *p = NONE;
+        }
+        if i < self.heap.len() {
+            self.place(i);
+            // The entry moved here from the end may belong above or below.
+            self.sift_up(i);
+            self.sift_down(i);
+        }
+        Some(e)
+    }
+
+    /// Records that the entry at heap index `i` is there.
+    fn place(&mut self, i: usize) {
+        if let Some(e) = self.heap.get(i)
+            && let Some(p) = self.pos.get_mut(e.conn.idx as usize)
+        {
+            *p = i as u32;
+        }
+    }
+
+    fn sift_up(&mut self, mut i: usize) {
+        while i > 0 {
+            let parent = (i - 1) / 2;
+            match (self.heap.get(i), self.heap.get(parent)) {
+                (Some(e), Some(p)) if e.at < p.at => {}
+                _ => break,
+            }
+            self.heap.swap(i, parent);
+            self.place(i);
+            i = parent;
+        }
+        self.place(i);
+    }
+
+    fn sift_down(&mut self, mut i: usize) {
+        loop {
+            let (l, r) = (2 * i + 1, 2 * i + 2);
+            let Some(e) = self.heap.get(i) else {
+                break;
+            };
+            let mut least = (i, e.at);
+            for c in [l, r] {
+                if let Some(ce) = self.heap.get(c)
+                    && ce.at < least.1
+                {
+                    least = (c, ce.at);
+                }
+            }
+            if least.0 == i {
+                break;
+            }
+            self.heap.swap(i, least.0);
+            self.place(i);
+            i = least.0;
+        }
+        self.place(i);
+    }
+
+    /// Checks the heap order and the position table (tests).
+    #[cfg(test)]
+    fn check(&self) {
+        for (i, e) in self.heap.iter().enumerate() {
+            if i > 0 {
+                let parent = &self.heap[(i - 1) / 2];
+                assert!(parent.at <= e.at, "heap order at {i}");
+            }
+            assert_eq!(self.pos[e.conn.idx as usize], i as u32, "position of {i}");
+        }
+        let placed = self.pos.iter().filter(|&&p| p != NONE).count();
+        assert_eq!(placed, self.heap.len(), "positions without entries");
     }
 }
 
@@ -129,42 +226,155 @@ mod tests {
         assert_ne!(Slim::from(now), Slim::from(now + Duration::from_nanos(1)));
     }
 
+    fn id(idx: u32) -> Id {
+        Id { idx, generation: 0 }
+    }
+
+    /// Pops everything (due at `until`) as slot indices, checking the order.
+    fn drain(t: &mut Timers, until: Instant) -> Vec<u32> {
+        let mut last = None;
+        let mut out = Vec::new();
+        while let Some((at, cid)) = t.pop_due(until) {
+            assert!(last.is_none_or(|l| l <= at), "popped out of order");
+            last = Some(at);
+            t.check();
+            out.push(cid.idx);
+        }
+        assert_eq!(t.len(), 0);
+        out
+    }
+
     #[test]
-    fn compaction_keeps_only_the_live_entries_in_order() {
+    fn moving_a_deadline_keeps_one_entry_per_connection() {
         Slim::init();
         let t0 = Instant::now();
-        let id = |idx| Id { idx, generation: 0 };
+        let secs = |s: u64| t0 + Duration::from_secs(s);
         let mut t = Timers::default();
-        // Connection i moved its deadline earlier three times: 3 - 1 entries are stale.
-        for i in 0..10u32 {
-            for s in [30u64, 20, 10] {
-                t.push(t0 + Duration::from_secs(s + u64::from(i)), id(i));
+        for i in 0..5u32 {
+            t.set(id(i), Slim::from(secs(10 + u64::from(i))));
+        }
+        // Connection 3 moves earlier three times, connection 1 later: still five entries.
+        for s in [8, 5, 1] {
+            t.set(id(3), Slim::from(secs(s)));
+            t.check();
+        }
+        t.set(id(1), Slim::from(secs(100)));
+        t.check();
+        assert_eq!(t.len(), 5);
+        assert_eq!(t.get(id(3)), Some(Slim::from(secs(1))));
+        assert_eq!(t.get(id(1)), Some(Slim::from(secs(100))));
+        assert_eq!(t.next(), Some(secs(1)));
+        assert_eq!(t.pop_due(secs(0)), None, "nothing is due yet");
+        assert_eq!(drain(&mut t, secs(1000)), vec![3, 0, 2, 4, 1]);
+        assert_eq!(t.get(id(3)), None);
+    }
+
+    #[test]
+    fn removed_deadlines_never_fire() {
+        Slim::init();
+        let t0 = Instant::now();
+        let mut t = Timers::default();
+        for i in 0..8u32 {
+            t.set(
+                id(i),
+                Slim::from(t0 + Duration::from_secs(u64::from(8 - i))),
+            );
+        }
+        for i in [7, 0, 4] {
+            t.remove(id(i));
+            t.check();
+            assert_eq!(t.get(id(i)), None);
+        }
+        t.remove(id(4));
+        t.remove(id(100));
+        assert_eq!(t.len(), 5);
+        assert_eq!(
+            drain(&mut t, t0 + Duration::from_secs(60)),
+            vec![6, 5, 3, 2, 1]
+        );
+    }
+
+    #[test]
+    fn a_reused_slot_takes_over_its_entry() {
+        Slim::init();
+        let t0 = Instant::now();
+        let mut t = Timers::default();
+        let old = Id {
+            idx: 2,
+            generation: 7,
+        };
+        let new = Id {
+            idx: 2,
+            generation: 8,
+        };
+        t.set(old, Slim::from(t0 + Duration::from_secs(5)));
+        t.set(id(1), Slim::from(t0 + Duration::from_secs(3)));
+        assert_eq!(t.get(new), None, "another generation's deadline");
+        t.remove(new);
+        assert_eq!(t.len(), 2, "removing by a stale id leaves the entry");
+        t.set(new, Slim::from(t0 + Duration::from_secs(9)));
+        t.check();
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.get(old), None);
+        let due: Vec<Id> = std::iter::from_fn(|| t.pop_due(t0 + Duration::from_secs(60)))
+            .map(|e| e.1)
+            .collect();
+        assert_eq!(due, vec![id(1), new]);
+    }
+
+    #[test]
+    fn many_connections_stay_ordered_under_random_moves() {
+        Slim::init();
+        let t0 = Instant::now();
+        let mut t = Timers::default();
+        let mut model: Vec<Option<u64>> = vec![None; 2000];
+        // A fixed linear congruential sequence: deterministic and bounded.
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = || {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            x >> 33
+        };
+        for round in 0..20_000u32 {
+            let slot = (next() % 2000) as u32;
+            let ms = next() % 100_000;
+            match next() % 4 {
+                0 => {
+                    t.remove(id(slot));
+                    model[slot as usize] = None;
+                }
+                _ => {
+                    t.set(id(slot), Slim::from(t0 + Duration::from_millis(ms)));
+                    model[slot as usize] = Some(ms);
+                }
+            }
+            if round % 1000 == 0 {
+                t.check();
             }
         }
-        assert_eq!(t.len(), 30);
-        let current = |cid: Id| Slim::from(t0 + Duration::from_secs(10 + u64::from(cid.idx)));
-        // Connection 9 is gone.
-        t.compact(|cid, at| cid.idx != 9 && at == current(cid));
-        assert_eq!(t.len(), 9);
-        let later = t0 + Duration::from_secs(100);
-        let popped: Vec<u32> = std::iter::from_fn(|| t.pop_due(later))
-            .map(|(at, cid)| {
-                assert_eq!(at, current(cid));
-                cid.idx
-            })
-            .collect();
-        assert_eq!(popped, (0..9).collect::<Vec<_>>());
+        t.check();
+        assert_eq!(t.len(), model.iter().flatten().count());
+        for (i, m) in model.iter().enumerate() {
+            let want = m.map(|ms| Slim::from(t0 + Duration::from_millis(ms)));
+            assert_eq!(t.get(id(i as u32)), want, "slot {i}");
+        }
+        // Popping in two steps: only what is due comes out, in order.
+        let half = t0 + Duration::from_millis(50_000);
+        let first = std::iter::from_fn(|| t.pop_due(half)).count();
+        let due = model.iter().flatten().filter(|&&ms| ms <= 50_000).count();
+        assert_eq!(first, due);
+        t.check();
+        let rest = drain(&mut t, t0 + Duration::from_secs(1000));
+        assert_eq!(first + rest.len(), model.iter().flatten().count());
     }
 
     #[test]
     fn pops_due_entries_in_deadline_order() {
         Slim::init();
         let t0 = Instant::now();
-        let id = |idx| Id { idx, generation: 0 };
         let mut t = Timers::default();
-        t.push(t0 + Duration::from_secs(3), id(3));
-        t.push(t0 + Duration::from_secs(1), id(1));
-        t.push(t0 + Duration::from_secs(2), id(2));
+        t.set(id(3), Slim::from(t0 + Duration::from_secs(3)));
+        t.set(id(1), Slim::from(t0 + Duration::from_secs(1)));
+        t.set(id(2), Slim::from(t0 + Duration::from_secs(2)));
         assert_eq!(t.next(), Some(t0 + Duration::from_secs(1)));
         assert_eq!(t.pop_due(t0), None);
         let due = t0 + Duration::from_secs(2);
