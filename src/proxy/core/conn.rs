@@ -34,13 +34,20 @@ const MAX_REPLAYS: u8 = 2;
 /// request in flight; one that has been quiet longer closes at once. A fresh connection gets
 /// the same time for its first request.
 const DRAIN_IDLE_QUIET: Duration = Duration::from_secs(1);
-/// How long a keep-alive connection stays idle with its active state before it parks. Under
-/// load the next request follows a response within a client round trip (well under a
-/// millisecond on a local network), so a busy connection never parks and pays no park/unpark
-/// per request; a connection that is really idle gives its state back this soon, a delay no
-/// one notices in memory use. It also bounds what the grace holds: at most the connections
-/// answered within the last 50 ms keep their state (about 5 KiB each plus buffers).
-pub(super) const IDLE_GRACE: Duration = Duration::from_millis(50);
+/// How long a keep-alive connection that has been reused (it has served [`GRACE_AFTER`]
+/// requests) stays idle with its active state before it parks. Under load the next request
+/// follows a response within a client round trip (well under a millisecond on a local network),
+/// so a busy connection never parks and pays no park/unpark per request; a connection that is
+/// really idle gives its state back this soon, a delay no one notices in memory use. What the
+/// grace holds is bounded by the request rate: only connections answered within the last 50 ms
+/// keep their state (about 5 KiB each plus buffers).
+pub const IDLE_GRACE: Duration = Duration::from_millis(50);
+/// Requests a connection must have served before it idles in [`IDLE_GRACE`]; until then it
+/// parks as soon as it is idle. A connection that sent one request may well send no other (a
+/// probe, a client holding it open): a burst of those would otherwise keep a state each for
+/// the grace, and the memory they took stays with the process after they park. A second
+/// request shows the client reuses its connection.
+pub const GRACE_AFTER: u64 = 2;
 
 /// Worker-wide context lent to every connection of one worker (never shared across workers).
 pub struct WorkerCx {
@@ -150,8 +157,8 @@ enum UpState {
 }
 
 /// The full state of a downstream connection with an exchange under way (or about to start).
-/// A keep-alive connection idle for [`IDLE_GRACE`] gives it back to its worker ([`Conn`]
-/// parks) and keeps only what [`Parked`] holds.
+/// An idle keep-alive connection gives it back to its worker ([`Conn`] parks, after
+/// [`IDLE_GRACE`] once it has been reused) and keeps only what [`Parked`] holds.
 struct Active {
     info: ConnInfo,
     started: Instant,
@@ -1524,11 +1531,12 @@ enum State {
 }
 
 /// One downstream connection. Once it has waited [`IDLE_GRACE`] for its next request with
-/// nothing buffered it is *parked*: its buffers, decoders and upstream state go back to the
-/// worker (a bounded list of spare states, reused by the next connection that receives
-/// bytes), so an idle keep-alive connection costs only a few hundred bytes, while one kept
-/// busy by its client never pays for parking and unparking between its requests. A new
-/// connection starts parked.
+/// nothing buffered (a connection that has served fewer than [`GRACE_AFTER`] requests does not
+/// wait) it is *parked*: its buffers, decoders and upstream state go back to the worker (a
+/// bounded list of spare states, reused by the next connection that receives bytes), so an
+/// idle keep-alive connection costs only a few hundred bytes, while one kept busy by its
+/// client never pays for parking and unparking between its requests. A new connection starts
+/// parked.
 pub struct Conn {
     state: State,
 }
@@ -1591,8 +1599,9 @@ impl Conn {
     }
 
     /// Parks the connection once it has been idle with nothing buffered for [`IDLE_GRACE`]
-    /// (at once when it was parked before this callback and nothing came of it); until then
-    /// its deadline includes the park time, so the driver's timer callback parks it.
+    /// (at once when it has served fewer than [`GRACE_AFTER`] requests, or when it was parked
+    /// before this callback and nothing came of it); until then its deadline includes the park
+    /// time, so the driver's timer callback parks it.
     fn settle_idle(&mut self, cx: &mut WorkerCx, now: Instant) {
         let State::Active(a) = &mut self.state else {
             return;
@@ -1601,7 +1610,12 @@ impl Conn {
             a.park_at = None;
             return;
         }
-        if now < *a.park_at.get_or_insert(now + IDLE_GRACE) {
+        let at = match a.park_at {
+            Some(t) => t,
+            None if a.requests < GRACE_AFTER => now,
+            None => *a.park_at.insert(now + IDLE_GRACE),
+        };
+        if now < at {
             return;
         }
         let limits = cx.shared_limits(&a.limits);

@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
-use super::conn::IDLE_GRACE;
 use super::*;
 use crate::metrics::{ErrorReason, Metrics, StatusClass};
 use crate::proxy::io::{Action, ConnHandler, ConnInfo, PoolLimits, UpstreamError};
@@ -1119,6 +1118,26 @@ fn an_idle_connection_is_small() {
     );
 }
 
+impl Sim {
+    /// One proxied exchange (`GET_API` answered with `OK_5`), its answer taken by the client.
+    fn exchange(&mut self) {
+        self.send(GET_API);
+        self.reply(OK_5);
+        assert!(self.take_client().ends_with("hello"));
+    }
+
+    /// A connection whose client has reused it: its next answer leaves it idling in the
+    /// grace instead of parking at once.
+    fn reused(limits: ConnLimits) -> Sim {
+        let mut s = Sim::new(limits);
+        for _ in 1..GRACE_AFTER {
+            s.exchange();
+            assert!(s.conn.is_parked(), "not reused yet: parks at once");
+        }
+        s
+    }
+}
+
 #[test]
 fn idle_connections_park_and_give_their_state_back() {
     let mut s = Sim::new(ConnLimits::default());
@@ -1132,32 +1151,36 @@ fn idle_connections_park_and_give_their_state_back() {
     assert_eq!(s.metrics.data_plane_snapshot().connections_parked, 0);
     s.reply(OK_5);
     assert!(s.take_client().ends_with("hello"));
-    assert!(!s.conn.is_parked(), "answered: idle, within the grace");
-    s.advance(IDLE_GRACE);
     assert!(
         s.conn.is_parked(),
-        "answered, written and idle for the grace: the connection parks"
+        "answered and written after its first request: the connection parks at once"
     );
     assert_eq!(s.cx.spare_states(), 1);
     assert_eq!(s.metrics.data_plane_snapshot().connections_parked, 1);
+    assert_eq!(
+        s.conn.deadline(),
+        Some(s.now + ConnLimits::default().idle_timeout)
+    );
 
-    // The next request takes the spare state back and is served as before.
+    // The next request takes the spare state back and is served as before; the connection
+    // is reused now, so it idles in the grace before it parks again.
     s.send(GET_API);
     assert_eq!(s.cx.spare_states(), 0);
     assert_eq!(s.metrics.data_plane_snapshot().connections_parked, 0);
     s.reply(OK_5);
     assert!(s.take_client().ends_with("hello"));
     assert_eq!(s.connects.len(), 2);
+    assert!(!s.conn.is_parked(), "answered: idle, within the grace");
     s.advance(IDLE_GRACE);
     assert!(s.conn.is_parked());
+    assert_eq!(s.cx.spare_states(), 1);
+    assert_eq!(s.metrics.data_plane_snapshot().connections_parked, 1);
 }
 
 #[test]
 fn an_idle_connection_parks_only_after_the_grace() {
-    let mut s = Sim::new(ConnLimits::default());
-    s.send(GET_API);
-    s.reply(OK_5);
-    assert!(s.take_client().ends_with("hello"));
+    let mut s = Sim::reused(ConnLimits::default());
+    s.exchange();
     let answered = s.now;
     assert!(!s.conn.is_parked());
     assert_eq!(
@@ -1188,20 +1211,18 @@ fn an_idle_connection_parks_only_after_the_grace() {
 
 #[test]
 fn requests_inside_the_grace_are_served_without_parking() {
-    let mut s = Sim::new(ConnLimits::default());
+    let mut s = Sim::reused(ConnLimits::default());
     assert_eq!(s.metrics.data_plane_snapshot().connections_parked, 1);
     // A keep-alive client sending a request every half grace, for many graces in all: the
     // connection never parks, so it never unparks either.
     for i in 0..20 {
-        s.send(GET_API);
-        s.reply(OK_5);
-        assert!(s.take_client().ends_with("hello"), "request {i}");
+        s.exchange();
         s.advance(IDLE_GRACE / 2);
         assert!(!s.conn.is_parked(), "request {i}");
         assert_eq!(s.metrics.data_plane_snapshot().connections_parked, 0);
         assert_eq!(s.cx.spare_states(), 0, "no state went back to the worker");
     }
-    assert_eq!(s.connects.len(), 20);
+    assert_eq!(s.connects.len(), 20 + GRACE_AFTER as usize - 1);
     // The grace counts from the last answer.
     s.advance(IDLE_GRACE / 2);
     assert!(s.conn.is_parked());
@@ -1215,10 +1236,10 @@ fn the_idle_timeout_is_exact_inside_the_grace_and_when_parked() {
         idle_timeout: IDLE_GRACE / 2,
         ..ConnLimits::default()
     };
-    let mut s = Sim::new(short);
-    s.send(GET_API);
-    s.reply(OK_5);
+    let mut s = Sim::reused(short);
+    s.exchange();
     let answered = s.now;
+    assert!(!s.conn.is_parked());
     assert_eq!(s.conn.deadline(), Some(answered + IDLE_GRACE / 2));
     s.advance(IDLE_GRACE / 2 - Duration::from_nanos(1));
     assert_eq!(s.closed, None);
@@ -1232,9 +1253,8 @@ fn the_idle_timeout_is_exact_inside_the_grace_and_when_parked() {
         idle_timeout: Duration::from_secs(3),
         ..ConnLimits::default()
     };
-    let mut s = Sim::new(long);
-    s.send(GET_API);
-    s.reply(OK_5);
+    let mut s = Sim::reused(long);
+    s.exchange();
     let answered = s.now;
     s.advance(IDLE_GRACE);
     assert!(s.conn.is_parked());
@@ -1248,10 +1268,8 @@ fn the_idle_timeout_is_exact_inside_the_grace_and_when_parked() {
 
 #[test]
 fn drain_inside_the_grace_parks_then_closes_once_quiet() {
-    let mut s = Sim::new(ConnLimits::default());
-    s.send(GET_API);
-    s.reply(OK_5);
-    s.take_client();
+    let mut s = Sim::reused(ConnLimits::default());
+    s.exchange();
     let answered = s.now;
     s.advance(IDLE_GRACE / 5);
     s.drain();
@@ -1280,11 +1298,19 @@ fn a_parked_connection_woken_without_a_request_parks_again_at_once() {
     assert_eq!(fresh.cx.spare_states(), 1);
     assert_eq!(fresh.metrics.data_plane_snapshot().connections_parked, 1);
 
-    let mut s = Sim::new(ConnLimits::default());
-    s.send(GET_API);
-    s.reply(OK_5);
+    let mut s = Sim::reused(ConnLimits::default());
+    s.exchange();
     s.advance(IDLE_GRACE);
     assert!(s.conn.is_parked());
+    assert_eq!(s.cx.spare_states(), 1);
+    // Another connection holds the spare state, so the drained one wakes in a new one.
+    let mut other = Conn::new(
+        &mut s.cx,
+        client_info(SocketAddr::from(([192, 0, 2, 9], 50002))),
+        s.now,
+    );
+    other.on_downstream_data(&mut s.cx, b"GET / HTTP/1.1\r\n", s.now);
+    assert_eq!(s.cx.spare_states(), 0);
     s.advance(Duration::from_millis(100));
     s.drain();
     assert_eq!(s.closed, None);
@@ -1293,9 +1319,8 @@ fn a_parked_connection_woken_without_a_request_parks_again_at_once() {
     assert_eq!(s.cx.spare_states(), 1);
     // A zero-byte settle point (what the TLS layer gives once its output is flushed) on a
     // connection in the grace does not park it early.
-    let mut t = Sim::new(ConnLimits::default());
-    t.send(GET_API);
-    t.reply(OK_5);
+    let mut t = Sim::reused(ConnLimits::default());
+    t.exchange();
     t.conn.downstream_written(&mut t.cx, 0, t.now);
     assert!(!t.conn.is_parked());
     assert_eq!(t.conn.deadline(), Some(t.now + IDLE_GRACE));
@@ -1303,7 +1328,7 @@ fn a_parked_connection_woken_without_a_request_parks_again_at_once() {
 
 #[test]
 fn a_partial_head_or_unwritten_response_keeps_the_connection_active() {
-    let mut s = Sim::new(ConnLimits::default());
+    let mut s = Sim::reused(ConnLimits::default());
     let (a, b) = GET_API.split_at(12);
     s.send(a);
     assert!(!s.conn.is_parked(), "half a head is buffered");
@@ -1328,7 +1353,6 @@ fn pipelined_requests_are_served_across_parking() {
     s.send(GET_API);
     s.reply(OK_5);
     s.take_client();
-    s.advance(IDLE_GRACE);
     assert!(s.conn.is_parked());
     let mut two = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
     two.extend_from_slice(GET_API);
@@ -1349,9 +1373,8 @@ fn a_parked_connection_times_out_and_closes_when_drained() {
         idle_timeout: Duration::from_secs(5),
         ..ConnLimits::default()
     };
-    let mut s = Sim::new(limits);
-    s.send(GET_API);
-    s.reply(OK_5);
+    let mut s = Sim::reused(limits);
+    s.exchange();
     let answered = s.now;
     s.advance(IDLE_GRACE);
     assert!(s.conn.is_parked());
@@ -1393,23 +1416,26 @@ fn parked_connections_hand_their_access_record_back() {
     };
     let mut a = Conn::new(&mut s.cx, info(1), s.now);
     let mut b = Conn::new(&mut s.cx, info(2), s.now);
-    let exchange = |c: &mut Conn, s: &mut Sim, path: &str| {
+    let exchange = |c: &mut Conn, s: &mut Sim, path: &str, reused: bool| {
         let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
         c.on_downstream_data(&mut s.cx, req.as_bytes(), s.now);
         let n = c.downstream_out().len();
         assert!(n > 0);
         c.downstream_written(&mut s.cx, n, s.now);
-        assert!(!c.is_parked(), "within the grace");
-        s.now += IDLE_GRACE;
-        assert_eq!(c.deadline(), Some(s.now));
-        c.on_timer(&mut s.cx, s.now);
+        if reused {
+            assert!(!c.is_parked(), "within the grace");
+            s.now += IDLE_GRACE;
+            assert_eq!(c.deadline(), Some(s.now));
+            c.on_timer(&mut s.cx, s.now);
+        }
         assert!(c.is_parked());
         let rec = rx.try_recv().expect("one record per request");
         (rec, req.len(), n)
     };
     for (round, path) in ["/one", "/two-two", "/3"].iter().enumerate() {
+        let reused = round + 1 >= GRACE_AFTER as usize;
         for (c, peer) in [(&mut a, info(1).peer), (&mut b, info(2).peer)] {
-            let (rec, bytes_in, bytes_out) = exchange(c, &mut s, path);
+            let (rec, bytes_in, bytes_out) = exchange(c, &mut s, path, reused);
             assert_eq!(rec.client, peer, "round {round}");
             assert_eq!(rec.path(), *path);
             assert_eq!(rec.bytes_in, bytes_in as u64);
@@ -1423,22 +1449,29 @@ fn parked_connections_hand_their_access_record_back() {
 fn spare_states_are_bounded() {
     let mut s = Sim::new(ConnLimits::default());
     let info = client_info(SocketAddr::from(([192, 0, 2, 8], 50001)));
-    // Many connections active at once, then all idle: only a bounded number of states stay.
+    // Many connections active at once, then all idle: only a bounded number of states stay,
+    // whether they park at once (first request) or after the grace (reused).
     let mut conns: Vec<Conn> = (0..100)
         .map(|_| Conn::new(&mut s.cx, info.clone(), s.now))
         .collect();
-    for c in &mut conns {
-        c.on_downstream_data(&mut s.cx, b"GET / HTTP/1.1\r\nHost: x\r\n", s.now);
-        assert!(!c.is_parked());
+    for round in 0..GRACE_AFTER {
+        for c in &mut conns {
+            c.on_downstream_data(&mut s.cx, b"GET / HTTP/1.1\r\nHost: x\r\n", s.now);
+            assert!(!c.is_parked());
+        }
+        for c in &mut conns {
+            c.on_downstream_data(&mut s.cx, b"\r\n", s.now);
+            let n = c.downstream_out().len();
+            assert!(n > 0);
+            c.downstream_written(&mut s.cx, n, s.now);
+            assert_eq!(c.is_parked(), round + 1 < GRACE_AFTER, "round {round}");
+        }
+        if round + 1 < GRACE_AFTER {
+            assert!(s.cx.spare_states() <= 32, "{}", s.cx.spare_states());
+            assert!(s.cx.spare_states() > 0);
+        }
     }
-    for c in &mut conns {
-        c.on_downstream_data(&mut s.cx, b"\r\n", s.now);
-        let n = c.downstream_out().len();
-        assert!(n > 0);
-        c.downstream_written(&mut s.cx, n, s.now);
-        assert!(!c.is_parked(), "within the grace");
-    }
-    assert_eq!(s.cx.spare_states(), 0);
+    assert_eq!(s.cx.spare_states(), 0, "reused connections idle in the grace");
     s.now += IDLE_GRACE;
     for c in &mut conns {
         c.on_timer(&mut s.cx, s.now);
@@ -1457,8 +1490,6 @@ fn parked_connections_keep_their_limits_across_a_reload() {
     let mut s = Sim::new(limits(5));
     s.send(GET_API);
     s.reply(OK_5);
-    let answered = s.now;
-    s.advance(IDLE_GRACE);
     assert!(s.conn.is_parked());
     let table = routing::compile(&model(), 2).table;
     s.cx_swap(Snapshot::new(
@@ -1467,7 +1498,7 @@ fn parked_connections_keep_their_limits_across_a_reload() {
         limits(30),
     ));
     // Idle under the limits of its last request, as before the reload.
-    assert_eq!(s.conn.deadline(), Some(answered + Duration::from_secs(5)));
+    assert_eq!(s.conn.deadline(), Some(s.now + Duration::from_secs(5)));
     s.advance(Duration::from_secs(1));
     s.send(GET_API);
     s.reply(OK_5);
