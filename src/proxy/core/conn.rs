@@ -1217,8 +1217,6 @@ impl Active {
         let mut conn = Active::blank(limits, now);
         conn.log = RequestLog::new(info.peer, now);
         conn.info = info;
-        // Like a connection born parked, one that sent nothing has no grace to wait out.
-        conn.park_at = Some(now);
         if cx.draining {
             conn.start_drain(now);
         }

@@ -1471,7 +1471,11 @@ fn spare_states_are_bounded() {
             assert!(s.cx.spare_states() > 0);
         }
     }
-    assert_eq!(s.cx.spare_states(), 0, "reused connections idle in the grace");
+    assert_eq!(
+        s.cx.spare_states(),
+        0,
+        "reused connections idle in the grace"
+    );
     s.now += IDLE_GRACE;
     for c in &mut conns {
         c.on_timer(&mut s.cx, s.now);
@@ -1507,8 +1511,5 @@ fn parked_connections_keep_their_limits_across_a_reload() {
     s.advance(IDLE_GRACE);
     assert!(s.conn.is_parked());
     // The next request picked up the new limits.
-    assert_eq!(
-        s.conn.deadline(),
-        Some(answered + Duration::from_secs(30))
-    );
+    assert_eq!(s.conn.deadline(), Some(answered + Duration::from_secs(30)));
 }
