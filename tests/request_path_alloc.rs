@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_gateway::metrics::Metrics;
-use arc_gateway::proxy::core::{Conn, ConnLimits, Snapshot, UpstreamSpec, WorkerCx};
+use arc_gateway::proxy::core::{Conn, ConnLimits, IDLE_GRACE, Snapshot, UpstreamSpec, WorkerCx};
 use arc_gateway::proxy::io::{Action, ConnHandler, ConnInfo, PoolLimits};
 use arc_gateway::routing::{self, Backend, HostRules, PathType, RouteModel, RouteRule};
 use arc_swap::ArcSwap;
@@ -158,6 +158,21 @@ impl Rig {
         self.pump();
     }
 
+    /// The client stays quiet for the idle grace: the driver's timer parks a reused
+    /// connection then (one that served a single request parked at once). Returns whether it
+    /// was still waiting in the grace.
+    fn idle_until_parked(&mut self) -> bool {
+        self.now += IDLE_GRACE;
+        let waited = !self.conn.is_parked();
+        if waited {
+            assert_eq!(self.conn.deadline(), Some(self.now), "the park time");
+            self.conn.on_timer(&mut self.cx, self.now);
+            self.pump();
+        }
+        assert!(self.conn.is_parked());
+        waited
+    }
+
     /// One request Arc answers itself.
     fn direct(&mut self) {
         self.client.clear();
@@ -199,6 +214,35 @@ fn a_warm_keep_alive_connection_proxies_without_allocating() {
     assert_eq!(
         allocations, 0,
         "{allocations} allocations for {rounds} proxied requests"
+    );
+}
+
+#[test]
+fn a_keep_alive_connection_parking_between_requests_proxies_without_allocating() {
+    // A client slower than the idle grace: the connection parks after every response and its
+    // next request takes the worker's spare state back.
+    let mut rig = Rig::new();
+    for _ in 0..4 {
+        rig.proxied();
+        rig.idle_until_parked();
+    }
+    let rounds = 64;
+    let mut waited = 0;
+    let allocations = counting::allocations_during(|| {
+        for _ in 0..rounds {
+            rig.proxied();
+            waited += usize::from(rig.idle_until_parked());
+        }
+    });
+    assert_eq!(
+        waited, rounds,
+        "each answer left the connection in the grace"
+    );
+    assert_eq!(rig.releases, 4 + rounds);
+    assert!(rig.client.ends_with(b"0123456789abcdef"));
+    assert_eq!(
+        allocations, 0,
+        "{allocations} allocations for {rounds} proxied requests with parking between"
     );
 }
 

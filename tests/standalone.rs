@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use arc_gateway::admin::HealthState;
 use arc_gateway::config::{self, Format};
 use arc_gateway::metrics::{ErrorReason, Metrics};
+use arc_gateway::proxy::core::IDLE_GRACE;
 use arc_gateway::runtime::Server;
 
 use common::ca::TestCa;
@@ -602,6 +603,17 @@ fn tls_sni_and_default_certificate(driver: &str) {
     );
 }
 
+/// Asserts that reused idle connections parked no sooner than [`IDLE_GRACE`] after
+/// `last_sent`, when the last of them was sent its request: the gauge counts that connection
+/// only once it has been idle for the grace, which begins after its request arrived.
+fn assert_parked_after_grace(last_sent: std::time::Instant, what: &str) {
+    let waited = last_sent.elapsed();
+    assert!(
+        waited >= IDLE_GRACE,
+        "{what}: parked {waited:?} after the last request, within the idle grace"
+    );
+}
+
 /// Waits (bounded) until `arc_connections_idle` reads `want`; returns the last value read.
 fn wait_parked(arc: &Arc1, want: i64) -> i64 {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -652,7 +664,9 @@ fn idle_connections_release_buffers_and_serve_again(driver: &str) {
         "half a head keeps its buffer"
     );
 
+    let mut last_sent = std::time::Instant::now();
     for (i, (c, buf)) in conns.iter_mut().enumerate() {
+        last_sent = std::time::Instant::now();
         let requests = if partial.contains(&i) {
             c.write_all(rest).unwrap();
             1
@@ -674,6 +688,8 @@ fn idle_connections_release_buffers_and_serve_again(driver: &str) {
         N as i64,
         "idle again after the second round"
     );
+    // Reused now: they idle in the grace first.
+    assert_parked_after_grace(last_sent, "second round");
     drop(conns);
     assert_eq!(
         wait_parked(&arc, 0),
@@ -709,7 +725,9 @@ fn idle_tls_connections_park(driver: &str) {
         ));
     }
     for round in 0..2 {
+        let mut last_sent = std::time::Instant::now();
         for (tls, buf) in &mut conns {
+            last_sent = std::time::Instant::now();
             tls.write_all(GET.as_bytes()).unwrap();
             let (head, _) = read_response(tls, buf).expect("response");
             assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
@@ -719,6 +737,10 @@ fn idle_tls_connections_park(driver: &str) {
             N as i64,
             "round {round}: every idle TLS connection parked"
         );
+        if round > 0 {
+            // Reused: they idle in the grace first (after one request they park at once).
+            assert_parked_after_grace(last_sent, &format!("TLS round {round}"));
+        }
     }
     drop(conns);
     assert_eq!(wait_parked(&arc, 0), 0);

@@ -34,6 +34,20 @@ const MAX_REPLAYS: u8 = 2;
 /// request in flight; one that has been quiet longer closes at once. A fresh connection gets
 /// the same time for its first request.
 const DRAIN_IDLE_QUIET: Duration = Duration::from_secs(1);
+/// How long a keep-alive connection that has been reused (it has served [`GRACE_AFTER`]
+/// requests) stays idle with its active state before it parks. Under load the next request
+/// follows a response within a client round trip (well under a millisecond on a local network),
+/// so a busy connection never parks and pays no park/unpark per request; a connection that is
+/// really idle gives its state back this soon, a delay no one notices in memory use. What the
+/// grace holds is bounded by the request rate: only connections answered within the last 50 ms
+/// keep their state (about 5 KiB each plus buffers).
+pub const IDLE_GRACE: Duration = Duration::from_millis(50);
+/// Requests a connection must have served before it idles in [`IDLE_GRACE`]; until then it
+/// parks as soon as it is idle. A connection that sent one request may well send no other (a
+/// probe, a client holding it open): a burst of those would otherwise keep a state each for
+/// the grace, and the memory they took stays with the process after they park. A second
+/// request shows the client reuses its connection.
+pub const GRACE_AFTER: u64 = 2;
 
 /// Worker-wide context lent to every connection of one worker (never shared across workers).
 pub struct WorkerCx {
@@ -143,8 +157,8 @@ enum UpState {
 }
 
 /// The full state of a downstream connection with an exchange under way (or about to start).
-/// An idle keep-alive connection gives it back to its worker ([`Conn`] parks) and keeps only
-/// what [`Parked`] holds.
+/// An idle keep-alive connection gives it back to its worker ([`Conn`] parks, after
+/// [`IDLE_GRACE`] once it has been reused) and keeps only what [`Parked`] holds.
 struct Active {
     info: ConnInfo,
     started: Instant,
@@ -208,6 +222,11 @@ struct Active {
     draining: bool,
     /// During drain, when an idle connection that never sent a request gives up.
     drain_idle_by: Option<Instant>,
+    /// When this connection, idle and parkable since the end of a callback, parks (see
+    /// [`IDLE_GRACE`]); `None` while it is not parkable. Set when it first settles parkable,
+    /// cleared when it stops being so; a connection just taken out of its parked form gets
+    /// the time it was taken out, so that it parks again at once when nothing came of it.
+    park_at: Option<Instant>,
     /// Access-log fields of the current request.
     log: RequestLog,
 }
@@ -1208,6 +1227,7 @@ impl Active {
             down_eof: false,
             draining: false,
             drain_idle_by: None,
+            park_at: None,
             log: RequestLog::new(std::net::SocketAddr::from(([0, 0, 0, 0], 0)), now),
         }
     }
@@ -1330,9 +1350,10 @@ impl Active {
             return None;
         }
         let down = match self.stage {
-            Stage::Idle => Some(match self.head_started {
-                Some(t) => t + self.limits.header_read_timeout,
-                None => self.idle_deadline(),
+            Stage::Idle => Some(match (self.head_started, self.park_at) {
+                (Some(t), _) => t + self.limits.header_read_timeout,
+                (None, Some(park)) => self.idle_deadline().min(park),
+                (None, None) => self.idle_deadline(),
             }),
             _ => None,
         };
@@ -1533,10 +1554,13 @@ enum State {
     Vacant,
 }
 
-/// One downstream connection. While it waits for its next request with nothing buffered it
-/// is *parked*: its buffers, decoders and upstream state go back to the worker (a bounded
-/// list of spare states, reused by the next connection that receives bytes), so an idle
-/// keep-alive connection costs only a few hundred bytes.
+/// One downstream connection. Once it has waited [`IDLE_GRACE`] for its next request with
+/// nothing buffered (a connection that has served fewer than [`GRACE_AFTER`] requests does not
+/// wait) it is *parked*: its buffers, decoders and upstream state go back to the worker (a
+/// bounded list of spare states, reused by the next connection that receives bytes), so an
+/// idle keep-alive connection costs only a few hundred bytes, while one kept busy by its
+/// client never pays for parking and unparking between its requests. A new connection starts
+/// parked.
 pub struct Conn {
     state: State,
 }
@@ -1584,6 +1608,7 @@ impl Conn {
                 None => Box::new(Active::blank(*p.limits, now)),
             };
             a.unpark(p);
+            a.park_at = Some(now);
             self.state = State::Active(a);
         }
         if let State::Vacant = self.state {
@@ -1597,12 +1622,24 @@ impl Conn {
         }
     }
 
-    /// Parks the connection when it has become idle with nothing buffered.
-    fn settle_idle(&mut self, cx: &mut WorkerCx) {
+    /// Parks the connection once it has been idle with nothing buffered for [`IDLE_GRACE`]
+    /// (at once when it has served fewer than [`GRACE_AFTER`] requests, or when it was parked
+    /// before this callback and nothing came of it); until then its deadline includes the park
+    /// time, so the driver's timer callback parks it.
+    fn settle_idle(&mut self, cx: &mut WorkerCx, now: Instant) {
         let State::Active(a) = &mut self.state else {
             return;
         };
         if !a.parkable() {
+            a.park_at = None;
+            return;
+        }
+        let at = match a.park_at {
+            Some(t) => t,
+            None if a.requests < GRACE_AFTER => now,
+            None => *a.park_at.insert(now + IDLE_GRACE),
+        };
+        if now < at {
             return;
         }
         let limits = cx.shared_limits(&a.limits);
@@ -1626,7 +1663,7 @@ impl Conn {
     ) {
         let a = self.active(cx, now);
         f(a, cx);
-        self.settle_idle(cx);
+        self.settle_idle(cx, now);
     }
 }
 
@@ -1638,7 +1675,7 @@ impl ConnHandler for Conn {
             let mut conn = Conn {
                 state: State::Active(Box::new(Active::create(cx, info, now))),
             };
-            conn.settle_idle(cx);
+            conn.settle_idle(cx, now);
             return conn;
         }
         // Born parked: the state that holds buffers is taken when the first bytes arrive.

@@ -7,7 +7,7 @@
 mod conn;
 pub mod snapshot;
 
-pub use conn::{Conn, WorkerCx};
+pub use conn::{Conn, GRACE_AFTER, IDLE_GRACE, WorkerCx};
 pub use snapshot::{ConnLimits, SharedSnapshot, Snapshot, UpstreamSpec, View, Views};
 
 #[cfg(test)]

@@ -1000,6 +1000,7 @@ fn connection_opened_during_drain_gets_one_answer_then_closes() {
     // One that sends nothing gives up after a short grace, not after the idle timeout.
     s.closed = None;
     s.conn = Conn::new(&mut s.cx, info, s.now);
+    assert!(s.conn.is_parked(), "no grace before the first request");
     let deadline = s.conn.deadline().expect("a deadline");
     assert!(deadline <= s.now + Duration::from_secs(1), "grace too long");
     s.advance(Duration::from_millis(500));
@@ -1138,6 +1139,26 @@ fn an_idle_connection_is_small() {
     );
 }
 
+impl Sim {
+    /// One proxied exchange (`GET_API` answered with `OK_5`), its answer taken by the client.
+    fn exchange(&mut self) {
+        self.send(GET_API);
+        self.reply(OK_5);
+        assert!(self.take_client().ends_with("hello"));
+    }
+
+    /// A connection whose client has reused it: its next answer leaves it idling in the
+    /// grace instead of parking at once.
+    fn reused(limits: ConnLimits) -> Sim {
+        let mut s = Sim::new(limits);
+        for _ in 1..GRACE_AFTER {
+            s.exchange();
+            assert!(s.conn.is_parked(), "not reused yet: parks at once");
+        }
+        s
+    }
+}
+
 #[test]
 fn idle_connections_park_and_give_their_state_back() {
     let mut s = Sim::new(ConnLimits::default());
@@ -1153,23 +1174,182 @@ fn idle_connections_park_and_give_their_state_back() {
     assert!(s.take_client().ends_with("hello"));
     assert!(
         s.conn.is_parked(),
-        "answered and written: the connection is idle"
+        "answered and written after its first request: the connection parks at once"
     );
     assert_eq!(s.cx.spare_states(), 1);
     assert_eq!(s.metrics.data_plane_snapshot().connections_parked, 1);
+    assert_eq!(
+        s.conn.deadline(),
+        Some(s.now + ConnLimits::default().idle_timeout)
+    );
 
-    // The next request takes the spare state back and is served as before.
+    // The next request takes the spare state back and is served as before; the connection
+    // is reused now, so it idles in the grace before it parks again.
     s.send(GET_API);
     assert_eq!(s.cx.spare_states(), 0);
+    assert_eq!(s.metrics.data_plane_snapshot().connections_parked, 0);
     s.reply(OK_5);
     assert!(s.take_client().ends_with("hello"));
     assert_eq!(s.connects.len(), 2);
+    assert!(!s.conn.is_parked(), "answered: idle, within the grace");
+    s.advance(IDLE_GRACE);
     assert!(s.conn.is_parked());
+    assert_eq!(s.cx.spare_states(), 1);
+    assert_eq!(s.metrics.data_plane_snapshot().connections_parked, 1);
+}
+
+#[test]
+fn an_idle_connection_parks_only_after_the_grace() {
+    let mut s = Sim::reused(ConnLimits::default());
+    s.exchange();
+    let answered = s.now;
+    assert!(!s.conn.is_parked());
+    assert_eq!(
+        s.conn.deadline(),
+        Some(answered + IDLE_GRACE),
+        "the deadline is the park time while the connection waits in the grace"
+    );
+    // Short of the grace nothing happens, even when a timer fires early.
+    s.advance(IDLE_GRACE - Duration::from_nanos(1));
+    s.conn.on_timer(&mut s.cx, s.now);
+    s.pump();
+    assert!(!s.conn.is_parked());
+    assert_eq!(s.conn.deadline(), Some(answered + IDLE_GRACE));
+    assert_eq!(s.metrics.data_plane_snapshot().connections_parked, 0);
+    assert_eq!(s.cx.spare_states(), 0);
+    // The timer at the deadline parks it.
+    s.advance(Duration::from_nanos(1));
+    assert!(s.conn.is_parked());
+    assert_eq!(s.metrics.data_plane_snapshot().connections_parked, 1);
+    assert_eq!(s.cx.spare_states(), 1);
+    assert_eq!(
+        s.conn.deadline(),
+        Some(answered + ConnLimits::default().idle_timeout),
+        "parked: the idle timeout, counted from the answer"
+    );
+    assert_eq!(s.closed, None);
+}
+
+#[test]
+fn requests_inside_the_grace_are_served_without_parking() {
+    let mut s = Sim::reused(ConnLimits::default());
+    assert_eq!(s.metrics.data_plane_snapshot().connections_parked, 1);
+    // A keep-alive client sending a request every half grace, for many graces in all: the
+    // connection never parks, so it never unparks either.
+    for i in 0..20 {
+        s.exchange();
+        s.advance(IDLE_GRACE / 2);
+        assert!(!s.conn.is_parked(), "request {i}");
+        assert_eq!(s.metrics.data_plane_snapshot().connections_parked, 0);
+        assert_eq!(s.cx.spare_states(), 0, "no state went back to the worker");
+    }
+    assert_eq!(s.connects.len(), 20 + GRACE_AFTER as usize - 1);
+    // The grace counts from the last answer.
+    s.advance(IDLE_GRACE / 2);
+    assert!(s.conn.is_parked());
+    assert_eq!(s.metrics.data_plane_snapshot().connections_parked, 1);
+}
+
+#[test]
+fn the_idle_timeout_is_exact_inside_the_grace_and_when_parked() {
+    // An idle timeout shorter than the grace closes the connection before it ever parks.
+    let short = ConnLimits {
+        idle_timeout: IDLE_GRACE / 2,
+        ..ConnLimits::default()
+    };
+    let mut s = Sim::reused(short);
+    s.exchange();
+    let answered = s.now;
+    assert!(!s.conn.is_parked());
+    assert_eq!(s.conn.deadline(), Some(answered + IDLE_GRACE / 2));
+    s.advance(IDLE_GRACE / 2 - Duration::from_nanos(1));
+    assert_eq!(s.closed, None);
+    s.advance(Duration::from_nanos(1));
+    assert_eq!(s.closed, Some(true));
+    assert!(!s.conn.is_parked());
+    assert_eq!(s.metrics.data_plane_snapshot().connections_parked, 0);
+
+    // A longer one: parks after the grace, closes at the timeout from the answer.
+    let long = ConnLimits {
+        idle_timeout: Duration::from_secs(3),
+        ..ConnLimits::default()
+    };
+    let mut s = Sim::reused(long);
+    s.exchange();
+    let answered = s.now;
+    s.advance(IDLE_GRACE);
+    assert!(s.conn.is_parked());
+    s.advance(Duration::from_secs(3) - IDLE_GRACE - Duration::from_nanos(1));
+    assert_eq!(s.closed, None);
+    s.advance(Duration::from_nanos(1));
+    assert_eq!(s.now, answered + Duration::from_secs(3));
+    assert_eq!(s.closed, Some(true));
+    assert_eq!(s.metrics.data_plane_snapshot().connections_parked, 0);
+}
+
+#[test]
+fn drain_inside_the_grace_parks_then_closes_once_quiet() {
+    let mut s = Sim::reused(ConnLimits::default());
+    s.exchange();
+    let answered = s.now;
+    s.advance(IDLE_GRACE / 5);
+    s.drain();
+    assert_eq!(s.closed, None);
+    assert!(!s.conn.is_parked());
+    assert_eq!(s.conn.deadline(), Some(answered + IDLE_GRACE));
+    s.advance(IDLE_GRACE - IDLE_GRACE / 5);
+    assert!(s.conn.is_parked(), "draining does not keep it from parking");
+    assert_eq!(s.conn.deadline(), Some(answered + Duration::from_secs(1)));
+    s.advance(Duration::from_secs(1) - IDLE_GRACE - Duration::from_nanos(1));
+    assert_eq!(s.closed, None);
+    s.advance(Duration::from_nanos(1));
+    assert_eq!(s.closed, Some(true));
+}
+
+#[test]
+fn a_parked_connection_woken_without_a_request_parks_again_at_once() {
+    // Drain reaches every connection: a parked one takes a state for the call and gives it
+    // back at once instead of holding it for a grace (10 000 idle connections would otherwise
+    // all hold one together).
+    let mut fresh = Sim::new(ConnLimits::default());
+    assert_eq!(fresh.cx.spare_states(), 0);
+    fresh.drain();
+    assert_eq!(fresh.closed, None);
+    assert!(fresh.conn.is_parked(), "a new connection stays parked");
+    assert_eq!(fresh.cx.spare_states(), 1);
+    assert_eq!(fresh.metrics.data_plane_snapshot().connections_parked, 1);
+
+    let mut s = Sim::reused(ConnLimits::default());
+    s.exchange();
+    s.advance(IDLE_GRACE);
+    assert!(s.conn.is_parked());
+    assert_eq!(s.cx.spare_states(), 1);
+    // Another connection holds the spare state, so the drained one wakes in a new one.
+    let mut other = Conn::new(
+        &mut s.cx,
+        client_info(SocketAddr::from(([192, 0, 2, 9], 50002))),
+        s.now,
+    );
+    other.on_downstream_data(&mut s.cx, b"GET / HTTP/1.1\r\n", s.now);
+    assert_eq!(s.cx.spare_states(), 0);
+    s.advance(Duration::from_millis(100));
+    s.drain();
+    assert_eq!(s.closed, None);
+    assert!(s.conn.is_parked());
+    assert_eq!(s.metrics.data_plane_snapshot().connections_parked, 1);
+    assert_eq!(s.cx.spare_states(), 1);
+    // A zero-byte settle point (what the TLS layer gives once its output is flushed) on a
+    // connection in the grace does not park it early.
+    let mut t = Sim::reused(ConnLimits::default());
+    t.exchange();
+    t.conn.downstream_written(&mut t.cx, 0, t.now);
+    assert!(!t.conn.is_parked());
+    assert_eq!(t.conn.deadline(), Some(t.now + IDLE_GRACE));
 }
 
 #[test]
 fn a_partial_head_or_unwritten_response_keeps_the_connection_active() {
-    let mut s = Sim::new(ConnLimits::default());
+    let mut s = Sim::reused(ConnLimits::default());
     let (a, b) = GET_API.split_at(12);
     s.send(a);
     assert!(!s.conn.is_parked(), "half a head is buffered");
@@ -1177,9 +1357,14 @@ fn a_partial_head_or_unwritten_response_keeps_the_connection_active() {
     s.client_reads = false;
     s.reply(OK_5);
     assert!(!s.conn.is_parked(), "the response is not written yet");
+    // Time passing while the response waits does not count towards the grace.
+    s.advance(2 * IDLE_GRACE);
+    assert!(!s.conn.is_parked(), "the response is still not written");
     s.client_reads = true;
     s.pump();
     assert!(s.take_client().ends_with("hello"));
+    assert_eq!(s.conn.deadline(), Some(s.now + IDLE_GRACE));
+    s.advance(IDLE_GRACE);
     assert!(s.conn.is_parked());
 }
 
@@ -1199,6 +1384,7 @@ fn pipelined_requests_are_served_across_parking() {
     assert!(t.starts_with("HTTP/1.1 200 OK\r\n"), "{t}");
     assert!(t.contains("Arc is running\n"), "{t}");
     assert!(t.ends_with("bye"), "{t}");
+    s.advance(IDLE_GRACE);
     assert!(s.conn.is_parked());
 }
 
@@ -1208,14 +1394,17 @@ fn a_parked_connection_times_out_and_closes_when_drained() {
         idle_timeout: Duration::from_secs(5),
         ..ConnLimits::default()
     };
-    let mut s = Sim::new(limits);
-    s.send(GET_API);
-    s.reply(OK_5);
+    let mut s = Sim::reused(limits);
+    s.exchange();
+    let answered = s.now;
+    s.advance(IDLE_GRACE);
     assert!(s.conn.is_parked());
-    assert_eq!(s.conn.deadline(), Some(s.now + Duration::from_secs(5)));
-    s.advance(Duration::from_secs(4));
+    // The idle timeout counts from the answer, not from the park.
+    assert_eq!(s.conn.deadline(), Some(answered + Duration::from_secs(5)));
+    s.advance(Duration::from_secs(5) - IDLE_GRACE - Duration::from_nanos(1));
     assert!(s.conn.is_parked() && s.closed.is_none());
-    s.advance(Duration::from_secs(1));
+    s.advance(Duration::from_nanos(1));
+    assert_eq!(s.now, answered + Duration::from_secs(5));
     assert_eq!(s.closed, Some(true));
     assert!(s.conn.is_closed());
     assert_eq!(s.metrics.data_plane_snapshot().connections_parked, 0);
@@ -1248,19 +1437,26 @@ fn parked_connections_hand_their_access_record_back() {
     };
     let mut a = Conn::new(&mut s.cx, info(1), s.now);
     let mut b = Conn::new(&mut s.cx, info(2), s.now);
-    let exchange = |c: &mut Conn, s: &mut Sim, path: &str| {
+    let exchange = |c: &mut Conn, s: &mut Sim, path: &str, reused: bool| {
         let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
         c.on_downstream_data(&mut s.cx, req.as_bytes(), s.now);
         let n = c.downstream_out().len();
         assert!(n > 0);
         c.downstream_written(&mut s.cx, n, s.now);
+        if reused {
+            assert!(!c.is_parked(), "within the grace");
+            s.now += IDLE_GRACE;
+            assert_eq!(c.deadline(), Some(s.now));
+            c.on_timer(&mut s.cx, s.now);
+        }
         assert!(c.is_parked());
         let rec = rx.try_recv().expect("one record per request");
         (rec, req.len(), n)
     };
     for (round, path) in ["/one", "/two-two", "/3"].iter().enumerate() {
+        let reused = round + 1 >= GRACE_AFTER as usize;
         for (c, peer) in [(&mut a, info(1).peer), (&mut b, info(2).peer)] {
-            let (rec, bytes_in, bytes_out) = exchange(c, &mut s, path);
+            let (rec, bytes_in, bytes_out) = exchange(c, &mut s, path, reused);
             assert_eq!(rec.client, peer, "round {round}");
             assert_eq!(rec.path(), *path);
             assert_eq!(rec.bytes_in, bytes_in as u64);
@@ -1274,19 +1470,36 @@ fn parked_connections_hand_their_access_record_back() {
 fn spare_states_are_bounded() {
     let mut s = Sim::new(ConnLimits::default());
     let info = client_info(SocketAddr::from(([192, 0, 2, 8], 50001)));
-    // Many connections active at once, then all idle: only a bounded number of states stay.
+    // Many connections active at once, then all idle: only a bounded number of states stay,
+    // whether they park at once (first request) or after the grace (reused).
     let mut conns: Vec<Conn> = (0..100)
         .map(|_| Conn::new(&mut s.cx, info.clone(), s.now))
         .collect();
-    for c in &mut conns {
-        c.on_downstream_data(&mut s.cx, b"GET / HTTP/1.1\r\nHost: x\r\n", s.now);
-        assert!(!c.is_parked());
+    for round in 0..GRACE_AFTER {
+        for c in &mut conns {
+            c.on_downstream_data(&mut s.cx, b"GET / HTTP/1.1\r\nHost: x\r\n", s.now);
+            assert!(!c.is_parked());
+        }
+        for c in &mut conns {
+            c.on_downstream_data(&mut s.cx, b"\r\n", s.now);
+            let n = c.downstream_out().len();
+            assert!(n > 0);
+            c.downstream_written(&mut s.cx, n, s.now);
+            assert_eq!(c.is_parked(), round + 1 < GRACE_AFTER, "round {round}");
+        }
+        if round + 1 < GRACE_AFTER {
+            assert!(s.cx.spare_states() <= 32, "{}", s.cx.spare_states());
+            assert!(s.cx.spare_states() > 0);
+        }
     }
+    assert_eq!(
+        s.cx.spare_states(),
+        0,
+        "reused connections idle in the grace"
+    );
+    s.now += IDLE_GRACE;
     for c in &mut conns {
-        c.on_downstream_data(&mut s.cx, b"\r\n", s.now);
-        let n = c.downstream_out().len();
-        assert!(n > 0);
-        c.downstream_written(&mut s.cx, n, s.now);
+        c.on_timer(&mut s.cx, s.now);
         assert!(c.is_parked());
     }
     assert!(s.cx.spare_states() <= 32, "{}", s.cx.spare_states());
@@ -1314,10 +1527,12 @@ fn parked_connections_keep_their_limits_across_a_reload() {
     s.advance(Duration::from_secs(1));
     s.send(GET_API);
     s.reply(OK_5);
+    let answered = s.now;
     assert!(s.take_client().ends_with("hello"));
+    s.advance(IDLE_GRACE);
     assert!(s.conn.is_parked());
     // The next request picked up the new limits.
-    assert_eq!(s.conn.deadline(), Some(s.now + Duration::from_secs(30)));
+    assert_eq!(s.conn.deadline(), Some(answered + Duration::from_secs(30)));
 }
 
 #[test]
