@@ -925,6 +925,25 @@ async fn status_by_the_leader_only_and_rbac() -> R {
         Some(0.0)
     );
     assert_eq!(second.metric("arc_kube_leader").await, Some(0.0));
+    // Events too come from the leader only: one report per problem, not one per replica.
+    let reporters: Vec<Option<String>> = c
+        .events
+        .list(&Default::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.regarding
+                .as_ref()
+                .is_some_and(|r| r.name.as_deref() == Some("bad"))
+        })
+        .map(|e| e.reporting_instance)
+        .collect();
+    assert!(!reporters.is_empty(), "no Event about Ingress bad");
+    assert!(
+        reporters.iter().all(|r| r.as_deref() == Some("arc-first")),
+        "Events about Ingress bad written by {reporters:?}, not only by the leader arc-first"
+    );
     assert!(lb_ips(&c, "foreign").await?.is_empty());
     assert!(lb_ips(&c, "bad").await?.is_empty());
 

@@ -48,6 +48,12 @@ impl EventSink {
         }
     }
 
+    /// Forgets every problem published so far (this replica stopped reporting them); they are
+    /// published again by the next [`EventSink::publish`] that still has them.
+    pub fn forget(&mut self) {
+        self.said.clear();
+    }
+
     /// Publishes the problems not yet published for their object's current version and
     /// forgets those that went away (so they are reported again if they come back).
     pub async fn publish(&mut self, problems: &[Problem]) {

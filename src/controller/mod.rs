@@ -40,8 +40,8 @@
 //! - `translate` validates Secret certificates with the TLS room's public loader
 //!   (`proxy::tls::LoadedCert`), so a bad Secret is reported on its Ingress before it reaches
 //!   the data plane; nothing else of the proxy is used here.
-//! - Events are written by every replica (each sees the same objects); status only by the
-//!   leader of the `kubernetes.election_id` Lease.
+//! - Events and Ingress status are written only by the leader of the `kubernetes.election_id`
+//!   Lease (every replica sees the same objects, so one report each is enough).
 
 pub mod events;
 pub mod leader;
@@ -572,10 +572,19 @@ impl Recompiler {
         if let Some(p) = self.apply_config_map(token.as_deref()) {
             problems.push(p);
         }
+        // Every replica sees the same objects: only the leader reports them, so each problem
+        // gets one Event, not one per replica. A replica that stops leading forgets what it
+        // said, so it reports the current problems again if it leads later (a leadership
+        // change triggers a recompile).
+        let leading = *self.leader.borrow();
         if let Some(sink) = self.events.as_mut() {
-            sink.publish(&problems).await;
+            if leading {
+                sink.publish(&problems).await;
+            } else {
+                sink.forget();
+            }
         }
-        if *self.leader.borrow() {
+        if leading {
             self.write_status(&t.served, &inputs).await;
         }
     }
