@@ -580,9 +580,7 @@ fn backend_protocol_https_yields_an_https_upstream() {
     let plain = up("default/web:80");
     assert_eq!(
         https.tls,
-        Some(BackendTls {
-            server_name: "web.default.svc".into()
-        })
+        Some(BackendTls::insecure("web.default.svc"))
     );
     assert_eq!(plain.tls, None);
     assert!(!https.addrs.is_empty());

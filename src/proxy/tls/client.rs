@@ -776,4 +776,195 @@ mod tests {
             assert!(matches!(r, Err(UpstreamTlsError::Ca { .. })), "{r:?}");
         }
     }
+
+    /// A certificate for `name` signed by `ca`, as (chain PEM, key PEM).
+    fn leaf(ca: &Ca, name: &str) -> (String, String) {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+        let cert = params.signed_by(&key, &ca.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn in_memory(ca: &Ca, name: &str) -> UpstreamTlsOptions {
+        UpstreamTlsOptions {
+            server_name: Some(name.into()),
+            verify: true,
+            ca_pem: Some(Arc::from(ca.pem.as_bytes())),
+            ..UpstreamTlsOptions::default()
+        }
+    }
+
+    fn is_bad_cert(r: Result<(), TlsError>) -> bool {
+        matches!(
+            r,
+            Err(TlsError::Handshake(rustls::Error::InvalidCertificate(_)))
+        )
+    }
+
+    #[test]
+    fn in_memory_ca_verifies_its_own_certificates_only() {
+        let trusted = ca();
+        let tls = UpstreamTls::new(&in_memory(&trusted, "app.internal")).unwrap();
+        assert!(tls.verifies());
+        let mut client = tls.connect(ep()).unwrap();
+        let mut server = acceptor(&trusted, "app.internal").accept().unwrap();
+        handshake(&mut client, &mut server).unwrap();
+        assert_eq!(server.sni(), Some("app.internal"));
+
+        let mut client = tls.connect(ep()).unwrap();
+        let mut server = acceptor(&ca(), "app.internal").accept().unwrap();
+        assert!(is_bad_cert(handshake(&mut client, &mut server)));
+    }
+
+    #[test]
+    fn sni_off_sends_none_but_still_verifies_the_name() {
+        let trusted = ca();
+        let tls = UpstreamTls::new(&UpstreamTlsOptions {
+            no_sni: true,
+            ..in_memory(&trusted, "app.internal")
+        })
+        .unwrap();
+        assert!(!tls.sends_sni());
+        let mut client = tls.connect(ep()).unwrap();
+        let mut server = acceptor(&trusted, "app.internal").accept().unwrap();
+        handshake(&mut client, &mut server).unwrap();
+        assert_eq!(server.sni(), None, "no SNI sent");
+
+        let mut client = tls.connect(ep()).unwrap();
+        let mut server = acceptor(&trusted, "other.internal").accept().unwrap();
+        assert!(
+            is_bad_cert(handshake(&mut client, &mut server)),
+            "the name is checked without SNI"
+        );
+
+        // Verification off with SNI off: any certificate, no SNI.
+        let tls = UpstreamTls::new(&UpstreamTlsOptions {
+            server_name: Some("app.internal".into()),
+            no_sni: true,
+            ..UpstreamTlsOptions::default()
+        })
+        .unwrap();
+        let mut client = tls.connect(ep()).unwrap();
+        let mut server = acceptor(&ca(), "x.example").accept().unwrap();
+        handshake(&mut client, &mut server).unwrap();
+        assert_eq!(server.sni(), None);
+    }
+
+    /// A server that requires a client certificate signed by `client_ca`.
+    fn mtls_server(server_ca: &Ca, client_ca: &Ca) -> TlsSession {
+        let (chain, key) = leaf(server_ca, "app.internal");
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(client_ca.pem.as_bytes()).unwrap())
+            .unwrap();
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider(),
+        )
+        .build()
+        .unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(
+                CertificateDer::pem_slice_iter(chain.as_bytes())
+                    .collect::<Result<Vec<_>, _>>()
+                    .unwrap(),
+                PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+            )
+            .unwrap();
+        TlsSession::new(Arc::new(config), DEFAULT_SEND_BUFFER_LIMIT).unwrap()
+    }
+
+    #[test]
+    fn client_certificate_is_presented_when_configured() {
+        let (server_ca, client_ca) = (ca(), ca());
+        let (chain, key) = leaf(&client_ca, "client.internal");
+        let cert = ClientCertPem {
+            chain: Arc::from(chain.as_bytes()),
+            key: Arc::from(key.as_bytes()),
+        };
+        for verify in [true, false] {
+            let tls = UpstreamTls::new(&UpstreamTlsOptions {
+                verify,
+                client_cert: Some(cert.clone()),
+                ..in_memory(&server_ca, "app.internal")
+            })
+            .unwrap();
+            assert!(tls.has_client_cert());
+            let mut client = tls.connect(ep()).unwrap();
+            let mut server = mtls_server(&server_ca, &client_ca);
+            handshake(&mut client, &mut server).unwrap();
+        }
+        // Without it the server refuses the handshake.
+        let tls = UpstreamTls::new(&in_memory(&server_ca, "app.internal")).unwrap();
+        let mut client = tls.connect(ep()).unwrap();
+        let mut server = mtls_server(&server_ca, &client_ca);
+        let r = (|| {
+            handshake(&mut client, &mut server)?;
+            // TLS 1.3: the server judges the client's certificate after the client finished.
+            let mut back = Vec::new();
+            server.write_ciphertext(&mut back);
+            client.on_ciphertext(&back)?;
+            let mut plain = Vec::new();
+            server.read_plaintext(&mut plain)?;
+            Ok::<_, TlsError>(())
+        })();
+        assert!(r.is_err(), "the server must refuse a client without certificate");
+    }
+
+    #[test]
+    fn in_memory_settings_compare_by_content_and_bad_pem_is_refused() {
+        let (a, b) = (ca(), ca());
+        let ta = UpstreamTls::new(&in_memory(&a, "x.internal")).unwrap();
+        let ta2 = UpstreamTls::new(&in_memory(&a, "x.internal")).unwrap();
+        let tb = UpstreamTls::new(&in_memory(&b, "x.internal")).unwrap();
+        let no_sni = UpstreamTls::new(&UpstreamTlsOptions {
+            no_sni: true,
+            ..in_memory(&a, "x.internal")
+        })
+        .unwrap();
+        assert_eq!(ta, ta2);
+        assert_ne!(ta, tb);
+        assert_ne!(ta, no_sni);
+        let (chain, key) = leaf(&a, "c.internal");
+        let with_cert = |chain: &str, key: &str| {
+            UpstreamTls::new(&UpstreamTlsOptions {
+                client_cert: Some(ClientCertPem {
+                    chain: Arc::from(chain.as_bytes()),
+                    key: Arc::from(key.as_bytes()),
+                }),
+                ..in_memory(&a, "x.internal")
+            })
+        };
+        assert_ne!(ta, with_cert(&chain, &key).unwrap());
+
+        let r = UpstreamTls::new(&UpstreamTlsOptions {
+            ca_pem: Some(Arc::from(&b"not pem"[..])),
+            ..in_memory(&a, "x.internal")
+        });
+        assert!(matches!(r, Err(UpstreamTlsError::CaPem { .. })), "{r:?}");
+        let (_, other_key) = leaf(&a, "c.internal");
+        let r = with_cert(&chain, &other_key);
+        assert!(
+            matches!(&r, Err(UpstreamTlsError::ClientCert { reason }) if reason.contains("does not match")),
+            "{r:?}"
+        );
+        let r = with_cert("garbage", &key);
+        assert!(
+            matches!(r, Err(UpstreamTlsError::ClientCert { .. })),
+            "{r:?}"
+        );
+        assert!(
+            !format!(
+                "{:?}",
+                ClientCertPem {
+                    chain: Arc::from(chain.as_bytes()),
+                    key: Arc::from(key.as_bytes()),
+                }
+            )
+            .contains("PRIVATE KEY")
+        );
+    }
 }
