@@ -911,7 +911,10 @@ mod tests {
             server.read_plaintext(&mut plain)?;
             Ok::<_, TlsError>(())
         })();
-        assert!(r.is_err(), "the server must refuse a client without certificate");
+        assert!(
+            r.is_err(),
+            "the server must refuse a client without certificate"
+        );
     }
 
     #[test]
