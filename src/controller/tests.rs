@@ -1650,7 +1650,14 @@ fn backend_tls_bad_values_and_secrets_make_the_ingress_invalid() {
         ),
         data_secret("other", "elsewhere", &[("ca.crt", &ca_pem)]),
     ];
-    let cases: Vec<(&str, Vec<(&str, &str)>, &str, &str)> = vec![
+    /// (prefix, annotations, annotation named in the message, detail in the message)
+    type Case = (
+        &'static str,
+        Vec<(&'static str, &'static str)>,
+        &'static str,
+        &'static str,
+    );
+    let cases: Vec<Case> = vec![
         (
             NATIVE,
             vec![("proxy-ssl-verify", "yes")],

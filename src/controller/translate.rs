@@ -380,15 +380,15 @@ fn parse_secret_ref(key: &str, v: &str) -> Result<(Option<String>, String), Stri
     Ok((ns.map(str::to_owned), name.to_owned()))
 }
 
+/// A warning Event: (reason, message).
+type Warning = (&'static str, String);
+
 /// Reads the annotations: Ok with warnings (unknown or ignored keys, as (reason, message)),
 /// or Err with the reasons the Ingress is invalid. `ns` is the Ingress's namespace.
 fn read_annotations(
     ann: Option<&BTreeMap<String, String>>,
     ns: &str,
-) -> (
-    Result<Annotations, Vec<String>>,
-    Vec<(&'static str, String)>,
-) {
+) -> (Result<Annotations, Vec<String>>, Vec<Warning>) {
     let mut out = Annotations::default();
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
