@@ -592,6 +592,14 @@ fn ingress_backend_tls_annotations(driver: &str) {
             k8s_ingress("nosni", "web", &nosni),
             k8s_ingress("mtls", "mweb", &verify("default/client")),
             k8s_ingress("nocert", "mweb", &verify("default/right")),
+            k8s_ingress(
+                "broken",
+                "web",
+                &[
+                    ("proxy-ssl-verify", "on"),
+                    ("proxy-ssl-secret", "default/right"),
+                ],
+            ),
         ],
         classes: vec![Arc::new(
             serde_json::from_value(serde_json::json!({"metadata": {"name": "arc"},
@@ -636,7 +644,23 @@ fn ingress_backend_tls_annotations(driver: &str) {
         "{:?}",
         t.problems
     );
-    assert_eq!(t.served.len(), 5);
+    assert_eq!(t.served.len(), 6);
+    // Settings the runtime cannot use (translation validates them, so only a damaged state
+    // gets here): the upstream gets no endpoints, never plain or unverified TLS.
+    let mut upstreams = t.upstreams;
+    let broken = t
+        .model
+        .hosts
+        .iter()
+        .find(|h| h.host.as_deref() == Some("broken.test"))
+        .and_then(|h| h.rules.first())
+        .and_then(|r| r.backend.upstream_name())
+        .expect("broken.test routed")
+        .to_string();
+    for u in upstreams.iter_mut().filter(|u| u.name == broken) {
+        let tls = u.tls.as_mut().expect("https upstream");
+        tls.ca_pem = Some(Arc::from(&b"not a certificate"[..]));
+    }
 
     let yaml = format!(
         "node: {{workers: 2}}\n\
@@ -653,7 +677,7 @@ fn ingress_backend_tls_annotations(driver: &str) {
     server
         .publish(Arc::new(arc_gateway::controller::ClusterState {
             model: t.model,
-            upstreams: t.upstreams,
+            upstreams,
             certs: t.certs,
         }))
         .unwrap_or_else(|e| panic!("publish: {e}"));
@@ -683,7 +707,17 @@ fn ingress_backend_tls_annotations(driver: &str) {
     let mut c = connect(arc.http());
     let (head, _) = get(&mut c, &mut buf, "nocert.test");
     assert!(head.starts_with("HTTP/1.1 502 "), "no client cert: {head}");
+    let (head, _) = get(&mut c, &mut buf, "broken.test");
+    assert!(
+        head.starts_with("HTTP/1.1 503 "),
+        "unusable TLS settings: {head}"
+    );
     assert_eq!(plain_tls.requests.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        plain_tls.connections.load(Ordering::SeqCst),
+        3,
+        "good, nosni (other settings) and bad; none for broken"
+    );
     assert_eq!(
         mtls.requests.load(Ordering::SeqCst),
         1,
