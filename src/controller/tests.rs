@@ -1649,6 +1649,11 @@ fn backend_tls_bad_values_and_secrets_make_the_ingress_invalid() {
             ],
         ),
         data_secret("other", "elsewhere", &[("ca.crt", &ca_pem)]),
+        {
+            let mut opaque = (*data_secret("default", "opaque", &[("ca.crt", &ca_pem)])).clone();
+            opaque.type_ = Some("Opaque".into());
+            Arc::new(opaque)
+        },
     ];
     /// (prefix, annotations, annotation named in the message, detail in the message)
     type Case = (
@@ -1711,6 +1716,15 @@ fn backend_tls_bad_values_and_secrets_make_the_ingress_invalid() {
             ],
             "proxy-ssl-secret",
             "default/bad-ca ca.crt",
+        ),
+        (
+            NATIVE,
+            vec![
+                ("proxy-ssl-verify", "on"),
+                ("proxy-ssl-secret", "default/opaque"),
+            ],
+            "proxy-ssl-secret",
+            "not of type kubernetes.io/tls",
         ),
         (
             NATIVE,

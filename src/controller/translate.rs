@@ -643,6 +643,11 @@ fn backend_tls_settings(idx: &Index<'_>, ann: &Annotations) -> Result<TlsSetting
             "{key}: Secret {ns}/{name} not found (it must exist and be of type kubernetes.io/tls)"
         ));
     };
+    if secret.type_.as_deref() != Some("kubernetes.io/tls") {
+        return Err(format!(
+            "{key}: Secret {ns}/{name} is not of type kubernetes.io/tls"
+        ));
+    }
     let data = secret.data.as_ref();
     let get = |k: &str| {
         data.and_then(|d| d.get(k))
