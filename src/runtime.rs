@@ -123,6 +123,7 @@ pub fn upstream_tls(
         server_name,
         verify: t.verify,
         ca: t.ca.as_ref().map(PathBuf::from),
+        ..Default::default()
     })
     .map(Some)
 }
@@ -194,14 +195,28 @@ pub fn cluster_snapshot(
         .iter()
         .enumerate()
         .map(|(i, u)| {
-            let mut up = cfg.upstream_defaults.upstream(&u.name, &u.addrs);
-            up.tls = u.tls.as_ref().map(|t| config::UpstreamTls {
-                enabled: true,
-                server_name: Some(t.server_name.clone()),
-                verify: false,
-                ca: None,
-            });
-            resolve_upstream(&up, i)
+            let up = cfg.upstream_defaults.upstream(&u.name, &u.addrs);
+            let mut spec = resolve_upstream(&up, i);
+            if let Some(t) = &u.tls {
+                let opts = crate::proxy::tls::UpstreamTlsOptions {
+                    server_name: Some(t.server_name.clone()),
+                    verify: t.verify,
+                    ca: None,
+                    ca_pem: t.ca_pem.clone(),
+                    client_cert: t.client_cert.clone(),
+                    no_sni: !t.sni,
+                };
+                match crate::proxy::tls::UpstreamTls::new(&opts) {
+                    Ok(tls) => spec.tls = Some(tls),
+                    Err(e) => {
+                        // Never fall back to plain HTTP: the upstream gets no traffic (503).
+                        tracing::warn!(upstream = %u.name, error = %e,
+                            "backend TLS settings unusable; the upstream gets no traffic");
+                        spec.endpoints.clear();
+                    }
+                }
+            }
+            spec
         })
         .collect();
     let snapshot = Snapshot::new(compiled.table, upstreams, conn_limits(cfg))

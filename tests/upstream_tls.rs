@@ -1,7 +1,9 @@
 //! HTTPS upstreams end to end on loopback, under each io driver: the real `runtime::Server`
 //! proxying plain HTTP clients to a rustls backend (std threads), with verification on
 //! (configured CA) and off, SNI, keep-alive reuse of the TLS connection, and a failed
-//! verification answered 502 and counted as `upstream_tls`.
+//! verification answered 502 and counted as `upstream_tls`. The Ingress path too: backend TLS
+//! annotations translated and published as a cluster state (CA from a Secret, SNI off, client
+//! certificate).
 
 mod common;
 
@@ -33,19 +35,33 @@ struct TlsBackend {
 }
 
 fn tls_backend(ca: &TestCa, names: &[&str]) -> TlsBackend {
+    tls_backend_with(ca, names, None)
+}
+
+/// Like [`tls_backend`]; with `client_ca` the backend requires a client certificate it signed.
+fn tls_backend_with(ca: &TestCa, names: &[&str], client_ca: Option<&TestCa>) -> TlsBackend {
     let (cert_pem, key_pem) = ca.leaf(names);
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
         .collect::<Result<_, _>>()
         .unwrap();
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
-    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::aws_lc_rs::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
     .unwrap();
+    let cfg = match client_ca {
+        Some(client_ca) => cfg.with_client_cert_verifier(
+            rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(client_ca.roots()),
+                Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+            )
+            .build()
+            .unwrap(),
+        ),
+        None => cfg.with_no_client_auth(),
+    };
+    let mut cfg = cfg.with_single_cert(chain, key).unwrap();
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     let cfg = Arc::new(cfg);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -466,6 +482,249 @@ fn stalled_handshake_times_out(driver: &str) {
     assert_eq!(snap.error_count(ErrorReason::UpstreamTimeout), 1);
 }
 
+/// A `kubernetes.io/tls` Secret `default/<name>` with the given data keys.
+fn k8s_secret(name: &str, data: &[(&str, &str)]) -> Arc<k8s_openapi::api::core::v1::Secret> {
+    let data: serde_json::Map<String, serde_json::Value> = data
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                serde_json::Value::String(base64(v.as_bytes())),
+            )
+        })
+        .collect();
+    Arc::new(
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"namespace": "default", "name": name},
+            "type": "kubernetes.io/tls",
+            "data": data,
+        }))
+        .unwrap(),
+    )
+}
+
+fn base64(b: &[u8]) -> String {
+    // Reuse the PEM encoder: strip its armour and line breaks.
+    pem_cert(b)
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect()
+}
+
+/// Ingress `default/<name>` for host `<name>.test` → Service `web` port 443 with `backend-protocol:
+/// HTTPS` and `extra` annotations (nginx spelling for the first, Arc's for the others).
+fn k8s_ingress(
+    name: &str,
+    svc: &str,
+    extra: &[(&str, &str)],
+) -> Arc<k8s_openapi::api::networking::v1::Ingress> {
+    let mut ann = serde_json::Map::new();
+    ann.insert(
+        "nginx.ingress.kubernetes.io/backend-protocol".into(),
+        "HTTPS".into(),
+    );
+    for (k, v) in extra {
+        ann.insert(format!("arc-gateway.io/{k}"), (*v).into());
+    }
+    Arc::new(
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"namespace": "default", "name": name, "annotations": ann,
+                "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"ingressClassName": "arc", "rules": [{"host": format!("{name}.test"),
+                "http": {"paths": [{"path": "/", "pathType": "Prefix",
+                    "backend": {"service": {"name": svc, "port": {"number": 443}}}}]}}]},
+        }))
+        .unwrap(),
+    )
+}
+
+/// A Service `default/<name>` port 443 whose one endpoint is `addr` (loopback).
+fn k8s_service(
+    name: &str,
+    addr: SocketAddr,
+) -> (
+    Arc<k8s_openapi::api::core::v1::Service>,
+    Arc<k8s_openapi::api::discovery::v1::EndpointSlice>,
+) {
+    let svc = serde_json::from_value(serde_json::json!({
+        "metadata": {"namespace": "default", "name": name},
+        "spec": {"type": "ClusterIP", "ports": [{"name": "https", "port": 443}]},
+    }))
+    .unwrap();
+    let slice = serde_json::from_value(serde_json::json!({
+        "metadata": {"namespace": "default", "name": format!("{name}-1"),
+            "labels": {"kubernetes.io/service-name": name}},
+        "addressType": "IPv4",
+        "ports": [{"name": "https", "port": addr.port()}],
+        "endpoints": [{"addresses": [addr.ip().to_string()], "conditions": {"ready": true}}],
+    }))
+    .unwrap();
+    (Arc::new(svc), Arc::new(slice))
+}
+
+/// The Ingress path: annotations → translation → published cluster state → proxied requests.
+fn ingress_backend_tls_annotations(driver: &str) {
+    use arc_gateway::controller::translate::{ClassSettings, Inputs, Severity, translate};
+    let ca = TestCa::new();
+    let other_ca = TestCa::new();
+    let client_ca = TestCa::new();
+    let (client_crt, client_key) = client_ca.leaf(&["arc.client"]);
+    let plain_tls = tls_backend(&ca, &["backend.internal"]);
+    let mtls = tls_backend_with(&ca, &["backend.internal"], Some(&client_ca));
+    let (svc, slice) = k8s_service("web", plain_tls.addr);
+    let (msvc, mslice) = k8s_service("mweb", mtls.addr);
+    let ca_pem = pem_cert(&ca.der);
+    let other_pem = pem_cert(&other_ca.der);
+    let (unused_crt, unused_key) = other_ca.leaf(&["unused.client"]);
+    let verify = |secret: &'static str| {
+        vec![
+            ("proxy-ssl-verify", "on"),
+            ("proxy-ssl-secret", secret),
+            ("proxy-ssl-name", "backend.internal"),
+        ]
+    };
+    let mut nosni = verify("default/right");
+    nosni.push(("proxy-ssl-server-name", "off"));
+    let inputs = Inputs {
+        ingresses: vec![
+            k8s_ingress("good", "web", &verify("default/right")),
+            k8s_ingress("bad", "web", &verify("default/wrong")),
+            k8s_ingress("nosni", "web", &nosni),
+            k8s_ingress("mtls", "mweb", &verify("default/client")),
+            k8s_ingress("nocert", "mweb", &verify("default/right")),
+            k8s_ingress(
+                "broken",
+                "web",
+                &[
+                    ("proxy-ssl-verify", "on"),
+                    ("proxy-ssl-secret", "default/right"),
+                ],
+            ),
+        ],
+        classes: vec![Arc::new(
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "arc"},
+                "spec": {"controller": "arc-gateway.io/ingress-controller"}}))
+            .unwrap(),
+        )],
+        services: vec![svc, msvc],
+        slices: vec![slice, mslice],
+        secrets: vec![
+            // Empty tls.crt/tls.key: no client certificate.
+            k8s_secret(
+                "right",
+                &[("ca.crt", &ca_pem), ("tls.crt", ""), ("tls.key", "")],
+            ),
+            k8s_secret(
+                "wrong",
+                &[
+                    ("ca.crt", &other_pem),
+                    ("tls.crt", &unused_crt),
+                    ("tls.key", &unused_key),
+                ],
+            ),
+            k8s_secret(
+                "client",
+                &[
+                    ("ca.crt", &ca_pem),
+                    ("tls.crt", &client_crt),
+                    ("tls.key", &client_key),
+                ],
+            ),
+        ],
+    };
+    let t = translate(
+        &inputs,
+        &ClassSettings {
+            controller_name: "arc-gateway.io/ingress-controller".into(),
+            ingress_class: "arc".into(),
+        },
+    );
+    assert!(
+        t.problems.iter().all(|p| p.severity != Severity::Invalid),
+        "{:?}",
+        t.problems
+    );
+    assert_eq!(t.served.len(), 6);
+    // Settings the runtime cannot use (translation validates them, so only a damaged state
+    // gets here): the upstream gets no endpoints, never plain or unverified TLS.
+    let mut upstreams = t.upstreams;
+    let broken = t
+        .model
+        .hosts
+        .iter()
+        .find(|h| h.host.as_deref() == Some("broken.test"))
+        .and_then(|h| h.rules.first())
+        .and_then(|r| r.backend.upstream_name())
+        .expect("broken.test routed")
+        .to_string();
+    for u in upstreams.iter_mut().filter(|u| u.name == broken) {
+        let tls = u.tls.as_mut().expect("https upstream");
+        tls.ca_pem = Some(Arc::from(&b"not a certificate"[..]));
+    }
+
+    let yaml = format!(
+        "node: {{workers: 2}}\n\
+         io_uring: {{enabled: {driver}}}\n\
+         listeners:\n  - {{name: http, bind: '127.0.0.1:0', protocol: http}}\n\
+         lifecycle: {{drain_timeout: 2s}}\n"
+    );
+    let cfg = config::parse_str(&yaml, Format::Yaml, "test.yaml").unwrap_or_else(|e| panic!("{e}"));
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(HealthState::new());
+    let dir = std::env::temp_dir();
+    let mut server = Server::start(cfg, &dir, Arc::clone(&metrics), health)
+        .unwrap_or_else(|e| panic!("start: {e}"));
+    server
+        .publish(Arc::new(arc_gateway::controller::ClusterState {
+            model: t.model,
+            upstreams,
+            certs: t.certs,
+        }))
+        .unwrap_or_else(|e| panic!("publish: {e}"));
+    let arc = Running {
+        server: Some(server),
+        metrics,
+        dir: std::env::temp_dir().join("arc-upstream-tls-unused"),
+    };
+    let mut c = connect(arc.http());
+    let mut buf = Vec::new();
+    let (head, body) = get(&mut c, &mut buf, "good.test");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert_eq!(body, "sni=backend.internal\n");
+    let (head, body) = get(&mut c, &mut buf, "nosni.test");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert_eq!(body, "sni=-\n", "proxy-ssl-server-name: off sends no SNI");
+    let (head, body) = get(&mut c, &mut buf, "mtls.test");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert_eq!(body, "sni=backend.internal\n");
+    assert_eq!(mtls.requests.load(Ordering::SeqCst), 1);
+    let (head, _) = get(&mut c, &mut buf, "bad.test");
+    assert!(head.starts_with("HTTP/1.1 502 "), "wrong CA: {head}");
+    let snap = arc.metrics.data_plane_snapshot();
+    assert_eq!(snap.error_count(ErrorReason::UpstreamTls), 1);
+    // Without a client certificate the backend refuses; under TLS 1.3 the refusal comes after
+    // the client's handshake finished, so it may surface on the response instead.
+    let mut c = connect(arc.http());
+    let (head, _) = get(&mut c, &mut buf, "nocert.test");
+    assert!(head.starts_with("HTTP/1.1 502 "), "no client cert: {head}");
+    let (head, _) = get(&mut c, &mut buf, "broken.test");
+    assert!(
+        head.starts_with("HTTP/1.1 503 "),
+        "unusable TLS settings: {head}"
+    );
+    assert_eq!(plain_tls.requests.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        plain_tls.connections.load(Ordering::SeqCst),
+        3,
+        "good, nosni (other settings) and bad; none for broken"
+    );
+    assert_eq!(
+        mtls.requests.load(Ordering::SeqCst),
+        1,
+        "no request without a client cert"
+    );
+}
+
 macro_rules! per_driver {
     ($driver:ident, $value:literal) => {
         mod $driver {
@@ -488,6 +747,10 @@ macro_rules! per_driver {
             #[test]
             fn stalled_handshake_times_out() {
                 super::stalled_handshake_times_out($value)
+            }
+            #[test]
+            fn ingress_backend_tls_annotations() {
+                super::ingress_backend_tls_annotations($value)
             }
             #[test]
             fn verify_off_accepts_any_certificate_and_ip_sends_no_sni() {

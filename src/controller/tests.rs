@@ -578,12 +578,7 @@ fn backend_protocol_https_yields_an_https_upstream() {
     };
     let https = up("default/web:80/https");
     let plain = up("default/web:80");
-    assert_eq!(
-        https.tls,
-        Some(BackendTls {
-            server_name: "web.default.svc".into()
-        })
-    );
+    assert_eq!(https.tls, Some(BackendTls::insecure("web.default.svc")));
     assert_eq!(plain.tls, None);
     assert!(!https.addrs.is_empty());
     assert_eq!(https.addrs, plain.addrs, "same endpoints, other protocol");
@@ -1411,4 +1406,477 @@ fn compile_10k_ingresses() {
         lookup_name(&t, "h9999.example.com", "/api/x").as_deref(),
         Some("default/svc1999:80")
     );
+}
+
+/// A CA for backend TLS tests: (issuer, CA certificate PEM).
+fn backend_ca() -> (rcgen::Issuer<'static, rcgen::KeyPair>, String) {
+    let key = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+    let mut params =
+        rcgen::CertificateParams::new(Vec::<String>::new()).unwrap_or_else(|e| panic!("{e}"));
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).unwrap_or_else(|e| panic!("{e}"));
+    (rcgen::Issuer::new(params, key), cert.pem())
+}
+
+/// A client certificate signed by `ca`: (chain PEM, key PEM).
+fn client_pair(ca: &rcgen::Issuer<'static, rcgen::KeyPair>) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+    let cert = rcgen::CertificateParams::new(vec!["client.internal".to_string()])
+        .and_then(|p| p.signed_by(&key, ca))
+        .unwrap_or_else(|e| panic!("{e}"));
+    (cert.pem(), key.serialize_pem())
+}
+
+/// A `kubernetes.io/tls` Secret with the given data keys.
+fn data_secret(ns: &str, name: &str, data: &[(&str, &str)]) -> Arc<Secret> {
+    let mut secret: Secret = serde_json::from_value(
+        json!({"metadata": {"namespace": ns, "name": name}, "type": "kubernetes.io/tls"}),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    secret.data = Some(
+        data.iter()
+            .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+            .collect(),
+    );
+    Arc::new(secret)
+}
+
+fn https_spec(host: &str) -> Value {
+    arc_spec(vec![rule(host, "/", "Prefix", "web", json!(80))])
+}
+
+/// Annotations `backend-protocol: HTTPS` plus `extra` (keys without prefix) under `prefix`.
+fn https_ann(prefix: &str, extra: &[(&str, &str)]) -> Value {
+    let mut m = serde_json::Map::new();
+    m.insert(format!("{prefix}backend-protocol"), json!("HTTPS"));
+    for (k, v) in extra {
+        m.insert(format!("{prefix}{k}"), json!(v));
+    }
+    Value::Object(m)
+}
+
+const NATIVE: &str = "arc-gateway.io/";
+const NGINX: &str = "nginx.ingress.kubernetes.io/";
+
+fn backend_tls_of<'a>(t: &'a Translation, host: &str) -> (String, &'a BackendTls) {
+    let name = lookup_name(t, host, "/").unwrap_or_else(|| panic!("{host} not routed"));
+    let u = t
+        .upstreams
+        .iter()
+        .find(|u| u.name == name)
+        .unwrap_or_else(|| panic!("{name}: {:?}", t.upstreams));
+    (
+        name,
+        u.tls
+            .as_ref()
+            .unwrap_or_else(|| panic!("{host}: plain upstream")),
+    )
+}
+
+#[test]
+fn backend_tls_annotations_are_read_under_both_prefixes() {
+    let (ca, ca_pem) = backend_ca();
+    let (chain, key) = client_pair(&ca);
+    let mut inputs = base_inputs();
+    inputs.secrets = vec![data_secret(
+        "default",
+        "backend-tls",
+        &[("ca.crt", &ca_pem), ("tls.crt", &chain), ("tls.key", &key)],
+    )];
+    let settings_of = |verify: &'static str, sni: &'static str| {
+        vec![
+            ("proxy-ssl-verify", verify),
+            ("proxy-ssl-secret", "default/backend-tls"),
+            ("proxy-ssl-name", "App.Internal"),
+            ("proxy-ssl-server-name", sni),
+        ]
+    };
+    inputs.ingresses = vec![
+        ingress(
+            "default",
+            "native",
+            1,
+            https_spec("a.example.com"),
+            https_ann(NATIVE, &settings_of("on", "off")),
+        ),
+        ingress(
+            "default",
+            "nginx",
+            2,
+            https_spec("b.example.com"),
+            https_ann(NGINX, &settings_of("true", "false")),
+        ),
+    ];
+    let t = translate(&inputs, &settings());
+    assert_eq!(t.invalid_objects(), 0, "{:?}", t.problems);
+    assert!(t.problems.is_empty(), "{:?}", t.problems);
+    let (name_a, a) = backend_tls_of(&t, "a.example.com");
+    let (name_b, b) = backend_tls_of(&t, "b.example.com");
+    assert_eq!(name_a, name_b, "same settings share one upstream");
+    assert_eq!(a, b);
+    let suffix = name_a
+        .strip_prefix("default/web:80/https-")
+        .unwrap_or_else(|| panic!("{name_a}"));
+    assert_eq!(suffix.len(), 8);
+    assert!(suffix.bytes().all(|c| c.is_ascii_hexdigit()), "{suffix}");
+    assert_eq!(a.server_name, "app.internal");
+    assert!(a.verify);
+    assert!(!a.sni);
+    assert_eq!(a.ca_pem.as_deref(), Some(ca_pem.as_bytes()));
+    let cert = a
+        .client_cert
+        .as_ref()
+        .unwrap_or_else(|| panic!("no client cert"));
+    assert_eq!(&*cert.chain, chain.as_bytes());
+    assert_eq!(&*cert.key, key.as_bytes());
+    assert_eq!(
+        t.upstreams
+            .iter()
+            .filter(|u| u.name.starts_with("default/web:80"))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn backend_tls_defaults_keep_the_plain_https_upstream() {
+    let mut inputs = base_inputs();
+    inputs.ingresses = vec![
+        ingress(
+            "default",
+            "bare",
+            1,
+            https_spec("a.example.com"),
+            https_ann(NATIVE, &[]),
+        ),
+        ingress(
+            "default",
+            "explicit",
+            2,
+            https_spec("b.example.com"),
+            https_ann(
+                NGINX,
+                &[
+                    ("proxy-ssl-verify", "off"),
+                    ("proxy-ssl-server-name", "on"),
+                    ("proxy-ssl-name", "web.default.svc"),
+                ],
+            ),
+        ),
+    ];
+    let t = translate(&inputs, &settings());
+    assert!(t.problems.is_empty(), "{:?}", t.problems);
+    for host in ["a.example.com", "b.example.com"] {
+        let (name, tls) = backend_tls_of(&t, host);
+        assert_eq!(name, "default/web:80/https", "{host}");
+        assert_eq!(tls, &BackendTls::insecure("web.default.svc"), "{host}");
+    }
+    assert_eq!(t.upstreams.len(), 1, "{:?}", t.upstreams);
+}
+
+#[test]
+fn backend_tls_verify_without_secret_uses_system_roots_and_secret_without_ca_gives_mtls_only() {
+    let (ca, _) = backend_ca();
+    let (chain, key) = client_pair(&ca);
+    let mut inputs = base_inputs();
+    inputs.secrets = vec![data_secret(
+        "default",
+        "client-only",
+        &[("tls.crt", &chain), ("tls.key", &key)],
+    )];
+    inputs.ingresses = vec![
+        ingress(
+            "default",
+            "roots",
+            1,
+            https_spec("a.example.com"),
+            https_ann(NATIVE, &[("proxy-ssl-verify", "on")]),
+        ),
+        ingress(
+            "default",
+            "mtls",
+            2,
+            https_spec("b.example.com"),
+            https_ann(NATIVE, &[("proxy-ssl-secret", "client-only")]),
+        ),
+    ];
+    let t = translate(&inputs, &settings());
+    assert!(t.problems.is_empty(), "{:?}", t.problems);
+    let (na, a) = backend_tls_of(&t, "a.example.com");
+    assert!(
+        a.verify && a.ca_pem.is_none() && a.client_cert.is_none(),
+        "{a:?}"
+    );
+    let (nb, b) = backend_tls_of(&t, "b.example.com");
+    assert!(
+        !b.verify && b.ca_pem.is_none() && b.client_cert.is_some(),
+        "{b:?}"
+    );
+    assert_ne!(na, nb);
+    assert_ne!(na, "default/web:80/https");
+    assert_ne!(nb, "default/web:80/https");
+}
+
+#[test]
+fn backend_tls_bad_values_and_secrets_make_the_ingress_invalid() {
+    let (ca, ca_pem) = backend_ca();
+    let (chain, key) = client_pair(&ca);
+    let (_, other_key) = client_pair(&ca);
+    let mut inputs = base_inputs();
+    inputs.secrets = vec![
+        data_secret(
+            "default",
+            "no-ca",
+            &[("tls.crt", &chain), ("tls.key", &key)],
+        ),
+        data_secret("default", "bad-ca", &[("ca.crt", "not a certificate")]),
+        data_secret(
+            "default",
+            "mismatch",
+            &[
+                ("ca.crt", &ca_pem),
+                ("tls.crt", &chain),
+                ("tls.key", &other_key),
+            ],
+        ),
+        data_secret(
+            "default",
+            "bad-cert",
+            &[
+                ("ca.crt", &ca_pem),
+                ("tls.crt", "garbage"),
+                ("tls.key", &key),
+            ],
+        ),
+        data_secret("other", "elsewhere", &[("ca.crt", &ca_pem)]),
+        {
+            let mut opaque = (*data_secret("default", "opaque", &[("ca.crt", &ca_pem)])).clone();
+            opaque.type_ = Some("Opaque".into());
+            Arc::new(opaque)
+        },
+    ];
+    /// (prefix, annotations, annotation named in the message, detail in the message)
+    type Case = (
+        &'static str,
+        Vec<(&'static str, &'static str)>,
+        &'static str,
+        &'static str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            NATIVE,
+            vec![("proxy-ssl-verify", "yes")],
+            "proxy-ssl-verify",
+            "\"yes\"",
+        ),
+        (
+            NGINX,
+            vec![("proxy-ssl-server-name", "maybe")],
+            "proxy-ssl-server-name",
+            "\"maybe\"",
+        ),
+        (
+            NATIVE,
+            vec![("proxy-ssl-name", "bad name!")],
+            "proxy-ssl-name",
+            "not a valid",
+        ),
+        (
+            NGINX,
+            vec![("proxy-ssl-secret", "a/b/c")],
+            "proxy-ssl-secret",
+            "namespace/name",
+        ),
+        (
+            NATIVE,
+            vec![("proxy-ssl-secret", "other/elsewhere")],
+            "proxy-ssl-secret",
+            "not in the Ingress's namespace",
+        ),
+        (
+            NATIVE,
+            vec![("proxy-ssl-secret", "default/missing")],
+            "proxy-ssl-secret",
+            "default/missing not found",
+        ),
+        (
+            NGINX,
+            vec![
+                ("proxy-ssl-verify", "on"),
+                ("proxy-ssl-secret", "default/no-ca"),
+            ],
+            "proxy-ssl-secret",
+            "default/no-ca has no ca.crt",
+        ),
+        (
+            NATIVE,
+            vec![
+                ("proxy-ssl-verify", "on"),
+                ("proxy-ssl-secret", "default/bad-ca"),
+            ],
+            "proxy-ssl-secret",
+            "default/bad-ca ca.crt",
+        ),
+        (
+            NATIVE,
+            vec![
+                ("proxy-ssl-verify", "on"),
+                ("proxy-ssl-secret", "default/opaque"),
+            ],
+            "proxy-ssl-secret",
+            "not of type kubernetes.io/tls",
+        ),
+        (
+            NATIVE,
+            vec![("proxy-ssl-secret", "default/mismatch")],
+            "proxy-ssl-secret",
+            "does not match",
+        ),
+        (
+            NATIVE,
+            vec![("proxy-ssl-secret", "default/bad-cert")],
+            "proxy-ssl-secret",
+            "default/bad-cert tls.crt",
+        ),
+    ];
+    for (prefix, extra, key_name, detail) in cases {
+        inputs.ingresses = vec![ingress(
+            "default",
+            "bad",
+            1,
+            https_spec("a.example.com"),
+            https_ann(prefix, &extra),
+        )];
+        let t = translate(&inputs, &settings());
+        assert_eq!(t.invalid_objects(), 1, "{extra:?}: {:?}", t.problems);
+        assert!(t.served.is_empty(), "{extra:?}");
+        assert_eq!(lookup_name(&t, "a.example.com", "/"), None, "{extra:?}");
+        let p = t
+            .problems
+            .iter()
+            .find(|p| p.severity == Severity::Invalid)
+            .unwrap_or_else(|| panic!("{extra:?}"));
+        assert_eq!(p.reason, "InvalidIngress");
+        assert!(
+            p.message.contains(&format!("{prefix}{key_name}")) && p.message.contains(detail),
+            "{extra:?}: {}",
+            p.message
+        );
+    }
+}
+
+#[test]
+fn backend_tls_ignored_annotations_only_warn() {
+    let mut inputs = base_inputs();
+    inputs.ingresses = vec![
+        ingress(
+            "default",
+            "tuned",
+            1,
+            https_spec("a.example.com"),
+            https_ann(
+                NGINX,
+                &[
+                    ("proxy-ssl-verify-depth", "2"),
+                    ("proxy-ssl-ciphers", "HIGH:!aNULL"),
+                    ("proxy-ssl-protocols", "TLSv1.2"),
+                ],
+            ),
+        ),
+        ingress(
+            "default",
+            "plain",
+            2,
+            https_spec("b.example.com"),
+            json!({"arc-gateway.io/proxy-ssl-verify": "on", "arc-gateway.io/proxy-ssl-verify-depth": "3"}),
+        ),
+    ];
+    let t = translate(&inputs, &settings());
+    assert_eq!(t.invalid_objects(), 0, "{:?}", t.problems);
+    assert_eq!(t.served.len(), 2);
+    let warnings = |name: &str| -> Vec<String> {
+        t.problems
+            .iter()
+            .filter(|p| p.object.name == name)
+            .inspect(|p| assert_eq!(p.severity, Severity::Warning, "{p:?}"))
+            .inspect(|p| assert_eq!(p.reason, "IgnoredAnnotation", "{p:?}"))
+            .map(|p| p.message.clone())
+            .collect()
+    };
+    let tuned = warnings("tuned");
+    assert_eq!(tuned.len(), 3, "{tuned:?}");
+    for k in ["verify-depth", "ciphers", "protocols"] {
+        assert!(
+            tuned
+                .iter()
+                .any(|m| m.contains(&format!("{NGINX}proxy-ssl-{k}")) && m.contains("ignored")),
+            "{k}: {tuned:?}"
+        );
+    }
+    assert_eq!(
+        backend_tls_of(&t, "a.example.com").0,
+        "default/web:80/https"
+    );
+    let plain = warnings("plain");
+    assert!(
+        plain
+            .iter()
+            .any(|m| m.contains("arc-gateway.io/proxy-ssl-verify")
+                && m.contains("has no effect without backend-protocol: HTTPS")),
+        "{plain:?}"
+    );
+    assert_eq!(
+        lookup_name(&t, "b.example.com", "/").as_deref(),
+        Some("default/web:80")
+    );
+}
+
+#[test]
+fn backend_tls_distinct_settings_get_distinct_upstreams() {
+    let (_, ca_pem) = backend_ca();
+    let mut inputs = base_inputs();
+    inputs.secrets = vec![
+        data_secret("default", "ca-one", &[("ca.crt", &ca_pem)]),
+        data_secret("default", "ca-two", &[("ca.crt", &ca_pem)]),
+    ];
+    let variants: Vec<Vec<(&str, &str)>> = vec![
+        vec![],
+        vec![("proxy-ssl-verify", "on")],
+        vec![
+            ("proxy-ssl-verify", "on"),
+            ("proxy-ssl-secret", "default/ca-one"),
+        ],
+        vec![
+            ("proxy-ssl-verify", "on"),
+            ("proxy-ssl-secret", "default/ca-two"),
+        ],
+        vec![("proxy-ssl-name", "other.internal")],
+        vec![("proxy-ssl-server-name", "off")],
+    ];
+    inputs.ingresses = variants
+        .iter()
+        .enumerate()
+        .map(|(i, extra)| {
+            ingress(
+                "default",
+                &format!("v{i}"),
+                u32::try_from(i).unwrap_or(0),
+                https_spec(&format!("h{i}.example.com")),
+                https_ann(NATIVE, extra),
+            )
+        })
+        .collect();
+    let t = translate(&inputs, &settings());
+    assert!(t.problems.is_empty(), "{:?}", t.problems);
+    let names: std::collections::HashSet<String> = (0..variants.len())
+        .map(|i| backend_tls_of(&t, &format!("h{i}.example.com")).0)
+        .collect();
+    assert_eq!(names.len(), variants.len(), "{names:?}");
+    assert_eq!(t.upstreams.len(), variants.len());
+    // Stable: the same inputs give the same names.
+    let again = translate(&inputs, &settings());
+    for i in 0..variants.len() {
+        let host = format!("h{i}.example.com");
+        assert_eq!(backend_tls_of(&t, &host).0, backend_tls_of(&again, &host).0);
+    }
 }

@@ -23,6 +23,16 @@
 //!   also be served plain by another Ingress. SNI is the Service host name
 //!   (`service.namespace.svc`, or the `externalName`); the certificate is not verified, like
 //!   ingress-nginx's default `proxy-ssl-verify off`.
+//! - **Backend TLS** (only with `backend-protocol: HTTPS`; otherwise a warning Event):
+//!   `proxy-ssl-verify` (`on`/`off`, `true`/`false`; default off) verifies chain and name;
+//!   `proxy-ssl-secret` (`namespace/name`, the Ingress's own namespace only) names a
+//!   `kubernetes.io/tls` Secret whose `ca.crt` is the CA bundle to verify with (without a
+//!   Secret, verification uses the system roots) and whose non-empty `tls.crt`/`tls.key` are
+//!   presented as client certificate; `proxy-ssl-name` replaces the Service host name for SNI
+//!   and verification; `proxy-ssl-server-name: off` sends no SNI (default on, unlike
+//!   ingress-nginx). `proxy-ssl-verify-depth`, `-ciphers`, `-protocols` are ignored with a
+//!   warning. Non-default settings give the upstream a name of its own,
+//!   `namespace/service:port/https-<hash of the settings>`. The PEM data is validated here.
 //! - **Validity**: a bad annotation value, an invalid regex, a resource backend, a
 //!   `backend-protocol` other than HTTP/HTTPS or any `*-snippet` annotation makes the whole Ingress invalid: it is not
 //!   served, gets an Event and is counted; nothing else changes. Unknown `arc-gateway.io/*`
@@ -44,6 +54,7 @@ use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
 
+use crate::proxy::tls::client::{ClientCertPem, digest, parse_ca_pem, parse_client_cert};
 use crate::proxy::tls::{CertOrigin, LoadedCert};
 use crate::routing::{Backend, HostRules, PathType, RouteModel, RouteRule};
 
@@ -61,16 +72,67 @@ pub const LEGACY_CLASS: &str = "kubernetes.io/ingress.class";
 pub const DEFAULT_CLASS: &str = "ingressclass.kubernetes.io/is-default-class";
 /// Label tying an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
-/// The ingress-nginx spellings Arc accepts for the same three annotations (migration).
-const NGINX_ALIASES: [(&str, &str); 3] = [
+/// `on`/`off`: verify the HTTPS backend's certificate chain and name (default off).
+pub const PROXY_SSL_VERIFY: &str = "arc-gateway.io/proxy-ssl-verify";
+/// `namespace/name` of a `kubernetes.io/tls` Secret: `ca.crt` to verify with, `tls.crt` and
+/// `tls.key` presented as client certificate.
+pub const PROXY_SSL_SECRET: &str = "arc-gateway.io/proxy-ssl-secret";
+/// Name sent as SNI and verified (default: the Service host name).
+pub const PROXY_SSL_NAME: &str = "arc-gateway.io/proxy-ssl-name";
+/// `on` (default)/`off`: whether SNI is sent to the HTTPS backend.
+pub const PROXY_SSL_SERVER_NAME: &str = "arc-gateway.io/proxy-ssl-server-name";
+/// Accepted for migration, ignored with a warning (rustls has no equivalent setting).
+pub const PROXY_SSL_VERIFY_DEPTH: &str = "arc-gateway.io/proxy-ssl-verify-depth";
+/// Accepted for migration, ignored with a warning (rustls picks its own safe suites).
+pub const PROXY_SSL_CIPHERS: &str = "arc-gateway.io/proxy-ssl-ciphers";
+/// Accepted for migration, ignored with a warning (TLS 1.2 and 1.3 are always offered).
+pub const PROXY_SSL_PROTOCOLS: &str = "arc-gateway.io/proxy-ssl-protocols";
+/// The ingress-nginx spellings Arc accepts for the same annotations (migration).
+const NGINX_ALIASES: [(&str, &str); 10] = [
     ("nginx.ingress.kubernetes.io/use-regex", USE_REGEX),
     ("nginx.ingress.kubernetes.io/ssl-redirect", SSL_REDIRECT),
     (
         "nginx.ingress.kubernetes.io/backend-protocol",
         BACKEND_PROTOCOL,
     ),
+    (
+        "nginx.ingress.kubernetes.io/proxy-ssl-verify",
+        PROXY_SSL_VERIFY,
+    ),
+    (
+        "nginx.ingress.kubernetes.io/proxy-ssl-secret",
+        PROXY_SSL_SECRET,
+    ),
+    ("nginx.ingress.kubernetes.io/proxy-ssl-name", PROXY_SSL_NAME),
+    (
+        "nginx.ingress.kubernetes.io/proxy-ssl-server-name",
+        PROXY_SSL_SERVER_NAME,
+    ),
+    (
+        "nginx.ingress.kubernetes.io/proxy-ssl-verify-depth",
+        PROXY_SSL_VERIFY_DEPTH,
+    ),
+    (
+        "nginx.ingress.kubernetes.io/proxy-ssl-ciphers",
+        PROXY_SSL_CIPHERS,
+    ),
+    (
+        "nginx.ingress.kubernetes.io/proxy-ssl-protocols",
+        PROXY_SSL_PROTOCOLS,
+    ),
 ];
-const KNOWN_NATIVE: [&str; 3] = [USE_REGEX, SSL_REDIRECT, BACKEND_PROTOCOL];
+const KNOWN_NATIVE: [&str; 10] = [
+    USE_REGEX,
+    SSL_REDIRECT,
+    BACKEND_PROTOCOL,
+    PROXY_SSL_VERIFY,
+    PROXY_SSL_SECRET,
+    PROXY_SSL_NAME,
+    PROXY_SSL_SERVER_NAME,
+    PROXY_SSL_VERIFY_DEPTH,
+    PROXY_SSL_CIPHERS,
+    PROXY_SSL_PROTOCOLS,
+];
 
 /// Which controller and class Arc answers for (`kubernetes.controller_name`, `.ingress_class`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,11 +201,32 @@ pub struct UpstreamEndpoints {
     pub tls: Option<BackendTls>,
 }
 
-/// TLS settings of an HTTPS backend (verification off, as ingress-nginx defaults to).
+/// TLS settings of an HTTPS backend (by default verification off, as ingress-nginx).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendTls {
-    /// Sent as SNI: the Service's host name.
+    /// Sent as SNI and verified: `proxy-ssl-name`, else the Service's host name.
     pub server_name: String,
+    /// Whether SNI is sent (`proxy-ssl-server-name`, default on).
+    pub sni: bool,
+    /// Verify the chain and the name (`proxy-ssl-verify`).
+    pub verify: bool,
+    /// CA bundle to verify with (`ca.crt` of `proxy-ssl-secret`); `None` = system roots.
+    pub ca_pem: Option<Arc<[u8]>>,
+    /// Client certificate presented (`tls.crt`/`tls.key` of `proxy-ssl-secret`).
+    pub client_cert: Option<ClientCertPem>,
+}
+
+impl BackendTls {
+    /// The default settings: SNI `server_name`, no verification, no client certificate.
+    pub fn insecure(server_name: impl Into<String>) -> Self {
+        BackendTls {
+            server_name: server_name.into(),
+            sni: true,
+            verify: false,
+            ca_pem: None,
+            client_cert: None,
+        }
+    }
 }
 
 /// A certificate from a Secret with the hosts it serves.
@@ -226,12 +309,37 @@ pub fn is_ours(ing: &Ingress, classes: &[Arc<IngressClass>], s: &ClassSettings) 
 }
 
 /// Per-Ingress settings read from annotations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Annotations {
     use_regex: bool,
     ssl_redirect: bool,
     /// `backend-protocol: HTTPS`.
     backend_https: bool,
+    /// `proxy-ssl-verify`.
+    ssl_verify: bool,
+    /// `proxy-ssl-secret` as (annotation key as written, namespace, name).
+    ssl_secret: Option<(String, String, String)>,
+    /// `proxy-ssl-name`.
+    ssl_name: Option<String>,
+    /// `proxy-ssl-server-name` (default on).
+    ssl_sni: bool,
+    /// Backend TLS annotations present, as written (for the "no effect" warning).
+    ssl_keys: Vec<String>,
+}
+
+impl Default for Annotations {
+    fn default() -> Self {
+        Annotations {
+            use_regex: false,
+            ssl_redirect: true,
+            backend_https: false,
+            ssl_verify: false,
+            ssl_secret: None,
+            ssl_name: None,
+            ssl_sni: true,
+            ssl_keys: Vec::new(),
+        }
+    }
 }
 
 fn parse_bool(key: &str, v: &str) -> Result<bool, String> {
@@ -242,16 +350,46 @@ fn parse_bool(key: &str, v: &str) -> Result<bool, String> {
     }
 }
 
-/// Reads the annotations: Ok with warnings (unknown native keys), or Err with the reasons the
-/// Ingress is invalid.
+/// ingress-nginx's `on`/`off`; `true`/`false` are accepted too.
+fn parse_on_off(key: &str, v: &str) -> Result<bool, String> {
+    match v.trim() {
+        "on" | "true" => Ok(true),
+        "off" | "false" => Ok(false),
+        other => Err(format!("{key}: {other:?} is not \"on\" or \"off\"")),
+    }
+}
+
+/// `namespace/name` (a bare name means the Ingress's namespace, checked later).
+fn parse_secret_ref(key: &str, v: &str) -> Result<(Option<String>, String), String> {
+    let v = v.trim();
+    let (ns, name) = match v.split_once('/') {
+        Some((ns, name)) => (Some(ns), name),
+        None => (None, v),
+    };
+    let ok = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 253
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+    };
+    if !ok(name) || ns.is_some_and(|n| !ok(n)) {
+        return Err(format!(
+            "{key}: {v:?} is not a Secret reference of the form namespace/name"
+        ));
+    }
+    Ok((ns.map(str::to_owned), name.to_owned()))
+}
+
+/// A warning Event: (reason, message).
+type Warning = (&'static str, String);
+
+/// Reads the annotations: Ok with warnings (unknown or ignored keys, as (reason, message)),
+/// or Err with the reasons the Ingress is invalid. `ns` is the Ingress's namespace.
 fn read_annotations(
     ann: Option<&BTreeMap<String, String>>,
-) -> (Result<Annotations, Vec<String>>, Vec<String>) {
-    let mut out = Annotations {
-        use_regex: false,
-        ssl_redirect: true,
-        backend_https: false,
-    };
+    ns: &str,
+) -> (Result<Annotations, Vec<String>>, Vec<Warning>) {
+    let mut out = Annotations::default();
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
     let Some(ann) = ann else {
@@ -282,11 +420,65 @@ fn read_annotations(
                 "HTTPS" => out.backend_https = true,
                 other => errors.push(format!("{key}: {other:?} is not HTTP or HTTPS")),
             },
+            PROXY_SSL_VERIFY => {
+                out.ssl_keys.push(key.clone());
+                match parse_on_off(key, value) {
+                    Ok(b) => out.ssl_verify = b,
+                    Err(e) => errors.push(e),
+                }
+            }
+            PROXY_SSL_SERVER_NAME => {
+                out.ssl_keys.push(key.clone());
+                match parse_on_off(key, value) {
+                    Ok(b) => out.ssl_sni = b,
+                    Err(e) => errors.push(e),
+                }
+            }
+            PROXY_SSL_NAME => {
+                out.ssl_keys.push(key.clone());
+                let name = value.trim().trim_end_matches('.').to_ascii_lowercase();
+                match rustls::pki_types::ServerName::try_from(name.as_str()) {
+                    Ok(_) if !name.is_empty() => out.ssl_name = Some(name),
+                    _ => errors.push(format!(
+                        "{key}: {value:?} is not a valid DNS name or IP address"
+                    )),
+                }
+            }
+            PROXY_SSL_SECRET => {
+                out.ssl_keys.push(key.clone());
+                match parse_secret_ref(key, value) {
+                    Ok((Some(other), name)) if other != ns => errors.push(format!(
+                        "{key}: Secret {other}/{name} is not in the Ingress's namespace {ns:?}; only Secrets of the Ingress's own namespace are allowed"
+                    )),
+                    Ok((_, name)) => out.ssl_secret = Some((key.clone(), ns.to_owned(), name)),
+                    Err(e) => errors.push(e),
+                }
+            }
+            PROXY_SSL_VERIFY_DEPTH | PROXY_SSL_CIPHERS | PROXY_SSL_PROTOCOLS => {
+                warnings.push((
+                    "IgnoredAnnotation",
+                    format!(
+                        "{key}: not supported (TLS to backends uses rustls' own verification depth, TLS 1.2/1.3 and cipher suites), ignored"
+                    ),
+                ));
+            }
             k if k.starts_with(ANNOTATION_PREFIX) && !KNOWN_NATIVE.contains(&k) => {
-                warnings.push(format!("{key}: unknown Arc annotation, ignored"));
+                warnings.push((
+                    "UnknownAnnotation",
+                    format!("{key}: unknown Arc annotation, ignored"),
+                ));
             }
             _ => {}
         }
+    }
+    if !out.backend_https && !out.ssl_keys.is_empty() {
+        warnings.push((
+            "IgnoredAnnotation",
+            format!(
+                "{}: has no effect without backend-protocol: HTTPS",
+                out.ssl_keys.join(", ")
+            ),
+        ));
     }
     if errors.is_empty() {
         (Ok(out), warnings)
@@ -420,15 +612,88 @@ fn slice_endpoints(slices: &[&EndpointSlice], port_name: &str) -> Vec<String> {
     out
 }
 
+/// The Ingress's backend TLS settings once its Secret is read (see [`backend_tls_settings`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TlsSettings {
+    verify: bool,
+    sni: bool,
+    name: Option<String>,
+    /// `namespace/name` of the Secret, part of the upstream's identity.
+    secret: Option<String>,
+    ca_pem: Option<Arc<[u8]>>,
+    client_cert: Option<ClientCertPem>,
+}
+
+/// Reads and validates the `proxy-ssl-secret` of an HTTPS Ingress; errors name the
+/// annotation and the Secret.
+fn backend_tls_settings(idx: &Index<'_>, ann: &Annotations) -> Result<TlsSettings, String> {
+    let mut out = TlsSettings {
+        verify: ann.ssl_verify,
+        sni: ann.ssl_sni,
+        name: ann.ssl_name.clone(),
+        secret: None,
+        ca_pem: None,
+        client_cert: None,
+    };
+    let Some((key, ns, name)) = &ann.ssl_secret else {
+        return Ok(out);
+    };
+    let Some(secret) = idx.secrets.get(&(ns.as_str(), name.as_str())) else {
+        return Err(format!(
+            "{key}: Secret {ns}/{name} not found (it must exist and be of type kubernetes.io/tls)"
+        ));
+    };
+    if secret.type_.as_deref() != Some("kubernetes.io/tls") {
+        return Err(format!(
+            "{key}: Secret {ns}/{name} is not of type kubernetes.io/tls"
+        ));
+    }
+    let data = secret.data.as_ref();
+    let get = |k: &str| {
+        data.and_then(|d| d.get(k))
+            .map(|b| b.0.as_slice())
+            .filter(|b| !b.is_empty())
+    };
+    if out.verify {
+        let Some(ca) = get("ca.crt") else {
+            return Err(format!(
+                "{key}: Secret {ns}/{name} has no ca.crt, needed with proxy-ssl-verify on"
+            ));
+        };
+        parse_ca_pem(ca).map_err(|e| format!("{key}: Secret {ns}/{name} ca.crt: {e}"))?;
+        out.ca_pem = Some(Arc::from(ca));
+    }
+    match (get("tls.crt"), get("tls.key")) {
+        (Some(chain), Some(k)) => {
+            let cert = ClientCertPem {
+                chain: Arc::from(chain),
+                key: Arc::from(k),
+            };
+            parse_client_cert(&cert)
+                .map_err(|e| format!("{key}: Secret {ns}/{name} tls.crt/tls.key: {e}"))?;
+            out.client_cert = Some(cert);
+        }
+        (None, None) => {}
+        _ => {
+            return Err(format!(
+                "{key}: Secret {ns}/{name} has only one of tls.crt and tls.key"
+            ));
+        }
+    }
+    out.secret = Some(format!("{ns}/{name}"));
+    Ok(out)
+}
+
 fn resolve_backend(
     idx: &Index<'_>,
     ns: &str,
     b: &IngressBackend,
-    https: bool,
+    https: Option<&TlsSettings>,
 ) -> Result<Resolved, String> {
     let mut r = resolve_plain_backend(idx, ns, b)?;
-    if https && let Some(svc_ref) = &b.service {
-        r.upstream.name.push_str("/https");
+    if let Some(settings) = https
+        && let Some(svc_ref) = &b.service
+    {
         let external = r
             .upstream
             .addrs
@@ -441,8 +706,34 @@ fn resolve_backend(
             })
             .and_then(|a| a.rsplit_once(':'))
             .map(|(host, _)| host.to_owned());
+        let service_host = external.unwrap_or_else(|| format!("{}.{ns}.svc", svc_ref.name));
+        let server_name = settings.name.clone().unwrap_or(service_host.clone());
+        let defaults = !settings.verify
+            && settings.sni
+            && settings.secret.is_none()
+            && server_name == service_host;
+        if defaults {
+            r.upstream.name.push_str("/https");
+        } else {
+            // Stable across restarts and certificate rotations: the settings, not the PEM.
+            let id = format!(
+                "verify={}\nsni={}\nname={server_name}\nsecret={}",
+                settings.verify,
+                settings.sni,
+                settings.secret.as_deref().unwrap_or("")
+            );
+            let d = digest(id.as_bytes());
+            r.upstream.name.push_str("/https-");
+            for b in d.iter().take(4) {
+                r.upstream.name.push_str(&format!("{b:02x}"));
+            }
+        }
         r.upstream.tls = Some(BackendTls {
-            server_name: external.unwrap_or_else(|| format!("{}.{ns}.svc", svc_ref.name)),
+            server_name,
+            sni: settings.sni,
+            verify: settings.verify,
+            ca_pem: settings.ca_pem.clone(),
+            client_cert: settings.client_cert.clone(),
         });
     }
     Ok(r)
@@ -620,19 +911,23 @@ struct Contribution {
 }
 
 fn contribute(idx: &Index<'_>, ing: &Ingress) -> Result<Contribution, Vec<String>> {
-    let (ann, ann_warnings) = read_annotations(ing.metadata.annotations.as_ref());
+    let ns = ing.metadata.namespace.as_deref().unwrap_or("");
+    let (ann, ann_warnings) = read_annotations(ing.metadata.annotations.as_ref(), ns);
     let (ann, mut errors) = match ann {
         Ok(a) => (a, Vec::new()),
-        Err(e) => (
-            Annotations {
-                use_regex: false,
-                ssl_redirect: true,
-                backend_https: false,
-            },
-            e,
-        ),
+        Err(e) => (Annotations::default(), e),
     };
-    let ns = ing.metadata.namespace.as_deref().unwrap_or("");
+    let tls_settings = if ann.backend_https {
+        match backend_tls_settings(idx, &ann) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        }
+    } else {
+        None
+    };
     let name = format!("{ns}/{}", ing.metadata.name.as_deref().unwrap_or(""));
     let mut c = Contribution {
         candidates: Vec::new(),
@@ -641,16 +936,13 @@ fn contribute(idx: &Index<'_>, ing: &Ingress) -> Result<Contribution, Vec<String
         tls_hosts: HashSet::new(),
         certs: Vec::new(),
         upstreams: Vec::new(),
-        warnings: ann_warnings
-            .into_iter()
-            .map(|w| ("UnknownAnnotation", w))
-            .collect(),
+        warnings: ann_warnings,
     };
     let Some(spec) = ing.spec.as_ref() else {
         return Err(vec!["spec missing".into()]);
     };
     let backend_of = |b: &IngressBackend, c: &mut Contribution| -> Result<Backend, String> {
-        let r = resolve_backend(idx, ns, b, ann.backend_https)?;
+        let r = resolve_backend(idx, ns, b, tls_settings.as_ref())?;
         if let Some(w) = r.warning {
             c.warnings.push(w);
         }

@@ -11,8 +11,9 @@
 //!
 //! Verification: off (any certificate is accepted, handshake signatures are still checked)
 //! mirrors ingress-nginx's default `proxy-ssl-verify off` for Kubernetes backends; on, the
-//! chain is checked against a configured CA file or the system roots (loaded once per
-//! process with `rustls-native-certs`).
+//! chain is checked against configured CAs (a PEM file, or PEM bytes from a Secret) or the
+//! system roots (loaded once per process with `rustls-native-certs`). An upstream may also
+//! present a client certificate (mTLS) and may send no SNI while still verifying a name.
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -22,7 +23,7 @@ use std::sync::{Arc, OnceLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use super::config::{ALPN_HTTP11, DEFAULT_SEND_BUFFER_LIMIT};
@@ -39,6 +40,82 @@ pub struct UpstreamTlsOptions {
     pub verify: bool,
     /// PEM file of trusted CA certificates (only with `verify`); `None` = system roots.
     pub ca: Option<PathBuf>,
+    /// Trusted CA certificates as PEM bytes (a Secret's `ca.crt`); takes precedence over
+    /// `ca` (only with `verify`).
+    pub ca_pem: Option<Arc<[u8]>>,
+    /// Client certificate presented to the upstream (mTLS).
+    pub client_cert: Option<ClientCertPem>,
+    /// Send no SNI; `server_name` is still the name the certificate is checked against.
+    pub no_sni: bool,
+}
+
+/// A client certificate chain and its private key, as PEM. Debug output never shows the key.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ClientCertPem {
+    /// PEM certificate chain, leaf first.
+    pub chain: Arc<[u8]>,
+    /// PEM private key of the leaf.
+    pub key: Arc<[u8]>,
+}
+
+impl fmt::Debug for ClientCertPem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientCertPem")
+            .field("chain_bytes", &self.chain.len())
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// SHA-256 of `data` (aws-lc-rs through rustls): identifies PEM contents in pool keys and
+/// derives stable names without keeping or comparing the bytes.
+pub fn digest(data: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    if let Some(suite) = rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256.tls13() {
+        let h = suite.common.hash_provider.hash(data);
+        for (o, b) in out.iter_mut().zip(h.as_ref()) {
+            *o = *b;
+        }
+    }
+    out
+}
+
+/// Parses a PEM CA bundle held in memory; at least one certificate must be usable.
+pub fn parse_ca_pem(pem: &[u8]) -> Result<RootCertStore, UpstreamTlsError> {
+    let err = |reason: String| UpstreamTlsError::CaPem { reason };
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(e.to_string()))?;
+    roots_of(certs).map_err(err)
+}
+
+/// Parses a client certificate chain and key, checking that the key belongs to the leaf.
+pub fn parse_client_cert(
+    cert: &ClientCertPem,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), UpstreamTlsError> {
+    let err = |reason: String| UpstreamTlsError::ClientCert { reason };
+    let chain = CertificateDer::pem_slice_iter(&cert.chain)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(format!("certificate: {e}")))?;
+    if chain.is_empty() {
+        return Err(err("no certificate in the PEM data".into()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&cert.key).map_err(|e| err(format!("key: {e}")))?;
+    let signing = provider()
+        .key_provider
+        .load_private_key(key.clone_key())
+        .map_err(|e| err(format!("key: {e}")))?;
+    let certified = rustls::sign::CertifiedKey::new(chain.clone(), signing);
+    match certified.keys_match() {
+        Ok(()) => {}
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+            return Err(err("the key does not match the certificate".into()));
+        }
+        // The key cannot tell its public half; nothing to compare.
+        Err(rustls::Error::InconsistentKeys(_)) => {}
+        Err(e) => return Err(err(format!("certificate: {e}"))),
+    }
+    Ok((chain, key))
 }
 
 /// Why upstream TLS settings could not be turned into a client configuration.
@@ -50,6 +127,12 @@ pub enum UpstreamTlsError {
     /// The CA file could not be read or holds no usable certificate.
     #[error("cannot load upstream CA file {path}: {reason}")]
     Ca { path: PathBuf, reason: String },
+    /// The in-memory CA bundle (a Secret's `ca.crt`) holds no usable certificate.
+    #[error("unusable upstream CA certificates: {reason}")]
+    CaPem { reason: String },
+    /// The client certificate or its key is unusable or they do not match.
+    #[error("unusable upstream client certificate: {reason}")]
+    ClientCert { reason: String },
     /// rustls refused the protocol versions or the verifier.
     #[error("cannot build the upstream TLS configuration: {0}")]
     Rustls(String),
@@ -62,6 +145,11 @@ pub struct UpstreamTls {
     server_name: Option<Arc<str>>,
     verify: bool,
     ca: Option<Arc<Path>>,
+    /// SHA-256 of the in-memory CA bundle.
+    ca_digest: Option<[u8; 32]>,
+    /// SHA-256 of the client chain and key.
+    client_digest: Option<[u8; 32]>,
+    sni: bool,
     config: Arc<ClientConfig>,
 }
 
@@ -71,13 +159,21 @@ impl fmt::Debug for UpstreamTls {
             .field("server_name", &self.server_name)
             .field("verify", &self.verify)
             .field("ca", &self.ca)
+            .field("ca_pem", &self.ca_digest.is_some())
+            .field("client_cert", &self.client_digest.is_some())
+            .field("sni", &self.sni)
             .finish_non_exhaustive()
     }
 }
 
 impl PartialEq for UpstreamTls {
     fn eq(&self, other: &Self) -> bool {
-        self.server_name == other.server_name && self.verify == other.verify && self.ca == other.ca
+        self.server_name == other.server_name
+            && self.verify == other.verify
+            && self.ca == other.ca
+            && self.ca_digest == other.ca_digest
+            && self.client_digest == other.client_digest
+            && self.sni == other.sni
     }
 }
 
@@ -88,6 +184,9 @@ impl Hash for UpstreamTls {
         self.server_name.hash(state);
         self.verify.hash(state);
         self.ca.hash(state);
+        self.ca_digest.hash(state);
+        self.client_digest.hash(state);
+        self.sni.hash(state);
     }
 }
 
@@ -98,15 +197,44 @@ impl UpstreamTls {
             ServerName::try_from(name.as_str())
                 .map_err(|_| UpstreamTlsError::BadServerName(name.clone()))?;
         }
-        let config = match (opts.verify, &opts.ca) {
-            (false, _) => no_verify_config()?,
-            (true, Some(path)) => verifying_config(load_ca(path)?)?,
-            (true, None) => system_roots_config()?,
+        let client = opts
+            .client_cert
+            .as_ref()
+            .map(parse_client_cert)
+            .transpose()?;
+        let shared = client.is_none() && !opts.no_sni;
+        let ca_pem = opts.ca_pem.as_ref().filter(|_| opts.verify);
+        let config = match (opts.verify, ca_pem, &opts.ca) {
+            (false, _, _) if shared => no_verify_config()?,
+            (true, None, None) if shared => system_roots_config()?,
+            (false, _, _) => custom_config(Verifier::AcceptAny, client, opts.no_sni)?,
+            (true, Some(pem), _) => {
+                custom_config(Verifier::Roots(parse_ca_pem(pem)?), client, opts.no_sni)?
+            }
+            (true, None, Some(path)) => {
+                custom_config(Verifier::Roots(load_ca(path)?), client, opts.no_sni)?
+            }
+            (true, None, None) => {
+                custom_config(Verifier::Roots(system_roots()), client, opts.no_sni)?
+            }
         };
         Ok(Self {
             server_name: opts.server_name.as_deref().map(Arc::from),
             verify: opts.verify,
-            ca: opts.ca.as_deref().filter(|_| opts.verify).map(Arc::from),
+            ca: opts
+                .ca
+                .as_deref()
+                .filter(|_| opts.verify && ca_pem.is_none())
+                .map(Arc::from),
+            ca_digest: ca_pem.map(|p| digest(p)),
+            client_digest: opts.client_cert.as_ref().map(|c| {
+                let mut both = Vec::with_capacity(c.chain.len() + c.key.len() + 1);
+                both.extend_from_slice(&c.chain);
+                both.push(0);
+                both.extend_from_slice(&c.key);
+                digest(&both)
+            }),
+            sni: !opts.no_sni,
             config,
         })
     }
@@ -116,7 +244,7 @@ impl UpstreamTls {
         Self::new(&UpstreamTlsOptions {
             server_name: server_name.map(str::to_owned),
             verify: false,
-            ca: None,
+            ..UpstreamTlsOptions::default()
         })
     }
 
@@ -128,6 +256,16 @@ impl UpstreamTls {
     /// Whether the certificate is verified.
     pub fn verifies(&self) -> bool {
         self.verify
+    }
+
+    /// Whether SNI is sent (the server name is then also the name verified).
+    pub fn sends_sni(&self) -> bool {
+        self.sni
+    }
+
+    /// Whether a client certificate is presented.
+    pub fn has_client_cert(&self) -> bool {
+        self.client_digest.is_some()
     }
 
     /// Starts the client side of a new connection to `endpoint`; the ClientHello is ready in
@@ -185,20 +323,70 @@ fn no_verify_config() -> Result<Arc<ClientConfig>, UpstreamTlsError> {
     Ok(Arc::clone(CONFIG.get_or_init(|| config)))
 }
 
-/// Verification against the system roots, loaded once per process.
+/// How a non-shared configuration checks the server's certificate.
+enum Verifier {
+    AcceptAny,
+    Roots(RootCertStore),
+}
+
+/// A configuration of its own: a client certificate, no SNI, or in-memory CAs.
+fn custom_config(
+    verifier: Verifier,
+    client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    no_sni: bool,
+) -> Result<Arc<ClientConfig>, UpstreamTlsError> {
+    let b = match verifier {
+        Verifier::AcceptAny => builder()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCert)),
+        Verifier::Roots(roots) => builder()?.with_root_certificates(roots),
+    };
+    let mut config = match client {
+        Some((chain, key)) => {
+            b.with_client_auth_cert(chain, key)
+                .map_err(|e| UpstreamTlsError::ClientCert {
+                    reason: e.to_string(),
+                })?
+        }
+        None => b.with_no_client_auth(),
+    };
+    config.enable_sni = !no_sni;
+    Ok(finish(config))
+}
+
+/// The system roots, loaded once per process.
+fn system_roots() -> RootCertStore {
+    static ROOTS: OnceLock<RootCertStore> = OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let mut roots = RootCertStore::empty();
+            let found = rustls_native_certs::load_native_certs();
+            let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                tracing::warn!("no system CA certificates found: verified upstream TLS will fail");
+            }
+            roots
+        })
+        .clone()
+}
+
+/// Verification against the system roots, shared by every such upstream.
 fn system_roots_config() -> Result<Arc<ClientConfig>, UpstreamTlsError> {
     static CONFIG: OnceLock<Arc<ClientConfig>> = OnceLock::new();
     if let Some(c) = CONFIG.get() {
         return Ok(Arc::clone(c));
     }
-    let mut roots = RootCertStore::empty();
-    let found = rustls_native_certs::load_native_certs();
-    let (added, _ignored) = roots.add_parsable_certificates(found.certs);
-    if added == 0 {
-        tracing::warn!("no system CA certificates found: verified upstream TLS will fail");
-    }
-    let config = verifying_config(roots)?;
+    let config = verifying_config(system_roots())?;
     Ok(Arc::clone(CONFIG.get_or_init(|| config)))
+}
+
+fn roots_of(certs: Vec<CertificateDer<'static>>) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        return Err("no CA certificate in the PEM data".into());
+    }
+    Ok(roots)
 }
 
 fn load_ca(path: &Path) -> Result<RootCertStore, UpstreamTlsError> {
@@ -472,6 +660,7 @@ mod tests {
             server_name: Some("app.internal".into()),
             verify: true,
             ca: Some(path),
+            ..UpstreamTlsOptions::default()
         })
         .unwrap();
         let mut client = tls.connect(ep()).unwrap();
@@ -513,6 +702,7 @@ mod tests {
             server_name: Some("app.internal".into()),
             verify: true,
             ca: Some(path),
+            ..UpstreamTlsOptions::default()
         })
         .unwrap();
         // Signed by another CA.
@@ -581,8 +771,203 @@ mod tests {
                 server_name: None,
                 verify: true,
                 ca: Some(path),
+                ..UpstreamTlsOptions::default()
             });
             assert!(matches!(r, Err(UpstreamTlsError::Ca { .. })), "{r:?}");
         }
+    }
+
+    /// A certificate for `name` signed by `ca`, as (chain PEM, key PEM).
+    fn leaf(ca: &Ca, name: &str) -> (String, String) {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+        let cert = params.signed_by(&key, &ca.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn in_memory(ca: &Ca, name: &str) -> UpstreamTlsOptions {
+        UpstreamTlsOptions {
+            server_name: Some(name.into()),
+            verify: true,
+            ca_pem: Some(Arc::from(ca.pem.as_bytes())),
+            ..UpstreamTlsOptions::default()
+        }
+    }
+
+    fn is_bad_cert(r: Result<(), TlsError>) -> bool {
+        matches!(
+            r,
+            Err(TlsError::Handshake(rustls::Error::InvalidCertificate(_)))
+        )
+    }
+
+    #[test]
+    fn in_memory_ca_verifies_its_own_certificates_only() {
+        let trusted = ca();
+        let tls = UpstreamTls::new(&in_memory(&trusted, "app.internal")).unwrap();
+        assert!(tls.verifies());
+        let mut client = tls.connect(ep()).unwrap();
+        let mut server = acceptor(&trusted, "app.internal").accept().unwrap();
+        handshake(&mut client, &mut server).unwrap();
+        assert_eq!(server.sni(), Some("app.internal"));
+
+        let mut client = tls.connect(ep()).unwrap();
+        let mut server = acceptor(&ca(), "app.internal").accept().unwrap();
+        assert!(is_bad_cert(handshake(&mut client, &mut server)));
+    }
+
+    #[test]
+    fn sni_off_sends_none_but_still_verifies_the_name() {
+        let trusted = ca();
+        let tls = UpstreamTls::new(&UpstreamTlsOptions {
+            no_sni: true,
+            ..in_memory(&trusted, "app.internal")
+        })
+        .unwrap();
+        assert!(!tls.sends_sni());
+        let mut client = tls.connect(ep()).unwrap();
+        let mut server = acceptor(&trusted, "app.internal").accept().unwrap();
+        handshake(&mut client, &mut server).unwrap();
+        assert_eq!(server.sni(), None, "no SNI sent");
+
+        let mut client = tls.connect(ep()).unwrap();
+        let mut server = acceptor(&trusted, "other.internal").accept().unwrap();
+        assert!(
+            is_bad_cert(handshake(&mut client, &mut server)),
+            "the name is checked without SNI"
+        );
+
+        // Verification off with SNI off: any certificate, no SNI.
+        let tls = UpstreamTls::new(&UpstreamTlsOptions {
+            server_name: Some("app.internal".into()),
+            no_sni: true,
+            ..UpstreamTlsOptions::default()
+        })
+        .unwrap();
+        let mut client = tls.connect(ep()).unwrap();
+        let mut server = acceptor(&ca(), "x.example").accept().unwrap();
+        handshake(&mut client, &mut server).unwrap();
+        assert_eq!(server.sni(), None);
+    }
+
+    /// A server that requires a client certificate signed by `client_ca`.
+    fn mtls_server(server_ca: &Ca, client_ca: &Ca) -> TlsSession {
+        let (chain, key) = leaf(server_ca, "app.internal");
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(client_ca.pem.as_bytes()).unwrap())
+            .unwrap();
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider(),
+        )
+        .build()
+        .unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(
+                CertificateDer::pem_slice_iter(chain.as_bytes())
+                    .collect::<Result<Vec<_>, _>>()
+                    .unwrap(),
+                PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+            )
+            .unwrap();
+        TlsSession::new(Arc::new(config), DEFAULT_SEND_BUFFER_LIMIT).unwrap()
+    }
+
+    #[test]
+    fn client_certificate_is_presented_when_configured() {
+        let (server_ca, client_ca) = (ca(), ca());
+        let (chain, key) = leaf(&client_ca, "client.internal");
+        let cert = ClientCertPem {
+            chain: Arc::from(chain.as_bytes()),
+            key: Arc::from(key.as_bytes()),
+        };
+        for verify in [true, false] {
+            let tls = UpstreamTls::new(&UpstreamTlsOptions {
+                verify,
+                client_cert: Some(cert.clone()),
+                ..in_memory(&server_ca, "app.internal")
+            })
+            .unwrap();
+            assert!(tls.has_client_cert());
+            let mut client = tls.connect(ep()).unwrap();
+            let mut server = mtls_server(&server_ca, &client_ca);
+            handshake(&mut client, &mut server).unwrap();
+        }
+        // Without it the server refuses the handshake.
+        let tls = UpstreamTls::new(&in_memory(&server_ca, "app.internal")).unwrap();
+        let mut client = tls.connect(ep()).unwrap();
+        let mut server = mtls_server(&server_ca, &client_ca);
+        let r = (|| {
+            handshake(&mut client, &mut server)?;
+            // TLS 1.3: the server judges the client's certificate after the client finished.
+            let mut back = Vec::new();
+            server.write_ciphertext(&mut back);
+            client.on_ciphertext(&back)?;
+            let mut plain = Vec::new();
+            server.read_plaintext(&mut plain)?;
+            Ok::<_, TlsError>(())
+        })();
+        assert!(
+            r.is_err(),
+            "the server must refuse a client without certificate"
+        );
+    }
+
+    #[test]
+    fn in_memory_settings_compare_by_content_and_bad_pem_is_refused() {
+        let (a, b) = (ca(), ca());
+        let ta = UpstreamTls::new(&in_memory(&a, "x.internal")).unwrap();
+        let ta2 = UpstreamTls::new(&in_memory(&a, "x.internal")).unwrap();
+        let tb = UpstreamTls::new(&in_memory(&b, "x.internal")).unwrap();
+        let no_sni = UpstreamTls::new(&UpstreamTlsOptions {
+            no_sni: true,
+            ..in_memory(&a, "x.internal")
+        })
+        .unwrap();
+        assert_eq!(ta, ta2);
+        assert_ne!(ta, tb);
+        assert_ne!(ta, no_sni);
+        let (chain, key) = leaf(&a, "c.internal");
+        let with_cert = |chain: &str, key: &str| {
+            UpstreamTls::new(&UpstreamTlsOptions {
+                client_cert: Some(ClientCertPem {
+                    chain: Arc::from(chain.as_bytes()),
+                    key: Arc::from(key.as_bytes()),
+                }),
+                ..in_memory(&a, "x.internal")
+            })
+        };
+        assert_ne!(ta, with_cert(&chain, &key).unwrap());
+
+        let r = UpstreamTls::new(&UpstreamTlsOptions {
+            ca_pem: Some(Arc::from(&b"not pem"[..])),
+            ..in_memory(&a, "x.internal")
+        });
+        assert!(matches!(r, Err(UpstreamTlsError::CaPem { .. })), "{r:?}");
+        let (_, other_key) = leaf(&a, "c.internal");
+        let r = with_cert(&chain, &other_key);
+        assert!(
+            matches!(&r, Err(UpstreamTlsError::ClientCert { reason }) if reason.contains("does not match")),
+            "{r:?}"
+        );
+        let r = with_cert("garbage", &key);
+        assert!(
+            matches!(r, Err(UpstreamTlsError::ClientCert { .. })),
+            "{r:?}"
+        );
+        assert!(
+            !format!(
+                "{:?}",
+                ClientCertPem {
+                    chain: Arc::from(chain.as_bytes()),
+                    key: Arc::from(key.as_bytes()),
+                }
+            )
+            .contains("PRIVATE KEY")
+        );
     }
 }
