@@ -63,6 +63,15 @@ pub fn conn_limits(cfg: &Config) -> ConnLimits {
 /// Resolves an upstream's endpoints (IP literals as they are, names through DNS). A name that
 /// does not resolve is logged and skipped: requests then get 503 instead of the start failing.
 pub fn resolve_upstream(u: &config::Upstream, index: usize) -> UpstreamSpec {
+    upstream_spec(u, index, upstream_tls(u))
+}
+
+/// [`resolve_upstream`] with the upstream's TLS settings already built (or failed to build).
+fn upstream_spec(
+    u: &config::Upstream,
+    index: usize,
+    tls: Result<Option<crate::proxy::tls::UpstreamTls>, crate::proxy::tls::UpstreamTlsError>,
+) -> UpstreamSpec {
     let mut endpoints = Vec::new();
     for (j, addr) in u.endpoints().into_iter().enumerate() {
         match addr.to_socket_addrs() {
@@ -81,7 +90,7 @@ pub fn resolve_upstream(u: &config::Upstream, index: usize) -> UpstreamSpec {
             ),
         }
     }
-    let tls = match upstream_tls(u) {
+    let tls = match tls {
         Ok(tls) => tls,
         Err(e) => {
             // Never fall back to plain HTTP: the upstream gets no traffic (503) instead.
@@ -196,27 +205,17 @@ pub fn cluster_snapshot(
         .enumerate()
         .map(|(i, u)| {
             let up = cfg.upstream_defaults.upstream(&u.name, &u.addrs);
-            let mut spec = resolve_upstream(&up, i);
-            if let Some(t) = &u.tls {
-                let opts = crate::proxy::tls::UpstreamTlsOptions {
+            let tls = u.tls.as_ref().map(|t| {
+                crate::proxy::tls::UpstreamTls::new(&crate::proxy::tls::UpstreamTlsOptions {
                     server_name: Some(t.server_name.clone()),
                     verify: t.verify,
                     ca: None,
                     ca_pem: t.ca_pem.clone(),
                     client_cert: t.client_cert.clone(),
                     no_sni: !t.sni,
-                };
-                match crate::proxy::tls::UpstreamTls::new(&opts) {
-                    Ok(tls) => spec.tls = Some(tls),
-                    Err(e) => {
-                        // Never fall back to plain HTTP: the upstream gets no traffic (503).
-                        tracing::warn!(upstream = %u.name, error = %e,
-                            "backend TLS settings unusable; the upstream gets no traffic");
-                        spec.endpoints.clear();
-                    }
-                }
-            }
-            spec
+                })
+            });
+            upstream_spec(&up, i, tls.transpose())
         })
         .collect();
     let snapshot = Snapshot::new(compiled.table, upstreams, conn_limits(cfg))
