@@ -469,8 +469,9 @@ fn probe_reports_support_on_this_kernel() {
     let support = uring::probe().expect("io_uring is available on the test kernel");
     let text = support.to_string();
     assert!(text.starts_with("io_uring: available"), "{text}");
-    // Linux 6.18 has both; the driver relies on them being detected when present.
+    // Linux 6.18 has all three; the driver relies on them being detected when present.
     assert!(support.single_issuer && support.defer_taskrun, "{text}");
+    assert!(support.incremental_buffers, "{text}");
 }
 
 #[test]
@@ -507,6 +508,79 @@ fn many_concurrent_connections_are_relayed() {
         proxy.stat(|s| &s.accepted) == proxy.stat(|s| &s.closed)
     });
     proxy.shutdown();
+}
+
+/// 128 upstream responses of 2 KiB arrive in one burst (the backend holds every answer until
+/// all 128 requests are in, then writes them back to back) against an upstream receive group
+/// of 8 buffers of 64 KiB. With incremental buffer consumption the small receives share
+/// buffers, so no multishot receive runs out of buffers (without it, every receive beyond the
+/// eighth in a batch ended with ENOBUFS and was armed again), and every byte arrives intact.
+#[test]
+fn response_burst_from_many_upstreams_shares_receive_buffers() {
+    const N: usize = 128;
+    const RESPONSE: usize = 2048;
+    let _heavy = heavy();
+    let support = uring::probe().expect("io_uring is available on the test kernel");
+    assert!(support.incremental_buffers, "{support}");
+    let waiting: Arc<Mutex<Vec<(TcpStream, usize)>>> = Arc::default();
+    let w = Arc::clone(&waiting);
+    let backend = Backend::start(move |s, _| {
+        let mut r = BufReader::new(s.try_clone().expect("clone"));
+        let mut line = String::new();
+        if r.read_line(&mut line).is_err() {
+            return;
+        }
+        let Ok(i) = line.trim().trim_start_matches("req ").parse::<usize>() else {
+            return;
+        };
+        let all = {
+            let mut w = w.lock().expect("lock");
+            w.push((s, i));
+            if w.len() < N {
+                return;
+            }
+            std::mem::take(&mut *w)
+        };
+        // The last request is in: every answer goes out back to back.
+        for (mut s, i) in all {
+            let _ = s.write_all(&response_bytes(i, RESPONSE));
+        }
+    });
+    let tuning = Tuning {
+        read_buffer: 64 * 1024,
+        ..test_opts()
+    };
+    let proxy = start_proxy(RelayCx::new(backend.addr), 10_000, tuning);
+    let clients: Vec<_> = (0..N)
+        .map(|i| {
+            let addr = proxy.addr;
+            thread::spawn(move || {
+                let mut s = client(addr);
+                s.write_all(format!("req {i}\n").as_bytes()).expect("send");
+                let mut got = vec![0u8; RESPONSE];
+                s.read_exact(&mut got).expect("response");
+                got == response_bytes(i, RESPONSE)
+            })
+        })
+        .collect();
+    for c in clients {
+        assert!(
+            c.join().expect("client thread"),
+            "response came back intact"
+        );
+    }
+    assert_eq!(backend.connections(), N);
+    assert_eq!(
+        proxy.stat(|s| &s.recv_no_buffer),
+        0,
+        "multishot receives ran out of provided buffers"
+    );
+    proxy.shutdown();
+}
+
+/// `len` bytes that differ per `i` and per position.
+fn response_bytes(i: usize, len: usize) -> Vec<u8> {
+    (0..len).map(|k| (k * 7 + i * 13) as u8).collect()
 }
 
 #[test]

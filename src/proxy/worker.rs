@@ -128,6 +128,9 @@ pub struct DriverStats {
     pub pool_reused: AtomicU64,
     /// Idle pooled connections dropped because the peer closed them or sent unexpected bytes.
     pub pool_stale: AtomicU64,
+    /// io_uring: multishot receives that ended because no provided receive buffer was free
+    /// (each is armed again, one more submission).
+    pub recv_no_buffer: AtomicU64,
 }
 
 impl DriverStats {

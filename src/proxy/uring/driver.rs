@@ -368,7 +368,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             .map_err(|source| UringError::Setup { entries, source })?;
         let mut bufs = BufRing::new(opts.recv_buffers, opts.recv_buffer_size, BGID)
             .map_err(UringError::BufRing)?;
-        bufs.register(&ring.submitter())
+        bufs.register(&ring.submitter(), support.incremental_buffers)
             .map_err(UringError::BufRing)?;
         let mut up_bufs = BufRing::new(
             opts.upstream_recv_buffers,
@@ -377,7 +377,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         )
         .map_err(UringError::BufRing)?;
         up_bufs
-            .register(&ring.submitter())
+            .register(&ring.submitter(), support.incremental_buffers)
             .map_err(UringError::BufRing)?;
         let listeners = listeners
             .into_iter()
@@ -909,7 +909,9 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             Op::Recv | Op::Send | Op::Connect | Op::LinkTimeout | Op::IdleRecv => {
                 let Some(sid) = self.socks.find16(u.slot, u.gen16) else {
                     if let Some(bid) = cqueue::buffer_select(flags) {
-                        self.recycle(u.aux, bid);
+                        let ring = self.ring_of(u.aux);
+                        ring.advance(bid, usize::try_from(res).unwrap_or(0));
+                        ring.release(bid, cqueue::buffer_more(flags));
                     }
                     return;
                 };
@@ -1025,20 +1027,31 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
     }
 
     /// Gives buffer `bid` back to the ring of group `bgid` (the `aux` of the receive).
-    fn recycle(&mut self, bgid: u8, bid: u16) {
+    /// The buffer ring of group `bgid`.
+    fn ring_of(&mut self, bgid: u8) -> &mut BufRing {
         if u16::from(bgid) == UP_BGID {
-            self.up_bufs.recycle(bid);
+            &mut self.up_bufs
         } else {
-            self.bufs.recycle(bid);
+            &mut self.bufs
         }
+    }
+
+    /// Done with the bytes of a completion that named buffer `bid`.
+    fn recycle(&mut self, bgid: u8, bid: u16, flags: u32) {
+        self.ring_of(bgid).release(bid, cqueue::buffer_more(flags));
     }
 
     fn on_recv(&mut self, sid: Id, bgid: u8, res: i32, flags: u32, now: Instant) {
         let more = cqueue::more(flags);
         let bid = cqueue::buffer_select(flags);
+        // Where this completion's bytes begin in the buffer (incremental consumption).
+        let start = bid.map_or(0, |bid| {
+            self.ring_of(bgid)
+                .advance(bid, usize::try_from(res).unwrap_or(0))
+        });
         let Some(s) = self.socks.get_mut(sid) else {
             if let Some(bid) = bid {
-                self.recycle(bgid, bid);
+                self.recycle(bgid, bid, flags);
             }
             return;
         };
@@ -1048,6 +1061,9 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             s.inflight = s.inflight.saturating_sub(1);
         }
         let owner = s.owner();
+        if res == -libc::ENOBUFS {
+            bump(&self.stats.recv_no_buffer);
+        }
         let benign = res == -libc::ENOBUFS || res == -libc::ECANCELED;
         match owner {
             Owner::Conn { conn, side } => {
@@ -1055,10 +1071,18 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
                 if res > 0 {
                     match bid {
                         Some(bid) if tls => {
-                            self.deliver_tls(conn, sid, bgid, bid, res as usize, now)
+                            self.deliver_tls(conn, sid, bgid, (bid, start), res as usize, now)
                         }
                         Some(bid) => {
-                            self.deliver_data(conn, side, sid, bgid, bid, res as usize, now);
+                            self.deliver_data(
+                                conn,
+                                side,
+                                sid,
+                                bgid,
+                                (bid, start),
+                                res as usize,
+                                now,
+                            );
                         }
                         None => self.deliver_error(conn, side, sid, now),
                     }
@@ -1070,7 +1094,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
                     self.deliver_error(conn, side, sid, now);
                 }
                 if let Some(bid) = bid {
-                    self.recycle(bgid, bid);
+                    self.recycle(bgid, bid, flags);
                 }
                 self.sync(conn, now);
             }
@@ -1079,7 +1103,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
                     s.failed = true;
                 }
                 if let Some(bid) = bid {
-                    self.recycle(bgid, bid);
+                    self.recycle(bgid, bid, flags);
                 }
                 if !more {
                     self.park_done(sid, now);
@@ -1087,7 +1111,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             }
             Owner::Pooled => {
                 if let Some(bid) = bid {
-                    self.recycle(bgid, bid);
+                    self.recycle(bgid, bid, flags);
                 }
                 if !benign {
                     self.drop_stale(sid);
@@ -1098,7 +1122,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             }
             Owner::Closing => {
                 if let Some(bid) = bid {
-                    self.recycle(bgid, bid);
+                    self.recycle(bgid, bid, flags);
                 }
             }
         }
@@ -1111,7 +1135,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         side: Side,
         sid: Id,
         bgid: u8,
-        bid: u16,
+        (bid, start): (u16, usize),
         len: usize,
         now: Instant,
     ) {
@@ -1134,7 +1158,9 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         if c.finishing.is_some() {
             return;
         }
-        let Some(data) = bufs.slice(bid, len) else {
+        let Some(data) = bufs.slice(bid, start, len) else {
+            // A completion that does not fit its buffer: the stream cannot go on intact.
+            self.deliver_error(cid, side, sid, now);
             return;
         };
         if !s.stashed() && wants(&c.h, side) {
@@ -1149,7 +1175,15 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
 
     /// Ciphertext from an HTTPS upstream: decrypted into the stash (handed over by
     /// `sync_reads` while the handler wants it); completes or fails the handshake.
-    fn deliver_tls(&mut self, cid: Id, sid: Id, bgid: u8, bid: u16, len: usize, now: Instant) {
+    fn deliver_tls(
+        &mut self,
+        cid: Id,
+        sid: Id,
+        bgid: u8,
+        (bid, start): (u16, usize),
+        len: usize,
+        now: Instant,
+    ) {
         let Driver {
             conns,
             socks,
@@ -1177,7 +1211,9 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         else {
             return;
         };
-        let Some(data) = bufs.slice(bid, len) else {
+        let Some(data) = bufs.slice(bid, start, len) else {
+            // A completion that does not fit its buffer: the stream cannot go on intact.
+            self.deliver_error(cid, Side::Up, sid, now);
             return;
         };
         let was_done = tls.handshake_complete();

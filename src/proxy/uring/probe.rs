@@ -4,8 +4,9 @@
 //! itself (seccomp profiles and `kernel.io_uring_disabled` make `io_uring_setup` fail with
 //! EPERM/ENOSYS), the opcodes (`Probe`), `IORING_FEAT_*` bits, a provided buffer ring
 //! (`IORING_REGISTER_PBUF_RING`) and a real multishot receive over a socket pair. Optional
-//! set-up flags (SINGLE_ISSUER, DEFER_TASKRUN, SQPOLL) are tried and reported. The result is
-//! computed once per process.
+//! set-up flags (SINGLE_ISSUER, DEFER_TASKRUN, SQPOLL) and incrementally consumed buffer rings
+//! (two receives sharing one buffer) are tried and reported. The result is computed once per
+//! process.
 
 use std::fmt;
 use std::io::Write;
@@ -25,6 +26,9 @@ pub struct Support {
     pub defer_taskrun: bool,
     /// An `IORING_SETUP_SQPOLL` ring could be created by this process.
     pub sqpoll: bool,
+    /// Provided buffer rings consumed incrementally (`IOU_PBUF_RING_INC`, 6.12): two receives
+    /// in a row landed in one buffer, the second after the first's bytes.
+    pub incremental_buffers: bool,
 }
 
 impl fmt::Display for Support {
@@ -37,6 +41,7 @@ impl fmt::Display for Support {
             (self.single_issuer, "SINGLE_ISSUER"),
             (self.defer_taskrun, "DEFER_TASKRUN"),
             (self.sqpoll, "SQPOLL"),
+            (self.incremental_buffers, "incremental buffers"),
         ] {
             if on {
                 write!(f, ", {name}")?;
@@ -155,10 +160,14 @@ fn probe_now() -> Result<Support, UringUnavailable> {
         .setup_sqpoll(10)
         .build(8)
         .is_ok();
+    let incremental_buffers = IoUring::new(8)
+        .ok()
+        .is_some_and(|ring| incremental_buffers_work(ring).is_ok());
     Ok(Support {
         single_issuer,
         defer_taskrun,
         sqpoll,
+        incremental_buffers,
     })
 }
 
@@ -167,7 +176,7 @@ fn probe_now() -> Result<Support, UringUnavailable> {
 fn multishot_recv_works(mut ring: IoUring) -> Result<(), String> {
     let mut bufs = BufRing::new(2, 64, 0)
         .map_err(|e| format!("provided buffer ring allocation failed ({e})"))?;
-    bufs.register(&ring.submitter())
+    bufs.register(&ring.submitter(), false)
         .map_err(|e| format!("IORING_REGISTER_PBUF_RING (5.19): {e}"))?;
     let result = (|| {
         let (mut a, b) = std::os::unix::net::UnixStream::pair()
@@ -214,6 +223,50 @@ fn multishot_recv_works(mut ring: IoUring) -> Result<(), String> {
     result
 }
 
+/// Registers a one-buffer ring with incremental consumption and checks that two multishot
+/// receives land in that buffer one after the other, the kernel keeping it
+/// (`IORING_CQE_F_BUF_MORE`): what the driver relies on when it uses the mode.
+fn incremental_buffers_work(mut ring: IoUring) -> Result<(), String> {
+    let mut bufs = BufRing::new(1, 64, 0).map_err(|e| e.to_string())?;
+    bufs.register(&ring.submitter(), true)
+        .map_err(|e| e.to_string())?;
+    let result = (|| {
+        let (mut a, b) = std::os::unix::net::UnixStream::pair().map_err(|e| e.to_string())?;
+        let sqe = opcode::RecvMulti::new(types::Fd(b.as_raw_fd()), bufs.bgid)
+            .build()
+            .user_data(1);
+        // SAFETY: the entry references only the fd (alive until after the completions are
+        // reaped below or the ring is dropped) and the registered buffer group.
+        unsafe { ring.submission().push(&sqe) }.map_err(|_| "queue full".to_string())?;
+        for (i, chunk) in [&b"ab"[..], &b"cde"[..]].into_iter().enumerate() {
+            a.write_all(chunk).map_err(|e| e.to_string())?;
+            ring.submit_and_wait(1).map_err(|e| e.to_string())?;
+            let cqe = ring.completion().next().ok_or("no completion")?;
+            let len = usize::try_from(cqe.result()).map_err(|_| "receive failed")?;
+            let bid = cqueue::buffer_select(cqe.flags()).ok_or("no buffer")?;
+            if len != chunk.len() || !cqueue::buffer_more(cqe.flags()) || !cqueue::more(cqe.flags())
+            {
+                return Err(format!(
+                    "receive {i}: {len} bytes, flags {:#x}",
+                    cqe.flags()
+                ));
+            }
+            let start = bufs.advance(bid, len);
+            if start != 2 * i || bufs.slice(bid, start, len) != Some(chunk) {
+                return Err(format!("receive {i} did not continue the buffer"));
+            }
+        }
+        drop(a);
+        ring.submit_and_wait(1).map_err(|e| e.to_string())?;
+        drop(b);
+        Ok(())
+    })();
+    if bufs.unregister(&ring.submitter()).is_err() {
+        // Kept allocated (leaked) by BufRing if it cannot be unregistered.
+    }
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,11 +291,12 @@ mod tests {
             single_issuer: true,
             defer_taskrun: false,
             sqpoll: true,
+            incremental_buffers: true,
         };
         assert_eq!(
             s.to_string(),
             "io_uring: available (multishot accept, multishot recv, provided buffer rings, \
-             SINGLE_ISSUER, SQPOLL)"
+             SINGLE_ISSUER, SQPOLL, incremental buffers)"
         );
     }
 }
