@@ -510,14 +510,14 @@ fn many_concurrent_connections_are_relayed() {
     proxy.shutdown();
 }
 
-/// 128 upstream responses of 2 KiB arrive in one burst (the backend holds every answer until
-/// all 128 requests are in, then writes them back to back) against an upstream receive group
-/// of 8 buffers of 64 KiB. With incremental buffer consumption the small receives share
+/// 64 upstream responses of 2 KiB arrive in one burst (the backend holds every answer until
+/// all 64 requests are in, then writes them back to back) against an upstream receive group
+/// of 4 buffers of 64 KiB. With incremental buffer consumption the small receives share
 /// buffers, so no multishot receive runs out of buffers (without it, every receive beyond the
-/// eighth in a batch ended with ENOBUFS and was armed again), and every byte arrives intact.
+/// fourth in a batch ended with ENOBUFS and was armed again), and every byte arrives intact.
 #[test]
 fn response_burst_from_many_upstreams_shares_receive_buffers() {
-    const N: usize = 128;
+    const N: usize = 64;
     const RESPONSE: usize = 2048;
     let _heavy = heavy();
     let support = uring::probe().expect("io_uring is available on the test kernel");

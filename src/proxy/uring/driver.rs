@@ -368,7 +368,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             .map_err(|source| UringError::Setup { entries, source })?;
         let mut bufs = BufRing::new(opts.recv_buffers, opts.recv_buffer_size, BGID)
             .map_err(UringError::BufRing)?;
-        bufs.register(&ring.submitter(), support.incremental_buffers)
+        bufs.register(&ring.submitter(), opts.incremental)
             .map_err(UringError::BufRing)?;
         let mut up_bufs = BufRing::new(
             opts.upstream_recv_buffers,
@@ -377,7 +377,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         )
         .map_err(UringError::BufRing)?;
         up_bufs
-            .register(&ring.submitter(), support.incremental_buffers)
+            .register(&ring.submitter(), opts.incremental)
             .map_err(UringError::BufRing)?;
         let listeners = listeners
             .into_iter()
