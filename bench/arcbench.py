@@ -373,6 +373,30 @@ http {{
             "limits": {"idle_timeout": "300s"},
         }
 
+    def nginx_forward_headers(self):
+        """With FORWARD_HEADERS (the default) nginx sets the request headers Arc sets on every
+        forwarded request, as ingress-nginx's template does: the same work on both sides."""
+        if not self.opts.forward_headers:
+            return ""
+        return """
+    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+    proxy_set_header X-Forwarded-Proto $scheme;
+    proxy_set_header X-Forwarded-Host $http_host;
+    proxy_set_header X-Forwarded-Port $server_port;
+    proxy_set_header X-Request-ID $request_id;"""
+
+    def haproxy_forward_headers(self):
+        """The same for HAProxy (`option forwardfor` and set-header rules; a UUID request id)."""
+        if not self.opts.forward_headers:
+            return ""
+        return """
+  option forwardfor
+  http-request set-header X-Forwarded-Proto https if { ssl_fc }
+  http-request set-header X-Forwarded-Proto http if !{ ssl_fc }
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  http-request set-header X-Forwarded-Port %[dst_port]
+  http-request set-header X-Request-ID %[uuid]"""
+
     def nginx_config(self):
         d = self.path("nginx")
         b = self.ports["backend"]
@@ -399,7 +423,7 @@ http {{
     ssl_session_tickets off;
     ssl_session_cache off;
     proxy_http_version 1.1;
-    proxy_set_header Connection "";
+    proxy_set_header Connection "";{self.nginx_forward_headers()}
     location /rc {{ proxy_pass http://rc; }}
     location / {{ proxy_pass http://backend; }}
   }}
@@ -431,7 +455,7 @@ frontend fe
   bind 127.0.0.1:{self.ports['haproxy']}
   bind 127.0.0.1:{self.ports['haproxy-tls']} ssl crt {self.path('combined.pem')}
   use_backend rc if {{ path_beg /rc }}
-  default_backend be
+  default_backend be{self.haproxy_forward_headers()}
 
 backend be
   server s1 127.0.0.1:{b} pool-max-conn 64
@@ -1564,6 +1588,7 @@ def main():
     o.headline_pairs = env_num("PAIRS", plan["headline_pairs"], int)
     o.pairs = env_num("OTHER_PAIRS", plan["pairs"], int)
     o.conns = env_num("CONNS", 64, int)
+    o.forward_headers = bool(env_num("FORWARD_HEADERS", 1, int))
     o.tls_concurrency = args.tls_concurrency
     o.tlsload_bin = args.tlsload_bin
     o.bodies = env_list("BODIES", plan["bodies"])
@@ -1645,7 +1670,12 @@ def main():
         f"the backend nginx and the driver on CPU {LOADGEN_CPU}; loopback. Load average "
         f"{' '.join(load0)} (start) / {' '.join(load1)} (end); {elapsed / 60:.1f} min. "
         f"Arc binary: {o.arc_bin}. Figures are medians over the pairs; ratios are per-pair "
-        f"Arc/nginx, median (min–max). ↑ higher is better, ↓ lower is better.", "",
+        f"Arc/nginx, median (min–max). ↑ higher is better, ↓ lower is better. "
+        + ("Forwarded request headers: nginx and HAProxy set X-Forwarded-For/-Proto/-Host/-Port "
+           "and X-Request-ID as Arc does (FORWARD_HEADERS=1); Arc also adds traceparent."
+           if o.forward_headers else
+           "Forwarded request headers: nginx and HAProxy add none (FORWARD_HEADERS=0); Arc adds "
+           "X-Forwarded-For/-Proto/-Host/-Port, X-Request-ID and traceparent."), "",
     ]
     if rig.unavailable:
         header += [f"Not measured: {LABEL[k]} ({v})" for k, v in rig.unavailable.items()] + [""]
