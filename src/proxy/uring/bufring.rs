@@ -188,7 +188,7 @@ impl BufRing {
     }
 
     /// Gives buffer `bid` back to the kernel, whole.
-    pub fn recycle(&mut self, bid: u16) {
+    fn recycle(&mut self, bid: u16) {
         if bid >= self.entries {
             return;
         }

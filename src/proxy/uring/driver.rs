@@ -909,9 +909,10 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             Op::Recv | Op::Send | Op::Connect | Op::LinkTimeout | Op::IdleRecv => {
                 let Some(sid) = self.socks.find16(u.slot, u.gen16) else {
                     if let Some(bid) = cqueue::buffer_select(flags) {
-                        let ring = self.ring_of(u.aux);
-                        ring.advance(bid, usize::try_from(res).unwrap_or(0));
-                        ring.release(bid, cqueue::buffer_more(flags));
+                        // Nobody reads these bytes, but the buffer's fill position moves on.
+                        self.ring_of(u.aux)
+                            .advance(bid, usize::try_from(res).unwrap_or(0));
+                        self.recycle(u.aux, bid, flags);
                     }
                     return;
                 };
@@ -1026,8 +1027,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         self.sync(cid, now);
     }
 
-    /// Gives buffer `bid` back to the ring of group `bgid` (the `aux` of the receive).
-    /// The buffer ring of group `bgid`.
+    /// The buffer ring of group `bgid` (the `aux` of a receive).
     fn ring_of(&mut self, bgid: u8) -> &mut BufRing {
         if u16::from(bgid) == UP_BGID {
             &mut self.up_bufs
