@@ -47,10 +47,8 @@ pub(crate) struct BufRing {
     /// Our copy of the tail (next slot to fill).
     tail: u16,
     pub bgid: u16,
-    /// Registered with incremental consumption: `consumed` is in use.
-    incremental: bool,
-    /// Per buffer, in incremental mode: bytes the kernel has filled since it was last given
-    /// back (where the next completion's bytes begin).
+    /// Per buffer, when registered with incremental consumption (empty otherwise): bytes the
+    /// kernel has filled since it was last given back (where the next completion's bytes begin).
     consumed: Box<[u32]>,
     /// Set once the kernel may still touch the memory (registered and not confirmed idle).
     leak_on_drop: bool,
@@ -92,7 +90,6 @@ impl BufRing {
             size,
             tail: 0,
             bgid,
-            incremental: false,
             consumed: Box::default(),
             leak_on_drop: false,
         };
@@ -121,7 +118,6 @@ impl BufRing {
             )?;
         }
         self.leak_on_drop = true;
-        self.incremental = incremental;
         if incremental {
             self.consumed = vec![0; usize::from(self.entries)].into_boxed_slice();
         }
@@ -132,9 +128,6 @@ impl BufRing {
     /// in the buffer where they begin (always 0 without incremental consumption). Call once per
     /// completion naming the buffer, in completion order, before [`BufRing::slice`].
     pub fn advance(&mut self, bid: u16, len: usize) -> usize {
-        if !self.incremental {
-            return 0;
-        }
         let Some(c) = self.consumed.get_mut(usize::from(bid)) else {
             return 0;
         };
@@ -147,7 +140,7 @@ impl BufRing {
     /// unless the completion carried `IORING_CQE_F_BUF_MORE` (incremental consumption: the
     /// kernel keeps filling the rest of it).
     pub fn release(&mut self, bid: u16, buf_more: bool) {
-        if self.incremental && buf_more {
+        if buf_more && !self.consumed.is_empty() {
             return;
         }
         self.recycle(bid);
@@ -302,40 +295,37 @@ mod tests {
     /// buffer until it is full, and a full buffer goes back to the kernel and is used again.
     #[test]
     fn incremental_receives_fill_buffers_in_turn_and_recycle_them() {
-        use io_uring::{IoUring, cqueue, opcode, types};
+        use super::super::probe::with_multishot_recv;
+        use io_uring::{IoUring, cqueue};
         use std::io::Write;
-        use std::os::fd::AsRawFd;
 
         let mut ring = IoUring::new(8).expect("io_uring");
         let mut br = BufRing::new(2, 64, 7).expect("alloc");
-        br.register(&ring.submitter(), true)
-            .expect("incremental buffer rings (6.12)");
-        let (mut a, b) = std::os::unix::net::UnixStream::pair().expect("socketpair");
-        let sqe = opcode::RecvMulti::new(types::Fd(b.as_raw_fd()), br.bgid)
-            .build()
-            .user_data(1);
-        // SAFETY: the entry references the fd (alive until the ring is dropped) and the group.
-        unsafe { ring.submission().push(&sqe) }.expect("queue");
         let sent: Vec<u8> = (0..300u32).map(|i| (i * 7 + 1) as u8).collect();
         let mut got = Vec::new();
         let mut seen = Vec::new();
-        for chunk in sent.chunks(40) {
-            a.write_all(chunk).expect("write");
-            let want = got.len() + chunk.len();
-            while got.len() < want {
-                ring.submit_and_wait(1).expect("enter");
-                let cqes: Vec<_> = ring.completion().map(|c| (c.result(), c.flags())).collect();
-                for (res, flags) in cqes {
-                    let len = usize::try_from(res).expect("receive succeeded");
-                    assert!(cqueue::more(flags), "multishot receive ended: {flags:#x}");
-                    let bid = cqueue::buffer_select(flags).expect("a buffer");
-                    let start = br.advance(bid, len);
-                    got.extend_from_slice(br.slice(bid, start, len).expect("inside the buffer"));
-                    seen.push((bid, start, len, cqueue::buffer_more(flags)));
-                    br.release(bid, cqueue::buffer_more(flags));
+        with_multishot_recv(&mut ring, &mut br, true, |ring, br, a| {
+            for chunk in sent.chunks(40) {
+                a.write_all(chunk).expect("write");
+                let want = got.len() + chunk.len();
+                while got.len() < want {
+                    ring.submit_and_wait(1).expect("enter");
+                    let cqes: Vec<_> = ring.completion().map(|c| (c.result(), c.flags())).collect();
+                    for (res, flags) in cqes {
+                        let len = usize::try_from(res).expect("receive succeeded");
+                        assert!(cqueue::more(flags), "multishot receive ended: {flags:#x}");
+                        let bid = cqueue::buffer_select(flags).expect("a buffer");
+                        let start = br.advance(bid, len);
+                        got.extend_from_slice(br.slice(bid, start, len).expect("in the buffer"));
+                        seen.push((bid, start, len, cqueue::buffer_more(flags)));
+                        br.release(bid, cqueue::buffer_more(flags));
+                    }
                 }
             }
-        }
+            Ok(())
+        })
+        .expect("incremental buffer rings (6.12)");
+        br.unregister(&ring.submitter()).expect("unregister");
         assert_eq!(got, sent, "{seen:?}");
         // 40 bytes then 24 (buffer 0 full, given back), 16 in buffer 1, ...
         assert_eq!(seen[0], (0, 0, 40, true), "{seen:?}");
@@ -350,9 +340,6 @@ mod tests {
             seen.iter().filter(|s| s.0 == 1 && s.1 == 0).count() >= 2,
             "{seen:?}"
         );
-        drop(a);
-        let _ = ring.submit_and_wait(1);
-        br.unregister(&ring.submitter()).expect("unregister");
     }
 
     /// Resident pages of the buffer block, by `mincore`.

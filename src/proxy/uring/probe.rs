@@ -11,6 +11,7 @@
 use std::fmt;
 use std::io::Write;
 use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::sync::OnceLock;
 
 use io_uring::{IoUring, Probe, cqueue, opcode, types};
@@ -171,23 +172,50 @@ fn probe_now() -> Result<Support, UringUnavailable> {
     })
 }
 
+/// Registers `bufs` on `ring` (consumed incrementally when `incremental`), arms one multishot
+/// receive on one end of a socket pair, and runs `check` with the ring, the buffers and the
+/// other end. Then it closes the pair and reaps the receive's last completion; the caller
+/// unregisters the buffers ([`unregister`]).
+pub(super) fn with_multishot_recv(
+    ring: &mut IoUring,
+    bufs: &mut BufRing,
+    incremental: bool,
+    check: impl FnOnce(&mut IoUring, &mut BufRing, &mut UnixStream) -> Result<(), String>,
+) -> Result<(), String> {
+    bufs.register(&ring.submitter(), incremental)
+        .map_err(|e| format!("IORING_REGISTER_PBUF_RING (5.19): {e}"))?;
+    let (mut a, b) = UnixStream::pair()
+        .map_err(|e| format!("socketpair for the multishot test failed ({e})"))?;
+    let sqe = opcode::RecvMulti::new(types::Fd(b.as_raw_fd()), bufs.bgid)
+        .build()
+        .user_data(1);
+    // SAFETY: the entry references only the fd (alive until after the last completion is
+    // reaped below or the ring is dropped) and the registered buffer group.
+    unsafe { ring.submission().push(&sqe) }
+        .map_err(|_| "submission queue full in probe".to_string())?;
+    check(ring, bufs, &mut a)?;
+    drop(a);
+    // The peer closed: the multishot ends with a zero-length completion.
+    ring.submit_and_wait(1)
+        .map_err(|e| format!("io_uring_enter failed ({e})"))?;
+    drop(b);
+    Ok(())
+}
+
+/// Unregisters a probe's buffers before its ring is dropped (dropping the ring tears down its
+/// requests), so they can be freed; [`BufRing`] keeps them allocated if that fails.
+fn unregister(ring: &IoUring, bufs: &mut BufRing) {
+    if bufs.unregister(&ring.submitter()).is_err() {
+        // Kept allocated (leaked) by BufRing.
+    }
+}
+
 /// Registers a provided buffer ring and runs one multishot receive over a socket pair
 /// (multishot accept is older than multishot receive, so this covers both).
 fn multishot_recv_works(mut ring: IoUring) -> Result<(), String> {
     let mut bufs = BufRing::new(2, 64, 0)
         .map_err(|e| format!("provided buffer ring allocation failed ({e})"))?;
-    bufs.register(&ring.submitter(), false)
-        .map_err(|e| format!("IORING_REGISTER_PBUF_RING (5.19): {e}"))?;
-    let result = (|| {
-        let (mut a, b) = std::os::unix::net::UnixStream::pair()
-            .map_err(|e| format!("socketpair for the multishot test failed ({e})"))?;
-        let sqe = opcode::RecvMulti::new(types::Fd(b.as_raw_fd()), bufs.bgid)
-            .build()
-            .user_data(1);
-        // SAFETY: the entry references only the fd (alive until after the completion is
-        // reaped below or the ring is dropped) and the registered buffer group.
-        unsafe { ring.submission().push(&sqe) }
-            .map_err(|_| "submission queue full in probe".to_string())?;
+    let result = with_multishot_recv(&mut ring, &mut bufs, false, |ring, _, a| {
         a.write_all(b"x")
             .map_err(|e| format!("socketpair write failed ({e})"))?;
         ring.submit_and_wait(1)
@@ -209,35 +237,18 @@ fn multishot_recv_works(mut ring: IoUring) -> Result<(), String> {
         if !cqueue::more(cqe.flags()) {
             return Err("multishot IORING_OP_RECV (6.0): receive ended after one shot".into());
         }
-        drop(a);
-        // The peer closed: the multishot ends with a zero-length completion.
-        ring.submit_and_wait(1)
-            .map_err(|e| format!("io_uring_enter failed ({e})"))?;
-        drop(b);
         Ok(())
-    })();
-    // Dropping the ring tears down its requests; unregister first so the buffers can be freed.
-    if bufs.unregister(&ring.submitter()).is_err() {
-        // Kept allocated (leaked) by BufRing if it cannot be unregistered.
-    }
+    });
+    unregister(&ring, &mut bufs);
     result
 }
 
-/// Registers a one-buffer ring with incremental consumption and checks that two multishot
-/// receives land in that buffer one after the other, the kernel keeping it
-/// (`IORING_CQE_F_BUF_MORE`): what the driver relies on when it uses the mode.
+/// Checks, with a one-buffer ring consumed incrementally, that two multishot receives land in
+/// that buffer one after the other, the kernel keeping it (`IORING_CQE_F_BUF_MORE`): what the
+/// driver relies on when it uses the mode.
 fn incremental_buffers_work(mut ring: IoUring) -> Result<(), String> {
     let mut bufs = BufRing::new(1, 64, 0).map_err(|e| e.to_string())?;
-    bufs.register(&ring.submitter(), true)
-        .map_err(|e| e.to_string())?;
-    let result = (|| {
-        let (mut a, b) = std::os::unix::net::UnixStream::pair().map_err(|e| e.to_string())?;
-        let sqe = opcode::RecvMulti::new(types::Fd(b.as_raw_fd()), bufs.bgid)
-            .build()
-            .user_data(1);
-        // SAFETY: the entry references only the fd (alive until after the completions are
-        // reaped below or the ring is dropped) and the registered buffer group.
-        unsafe { ring.submission().push(&sqe) }.map_err(|_| "queue full".to_string())?;
+    let result = with_multishot_recv(&mut ring, &mut bufs, true, |ring, bufs, a| {
         for (i, chunk) in [&b"ab"[..], &b"cde"[..]].into_iter().enumerate() {
             a.write_all(chunk).map_err(|e| e.to_string())?;
             ring.submit_and_wait(1).map_err(|e| e.to_string())?;
@@ -256,14 +267,9 @@ fn incremental_buffers_work(mut ring: IoUring) -> Result<(), String> {
                 return Err(format!("receive {i} did not continue the buffer"));
             }
         }
-        drop(a);
-        ring.submit_and_wait(1).map_err(|e| e.to_string())?;
-        drop(b);
         Ok(())
-    })();
-    if bufs.unregister(&ring.submitter()).is_err() {
-        // Kept allocated (leaked) by BufRing if it cannot be unregistered.
-    }
+    });
+    unregister(&ring, &mut bufs);
     result
 }
 
