@@ -578,6 +578,83 @@ fn response_burst_from_many_upstreams_shares_receive_buffers() {
     proxy.shutdown();
 }
 
+/// Echoes `rounds` exchanges on one new connection and checks every byte; the connection is
+/// then closed.
+fn echo_round_trips(addr: SocketAddr, tag: u32, rounds: u32) -> bool {
+    let mut s = client(addr);
+    for r in 0..rounds {
+        let payload: Vec<u8> = (0..3000u32).map(|k| (k * 7 + tag * 13 + r) as u8).collect();
+        if s.write_all(&payload).is_err() {
+            return false;
+        }
+        let mut got = vec![0u8; payload.len()];
+        if s.read_exact(&mut got).is_err() || got != payload {
+            return false;
+        }
+    }
+    s.shutdown(Shutdown::Both).is_ok()
+}
+
+/// Every socket (accepted and upstream) goes into the fixed file table, and slots are reused
+/// safely: 200 connections one after another (each new socket takes the slot index the last
+/// closed one left) exchange data intact. A slot reused before the previous socket's fixed
+/// close ran would put the new connection's operations on the old socket.
+#[test]
+fn sockets_use_fixed_file_slots_and_reuse_them_safely() {
+    let _heavy = heavy();
+    let backend = Backend::echo();
+    let proxy = start_proxy(RelayCx::new(backend.addr), 10_000, test_opts());
+    for i in 0..200u32 {
+        assert!(
+            echo_round_trips(proxy.addr, i, 2),
+            "connection {i} echoed intact"
+        );
+    }
+    wait_for("all connections closed", || {
+        proxy.stat(|s| &s.closed) == 200
+    });
+    let sockets = proxy.stat(|s| &s.accepted) + proxy.stat(|s| &s.upstream_connects);
+    assert_eq!(proxy.stat(|s| &s.accepted), 200);
+    assert_eq!(
+        proxy.stat(|s| &s.fixed_files),
+        sockets,
+        "every socket was registered"
+    );
+    proxy.shutdown();
+}
+
+/// With a fixed file table of 4 slots, 32 concurrent connections (64 sockets) are relayed
+/// intact: sockets beyond the table use their fds, side by side with registered ones.
+#[test]
+fn sockets_beyond_the_fixed_file_table_use_their_fds() {
+    let _heavy = heavy();
+    let backend = Backend::echo();
+    let tuning = Tuning {
+        uring_fixed_files: 4,
+        ..test_opts()
+    };
+    let proxy = start_proxy(RelayCx::new(backend.addr), 10_000, tuning);
+    let clients: Vec<_> = (0..32u32)
+        .map(|i| {
+            let addr = proxy.addr;
+            thread::spawn(move || echo_round_trips(addr, i, 20))
+        })
+        .collect();
+    for c in clients {
+        assert!(c.join().expect("client thread"), "echoed intact");
+    }
+    let sockets = proxy.stat(|s| &s.accepted) + proxy.stat(|s| &s.upstream_connects);
+    let fixed = proxy.stat(|s| &s.fixed_files);
+    assert!(
+        fixed >= 4 && fixed < sockets,
+        "{fixed} of {sockets} sockets registered"
+    );
+    wait_for("all connections closed", || {
+        proxy.stat(|s| &s.accepted) == proxy.stat(|s| &s.closed)
+    });
+    proxy.shutdown();
+}
+
 /// `len` bytes that differ per `i` and per position.
 fn response_bytes(i: usize, len: usize) -> Vec<u8> {
     (0..len).map(|k| (k * 7 + i * 13) as u8).collect()

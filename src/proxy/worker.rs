@@ -93,7 +93,15 @@ pub struct Tuning {
     /// After a flushed close: how long the driver keeps reading and discarding what the client
     /// still sends (so the response is not lost to a reset) before it closes the socket.
     pub lingering_close: Duration,
+    /// io_uring fixed file table slots (at most the open-file limit; 0: none). Sockets whose
+    /// slot index is beyond it use their fds.
+    pub uring_fixed_files: u32,
 }
+
+/// Default io_uring fixed file table size: sockets beyond it (more than this many open at once
+/// on one worker) use their fds. The kernel keeps 8 bytes per slot, plus a small node per
+/// registered socket.
+pub const DEFAULT_FIXED_FILES: u32 = 16 * 1024;
 
 impl Default for Tuning {
     fn default() -> Self {
@@ -106,6 +114,7 @@ impl Default for Tuning {
             close_flush_timeout: Duration::from_secs(10),
             tls_handshake_timeout: Duration::from_secs(10),
             lingering_close: Duration::from_secs(2),
+            uring_fixed_files: DEFAULT_FIXED_FILES,
         }
     }
 }
@@ -131,6 +140,9 @@ pub struct DriverStats {
     /// io_uring: multishot receives that ended because no provided receive buffer was free
     /// (each is armed again, one more submission).
     pub recv_no_buffer: AtomicU64,
+    /// io_uring: sockets put into the ring's fixed file table (their operations skip the
+    /// per-operation file lookup).
+    pub fixed_files: AtomicU64,
 }
 
 impl DriverStats {

@@ -7,6 +7,10 @@
 //! connect address, timeout) stays valid, and a late completion is matched by generation.
 //! Sockets are closed with `IORING_OP_CLOSE` queued after their last operation, so a
 //! descriptor number cannot be reused while an earlier queued operation still names it.
+//! A socket also sits in the ring's fixed file table at its slot index (when the table reaches
+//! that far): it is put there by a `FILES_UPDATE` queued before its first operation, and its
+//! slot is emptied by a fixed close that the socket slot waits for, so a reused slot index
+//! never names the previous socket.
 //!
 //! Upstream TLS (`PoolKey::tls`): after the connect completes the socket carries a
 //! [`TlsClient`]; its receive stays armed and its handshake bytes are sent until the handshake
@@ -50,6 +54,35 @@ const SEND_FREE_MAX: usize = 1024;
 /// Below this much pending downstream output a send copies instead of asking the handler
 /// to lend its buffer.
 const LEND_HINT: usize = 16 * 1024;
+
+/// Builds an operation on a socket: on its fixed file slot when it has one, else on its fd.
+/// `|t| expr` is the builder, given `types::Fixed` or `types::Fd` as `t`.
+macro_rules! on_sock {
+    ($s:expr, $sid:expr, |$t:ident| $build:expr) => {
+        if $s.fixed {
+            let $t = types::Fixed($sid.idx);
+            $build
+        } else {
+            let $t = types::Fd($s.fd);
+            $build
+        }
+    };
+}
+
+/// Registers a sparse fixed file table of up to `want` slots, no more than the open-file limit
+/// allows (the kernel refuses a larger one). Empty when `want` is 0 or the kernel refuses:
+/// sockets then use their fds.
+fn register_fixed_table(ring: &IoUring, want: u32) -> Box<[RawFd]> {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    let n = u64::from(want).min(limit);
+    let n = u32::try_from(n).unwrap_or(want);
+    if n == 0 || ring.submitter().register_files_sparse(n).is_err() {
+        return Box::default();
+    }
+    vec![-1; n as usize].into_boxed_slice()
+}
 /// How long teardown waits for cancelled operations to complete.
 const TEARDOWN_WAIT: Duration = Duration::from_secs(2);
 
@@ -123,6 +156,10 @@ struct Sock {
     /// Submitted operations on this socket whose final completion has not arrived: one
     /// receive, send, connect, link timeout, idle peek and close at most, so a byte holds it.
     inflight: u8,
+    /// Registered in the ring's fixed file table at the index of its socket slot
+    /// ([`Driver::register_fixed`]): operations name the slot, so the kernel skips the file
+    /// lookup and reference count it otherwise pays per operation.
+    fixed: bool,
     connected: bool,
     connecting: bool,
     recv_armed: bool,
@@ -210,6 +247,7 @@ impl Sock {
             },
             owner_kind: OwnerKind::Closing,
             inflight: 0,
+            fixed: false,
             connected,
             connecting: false,
             recv_armed: false,
@@ -279,6 +317,11 @@ pub(crate) struct Driver<'a, H: ConnHandler> {
     ring: IoUring,
     bufs: BufRing,
     up_bufs: BufRing,
+    /// The fixed file table (one slot per socket slot index below its length; empty when the
+    /// table could not be registered). Each entry holds the fd its slot's `FILES_UPDATE` reads:
+    /// a stable address, rewritten only when the socket slot is reused, which waits for the
+    /// previous socket's fixed close (see [`Op::CloseFixed`]).
+    fixed_fds: Box<[RawFd]>,
     socks: Slab<Sock>,
     /// Connections; https listeners wrap the handler in the TLS layer.
     conns: Slab<Conn<Layer<H>>>,
@@ -379,6 +422,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         up_bufs
             .register(&ring.submitter(), opts.incremental)
             .map_err(UringError::BufRing)?;
+        let fixed_fds = register_fixed_table(&ring, opts.fixed_files);
         let listeners = listeners
             .into_iter()
             .map(|l| Listener {
@@ -393,6 +437,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             ring,
             bufs,
             up_bufs,
+            fixed_fds,
             socks: Slab::new(),
             conns: Slab::new(),
             listeners,
@@ -517,9 +562,38 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             _ => UP_BGID,
         };
         s.recv_bgid = bgid as u8;
-        let e = opcode::RecvMulti::new(types::Fd(s.fd), bgid)
+        let e = on_sock!(s, sid, |t| opcode::RecvMulti::new(t, bgid).build()).user_data(ud(
+            Op::Recv,
+            sid,
+            bgid as u8,
+        ));
+        self.push(e);
+    }
+
+    /// Puts a new socket into the fixed file slot of its socket slot's index, when the table
+    /// has one. The update runs before every operation queued after it (submission order), so
+    /// those name the slot. Only a failure completes (`Op::FilesUpdate`).
+    fn register_fixed(&mut self, sid: Id) {
+        let Some(s) = self.socks.get_mut(sid) else {
+            return;
+        };
+        let Ok(offset) = i32::try_from(sid.idx) else {
+            return;
+        };
+        let Some(entry) = self.fixed_fds.get_mut(sid.idx as usize) else {
+            return;
+        };
+        if s.fd < 0 {
+            return;
+        }
+        *entry = s.fd;
+        s.fixed = true;
+        let e = opcode::FilesUpdate::new(entry, 1)
+            .offset(offset)
             .build()
-            .user_data(ud(Op::Recv, sid, bgid as u8));
+            .flags(squeue::Flags::SKIP_SUCCESS)
+            .user_data(ud(Op::FilesUpdate, sid, 0));
+        bump(&self.stats.fixed_files);
         self.push(e);
     }
 
@@ -560,6 +634,16 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         }
         for (op, aux) in ops.into_iter().flatten() {
             self.cancel(ud(op, sid, aux));
+        }
+        if let Some(s) = self.socks.get_mut(sid)
+            && std::mem::take(&mut s.fixed)
+        {
+            // Empties the fixed slot; the socket slot waits for it (see `Op::CloseFixed`).
+            s.inflight += 1;
+            let e = opcode::Close::new(types::Fixed(sid.idx))
+                .build()
+                .user_data(ud(Op::CloseFixed, sid, 0));
+            self.push(e);
         }
         if fd >= 0 {
             let e = opcode::Close::new(types::Fd(fd))
@@ -906,7 +990,16 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
                 }
             }
             Op::Cancel | Op::Close => {}
-            Op::Recv | Op::Send | Op::Connect | Op::LinkTimeout | Op::IdleRecv => {
+            Op::FilesUpdate => {
+                // Only a failure completes (`CQE_SKIP_SUCCESS`): the socket's later operations
+                // name its fd; those already queued on the slot fail as any I/O error does.
+                if let Some(sid) = self.socks.find16(u.slot, u.gen16)
+                    && let Some(s) = self.socks.get_mut(sid)
+                {
+                    s.fixed = false;
+                }
+            }
+            Op::Recv | Op::Send | Op::Connect | Op::LinkTimeout | Op::IdleRecv | Op::CloseFixed => {
                 let Some(sid) = self.socks.find16(u.slot, u.gen16) else {
                     if let Some(bid) = cqueue::buffer_select(flags) {
                         // Nobody reads these bytes, but the buffer's fill position moves on.
@@ -1024,6 +1117,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
                 side: Side::Down,
             });
         }
+        self.register_fixed(sid);
         self.sync(cid, now);
     }
 
@@ -1709,10 +1803,10 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         };
         let bytes = o.buf.get(from..).unwrap_or_default();
         let len = bytes.len().min(u32::MAX as usize) as u32;
-        let e = opcode::Send::new(types::Fd(s.fd), bytes.as_ptr(), len)
+        let e = on_sock!(s, sid, |t| opcode::Send::new(t, bytes.as_ptr(), len)
             .flags(libc::MSG_NOSIGNAL)
-            .build()
-            .user_data(ud(Op::Send, sid, 0));
+            .build())
+        .user_data(ud(Op::Send, sid, 0));
         // The buffer is not touched again until the send completes, so its heap block (which
         // the entry points at) stays where it is even if the Sock itself moves.
         o.lent_at = lent;
@@ -1907,14 +2001,20 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         let Some(addr) = args.addr.as_ref() else {
             return;
         };
-        let connect = opcode::Connect::new(types::Fd(fd), addr.as_ptr().cast(), addr.len())
-            .build()
-            .user_data(ud(Op::Connect, sid, 0));
+        let (addr_ptr, addr_len) = (addr.as_ptr().cast::<libc::sockaddr>(), addr.len());
+        let timespec: *const types::Timespec = &args.timeout;
+        self.register_fixed(sid);
+        let Some(s) = self.socks.get_mut(sid) else {
+            return;
+        };
+        let connect = on_sock!(s, sid, |t| opcode::Connect::new(t, addr_ptr, addr_len)
+            .build())
+        .user_data(ud(Op::Connect, sid, 0));
         let timeout = if zero_timeout {
             None
         } else {
             Some(
-                opcode::LinkTimeout::new(&args.timeout)
+                opcode::LinkTimeout::new(timespec)
                     .build()
                     .user_data(ud(Op::LinkTimeout, sid, 0)),
             )
@@ -2041,11 +2141,11 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         };
         s.idle_armed = true;
         s.inflight += 1;
-        let fd = s.fd;
-        let e = opcode::Recv::new(types::Fd(fd), s.args().peek.as_mut_ptr(), 1)
+        let peek = s.args().peek.as_mut_ptr();
+        let e = on_sock!(s, sid, |t| opcode::Recv::new(t, peek, 1)
             .flags(libc::MSG_PEEK)
-            .build()
-            .user_data(ud(Op::IdleRecv, sid, s.pool_epoch));
+            .build())
+        .user_data(ud(Op::IdleRecv, sid, s.pool_epoch));
         self.push(e);
     }
 }

@@ -81,6 +81,9 @@ pub struct RingOptions {
     pub lingering_close: Duration,
     /// Most time a downstream TLS handshake may take.
     pub tls_handshake_timeout: Duration,
+    /// Slots of the fixed file table (capped by the open-file limit; 0: none). Sockets whose
+    /// slot index is beyond it use their fds.
+    pub fixed_files: u32,
 }
 
 impl Default for RingOptions {
@@ -99,6 +102,7 @@ impl Default for RingOptions {
             drain_timeout: Duration::from_secs(10),
             lingering_close: Duration::from_secs(2),
             tls_handshake_timeout: Duration::from_secs(10),
+            fixed_files: crate::proxy::worker::DEFAULT_FIXED_FILES,
         }
     }
 }
@@ -189,6 +193,7 @@ impl RingOptions {
             drain_timeout: t.stop_grace,
             lingering_close: t.lingering_close,
             tls_handshake_timeout: t.tls_handshake_timeout,
+            fixed_files: t.uring_fixed_files,
             ..d
         }
     }

@@ -128,6 +128,12 @@ pub(crate) enum Op {
     Cancel = 8,
     /// An `IORING_OP_CLOSE`; its completion is ignored.
     Close = 9,
+    /// The `IORING_OP_CLOSE` of a socket's fixed file slot: the socket slot (and with it the
+    /// fixed slot of the same index) is reused only after it completed.
+    CloseFixed = 10,
+    /// An `IORING_OP_FILES_UPDATE` putting a socket into its fixed file slot; it completes
+    /// only when it failed (`CQE_SKIP_SUCCESS`).
+    FilesUpdate = 11,
 }
 
 impl Op {
@@ -142,6 +148,8 @@ impl Op {
             7 => Op::IdleRecv,
             8 => Op::Cancel,
             9 => Op::Close,
+            10 => Op::CloseFixed,
+            11 => Op::FilesUpdate,
             _ => return None,
         })
     }
