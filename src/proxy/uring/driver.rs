@@ -83,6 +83,7 @@ fn register_fixed_table(ring: &IoUring, want: u32) -> Box<[RawFd]> {
     }
     vec![-1; n as usize].into_boxed_slice()
 }
+
 /// How long teardown waits for cancelled operations to complete.
 const TEARDOWN_WAIT: Duration = Duration::from_secs(2);
 
@@ -154,7 +155,8 @@ struct Sock {
     owner_conn: Id,
     owner_kind: OwnerKind,
     /// Submitted operations on this socket whose final completion has not arrived: one
-    /// receive, send, connect, link timeout, idle peek and close at most, so a byte holds it.
+    /// receive, send, connect, link timeout, idle peek and fixed close at most, so a byte
+    /// holds it.
     inflight: u8,
     /// Registered in the ring's fixed file table at the index of its socket slot
     /// ([`Driver::register_fixed`]): operations name the slot, so the kernel skips the file
