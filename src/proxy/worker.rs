@@ -140,8 +140,9 @@ pub struct DriverStats {
     /// io_uring: multishot receives that ended because no provided receive buffer was free
     /// (each is armed again, one more submission).
     pub recv_no_buffer: AtomicU64,
-    /// io_uring: sockets put into the ring's fixed file table (their operations skip the
-    /// per-operation file lookup).
+    /// io_uring: sockets queued into the ring's fixed file table (their operations skip the
+    /// per-operation file lookup). An update the kernel refuses (only under memory pressure)
+    /// leaves its socket on its fd and is still counted here.
     pub fixed_files: AtomicU64,
 }
 
