@@ -154,7 +154,14 @@ fn read_framed(c: &mut std::net::TcpStream, buf: &mut Vec<u8>) -> (String, Vec<u
             let size = std::str::from_utf8(&buf[at..at + line])
                 .ok()
                 .and_then(|t| usize::from_str_radix(t, 16).ok())
-                .expect("chunk size line");
+                .unwrap_or_else(|| {
+                    let near = &buf[at..buf.len().min(at + 160)];
+                    panic!(
+                        "chunk size line at body offset {at} of {}: {:?}\nhead: {head}",
+                        buf.len(),
+                        String::from_utf8_lossy(near)
+                    )
+                });
             let end = at + line + 2 + size + 2;
             if buf.len() < end {
                 break;
