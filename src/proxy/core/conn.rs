@@ -548,7 +548,13 @@ impl Active {
                     }
                 }
                 RequestEvent::NeedMore => {
+                    // Framing bytes of a body cut short by the read (part of a chunk-size
+                    // line, a CRLF): relayed verbatim like the data around them.
+                    if self.stage == Stage::Proxy && raw_end > pos {
+                        self.forward_input(pos..raw_end);
+                    }
                     pos = raw_end;
+                    self.log.read(taken);
                     break;
                 }
                 RequestEvent::Paused => break,
@@ -965,6 +971,10 @@ impl Active {
                 }
                 ResponseEvent::Tunnel | ResponseEvent::Done => break,
                 ResponseEvent::NeedMore => {
+                    // Framing bytes of a body cut short by the read (part of a chunk-size
+                    // line, a CRLF): relayed verbatim like the data around them.
+                    let raw = input.get(pos..raw_end).unwrap_or_default();
+                    self.down_out.extend_from_slice(raw);
                     pos = raw_end;
                     break;
                 }

@@ -1576,3 +1576,37 @@ fn a_close_lingers_unless_the_client_can_send_nothing_more() {
     s.pump();
     assert_eq!((s.closed, s.lingers), (Some(true), Some(true)));
 }
+
+/// A chunked body is relayed verbatim however the reads split it, a split inside the chunk
+/// framing included (a read that ends with `1` of `1\r\n` must not lose the `1`).
+#[test]
+fn chunked_bodies_survive_every_read_split() {
+    let head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let body: &[u8] = b"1\r\n\0\r\n4;e=x\r\nabcd\r\n10\r\n0123456789abcdef\r\n0\r\nT: v\r\n\r\n";
+    let resp = [&head[..], body].concat();
+    for cut in 1..resp.len() {
+        let mut s = Sim::new(ConnLimits::default());
+        s.send(GET_API);
+        s.reply(&resp[..cut]);
+        s.reply(&resp[cut..]);
+        let t = s.take_client();
+        assert!(
+            t.as_bytes().ends_with(body),
+            "response split at {cut}: client got {t:?}"
+        );
+        assert_eq!(s.releases, vec![true], "response split at {cut}");
+    }
+    let req_head =
+        b"POST /api/up HTTP/1.1\r\nHost: app.example.com\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let req = [&req_head[..], body].concat();
+    for cut in 1..req.len() {
+        let mut s = Sim::new(ConnLimits::default());
+        s.send(&req[..cut]);
+        s.send(&req[cut..]);
+        let up = s.upstream_text();
+        assert!(
+            up.as_bytes().ends_with(body),
+            "request split at {cut}: upstream got {up:?}"
+        );
+    }
+}
