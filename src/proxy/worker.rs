@@ -140,6 +140,10 @@ pub struct DriverStats {
     /// io_uring: multishot receives that ended because no provided receive buffer was free
     /// (each is armed again, one more submission).
     pub recv_no_buffer: AtomicU64,
+    /// io_uring: receives cancelled because bytes arrived that the handler did not want yet
+    /// (they are held back for it, and the receive is armed again once it wants more). A
+    /// handler that stops wanting bytes costs nothing while the peer sends none.
+    pub recv_paused: AtomicU64,
     /// io_uring: sockets queued into the ring's fixed file table (their operations skip the
     /// per-operation file lookup). An update the kernel refuses (only under memory pressure)
     /// leaves its socket on its fd and is still counted here.

@@ -154,6 +154,11 @@ impl BufRing {
         Ok(())
     }
 
+    /// How many buffers the ring has.
+    pub fn entries(&self) -> u16 {
+        self.entries
+    }
+
     #[cfg(test)]
     pub fn buf_size(&self) -> u32 {
         self.size

@@ -139,6 +139,19 @@ struct Outgoing {
     in_flight: bool,
 }
 
+/// Where a socket's multishot receive stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RecvState {
+    /// Not armed.
+    Off,
+    Armed,
+    /// Armed, with a cancellation submitted.
+    Cancelling,
+    /// Not armed: the last one ended for lack of receive buffers (ENOBUFS), and the socket
+    /// waits in [`Driver::starved`] to be armed again.
+    Starved,
+}
+
 /// [`Owner`] stored flat in a socket (with `Sock::owner_conn`), which keeps `Sock` small.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum OwnerKind {
@@ -164,8 +177,8 @@ struct Sock {
     fixed: bool,
     connected: bool,
     connecting: bool,
-    recv_armed: bool,
-    recv_cancelling: bool,
+    /// The multishot receive's state.
+    recv: RecvState,
     /// Buffer group of the armed receive (also the `aux` of its `user_data`).
     recv_bgid: u8,
     /// EOF or an error was seen: never read again.
@@ -228,6 +241,11 @@ impl Sock {
             .is_some_and(|a| a.stash_eof || !a.stash.is_empty())
     }
 
+    /// A multishot receive is armed (possibly being cancelled).
+    fn recv_armed(&self) -> bool {
+        matches!(self.recv, RecvState::Armed | RecvState::Cancelling)
+    }
+
     /// A send is in flight.
     fn sending(&self) -> bool {
         self.out.as_ref().is_some_and(|o| o.in_flight)
@@ -252,8 +270,7 @@ impl Sock {
             fixed: false,
             connected,
             connecting: false,
-            recv_armed: false,
-            recv_cancelling: false,
+            recv: RecvState::Off,
             recv_bgid: BGID as u8,
             read_closed: false,
             failed: false,
@@ -338,6 +355,9 @@ pub(crate) struct Driver<'a, H: ConnHandler> {
     send_free: Vec<Box<Outgoing>>,
     overflow: VecDeque<squeue::Entry>,
     resync: Vec<Id>,
+    /// Sockets whose receive ended for lack of buffers, oldest first, per buffer group
+    /// (downstream, upstream); see [`Driver::rearm_starved`].
+    starved: [VecDeque<Id>; 2],
     cqes: Vec<(u64, i32, u32)>,
     scratch: Vec<Id>,
     wake_armed: bool,
@@ -450,6 +470,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             send_free: Vec::new(),
             overflow: VecDeque::new(),
             resync: Vec::new(),
+            starved: [VecDeque::new(), VecDeque::new()],
             cqes: Vec::with_capacity(entries as usize * 2),
             scratch: Vec::new(),
             wake_armed: false,
@@ -550,11 +571,10 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         let Some(s) = self.socks.get_mut(sid) else {
             return;
         };
-        if s.recv_armed || s.fd < 0 {
+        if s.recv_armed() || s.fd < 0 {
             return;
         }
-        s.recv_armed = true;
-        s.recv_cancelling = false;
+        s.recv = RecvState::Armed;
         s.inflight += 1;
         // Upstream sockets (attached, parking or pooled) read responses into the large buffers.
         let bgid = match s.owner() {
@@ -603,8 +623,8 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         let Some(s) = self.socks.get_mut(sid) else {
             return;
         };
-        if s.recv_armed && !s.recv_cancelling {
-            s.recv_cancelling = true;
+        if s.recv == RecvState::Armed {
+            s.recv = RecvState::Cancelling;
             let aux = s.recv_bgid;
             self.cancel(ud(Op::Recv, sid, aux));
         }
@@ -622,7 +642,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         s.set_owner(Owner::Closing);
         let fd = std::mem::replace(&mut s.fd, -1);
         let mut ops: [Option<(Op, u8)>; 4] = [None; 4];
-        if s.recv_armed && !s.recv_cancelling {
+        if s.recv == RecvState::Armed {
             ops[0] = Some((Op::Recv, s.recv_bgid));
         }
         if s.sending() {
@@ -735,6 +755,38 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             self.run_timers(now);
             self.expire_pool(now);
             self.rearm_listeners(now);
+            self.rearm_starved(now);
+        }
+    }
+
+    /// Arms again the receives that ran out of buffers, oldest first, at most as many per
+    /// group and turn as the group has buffers: by now the turn has given back every buffer
+    /// its completions used, and a socket that ran dry most likely holds at least a buffer's
+    /// worth. The rest wait for the next turn, which the completions of these bring.
+    fn rearm_starved(&mut self, now: Instant) {
+        for group in 0..2 {
+            let budget = if group == 1 {
+                self.up_bufs.entries()
+            } else {
+                self.bufs.entries()
+            };
+            for _ in 0..budget {
+                let Some(sid) = self.starved[group].pop_front() else {
+                    break;
+                };
+                let Some(s) = self.socks.get_mut(sid) else {
+                    continue;
+                };
+                if s.recv != RecvState::Starved {
+                    continue;
+                }
+                s.recv = RecvState::Off;
+                match s.owner() {
+                    Owner::Conn { conn, .. } => self.sync(conn, now),
+                    Owner::Pooled => self.arm_recv(sid),
+                    Owner::Parking | Owner::Closing => {}
+                }
+            }
         }
     }
 
@@ -1151,12 +1203,30 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             }
             return;
         };
-        if !more {
-            s.recv_armed = false;
-            s.recv_cancelling = false;
-            s.inflight = s.inflight.saturating_sub(1);
-        }
         let owner = s.owner();
+        if !more {
+            // A receive that ran out of buffers is armed again once the turn has given
+            // buffers back (`rearm_starved`), not at once: against an empty ring it would fail
+            // the same way, one wasted submission after another.
+            let starved = res == -libc::ENOBUFS
+                && s.recv == RecvState::Armed
+                && matches!(owner, Owner::Conn { .. } | Owner::Pooled);
+            s.recv = if starved {
+                RecvState::Starved
+            } else {
+                RecvState::Off
+            };
+            s.inflight = s.inflight.saturating_sub(1);
+            if starved {
+                self.starved[usize::from(u16::from(bgid) == UP_BGID)].push_back(sid);
+            }
+        }
+        let Some(s) = self.socks.get_mut(sid) else {
+            if let Some(bid) = bid {
+                self.recycle(bgid, bid, flags);
+            }
+            return;
+        };
         if res == -libc::ENOBUFS {
             bump(&self.stats.recv_no_buffer);
         }
@@ -1193,6 +1263,16 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
                     self.recycle(bgid, bid, flags);
                 }
                 self.sync(conn, now);
+                // Bytes still held back after the contract ran are not wanted: stop reading
+                // until the handler wants more (`sync_reads` arms again).
+                if let Some(s) = self.socks.get(sid)
+                    && s.recv == RecvState::Armed
+                    && s.stashed()
+                    && s.owner() == owner
+                {
+                    bump(&self.stats.recv_paused);
+                    self.cancel_recv(sid);
+                }
             }
             Owner::Parking => {
                 if !benign {
@@ -1211,9 +1291,6 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
                 }
                 if !benign {
                     self.drop_stale(sid);
-                } else if !more && res == -libc::ENOBUFS {
-                    // The idle watch ended for lack of buffers: watch again.
-                    self.arm_recv(sid);
                 }
             }
             Owner::Closing => {
@@ -1842,7 +1919,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             }
             if side == Side::Up && s.handshaking() {
                 // The handshake reads regardless of the handler's interest.
-                if !s.recv_armed && !s.read_closed && s.fd >= 0 {
+                if s.recv == RecvState::Off && !s.read_closed && s.fd >= 0 {
                     self.arm_recv(sid);
                 }
                 continue;
@@ -1870,11 +1947,14 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
                 }
                 return true;
             }
-            let (armed, closed) = (s.recv_armed, s.read_closed || s.fd < 0);
-            if want && !armed && !closed {
+            let (armed, closed) = (s.recv_armed(), s.read_closed || s.fd < 0);
+            // A receive the handler does not want now stays armed: the peer usually sends
+            // nothing meanwhile (a client awaiting its response, an upstream whose response
+            // is read), and a cancel and a re-arm would cost two submissions and three
+            // completions each time. Bytes that do arrive are held back and cancel it then
+            // (`on_recv`).
+            if want && !armed && !closed && s.recv != RecvState::Starved {
                 self.arm_recv(sid);
-            } else if !want && armed {
-                self.cancel_recv(sid);
             }
         }
         false
@@ -2078,7 +2158,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             self.close_sock(sid);
             return;
         }
-        if s.recv_armed && !s.recv_cancelling {
+        if s.recv == RecvState::Armed {
             // The multishot receive stays armed and becomes the idle watch: bytes, EOF or an
             // error on the pooled socket drop it (`on_recv`), and a checkout finds the receive
             // already armed. This saves a cancel, an idle peek, its cancel and a re-arm (four
@@ -2091,7 +2171,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         }
         // The key stays with the socket while it parks.
         s.set_owner(Owner::Parking);
-        if s.recv_armed {
+        if s.recv_armed() {
             self.cancel_recv(sid);
         } else {
             self.park_done(sid, now);
