@@ -8,9 +8,11 @@
 //! - multishot receive into a provided buffer ring (an idle connection holds no buffer), the
 //!   buffer given back right after the handler took the bytes; downstream sockets use a group
 //!   of 16 KiB buffers, upstream sockets a group of 64 KiB ones (a large response arrives in
-//!   few completions); a side the handler does not
-//!   want to read has its receive cancelled, and bytes that were already in flight are kept
-//!   for the handler until it asks again;
+//!   few completions); a side the handler does not want to read keeps its receive armed
+//!   (the peer usually sends nothing meanwhile), and bytes that do arrive are kept for the
+//!   handler until it asks again and cancel the receive then; a receive that ran out of
+//!   buffers (ENOBUFS) waits for the turn to give buffers back and is armed again a group's
+//!   worth of sockets at a time, oldest first;
 //! - sends copy the handler's `*_out()` bytes into a per-connection send buffer taken from a
 //!   worker-wide free list: the handler's own buffer may grow (and move) while the send is in
 //!   flight, so the kernel never points into it; the handler keeps the bytes until the send
