@@ -574,16 +574,34 @@ async fn tls_secret(c: &Cluster, name: &str, cert: &str, key: &str) -> R {
     Ok(())
 }
 
-/// A loopback HTTPS backend (self-signed certificate): answers every request `200` with
-/// `X-Backend: <name>`; reports the SNI of each handshake.
+/// A CA certificate (PEM) and a leaf for `host` signed by it: (CA PEM, leaf PEM, leaf key PEM).
+fn ca_and_leaf(host: &str) -> R<(String, String, String)> {
+    let ca_key = rcgen::KeyPair::generate()?;
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "e2e backend CA");
+    let ca = ca_params.self_signed(&ca_key)?;
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let leaf_key = rcgen::KeyPair::generate()?;
+    let leaf =
+        rcgen::CertificateParams::new(vec![host.to_string()])?.signed_by(&leaf_key, &issuer)?;
+    Ok((ca.pem(), leaf.pem(), leaf_key.serialize_pem()))
+}
+
+/// A loopback HTTPS backend (certificate for `backend.invalid` from a CA of its own, returned
+/// as PEM): answers every request `200` with `X-Backend: <name>`; reports the SNI of each
+/// handshake.
 async fn https_backend(
     name: &'static str,
 ) -> R<(
     SocketAddr,
     tokio::sync::mpsc::UnboundedReceiver<Option<String>>,
+    String,
 )> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (crt, key, _) = cert_for("backend.invalid")?;
+    let (ca_pem, crt, key) = ca_and_leaf("backend.invalid")?;
     let chain = rustls::pki_types::CertificateDer::pem_slice_iter(crt.as_bytes())
         .collect::<Result<Vec<_>, _>>()?;
     let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes())?;
@@ -626,17 +644,34 @@ async fn https_backend(
             });
         }
     });
-    Ok((addr, rx))
+    Ok((addr, rx, ca_pem))
 }
 
 /// `backend-protocol: HTTPS` (native and nginx spelling): Arc speaks TLS to the Service's
 /// endpoints, with SNI the Service's host name (here the `externalName`, since EndpointSlices
-/// may not name loopback addresses) and without verifying the certificate.
+/// may not name loopback addresses) and without verifying the certificate. With
+/// `proxy-ssl-verify` and a CA-only `Opaque` Secret (as `kubectl create secret generic
+/// --from-file=ca.crt` makes) the backend is verified: served with its CA, 502 with another.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_backends_by_annotation() -> R {
     let c = Cluster::new("ctl-https-up").await?;
-    let (addr, mut snis) = https_backend("secure").await?;
+    let (addr, mut snis, ca_pem) = https_backend("secure").await?;
     let port = addr.port();
+    let (other_ca, _, _) = ca_and_leaf("backend.invalid")?;
+    for (name, ca) in [("backend-ca", &ca_pem), ("other-ca", &other_ca)] {
+        apply(
+            &c.secrets,
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+                "type": "Opaque", "stringData": {"ca.crt": ca}}),
+        )
+        .await?;
+    }
+    let verified = |secret: &str| {
+        json!({"nginx.ingress.kubernetes.io/backend-protocol": "HTTPS",
+            "nginx.ingress.kubernetes.io/proxy-ssl-verify": "on",
+            "nginx.ingress.kubernetes.io/proxy-ssl-secret": secret,
+            "nginx.ingress.kubernetes.io/proxy-ssl-name": "backend.invalid"})
+    };
     apply(
         &c.services,
         json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "secure"},
@@ -655,6 +690,8 @@ async fn https_backends_by_annotation() -> R {
         ),
         // The same Service without the annotation: plain HTTP to a TLS port fails (502).
         ("plain", json!({})),
+        ("verified", verified(&format!("{}/backend-ca", c.ns))),
+        ("wrong-ca", verified(&format!("{}/other-ca", c.ns))),
     ] {
         apply(
             &c.ingresses,
@@ -672,6 +709,19 @@ async fn https_backends_by_annotation() -> R {
     wait_for(&arc, "nginx.test", "/", "nginx alias", from("secure")).await?;
     let r = arc::get(arc.http, "plain.test", "/", &[]).await?;
     assert_eq!(r.status, 502, "{r:?}");
+    wait_for(
+        &arc,
+        "verified.test",
+        "/",
+        "verified with the Opaque CA",
+        from("secure"),
+    )
+    .await?;
+    let r = arc::get(arc.http, "wrong-ca.test", "/", &[]).await?;
+    assert_eq!(
+        r.status, 502,
+        "another CA does not verify the backend: {r:?}"
+    );
     let sni = tokio::time::timeout(LIMIT, snis.recv()).await?.flatten();
     assert_eq!(sni.as_deref(), Some("localhost"));
     arc.stop().await;

@@ -14,8 +14,9 @@
 //! What is watched (least privilege; see `deploy/kubernetes/02-rbac.yaml`):
 //! - Ingress, Service, EndpointSlice in all namespaces or each of `kubernetes.watch_namespaces`;
 //!   IngressClass cluster-wide;
-//! - Secrets with `fieldSelector=type=kubernetes.io/tls` (same scopes), and the Secret
-//!   `arc-gateway-secret` by `metadata.name` in Arc's own namespace;
+//! - Secrets with `fieldSelector=type=kubernetes.io/tls` and, for `proxy-ssl-secret` CA bundles,
+//!   `fieldSelector=type=Opaque` (same scopes), and the Secret `arc-gateway-secret` by
+//!   `metadata.name` in Arc's own namespace;
 //! - the ConfigMap `arc-gateway-config` by `metadata.name` in Arc's own namespace;
 //! - not watched: Nodes, read one by one (`get`) only for a NodePort `publish_service` (see
 //!   [`status`]).
@@ -418,13 +419,15 @@ pub fn start(client: Client, settings: Settings, metrics: KubeMetrics) -> Contro
             &shared,
             &mut tasks,
         ));
-        stores.secrets.push(spawn_watch(
-            api(&client, ns),
-            plain().fields("type=kubernetes.io/tls"),
-            "Secret",
-            &shared,
-            &mut tasks,
-        ));
+        for kind in ["type=kubernetes.io/tls", "type=Opaque"] {
+            stores.secrets.push(spawn_watch(
+                api(&client, ns),
+                plain().fields(kind),
+                "Secret",
+                &shared,
+                &mut tasks,
+            ));
+        }
     }
 
     let (state_tx, state_rx) = watch::channel(None);

@@ -1617,6 +1617,80 @@ fn backend_tls_verify_without_secret_uses_system_roots_and_secret_without_ca_giv
     assert_ne!(nb, "default/web:80/https");
 }
 
+/// A CA-only `Opaque` Secret (`kubectl create secret generic --from-file=ca.crt`, as
+/// ingress-nginx users have them) verifies the backend; one with `tls.crt`/`tls.key` too also
+/// presents them; a Secret without a type counts as `Opaque`, as the API server defaults it.
+#[test]
+fn backend_tls_takes_opaque_secrets_with_a_ca_bundle() {
+    let (ca, ca_pem) = backend_ca();
+    let (chain, key) = client_pair(&ca);
+    let opaque = |name: &str, data: &[(&str, &str)], ty: Option<&str>| {
+        let mut s = (*data_secret("default", name, data)).clone();
+        s.type_ = ty.map(String::from);
+        Arc::new(s)
+    };
+    let mut inputs = base_inputs();
+    inputs.secrets = vec![
+        opaque("ca-only", &[("ca.crt", &ca_pem)], Some("Opaque")),
+        opaque(
+            "ca-and-client",
+            &[("ca.crt", &ca_pem), ("tls.crt", &chain), ("tls.key", &key)],
+            None,
+        ),
+    ];
+    inputs.ingresses = vec![
+        ingress(
+            "default",
+            "ca",
+            1,
+            https_spec("a.example.com"),
+            https_ann(
+                NGINX,
+                &[
+                    ("proxy-ssl-verify", "on"),
+                    ("proxy-ssl-secret", "default/ca-only"),
+                ],
+            ),
+        ),
+        ingress(
+            "default",
+            "mtls",
+            2,
+            https_spec("b.example.com"),
+            https_ann(
+                NATIVE,
+                &[
+                    ("proxy-ssl-verify", "on"),
+                    ("proxy-ssl-secret", "ca-and-client"),
+                ],
+            ),
+        ),
+    ];
+    let t = translate(&inputs, &settings());
+    assert!(t.problems.is_empty(), "{:?}", t.problems);
+    let (_, a) = backend_tls_of(&t, "a.example.com");
+    assert!(a.verify, "{a:?}");
+    assert_eq!(a.ca_pem.as_deref(), Some(ca_pem.as_bytes()));
+    assert!(a.client_cert.is_none(), "{a:?}");
+    let (_, b) = backend_tls_of(&t, "b.example.com");
+    assert_eq!(b.ca_pem.as_deref(), Some(ca_pem.as_bytes()));
+    let cert = b.client_cert.as_ref().unwrap_or_else(|| panic!("{b:?}"));
+    assert_eq!(&*cert.chain, chain.as_bytes());
+    // An Opaque Secret is no certificate for `spec.tls`: that still takes kubernetes.io/tls.
+    let mut tls_ing = https_spec("c.example.com");
+    tls_ing["tls"] = json!([{"hosts": ["c.example.com"], "secretName": "ca-and-client"}]);
+    inputs.ingresses = vec![ingress("default", "tls", 3, tls_ing, json!({}))];
+    let t = translate(&inputs, &settings());
+    assert!(t.certs.is_empty(), "{:?}", t.certs.len());
+    assert!(
+        t.problems
+            .iter()
+            .any(|p| p.message.contains("not of type kubernetes.io/tls")),
+        "{:?}",
+        t.problems
+    );
+}
+
 #[test]
 fn backend_tls_bad_values_and_secrets_make_the_ingress_invalid() {
     let (ca, ca_pem) = backend_ca();
@@ -1650,9 +1724,9 @@ fn backend_tls_bad_values_and_secrets_make_the_ingress_invalid() {
         ),
         data_secret("other", "elsewhere", &[("ca.crt", &ca_pem)]),
         {
-            let mut opaque = (*data_secret("default", "opaque", &[("ca.crt", &ca_pem)])).clone();
-            opaque.type_ = Some("Opaque".into());
-            Arc::new(opaque)
+            let mut basic = (*data_secret("default", "basic", &[("ca.crt", &ca_pem)])).clone();
+            basic.type_ = Some("kubernetes.io/basic-auth".into());
+            Arc::new(basic)
         },
     ];
     /// (prefix, annotations, annotation named in the message, detail in the message)
@@ -1721,10 +1795,10 @@ fn backend_tls_bad_values_and_secrets_make_the_ingress_invalid() {
             NATIVE,
             vec![
                 ("proxy-ssl-verify", "on"),
-                ("proxy-ssl-secret", "default/opaque"),
+                ("proxy-ssl-secret", "default/basic"),
             ],
             "proxy-ssl-secret",
-            "not of type kubernetes.io/tls",
+            "default/basic is of type kubernetes.io/basic-auth; it must be kubernetes.io/tls or Opaque",
         ),
         (
             NATIVE,

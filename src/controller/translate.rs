@@ -26,9 +26,10 @@
 //! - **Backend TLS** (only with `backend-protocol: HTTPS`; otherwise a warning Event):
 //!   `proxy-ssl-verify` (`on`/`off`, `true`/`false`; default off) verifies chain and name;
 //!   `proxy-ssl-secret` (`namespace/name`, the Ingress's own namespace only) names a
-//!   `kubernetes.io/tls` Secret whose `ca.crt` is the CA bundle to verify with (without a
-//!   Secret, verification uses the system roots) and whose non-empty `tls.crt`/`tls.key` are
-//!   presented as client certificate; `proxy-ssl-name` replaces the Service host name for SNI
+//!   `kubernetes.io/tls` or `Opaque` Secret (as ingress-nginx: a CA-only Secret made with
+//!   `kubectl create secret generic --from-file=ca.crt` is `Opaque`) whose `ca.crt` is the CA
+//!   bundle to verify with (without a Secret, verification uses the system roots) and whose
+//!   non-empty `tls.crt`/`tls.key` are presented as client certificate; `proxy-ssl-name` replaces the Service host name for SNI
 //!   and verification; `proxy-ssl-server-name: off` sends no SNI (default on, unlike
 //!   ingress-nginx). `proxy-ssl-verify-depth`, `-ciphers`, `-protocols` are ignored with a
 //!   warning. Non-default settings give the upstream a name of its own,
@@ -74,8 +75,8 @@ pub const DEFAULT_CLASS: &str = "ingressclass.kubernetes.io/is-default-class";
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// `on`/`off`: verify the HTTPS backend's certificate chain and name (default off).
 pub const PROXY_SSL_VERIFY: &str = "arc-gateway.io/proxy-ssl-verify";
-/// `namespace/name` of a `kubernetes.io/tls` Secret: `ca.crt` to verify with, `tls.crt` and
-/// `tls.key` presented as client certificate.
+/// `namespace/name` of a `kubernetes.io/tls` or `Opaque` Secret: `ca.crt` to verify with,
+/// `tls.crt` and `tls.key` presented as client certificate.
 pub const PROXY_SSL_SECRET: &str = "arc-gateway.io/proxy-ssl-secret";
 /// Name sent as SNI and verified (default: the Service host name).
 pub const PROXY_SSL_NAME: &str = "arc-gateway.io/proxy-ssl-name";
@@ -150,7 +151,8 @@ pub struct Inputs {
     pub classes: Vec<Arc<IngressClass>>,
     pub services: Vec<Arc<Service>>,
     pub slices: Vec<Arc<EndpointSlice>>,
-    /// `kubernetes.io/tls` Secrets (others are ignored).
+    /// `kubernetes.io/tls` and `Opaque` Secrets (certificates of `spec.tls` come from the
+    /// former only; `proxy-ssl-secret` takes either).
     pub secrets: Vec<Arc<Secret>>,
 }
 
@@ -640,12 +642,13 @@ fn backend_tls_settings(idx: &Index<'_>, ann: &Annotations) -> Result<TlsSetting
     };
     let Some(secret) = idx.secrets.get(&(ns.as_str(), name.as_str())) else {
         return Err(format!(
-            "{key}: Secret {ns}/{name} not found (it must exist and be of type kubernetes.io/tls)"
+            "{key}: Secret {ns}/{name} not found (it must exist and be of type kubernetes.io/tls or Opaque)"
         ));
     };
-    if secret.type_.as_deref() != Some("kubernetes.io/tls") {
+    let kind = secret.type_.as_deref().unwrap_or("Opaque");
+    if !matches!(kind, "kubernetes.io/tls" | "Opaque") {
         return Err(format!(
-            "{key}: Secret {ns}/{name} is not of type kubernetes.io/tls"
+            "{key}: Secret {ns}/{name} is of type {kind}; it must be kubernetes.io/tls or Opaque"
         ));
     }
     let data = secret.data.as_ref();
