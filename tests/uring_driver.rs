@@ -515,18 +515,12 @@ fn many_concurrent_connections_are_relayed() {
     proxy.shutdown();
 }
 
-/// 64 upstream responses of 2 KiB arrive in one burst (the backend holds every answer until
-/// all 64 requests are in, then writes them back to back) against an upstream receive group
-/// of 4 buffers of 64 KiB. With incremental buffer consumption the small receives share
-/// buffers, so no multishot receive runs out of buffers (without it, every receive beyond the
-/// fourth in a batch ended with ENOBUFS and was armed again), and every byte arrives intact.
-#[test]
-fn response_burst_from_many_upstreams_shares_receive_buffers() {
-    const N: usize = 64;
-    const RESPONSE: usize = 2048;
+/// `n` clients each send `req <i>` through a proxy whose upstream receive group is 4 buffers
+/// of 64 KiB; the backend holds every answer until all `n` requests are in, then writes the
+/// `len`-byte answers back to back (`parallel`: all at once, one writer thread per
+/// connection). Checks every answer and returns how many receives ran out of buffers.
+fn burst_of_answers(n: usize, len: usize, parallel: bool) -> u64 {
     let _heavy = heavy();
-    let support = uring::probe().expect("io_uring is available on the test kernel");
-    assert!(support.incremental_buffers, "{support}");
     let waiting: Arc<Mutex<Vec<(TcpStream, usize)>>> = Arc::default();
     let w = Arc::clone(&waiting);
     let backend = Backend::start(move |s, _| {
@@ -541,14 +535,24 @@ fn response_burst_from_many_upstreams_shares_receive_buffers() {
         let all = {
             let mut w = w.lock().expect("lock");
             w.push((s, i));
-            if w.len() < N {
+            if w.len() < n {
                 return;
             }
             std::mem::take(&mut *w)
         };
-        // The last request is in: every answer goes out back to back.
-        for (mut s, i) in all {
-            let _ = s.write_all(&response_bytes(i, RESPONSE));
+        // The last request is in: every answer goes out.
+        if parallel {
+            let writers: Vec<_> = all
+                .into_iter()
+                .map(|(mut s, i)| thread::spawn(move || s.write_all(&response_bytes(i, len))))
+                .collect();
+            for w in writers {
+                let _ = w.join();
+            }
+        } else {
+            for (mut s, i) in all {
+                let _ = s.write_all(&response_bytes(i, len));
+            }
         }
     });
     let tuning = Tuning {
@@ -556,15 +560,15 @@ fn response_burst_from_many_upstreams_shares_receive_buffers() {
         ..test_opts()
     };
     let proxy = start_proxy(RelayCx::new(backend.addr), 10_000, tuning);
-    let clients: Vec<_> = (0..N)
+    let clients: Vec<_> = (0..n)
         .map(|i| {
             let addr = proxy.addr;
             thread::spawn(move || {
                 let mut s = client(addr);
                 s.write_all(format!("req {i}\n").as_bytes()).expect("send");
-                let mut got = vec![0u8; RESPONSE];
+                let mut got = vec![0u8; len];
                 s.read_exact(&mut got).expect("response");
-                got == response_bytes(i, RESPONSE)
+                got == response_bytes(i, len)
             })
         })
         .collect();
@@ -574,87 +578,45 @@ fn response_burst_from_many_upstreams_shares_receive_buffers() {
             "response came back intact"
         );
     }
-    assert_eq!(backend.connections(), N);
+    assert_eq!(backend.connections(), n);
+    let dry = proxy.stat(|s| &s.recv_no_buffer);
+    proxy.shutdown();
+    dry
+}
+
+/// 64 upstream responses of 2 KiB arrive in one burst against an upstream receive group of 4
+/// buffers of 64 KiB. With incremental buffer consumption the small receives share buffers, so
+/// no multishot receive runs out of buffers (without it, every receive beyond the fourth in a
+/// batch ended with ENOBUFS and was armed again), and every byte arrives intact.
+#[test]
+fn response_burst_from_many_upstreams_shares_receive_buffers() {
+    let support = uring::probe().expect("io_uring is available on the test kernel");
+    assert!(support.incremental_buffers, "{support}");
     assert_eq!(
-        proxy.stat(|s| &s.recv_no_buffer),
+        burst_of_answers(64, 2048, false),
         0,
         "multishot receives ran out of provided buffers"
     );
-    proxy.shutdown();
 }
 
-/// 64 upstream responses of 96 KiB arrive at once (the backend holds every answer until all
-/// requests are in, then writes them all in parallel) against an upstream receive group of 4
-/// buffers of 64 KiB: most multishot receives run out of buffers. Each such socket waits for
-/// the turn's buffers to come back and is armed again a group's worth at a time, so about one
-/// receive runs dry per buffer's worth of data (about 100 here). Armed again at once, every
-/// starved socket failed again on every turn until its turn came: up to 700 wasted receives
-/// in this test, depending on how far the data piled up. Every byte arrives intact.
+/// 64 upstream responses of 96 KiB arrive at once (written in parallel) against an upstream
+/// receive group of 4 buffers of 64 KiB: most multishot receives run out of buffers. Each such
+/// socket waits for the turn's buffers to come back and is armed again a group's worth at a
+/// time, so about one receive runs dry per buffer's worth of data (about 100 here). Armed again
+/// at once, every starved socket failed again on every turn until its turn came: up to 700
+/// wasted receives in this test, depending on how far the data piled up. Every byte arrives
+/// intact.
 #[test]
 fn receives_that_run_out_of_buffers_wait_for_them_instead_of_storming() {
     const N: usize = 64;
     const RESPONSE: usize = 96 * 1024;
-    let _heavy = heavy();
-    let waiting: Arc<Mutex<Vec<(TcpStream, usize)>>> = Arc::default();
-    let w = Arc::clone(&waiting);
-    let backend = Backend::start(move |s, _| {
-        let mut r = BufReader::new(s.try_clone().expect("clone"));
-        let mut line = String::new();
-        if r.read_line(&mut line).is_err() {
-            return;
-        }
-        let Ok(i) = line.trim().trim_start_matches("req ").parse::<usize>() else {
-            return;
-        };
-        let all = {
-            let mut w = w.lock().expect("lock");
-            w.push((s, i));
-            if w.len() < N {
-                return;
-            }
-            std::mem::take(&mut *w)
-        };
-        // All at once, one writer per connection.
-        let writers: Vec<_> = all
-            .into_iter()
-            .map(|(mut s, i)| thread::spawn(move || s.write_all(&response_bytes(i, RESPONSE))))
-            .collect();
-        for w in writers {
-            let _ = w.join();
-        }
-    });
-    let tuning = Tuning {
-        read_buffer: 64 * 1024,
-        ..test_opts()
-    };
-    let proxy = start_proxy(RelayCx::new(backend.addr), 10_000, tuning);
-    let clients: Vec<_> = (0..N)
-        .map(|i| {
-            let addr = proxy.addr;
-            thread::spawn(move || {
-                let mut s = client(addr);
-                s.write_all(format!("req {i}\n").as_bytes()).expect("send");
-                let mut got = vec![0u8; RESPONSE];
-                s.read_exact(&mut got).expect("response");
-                got == response_bytes(i, RESPONSE)
-            })
-        })
-        .collect();
-    for c in clients {
-        assert!(
-            c.join().expect("client thread"),
-            "response came back intact"
-        );
-    }
-    assert_eq!(backend.connections(), N);
-    let dry = proxy.stat(|s| &s.recv_no_buffer);
+    let dry = burst_of_answers(N, RESPONSE, true);
     eprintln!("{N} bursts of {RESPONSE} bytes: {dry} receives ran out of buffers");
     assert!(
         dry <= 3 * N as u64,
         "{dry} receives ran out of buffers for {N} responses: starved sockets were armed \
          again before buffers came back"
     );
-    proxy.shutdown();
 }
 
 /// A handler that stops wanting bytes while the peer sends none (here after every message,
