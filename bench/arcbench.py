@@ -142,6 +142,24 @@ def cpu_seconds(pid):
     return ticks / HZ
 
 
+def sleeps(pid):
+    """Voluntary context switches (the thread blocked: a sleep) of a process tree, over all
+    threads of every process; 0 without a process."""
+    if pid is None:
+        return 0
+    n = 0
+    for p in proc_tree(pid):
+        for path in glob.glob(f"/proc/{p}/task/*/status"):
+            try:
+                with open(path) as f:
+                    for line in f:
+                        if line.startswith("voluntary_ctxt_switches:"):
+                            n += int(line.split()[1])
+            except (OSError, ValueError, IndexError):
+                pass
+    return n
+
+
 def memory_kib(pid):
     """(RSS, PSS) in KiB summed over a process tree. PSS splits pages shared between an
     nginx/haproxy master and its worker, so the sum counts them once."""
@@ -673,14 +691,15 @@ def run_oha(opts, url, conns, secs, qps):
 def measure(rig, target, fn):
     """Runs fn() and reads the proxy's CPU around it."""
     pid = None if target == "direct" else rig.pid(target)
-    c0, w0 = cpu_seconds(pid), time.monotonic()
+    s0, c0, w0 = sleeps(pid), cpu_seconds(pid), time.monotonic()
     res = fn()
-    c1, w1 = cpu_seconds(pid), time.monotonic()
+    c1, w1, s1 = cpu_seconds(pid), time.monotonic(), sleeps(pid)
     if pid is not None:
         res["cpu_s"] = c1 - c0
         res["busy"] = 100.0 * (c1 - c0) / max(w1 - w0, 1e-9)
         if res.get("requests"):
             res["cpu_us"] = (c1 - c0) / res["requests"] * 1e6
+            res["sleeps_per_req"] = (s1 - s0) / res["requests"]
     return res
 
 
@@ -928,6 +947,9 @@ class Bench:
             t.add("added p99.9 ms ↓", runs, "add_p99.9", 3)
             t.add("requests/s served", runs, "rate", ratio=False)
             t.add("proxy CPU µs/request ↓", runs, "cpu_us", 2)
+            # Each sleep costs a wake-up before the next event is handled (on a VM that halts
+            # an idle vCPU, a host-side one): context for the latency rows.
+            t.add("proxy sleeps/request", runs, "sleeps_per_req", 3)
             t.add("errors (non-2xx + socket)", runs, "errors", ratio=False)
             t.set_busy(runs)
             t.mark_cb = False  # open loop: the proxy is partly idle by design

@@ -34,6 +34,33 @@ def test_table_ratios_are_per_pair_medians_against_nginx():
     assert "1.10 (0.90–1.30)" in md
 
 
+def test_sleeps_count_the_blocking_context_switches_of_a_process_tree():
+    """A process that sleeps 20 times shows at least 20 more voluntary context switches; one
+    that waits on its input shows none meanwhile."""
+    import time
+    child = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time\nprint('ready', flush=True)\nsys.stdin.readline()\n"
+         "[time.sleep(0.002) for _ in range(20)]\nprint('done', flush=True)\n"
+         "sys.stdin.readline()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert child.stdin is not None and child.stdout is not None
+        assert child.stdout.readline() == b"ready\n"
+        time.sleep(0.1)  # blocked on its first readline by now
+        idle0 = arcbench.sleeps(child.pid)
+        time.sleep(0.2)
+        assert arcbench.sleeps(child.pid) == idle0, "a blocked process does not switch"
+        child.stdin.write(b"go\n")
+        child.stdin.flush()
+        assert child.stdout.readline() == b"done\n"
+        assert arcbench.sleeps(child.pid) - idle0 >= 20
+        assert arcbench.sleeps(None) == 0
+    finally:
+        child.kill()
+        child.wait()
+
+
 def test_kubernetes_columns_get_their_own_ratio():
     t = arcbench.Table("rc", 1, columns=arcbench.PROXIES + ["arc-uring-k8s"])
     t.add_values("ms ↓", {"nginx": [100.0], "arc-uring": [2.0], "arc-uring-k8s": [50.0]}, 2)
