@@ -1221,12 +1221,6 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
                 self.starved[usize::from(u16::from(bgid) == UP_BGID)].push_back(sid);
             }
         }
-        let Some(s) = self.socks.get_mut(sid) else {
-            if let Some(bid) = bid {
-                self.recycle(bgid, bid, flags);
-            }
-            return;
-        };
         if res == -libc::ENOBUFS {
             bump(&self.stats.recv_no_buffer);
         }
@@ -2169,7 +2163,11 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             }
             return;
         }
-        // The key stays with the socket while it parks.
+        // The key stays with the socket while it parks. A receive waiting for buffers is not
+        // armed again: parking arms the idle peek instead.
+        if s.recv == RecvState::Starved {
+            s.recv = RecvState::Off;
+        }
         s.set_owner(Owner::Parking);
         if s.recv_armed() {
             self.cancel_recv(sid);
