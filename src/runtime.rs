@@ -188,13 +188,18 @@ pub fn build_cert_store(cfg: &Config, base: &Path) -> Result<CertStore, StartErr
 
 /// The snapshot of a controller-built state under `cfg`'s limits. Upstream settings (pool,
 /// timeouts) come from `upstream_defaults`; `ExternalName` targets resolve through DNS here.
+/// Upstream TLS settings come from `tls` when their Secrets did not change since the last
+/// snapshot built with it (their sessions stay resumable), and `tls` keeps only what this
+/// snapshot uses.
 pub fn cluster_snapshot(
     cfg: &Config,
     state: &crate::controller::ClusterState,
     version: u64,
     metrics: &Metrics,
+    tls: &mut crate::proxy::tls::UpstreamTlsCache,
 ) -> (Snapshot, Duration) {
     let started = Instant::now();
+    tls.begin();
     let compiled = routing::compile(&state.model, version);
     for p in &compiled.problems {
         tracing::warn!(problem = %p, "route not served");
@@ -206,18 +211,22 @@ pub fn cluster_snapshot(
         .map(|(i, u)| {
             let up = cfg.upstream_defaults.upstream(&u.name, &u.addrs);
             let tls = u.tls.as_ref().map(|t| {
-                crate::proxy::tls::UpstreamTls::new(&crate::proxy::tls::UpstreamTlsOptions {
-                    server_name: Some(t.server_name.clone()),
-                    verify: t.verify,
-                    ca: None,
-                    ca_pem: t.ca_pem.clone(),
-                    client_cert: t.client_cert.clone(),
-                    no_sni: !t.sni,
-                })
+                crate::proxy::tls::UpstreamTls::cached(
+                    &crate::proxy::tls::UpstreamTlsOptions {
+                        server_name: Some(t.server_name.clone()),
+                        verify: t.verify,
+                        ca: None,
+                        ca_pem: t.ca_pem.clone(),
+                        client_cert: t.client_cert.clone(),
+                        no_sni: !t.sni,
+                    },
+                    tls,
+                )
             });
             upstream_spec(&up, i, tls.transpose())
         })
         .collect();
+    tls.sweep();
     let snapshot = Snapshot::new(compiled.table, upstreams, conn_limits(cfg))
         .with_route_ids(|n| metrics.routes().intern(n));
     (snapshot, started.elapsed())
@@ -292,6 +301,8 @@ pub struct Server {
     /// Control API view, republished on every change.
     control: Option<Arc<ControlView>>,
     compiled_at: SystemTime,
+    /// Upstream TLS settings of the cluster snapshots, kept from one to the next.
+    upstream_tls: std::sync::Mutex<crate::proxy::tls::UpstreamTlsCache>,
 }
 
 impl Server {
@@ -430,6 +441,7 @@ impl Server {
             access,
             control: None,
             compiled_at: SystemTime::now(),
+            upstream_tls: std::sync::Mutex::default(),
         })
     }
 
@@ -461,9 +473,17 @@ impl Server {
     /// mode, from the configuration's routes otherwise.
     fn snapshot_for(&self, cfg: &Config) -> (Snapshot, Duration) {
         match &self.cluster {
-            Some(c) => cluster_snapshot(cfg, c, self.version, &self.metrics),
+            Some(c) => cluster_snapshot(cfg, c, self.version, &self.metrics, &mut self.tls_cache()),
             None => build_snapshot(cfg, self.version, &self.metrics),
         }
+    }
+
+    /// The upstream TLS cache of the cluster snapshots. Only the thread that builds snapshots
+    /// takes it; a poisoned lock is taken as it is (the cache is consistent after every call).
+    fn tls_cache(&self) -> std::sync::MutexGuard<'_, crate::proxy::tls::UpstreamTlsCache> {
+        self.upstream_tls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Swaps a new snapshot in (without endpoints the control API disabled).
@@ -581,7 +601,13 @@ impl Server {
             self.resolver.current().default_cert(),
         )?;
         self.version += 1;
-        let (snapshot, took) = cluster_snapshot(&self.cfg, &state, self.version, &self.metrics);
+        let (snapshot, took) = cluster_snapshot(
+            &self.cfg,
+            &state,
+            self.version,
+            &self.metrics,
+            &mut self.tls_cache(),
+        );
         self.cluster = Some(state);
         self.resolver.swap(store);
         self.install(snapshot, took);

@@ -32,6 +32,8 @@ struct TlsBackend {
     requests: Arc<AtomicUsize>,
     /// SNI of each completed handshake.
     snis: Arc<Mutex<Vec<Option<String>>>>,
+    /// Completed handshakes that resumed an earlier session.
+    resumed: Arc<AtomicUsize>,
 }
 
 fn tls_backend(ca: &TestCa, names: &[&str]) -> TlsBackend {
@@ -71,18 +73,25 @@ fn tls_backend_with(ca: &TestCa, names: &[&str], client_ca: Option<&TestCa>) -> 
         connections: Arc::new(AtomicUsize::new(0)),
         requests: Arc::new(AtomicUsize::new(0)),
         snis: Arc::new(Mutex::new(Vec::new())),
+        resumed: Arc::new(AtomicUsize::new(0)),
     };
-    let (c, r, s) = (
+    let (c, r, s, res) = (
         Arc::clone(&b.connections),
         Arc::clone(&b.requests),
         Arc::clone(&b.snis),
+        Arc::clone(&b.resumed),
     );
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { return };
             c.fetch_add(1, Ordering::SeqCst);
-            let (cfg, r, s) = (Arc::clone(&cfg), Arc::clone(&r), Arc::clone(&s));
-            std::thread::spawn(move || serve_tls(stream, cfg, &r, &s));
+            let (cfg, r, s, res) = (
+                Arc::clone(&cfg),
+                Arc::clone(&r),
+                Arc::clone(&s),
+                Arc::clone(&res),
+            );
+            std::thread::spawn(move || serve_tls(stream, cfg, &r, &s, &res));
         }
     });
     b
@@ -93,6 +102,7 @@ fn serve_tls(
     cfg: Arc<rustls::ServerConfig>,
     requests: &AtomicUsize,
     snis: &Mutex<Vec<Option<String>>>,
+    resumed: &AtomicUsize,
 ) {
     let _ = sock.set_read_timeout(Some(IO_TIMEOUT));
     let Ok(mut conn) = rustls::ServerConnection::new(cfg) else {
@@ -105,6 +115,9 @@ fn serve_tls(
     }
     let sni = conn.server_name().map(str::to_owned);
     snis.lock().unwrap().push(sni.clone());
+    if conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+        resumed.fetch_add(1, Ordering::SeqCst);
+    }
     let mut tls = rustls::Stream::new(&mut conn, &mut sock);
     let mut buf = Vec::new();
     // Bounded: at most 1000 requests per connection.
@@ -142,14 +155,20 @@ fn serve_tls(
             None if want > 0 => format!("got={} sum={}\n", got.len(), checksum(&got)).into_bytes(),
             None => format!("sni={}\n", sni.as_deref().unwrap_or("-")).into_bytes(),
         };
+        // `/close` answers and closes the connection.
+        let close = path == "/close";
         let resp = format!(
-            "HTTP/1.1 200 OK\r\nX-Backend: tls\r\nContent-Length: {}\r\n\r\n",
-            body.len()
+            "HTTP/1.1 200 OK\r\nX-Backend: tls\r\nContent-Length: {}\r\n{}\r\n",
+            body.len(),
+            if close { "Connection: close\r\n" } else { "" }
         );
         if tls.write_all(resp.as_bytes()).is_err()
             || tls.write_all(&body).is_err()
             || tls.flush().is_err()
+            || close
         {
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
             return;
         }
     }
@@ -249,7 +268,16 @@ fn pem_cert(der: &[u8]) -> String {
 }
 
 fn get(c: &mut std::net::TcpStream, buf: &mut Vec<u8>, host: &str) -> (String, String) {
-    c.write_all(format!("GET /x HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+    get_path(c, buf, host, "/x")
+}
+
+fn get_path(
+    c: &mut std::net::TcpStream,
+    buf: &mut Vec<u8>,
+    host: &str,
+    path: &str,
+) -> (String, String) {
+    c.write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
         .unwrap();
     let (head, body) = read_response(c, buf).expect("response");
     (head, String::from_utf8_lossy(&body).into_owned())
@@ -725,6 +753,109 @@ fn ingress_backend_tls_annotations(driver: &str) {
     );
 }
 
+/// A new cluster snapshot (any change in the cluster builds one) keeps the TLS settings of an
+/// upstream whose Secret did not change: the next new connection to the backend resumes the
+/// session of the last one instead of running a full handshake.
+fn sessions_resume_across_cluster_snapshots(driver: &str) {
+    use arc_gateway::controller::translate::{ClassSettings, Inputs, translate};
+    let ca = TestCa::new();
+    let backend = tls_backend(&ca, &["backend.internal"]);
+    let (svc, slice) = k8s_service("web", backend.addr);
+    let ca_pem = pem_cert(&ca.der);
+    let secret = |pem: &str| k8s_secret("right", &[("ca.crt", pem)]);
+    let inputs = |pem: &str| Inputs {
+        ingresses: vec![k8s_ingress(
+            "good",
+            "web",
+            &[
+                ("proxy-ssl-verify", "on"),
+                ("proxy-ssl-secret", "default/right"),
+                ("proxy-ssl-name", "backend.internal"),
+            ],
+        )],
+        classes: vec![Arc::new(
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "arc"},
+                "spec": {"controller": "arc-gateway.io/ingress-controller"}}))
+            .unwrap(),
+        )],
+        services: vec![Arc::clone(&svc)],
+        slices: vec![Arc::clone(&slice)],
+        secrets: vec![secret(pem)],
+    };
+    let state = |pem: &str| {
+        let t = translate(
+            &inputs(pem),
+            &ClassSettings {
+                controller_name: "arc-gateway.io/ingress-controller".into(),
+                ingress_class: "arc".into(),
+            },
+        );
+        assert_eq!(t.served.len(), 1, "{:?}", t.problems);
+        Arc::new(arc_gateway::controller::ClusterState {
+            model: t.model,
+            upstreams: t.upstreams,
+            certs: t.certs,
+        })
+    };
+    let yaml = format!(
+        "node: {{workers: 1}}\n\
+         io_uring: {{enabled: {driver}}}\n\
+         listeners:\n  - {{name: http, bind: '127.0.0.1:0', protocol: http}}\n\
+         lifecycle: {{drain_timeout: 2s}}\n"
+    );
+    let cfg = config::parse_str(&yaml, Format::Yaml, "test.yaml").unwrap_or_else(|e| panic!("{e}"));
+    let metrics = Arc::new(Metrics::new());
+    let mut server = Server::start(
+        cfg,
+        &std::env::temp_dir(),
+        Arc::clone(&metrics),
+        Arc::new(HealthState::new()),
+    )
+    .unwrap_or_else(|e| panic!("start: {e}"));
+    server
+        .publish(state(&ca_pem))
+        .unwrap_or_else(|e| panic!("publish: {e}"));
+    let mut arc = Running {
+        server: Some(server),
+        metrics,
+        dir: std::env::temp_dir().join("arc-upstream-tls-unused"),
+    };
+    let mut c = connect(arc.http());
+    let mut buf = Vec::new();
+    // One exchange on a new upstream connection per round; the backend closes it after
+    // answering, so the next round connects again.
+    let mut round =
+        |arc: &mut Running, publish: Option<Arc<arc_gateway::controller::ClusterState>>| {
+            if let Some(s) = publish {
+                let server = arc.server.as_mut().expect("running");
+                server.publish(s).unwrap_or_else(|e| panic!("publish: {e}"));
+            }
+            let (head, body) = get_path(&mut c, &mut buf, "good.test", "/close");
+            assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+            assert_eq!(body, "sni=backend.internal\n");
+        };
+    round(&mut arc, None);
+    assert_eq!(
+        backend.resumed.load(Ordering::SeqCst),
+        0,
+        "nothing to resume yet"
+    );
+    // The same Secret in a new snapshot (new objects, as a watch event brings them).
+    round(&mut arc, Some(state(&ca_pem)));
+    assert_eq!(backend.connections.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        backend.resumed.load(Ordering::SeqCst),
+        1,
+        "the session survives an unrelated snapshot"
+    );
+    // A changed Secret (here the same CA twice in one bundle) is new settings: full handshake.
+    round(&mut arc, Some(state(&format!("{ca_pem}{ca_pem}"))));
+    assert_eq!(backend.connections.load(Ordering::SeqCst), 3);
+    assert_eq!(backend.resumed.load(Ordering::SeqCst), 1);
+    round(&mut arc, None);
+    assert_eq!(backend.resumed.load(Ordering::SeqCst), 2);
+}
+
 macro_rules! per_driver {
     ($driver:ident, $value:literal) => {
         mod $driver {
@@ -751,6 +882,10 @@ macro_rules! per_driver {
             #[test]
             fn ingress_backend_tls_annotations() {
                 super::ingress_backend_tls_annotations($value)
+            }
+            #[test]
+            fn sessions_resume_across_cluster_snapshots() {
+                super::sessions_resume_across_cluster_snapshots($value)
             }
             #[test]
             fn verify_off_accepts_any_certificate_and_ip_sends_no_sni() {

@@ -14,6 +14,10 @@
 //! chain is checked against configured CAs (a PEM file, or PEM bytes from a Secret) or the
 //! system roots (loaded once per process with `rustls-native-certs`). An upstream may also
 //! present a client certificate (mTLS) and may send no SNI while still verifying a name.
+//!
+//! Sessions are resumed (rustls' client cache, per [`ClientConfig`]). Settings without a CA
+//! file share one configuration per content ([`UpstreamTlsCache`]) across routing snapshots,
+//! so a snapshot that leaves an upstream's Secret unchanged leaves its sessions resumable.
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -193,30 +197,69 @@ impl Hash for UpstreamTls {
 impl UpstreamTls {
     /// Builds the client settings; reads the CA file (or the system roots, once) when verifying.
     pub fn new(opts: &UpstreamTlsOptions) -> Result<Self, UpstreamTlsError> {
+        Self::build(opts, None)
+    }
+
+    /// [`UpstreamTls::new`] taking settings built from in-memory PEM (a Secret's CA bundle or
+    /// client pair) from `cache` when the same contents were built before, and recording them
+    /// there otherwise; see [`UpstreamTlsCache`].
+    pub fn cached(
+        opts: &UpstreamTlsOptions,
+        cache: &mut UpstreamTlsCache,
+    ) -> Result<Self, UpstreamTlsError> {
+        Self::build(opts, Some(cache))
+    }
+
+    fn build(
+        opts: &UpstreamTlsOptions,
+        cache: Option<&mut UpstreamTlsCache>,
+    ) -> Result<Self, UpstreamTlsError> {
         if let Some(name) = &opts.server_name {
             ServerName::try_from(name.as_str())
                 .map_err(|_| UpstreamTlsError::BadServerName(name.clone()))?;
         }
-        let client = opts
-            .client_cert
-            .as_ref()
-            .map(parse_client_cert)
-            .transpose()?;
-        let shared = client.is_none() && !opts.no_sni;
         let ca_pem = opts.ca_pem.as_ref().filter(|_| opts.verify);
-        let config = match (opts.verify, ca_pem, &opts.ca) {
-            (false, _, _) if shared => no_verify_config()?,
-            (true, None, None) if shared => system_roots_config()?,
-            (false, _, _) => custom_config(Verifier::AcceptAny, client, opts.no_sni)?,
-            (true, Some(pem), _) => {
-                custom_config(Verifier::Roots(parse_ca_pem(pem)?), client, opts.no_sni)?
+        let ca_digest = ca_pem.map(|p| digest(p));
+        let client_digest = opts.client_cert.as_ref().map(|c| {
+            let mut both = Vec::with_capacity(c.chain.len() + c.key.len() + 1);
+            both.extend_from_slice(&c.chain);
+            both.push(0);
+            both.extend_from_slice(&c.key);
+            digest(&both)
+        });
+        let shared = opts.client_cert.is_none() && !opts.no_sni;
+        let build = || -> Result<Arc<ClientConfig>, UpstreamTlsError> {
+            let client = opts
+                .client_cert
+                .as_ref()
+                .map(parse_client_cert)
+                .transpose()?;
+            match (opts.verify, ca_pem, &opts.ca) {
+                (false, _, _) if shared => no_verify_config(),
+                (true, None, None) if shared => system_roots_config(),
+                (false, _, _) => custom_config(Verifier::AcceptAny, client, opts.no_sni),
+                (true, Some(pem), _) => {
+                    custom_config(Verifier::Roots(parse_ca_pem(pem)?), client, opts.no_sni)
+                }
+                (true, None, Some(path)) => {
+                    custom_config(Verifier::Roots(load_ca(path)?), client, opts.no_sni)
+                }
+                (true, None, None) => {
+                    custom_config(Verifier::Roots(system_roots()), client, opts.no_sni)
+                }
             }
-            (true, None, Some(path)) => {
-                custom_config(Verifier::Roots(load_ca(path)?), client, opts.no_sni)?
-            }
-            (true, None, None) => {
-                custom_config(Verifier::Roots(system_roots()), client, opts.no_sni)?
-            }
+        };
+        // A CA file is read again on every build (a reload picks up a new file); everything
+        // else is identified by its contents.
+        let key = (ca_pem.is_some() || opts.ca.is_none() || !opts.verify).then_some(ConfigKey {
+            verify: opts.verify,
+            ca: ca_digest,
+            client: client_digest,
+            sni: !opts.no_sni,
+        });
+        let config = match (cache, key) {
+            (Some(cache), Some(key)) => cache.get_or_build(key, build)?,
+            _ => build()?,
         };
         Ok(Self {
             server_name: opts.server_name.as_deref().map(Arc::from),
@@ -226,14 +269,8 @@ impl UpstreamTls {
                 .as_deref()
                 .filter(|_| opts.verify && ca_pem.is_none())
                 .map(Arc::from),
-            ca_digest: ca_pem.map(|p| digest(p)),
-            client_digest: opts.client_cert.as_ref().map(|c| {
-                let mut both = Vec::with_capacity(c.chain.len() + c.key.len() + 1);
-                both.extend_from_slice(&c.chain);
-                both.push(0);
-                both.extend_from_slice(&c.key);
-                digest(&both)
-            }),
+            ca_digest,
+            client_digest,
             sni: !opts.no_sni,
             config,
         })
@@ -285,6 +322,66 @@ impl UpstreamTls {
             plain: Vec::new(),
             eof: false,
         })
+    }
+}
+
+/// What a client configuration is built from, apart from a CA file: verification, the digests
+/// of the in-memory CA bundle and client pair, and whether SNI is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct ConfigKey {
+    verify: bool,
+    ca: Option<[u8; 32]>,
+    client: Option<[u8; 32]>,
+    sni: bool,
+}
+
+/// Client configurations kept from one routing snapshot to the next (Kubernetes mode, where
+/// every change in the cluster builds a new snapshot). An upstream whose Secret did not change
+/// keeps its [`ClientConfig`], and with it the TLS sessions cached for resumption: the next
+/// new connection to that backend resumes instead of running a full handshake, and the PEM is
+/// not parsed again. A build starts with [`UpstreamTlsCache::begin`] and ends with
+/// [`UpstreamTlsCache::sweep`], which drops what the build did not use.
+#[derive(Debug, Default)]
+pub struct UpstreamTlsCache {
+    configs: std::collections::HashMap<ConfigKey, (Arc<ClientConfig>, u64)>,
+    generation: u64,
+}
+
+impl UpstreamTlsCache {
+    /// Starts a build: what it uses is kept by the next [`UpstreamTlsCache::sweep`].
+    pub fn begin(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
+    }
+
+    /// Drops the configurations the build since [`UpstreamTlsCache::begin`] did not use.
+    pub fn sweep(&mut self) {
+        let current = self.generation;
+        self.configs.retain(|_, (_, used)| *used == current);
+    }
+
+    /// How many configurations are kept.
+    pub fn len(&self) -> usize {
+        self.configs.len()
+    }
+
+    /// Whether no configuration is kept.
+    pub fn is_empty(&self) -> bool {
+        self.configs.is_empty()
+    }
+
+    fn get_or_build(
+        &mut self,
+        key: ConfigKey,
+        build: impl FnOnce() -> Result<Arc<ClientConfig>, UpstreamTlsError>,
+    ) -> Result<Arc<ClientConfig>, UpstreamTlsError> {
+        let current = self.generation;
+        if let Some((config, used)) = self.configs.get_mut(&key) {
+            *used = current;
+            return Ok(Arc::clone(config));
+        }
+        let config = build()?;
+        self.configs.insert(key, (Arc::clone(&config), current));
+        Ok(config)
     }
 }
 
@@ -478,6 +575,11 @@ impl TlsClient {
     /// True once the handshake has completed (the upstream counts as connected).
     pub fn handshake_complete(&self) -> bool {
         self.session.handshake_complete()
+    }
+
+    /// True when the completed handshake resumed an earlier session with this upstream.
+    pub fn resumed(&self) -> bool {
+        self.session.resumed()
     }
 
     /// The negotiated ALPN protocol, if any.
@@ -814,6 +916,96 @@ mod tests {
         let mut client = tls.connect(ep()).unwrap();
         let mut server = acceptor(&ca(), "app.internal").accept().unwrap();
         assert!(is_bad_cert(handshake(&mut client, &mut server)));
+    }
+
+    #[test]
+    fn settings_of_unchanged_pem_are_kept_across_builds_and_their_sessions_resume() {
+        let trusted = ca();
+        let server = acceptor(&trusted, "app.internal");
+        let connect = |tls: &UpstreamTls| {
+            let mut client = tls.connect(ep()).unwrap();
+            let mut session = server.accept().unwrap();
+            handshake(&mut client, &mut session).unwrap();
+            client.resumed()
+        };
+        // The same Secret contents in a fresh buffer, as every snapshot brings them.
+        let opts = || UpstreamTlsOptions {
+            ca_pem: Some(Arc::from(trusted.pem.as_bytes().to_vec())),
+            ..in_memory(&trusted, "app.internal")
+        };
+        let mut cache = UpstreamTlsCache::default();
+        cache.begin();
+        let first = UpstreamTls::cached(&opts(), &mut cache).unwrap();
+        cache.sweep();
+        assert!(
+            !connect(&first),
+            "the first connection has nothing to resume"
+        );
+
+        cache.begin();
+        let second = UpstreamTls::cached(&opts(), &mut cache).unwrap();
+        cache.sweep();
+        assert!(Arc::ptr_eq(&first.config, &second.config));
+        assert_eq!(first, second);
+        assert!(
+            connect(&second),
+            "the next build resumes the session of the last one"
+        );
+        assert_eq!(cache.len(), 1);
+
+        // Without the cache every build starts with an empty session cache.
+        let uncached = UpstreamTls::new(&opts()).unwrap();
+        assert!(!Arc::ptr_eq(&first.config, &uncached.config));
+        assert!(!connect(&uncached));
+
+        // Another CA is other settings; a build without the old ones drops them.
+        let other = ca();
+        cache.begin();
+        let changed = UpstreamTls::cached(&in_memory(&other, "app.internal"), &mut cache).unwrap();
+        cache.sweep();
+        assert!(!Arc::ptr_eq(&first.config, &changed.config));
+        assert_eq!(cache.len(), 1);
+        let mut client = changed.connect(ep()).unwrap();
+        let mut session = server.accept().unwrap();
+        assert!(is_bad_cert(handshake(&mut client, &mut session)));
+
+        // A client pair is part of what is kept; a bad one is an error and keeps nothing.
+        let (chain, key) = leaf(&trusted, "client.internal");
+        let pair = |key: &str| UpstreamTlsOptions {
+            client_cert: Some(ClientCertPem {
+                chain: Arc::from(chain.as_bytes()),
+                key: Arc::from(key.as_bytes()),
+            }),
+            ..opts()
+        };
+        cache.begin();
+        let with_pair = UpstreamTls::cached(&pair(&key), &mut cache).unwrap();
+        let again = UpstreamTls::cached(&pair(&key), &mut cache).unwrap();
+        assert!(Arc::ptr_eq(&with_pair.config, &again.config));
+        assert!(!Arc::ptr_eq(&with_pair.config, &first.config));
+        let (_, other_key) = leaf(&trusted, "client.internal");
+        assert!(matches!(
+            UpstreamTls::cached(&pair(&other_key), &mut cache),
+            Err(UpstreamTlsError::ClientCert { .. })
+        ));
+        cache.sweep();
+        assert_eq!(cache.len(), 1);
+
+        // A CA file is read again on every build: nothing of it is kept.
+        let (_dir, path) = ca_file(&trusted);
+        cache.begin();
+        UpstreamTls::cached(
+            &UpstreamTlsOptions {
+                server_name: Some("app.internal".into()),
+                verify: true,
+                ca: Some(path),
+                ..UpstreamTlsOptions::default()
+            },
+            &mut cache,
+        )
+        .unwrap();
+        cache.sweep();
+        assert!(cache.is_empty());
     }
 
     #[test]

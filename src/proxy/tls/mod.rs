@@ -16,7 +16,9 @@ use std::sync::{Arc, OnceLock};
 
 use rustls::crypto::CryptoProvider;
 
-pub use client::{ClientCertPem, TlsClient, UpstreamTls, UpstreamTlsError, UpstreamTlsOptions};
+pub use client::{
+    ClientCertPem, TlsClient, UpstreamTls, UpstreamTlsCache, UpstreamTlsError, UpstreamTlsOptions,
+};
 pub use config::{
     ALPN_H2, ALPN_HTTP11, TlsAcceptor, TlsAcceptorConfig, TlsSetupError, server_config,
 };

@@ -207,6 +207,11 @@ impl TlsSession {
         !self.conn.is_handshaking()
     }
 
+    /// True when the completed handshake resumed an earlier session.
+    pub fn resumed(&self) -> bool {
+        self.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+    }
+
     /// The negotiated ALPN protocol, if any (known once the handshake completes).
     pub fn alpn(&self) -> Option<&[u8]> {
         self.conn.alpn_protocol()
