@@ -25,6 +25,9 @@ use crate::proxy::tls::{TlsError, TlsSession};
 /// Most ciphertext kept waiting for the socket before the handler's plaintext is left where
 /// it is (the handler's own buffer bounds it).
 const CIPHER_OUT_HIGH: usize = 64 * 1024;
+/// Least ciphertext lent to the driver instead of copied (`lend_downstream_out`): below it a
+/// copy is cheaper than swapping buffers.
+const LEND_MIN: usize = 16 * 1024;
 /// Rounds of "deliver input, move output" per callback (each round is bounded by itself).
 const ROUNDS: usize = 8;
 /// Spare buffers kept per thread, and the largest capacity worth keeping.
@@ -92,6 +95,9 @@ pub(crate) struct TlsLayer<H> {
     cipher_in: Vec<u8>,
     /// Ciphertext for the socket; what the driver sees as `downstream_out`.
     cipher_out: Vec<u8>,
+    /// Ciphertext lent to the driver (moved out of `cipher_out` with the buffer it was in) and
+    /// not yet reported written: it counts as queued until `downstream_written` reports it.
+    cipher_lent: usize,
     /// The socket's EOF arrived (fed to the session once `cipher_in` is consumed).
     eof_pending: bool,
     eof_fed: bool,
@@ -119,6 +125,7 @@ impl<H: ConnHandler> Layer<H> {
             handshake_until,
             cipher_in: Vec::new(),
             cipher_out: Vec::new(),
+            cipher_lent: 0,
             eof_pending: false,
             eof_fed: false,
             eof_delivered: false,
@@ -132,6 +139,11 @@ impl<H: ConnHandler> Layer<H> {
 }
 
 impl<H: ConnHandler> TlsLayer<H> {
+    /// Ciphertext not yet written to the socket: in `cipher_out` and lent to the driver.
+    fn cipher_queued(&self) -> usize {
+        self.cipher_out.len() + self.cipher_lent
+    }
+
     /// Closes from this layer; `flush` sends what ciphertext is queued (an alert) first.
     fn close_self(&mut self, flush: bool) {
         if !self.closed {
@@ -156,7 +168,7 @@ impl<H: ConnHandler> TlsLayer<H> {
         }
         ensure_buf(&mut self.cipher_out);
         self.session.write_ciphertext(&mut self.cipher_out);
-        let flush = !self.cipher_out.is_empty();
+        let flush = self.cipher_queued() > 0;
         self.close_self(flush);
     }
 
@@ -264,9 +276,10 @@ impl<H: ConnHandler> TlsLayer<H> {
         for _ in 0..ROUNDS {
             let before = self.cipher_out.len();
             let mut moved = false;
+            let room = self.cipher_queued() < CIPHER_OUT_HIGH;
             if let Some(h) = self.inner.as_mut()
                 && !self.close_queued
-                && self.cipher_out.len() < CIPHER_OUT_HIGH
+                && room
             {
                 let out = h.downstream_out();
                 if !out.is_empty() {
@@ -385,6 +398,7 @@ impl<H: ConnHandler> ConnHandler for Layer<H> {
                 // The socket failed: nothing more is sent on it.
                 t.broken = true;
                 t.cipher_out.clear();
+                t.cipher_lent = 0;
                 match t.inner.as_mut() {
                     Some(h) => h.on_downstream_error(cx, now),
                     None => t.close_self(false),
@@ -436,7 +450,21 @@ impl<H: ConnHandler> ConnHandler for Layer<H> {
     fn lend_downstream_out(&mut self, buf: &mut Vec<u8>) -> bool {
         match self {
             Layer::Plain(h) => h.lend_downstream_out(buf),
-            Layer::Tls(_) => false,
+            Layer::Tls(t) => {
+                // Records are sealed into `cipher_out` and sent from there: a large batch
+                // moves to the driver with its buffer instead of being copied.
+                if t.cipher_lent > 0
+                    || t.broken
+                    || t.cipher_out.len() < LEND_MIN
+                    || t.cipher_out.len() > u32::MAX as usize
+                    || !buf.is_empty()
+                {
+                    return false;
+                }
+                std::mem::swap(&mut t.cipher_out, buf);
+                t.cipher_lent = buf.len();
+                true
+            }
         }
     }
 
@@ -444,12 +472,16 @@ impl<H: ConnHandler> ConnHandler for Layer<H> {
         match self {
             Layer::Plain(h) => h.downstream_written(cx, n, now),
             Layer::Tls(t) => {
+                // Lent bytes go out first (the driver sends them before looking again).
+                let lent = n.min(t.cipher_lent);
+                t.cipher_lent -= lent;
+                let n = n - lent;
                 t.cipher_out.drain(..n.min(t.cipher_out.len()));
                 // The handler saw its plaintext taken inside an earlier callback, before the
                 // driver had collected that callback's actions (an upstream release, say), so
                 // it could not yet settle into idleness then. Now that its bytes are on the
                 // wire, report it (zero new bytes) so that it can.
-                if t.cipher_out.is_empty()
+                if t.cipher_queued() == 0
                     && let Some(h) = t.inner.as_mut()
                     && !h.is_closed()
                     && h.downstream_out().is_empty()
@@ -497,7 +529,7 @@ impl<H: ConnHandler> ConnHandler for Layer<H> {
                     if t.broken {
                         // Only the alert is left to send.
                         return Some(Action::CloseDownstream {
-                            flush: !t.cipher_out.is_empty(),
+                            flush: t.cipher_queued() > 0,
                             linger: true,
                         });
                     }
@@ -566,7 +598,7 @@ mod tests {
     use super::*;
     use crate::proxy::io::PoolKey;
     use crate::proxy::tls::{
-        CertResolver, CertStore, LoadedCert, TlsAcceptor, TlsAcceptorConfig, UpstreamTls,
+        CertResolver, CertStore, LoadedCert, TlsAcceptor, TlsAcceptorConfig, TlsClient, UpstreamTls,
     };
     use std::net::SocketAddr;
     use std::time::Duration;
@@ -579,6 +611,13 @@ mod tests {
 
     const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
 
+    /// The answer to `GET /big`: 200 000 bytes of body, no two neighbouring bytes alike.
+    fn big_response() -> Vec<u8> {
+        let mut r = b"HTTP/1.1 200 OK\r\ncontent-length: 200000\r\n\r\n".to_vec();
+        r.extend((0..200_000u32).map(|i| (i % 251) as u8));
+        r
+    }
+
     impl ConnHandler for Answer {
         type Cx = ();
         fn new(_: &mut (), _: ConnInfo, _: Instant) -> Self {
@@ -590,8 +629,12 @@ mod tests {
         fn on_downstream_data(&mut self, _: &mut (), data: &[u8], _: Instant) {
             self.seen.extend_from_slice(data);
             if self.seen.ends_with(b"\r\n\r\n") {
+                if self.seen.starts_with(b"GET /big ") {
+                    self.out.extend_from_slice(&big_response());
+                } else {
+                    self.out.extend_from_slice(RESPONSE);
+                }
                 self.seen.clear();
-                self.out.extend_from_slice(RESPONSE);
             }
         }
         fn on_downstream_eof(&mut self, _: &mut (), _: Instant) {}
@@ -631,16 +674,29 @@ mod tests {
         }
     }
 
-    /// Ciphertext buffers the layer holds (capacity), or `None` for a plain layer.
-    fn held(layer: &Layer<Answer>) -> Option<(usize, usize)> {
-        match layer {
-            Layer::Tls(t) => Some((t.cipher_in.capacity(), t.cipher_out.capacity())),
-            Layer::Plain(_) => None,
+    /// Moves bytes both ways, copying the layer's output, until both sides are quiet.
+    fn shuttle(layer: &mut Layer<Answer>, client: &mut TlsClient, now: Instant) {
+        let mut cx = ();
+        for _ in 0..32 {
+            let up = client.pending_out().to_vec();
+            client.sent(up.len());
+            if !up.is_empty() {
+                layer.on_downstream_data(&mut cx, &up, now);
+            }
+            let down = layer.downstream_out().to_vec();
+            if !down.is_empty() {
+                layer.downstream_written(&mut cx, down.len(), now);
+                client.on_ciphertext(&down).unwrap();
+            }
+            if up.is_empty() && down.is_empty() {
+                return;
+            }
         }
+        panic!("the exchange did not settle");
     }
 
-    #[test]
-    fn an_idle_tls_connection_holds_no_layer_buffer() {
+    /// A TLS layer in its handshake phase and a client for it.
+    fn tls_pair(now: Instant) -> (Layer<Answer>, TlsClient) {
         let cert = LoadedCert::generate_default().unwrap();
         let acceptor = TlsAcceptor::new(
             &TlsAcceptorConfig::default(),
@@ -655,35 +711,105 @@ mod tests {
             tls: false,
             sni: None,
         };
-        let now = Instant::now();
-        let mut layer: Layer<Answer> = Layer::tls(
+        let layer = Layer::tls(
             acceptor.accept().unwrap(),
             info,
             now + Duration::from_secs(10),
         );
-        let mut client = UpstreamTls::insecure(Some("arc.test"))
+        let client = UpstreamTls::insecure(Some("arc.test"))
             .unwrap()
             .connect(addr)
             .unwrap();
+        (layer, client)
+    }
+
+    #[test]
+    fn large_ciphertext_is_lent_to_the_driver_not_copied() {
+        let now = Instant::now();
+        let (mut layer, mut client) = tls_pair(now);
+        shuttle(&mut layer, &mut client, now);
+        assert!(client.handshake_complete());
+        let req = b"GET /big HTTP/1.1\r\nHost: arc.test\r\n\r\n";
+        assert_eq!(client.encrypt(req).unwrap(), req.len());
+        let up = client.pending_out().to_vec();
+        client.sent(up.len());
         let mut cx = ();
-        // Moves bytes both ways until both sides are quiet.
-        let mut shuttle = |layer: &mut Layer<Answer>, client: &mut crate::proxy::tls::TlsClient| {
-            for _ in 0..32 {
-                let up = client.pending_out().to_vec();
-                client.sent(up.len());
-                if !up.is_empty() {
-                    layer.on_downstream_data(&mut cx, &up, now);
+        layer.on_downstream_data(&mut cx, &up, now);
+
+        // Acts as the driver does: lends what it can, copies the rest, and reports each send
+        // (lent bytes in two short sends) before it looks at the output again.
+        let (mut lent, mut copied, mut got) = (0, 0, Vec::new());
+        for _ in 0..64 {
+            let mut buf = Vec::new();
+            if layer.lend_downstream_out(&mut buf) {
+                lent += 1;
+                assert!(buf.len() >= LEND_MIN, "{}", buf.len());
+                let Layer::Tls(t) = &layer else {
+                    unreachable!()
+                };
+                assert_eq!(t.cipher_lent, buf.len());
+                assert!(t.cipher_queued() <= CIPHER_OUT_HIGH + 2 * 16 * 1024);
+                // Nothing lent is offered again.
+                assert!(layer.downstream_out().len() < buf.len());
+                let half = buf.len() / 2;
+                for part in [&buf[..half], &buf[half..]] {
+                    layer.downstream_written(&mut cx, part.len(), now);
+                    client.on_ciphertext(part).unwrap();
                 }
+            } else {
                 let down = layer.downstream_out().to_vec();
-                if !down.is_empty() {
-                    layer.downstream_written(&mut cx, down.len(), now);
-                    client.on_ciphertext(&down).unwrap();
+                if down.is_empty() {
+                    break;
                 }
-                if up.is_empty() && down.is_empty() {
-                    return;
-                }
+                copied += 1;
+                layer.downstream_written(&mut cx, down.len(), now);
+                client.on_ciphertext(&down).unwrap();
             }
-            panic!("the exchange did not settle");
+            client.take_plaintext(&mut got);
+        }
+        client.take_plaintext(&mut got);
+        assert_eq!(got.len(), big_response().len());
+        assert!(
+            got == big_response(),
+            "the response arrives intact and in order"
+        );
+        assert!(
+            lent >= 3,
+            "200 kB go out in lent batches: lent {lent}, copied {copied}"
+        );
+        assert_eq!(held(&layer), Some((0, 0)), "idle after the response");
+        let Layer::Tls(t) = &layer else {
+            unreachable!()
+        };
+        assert_eq!(t.cipher_lent, 0);
+
+        // Small answers are still copied, and the connection goes on.
+        let req = b"GET / HTTP/1.1\r\nHost: arc.test\r\n\r\n";
+        assert_eq!(client.encrypt(req).unwrap(), req.len());
+        let up = client.pending_out().to_vec();
+        client.sent(up.len());
+        layer.on_downstream_data(&mut cx, &up, now);
+        assert!(!layer.lend_downstream_out(&mut Vec::new()));
+        shuttle(&mut layer, &mut client, now);
+        let mut small = Vec::new();
+        client.take_plaintext(&mut small);
+        assert_eq!(small, RESPONSE);
+    }
+
+    /// Ciphertext buffers the layer holds (capacity), or `None` for a plain layer.
+    fn held(layer: &Layer<Answer>) -> Option<(usize, usize)> {
+        match layer {
+            Layer::Tls(t) => Some((t.cipher_in.capacity(), t.cipher_out.capacity())),
+            Layer::Plain(_) => None,
+        }
+    }
+
+    #[test]
+    fn an_idle_tls_connection_holds_no_layer_buffer() {
+        let now = Instant::now();
+        let (mut layer, mut client) = tls_pair(now);
+        let shuttle = |layer: &mut Layer<Answer>, client: &mut TlsClient| {
+            shuttle(layer, client, now);
         };
         shuttle(&mut layer, &mut client);
         assert!(client.handshake_complete());
