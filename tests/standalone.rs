@@ -57,12 +57,15 @@ fn start(
     for (name, content) in dir_files {
         std::fs::write(dir.join(name), content).expect("write fixture");
     }
+    // The read timeout only bounds a stuck exchange (no test here waits for it); as long as the
+    // clients' own timeout, so that a machine loaded by parallel test binaries cannot turn a
+    // slow backend into a 504.
     let yaml = format!(
         "node: {{workers: 2}}\n\
          io_uring: {{enabled: {driver}}}\n\
          listeners:\n  - {{name: http, bind: '127.0.0.1:0', protocol: http}}\n  - {{name: https, bind: '127.0.0.1:0', protocol: https}}\n\
          lifecycle: {{drain_timeout: 2s}}\n\
-         upstreams:\n  - {{name: app, addr: '{upstream}', read_timeout: 3s}}\n  - {{name: down, addr: '127.0.0.1:1', connect_timeout: 1s}}\n\
+         upstreams:\n  - {{name: app, addr: '{upstream}', read_timeout: 10s}}\n  - {{name: down, addr: '127.0.0.1:1', connect_timeout: 1s}}\n\
          routes:\n  - {{host: app.example.com, path: /, upstream: app}}\n  - {{host: down.example.com, path: /, upstream: down}}\n  - {{path: /, path_type: Exact, direct_response: {{status: 200, body: \"Arc is running\\n\"}}}}\n\
          {extra_yaml}"
     );
