@@ -591,8 +591,56 @@ fn k8s_service(
 }
 
 /// The Ingress path: annotations → translation → published cluster state → proxied requests.
+/// The IngressClass `arc` of Arc's controller.
+fn arc_class() -> Arc<k8s_openapi::api::networking::v1::IngressClass> {
+    Arc::new(
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "arc"},
+            "spec": {"controller": "arc-gateway.io/ingress-controller"}}))
+        .unwrap(),
+    )
+}
+
+fn translate_for_arc(
+    inputs: &arc_gateway::controller::translate::Inputs,
+) -> arc_gateway::controller::translate::Translation {
+    arc_gateway::controller::translate::translate(
+        inputs,
+        &arc_gateway::controller::translate::ClassSettings {
+            controller_name: "arc-gateway.io/ingress-controller".into(),
+            ingress_class: "arc".into(),
+        },
+    )
+}
+
+/// Arc in Kubernetes mode with one http listener, serving `state`.
+fn start_cluster(
+    driver: &str,
+    workers: usize,
+    state: Arc<arc_gateway::controller::ClusterState>,
+) -> Running {
+    let yaml = format!(
+        "node: {{workers: {workers}}}\n\
+         io_uring: {{enabled: {driver}}}\n\
+         listeners:\n  - {{name: http, bind: '127.0.0.1:0', protocol: http}}\n\
+         lifecycle: {{drain_timeout: 2s}}\n"
+    );
+    let cfg = config::parse_str(&yaml, Format::Yaml, "test.yaml").unwrap_or_else(|e| panic!("{e}"));
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(HealthState::new());
+    let mut server = Server::start(cfg, &std::env::temp_dir(), Arc::clone(&metrics), health)
+        .unwrap_or_else(|e| panic!("start: {e}"));
+    server
+        .publish(state)
+        .unwrap_or_else(|e| panic!("publish: {e}"));
+    Running {
+        server: Some(server),
+        metrics,
+        dir: std::env::temp_dir().join("arc-upstream-tls-unused"),
+    }
+}
+
 fn ingress_backend_tls_annotations(driver: &str) {
-    use arc_gateway::controller::translate::{ClassSettings, Inputs, Severity, translate};
+    use arc_gateway::controller::translate::{Inputs, Severity};
     let ca = TestCa::new();
     let other_ca = TestCa::new();
     let client_ca = TestCa::new();
@@ -629,11 +677,7 @@ fn ingress_backend_tls_annotations(driver: &str) {
                 ],
             ),
         ],
-        classes: vec![Arc::new(
-            serde_json::from_value(serde_json::json!({"metadata": {"name": "arc"},
-                "spec": {"controller": "arc-gateway.io/ingress-controller"}}))
-            .unwrap(),
-        )],
+        classes: vec![arc_class()],
         services: vec![svc, msvc],
         slices: vec![slice, mslice],
         secrets: vec![
@@ -660,13 +704,7 @@ fn ingress_backend_tls_annotations(driver: &str) {
             ),
         ],
     };
-    let t = translate(
-        &inputs,
-        &ClassSettings {
-            controller_name: "arc-gateway.io/ingress-controller".into(),
-            ingress_class: "arc".into(),
-        },
-    );
+    let t = translate_for_arc(&inputs);
     assert!(
         t.problems.iter().all(|p| p.severity != Severity::Invalid),
         "{:?}",
@@ -690,30 +728,15 @@ fn ingress_backend_tls_annotations(driver: &str) {
         tls.ca_pem = Some(Arc::from(&b"not a certificate"[..]));
     }
 
-    let yaml = format!(
-        "node: {{workers: 2}}\n\
-         io_uring: {{enabled: {driver}}}\n\
-         listeners:\n  - {{name: http, bind: '127.0.0.1:0', protocol: http}}\n\
-         lifecycle: {{drain_timeout: 2s}}\n"
-    );
-    let cfg = config::parse_str(&yaml, Format::Yaml, "test.yaml").unwrap_or_else(|e| panic!("{e}"));
-    let metrics = Arc::new(Metrics::new());
-    let health = Arc::new(HealthState::new());
-    let dir = std::env::temp_dir();
-    let mut server = Server::start(cfg, &dir, Arc::clone(&metrics), health)
-        .unwrap_or_else(|e| panic!("start: {e}"));
-    server
-        .publish(Arc::new(arc_gateway::controller::ClusterState {
+    let arc = start_cluster(
+        driver,
+        2,
+        Arc::new(arc_gateway::controller::ClusterState {
             model: t.model,
             upstreams,
             certs: t.certs,
-        }))
-        .unwrap_or_else(|e| panic!("publish: {e}"));
-    let arc = Running {
-        server: Some(server),
-        metrics,
-        dir: std::env::temp_dir().join("arc-upstream-tls-unused"),
-    };
+        }),
+    );
     let mut c = connect(arc.http());
     let mut buf = Vec::new();
     let (head, body) = get(&mut c, &mut buf, "good.test");
@@ -757,7 +780,7 @@ fn ingress_backend_tls_annotations(driver: &str) {
 /// upstream whose Secret did not change: the next new connection to the backend resumes the
 /// session of the last one instead of running a full handshake.
 fn sessions_resume_across_cluster_snapshots(driver: &str) {
-    use arc_gateway::controller::translate::{ClassSettings, Inputs, translate};
+    use arc_gateway::controller::translate::Inputs;
     let ca = TestCa::new();
     let backend = tls_backend(&ca, &["backend.internal"]);
     let (svc, slice) = k8s_service("web", backend.addr);
@@ -773,23 +796,13 @@ fn sessions_resume_across_cluster_snapshots(driver: &str) {
                 ("proxy-ssl-name", "backend.internal"),
             ],
         )],
-        classes: vec![Arc::new(
-            serde_json::from_value(serde_json::json!({"metadata": {"name": "arc"},
-                "spec": {"controller": "arc-gateway.io/ingress-controller"}}))
-            .unwrap(),
-        )],
+        classes: vec![arc_class()],
         services: vec![Arc::clone(&svc)],
         slices: vec![Arc::clone(&slice)],
         secrets: vec![secret(pem)],
     };
     let state = |pem: &str| {
-        let t = translate(
-            &inputs(pem),
-            &ClassSettings {
-                controller_name: "arc-gateway.io/ingress-controller".into(),
-                ingress_class: "arc".into(),
-            },
-        );
+        let t = translate_for_arc(&inputs(pem));
         assert_eq!(t.served.len(), 1, "{:?}", t.problems);
         Arc::new(arc_gateway::controller::ClusterState {
             model: t.model,
@@ -797,29 +810,7 @@ fn sessions_resume_across_cluster_snapshots(driver: &str) {
             certs: t.certs,
         })
     };
-    let yaml = format!(
-        "node: {{workers: 1}}\n\
-         io_uring: {{enabled: {driver}}}\n\
-         listeners:\n  - {{name: http, bind: '127.0.0.1:0', protocol: http}}\n\
-         lifecycle: {{drain_timeout: 2s}}\n"
-    );
-    let cfg = config::parse_str(&yaml, Format::Yaml, "test.yaml").unwrap_or_else(|e| panic!("{e}"));
-    let metrics = Arc::new(Metrics::new());
-    let mut server = Server::start(
-        cfg,
-        &std::env::temp_dir(),
-        Arc::clone(&metrics),
-        Arc::new(HealthState::new()),
-    )
-    .unwrap_or_else(|e| panic!("start: {e}"));
-    server
-        .publish(state(&ca_pem))
-        .unwrap_or_else(|e| panic!("publish: {e}"));
-    let mut arc = Running {
-        server: Some(server),
-        metrics,
-        dir: std::env::temp_dir().join("arc-upstream-tls-unused"),
-    };
+    let mut arc = start_cluster(driver, 1, state(&ca_pem));
     let mut c = connect(arc.http());
     let mut buf = Vec::new();
     // One exchange on a new upstream connection per round; the backend closes it after
