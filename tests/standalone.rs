@@ -122,7 +122,7 @@ fn large_keep_alive_responses_in_sequence(driver: &str) {
 
 /// Reads one response whose body is content-length or chunked, decoding chunks as they come
 /// (a pattern body may contain any byte sequence, so the end is found by the framing only).
-fn read_framed(c: &mut std::net::TcpStream, buf: &mut Vec<u8>) -> (String, Vec<u8>) {
+fn read_framed(c: &mut impl Read, buf: &mut Vec<u8>) -> (String, Vec<u8>) {
     let mut fill = |buf: &mut Vec<u8>| {
         let mut b = [0u8; 65536];
         let n = c.read(&mut b).expect("read");
@@ -609,6 +609,84 @@ fn tls_sni_and_default_certificate(driver: &str) {
     );
 }
 
+/// Reads at most 1 500 bytes per call and pauses 1 ms every 32 calls: a slow client.
+struct SlowReader<R>(R, u32);
+
+impl<R: Read> Read for SlowReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.1 += 1;
+        if self.1 % 32 == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let n = buf.len().min(1500);
+        self.0.read(&mut buf[..n])
+    }
+}
+
+/// Large bodies over TLS, content-length and chunked, arrive byte for byte on parallel
+/// keep-alive connections, one of them read in small pieces with pauses: the TLS layer hands
+/// its ciphertext to the socket both in large lent batches and in copies, around short writes.
+fn large_bodies_over_tls_arrive_intact(driver: &str) {
+    // Bulk traffic in this process would blur the RSS figures of the memory tests.
+    let _one = MEMORY.lock().unwrap_or_else(|e| e.into_inner());
+    let b = backend("b1");
+    let ca = TestCa::new();
+    let (crt, key) = ca.leaf(&["app.example.com"]);
+    let arc = start(
+        driver,
+        "tls: {certificates: [{hosts: [app.example.com], cert: a.crt, key: a.key}]}\n",
+        b.addr,
+        &[("a.crt", crt), ("a.key", key)],
+    );
+    let config = client_config_trusting(&ca);
+    let addr = arc.https();
+    let sizes = [16 * 1024 - 1, 64 * 1024 + 1, 300 * 1024 + 7, 1 << 20];
+    let clients: Vec<_> = (0..6)
+        .map(|i| {
+            let config = Arc::clone(&config);
+            std::thread::spawn(move || {
+                let conn =
+                    rustls::ClientConnection::new(config, "app.example.com".try_into().unwrap())
+                        .unwrap();
+                let mut tls = rustls::StreamOwned::new(conn, connect(addr));
+                let mut buf = Vec::new();
+                for (r, n) in sizes.iter().enumerate() {
+                    let n = n + i;
+                    let kind = if (i + r) % 2 == 0 {
+                        "pattern"
+                    } else {
+                        "pchunked"
+                    };
+                    tls.write_all(
+                        format!("GET /{kind}/{n} HTTP/1.1\r\nHost: app.example.com\r\n\r\n")
+                            .as_bytes(),
+                    )
+                    .unwrap();
+                    let (head, body) = if i == 0 {
+                        read_framed(&mut SlowReader(&mut tls, 0), &mut buf)
+                    } else {
+                        read_framed(&mut tls, &mut buf)
+                    };
+                    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+                    assert_eq!(body.len(), n, "client {i} /{kind}/{n}");
+                    assert!(
+                        body == common::pattern(n),
+                        "client {i} /{kind}/{n}: body differs"
+                    );
+                }
+                assert!(
+                    buf.is_empty(),
+                    "client {i}: no stray bytes after the responses"
+                );
+            })
+        })
+        .collect();
+    for t in clients {
+        t.join().expect("client thread");
+    }
+    assert_eq!(b.requests.load(Ordering::SeqCst), 6 * sizes.len());
+}
+
 /// Asserts that reused idle connections parked no sooner than [`IDLE_GRACE`] after
 /// `last_sent`, when the last of them was sent its request: the gauge counts that connection
 /// only once it has been idle for the grace, which begins after its request arrived.
@@ -871,6 +949,10 @@ macro_rules! per_driver {
             #[test]
             fn tls_sni_and_default_certificate() {
                 super::tls_sni_and_default_certificate($value)
+            }
+            #[test]
+            fn large_bodies_over_tls_arrive_intact() {
+                super::large_bodies_over_tls_arrive_intact($value)
             }
             #[test]
             fn idle_tls_connections_park() {
