@@ -615,7 +615,7 @@ struct SlowReader<R>(R, u32);
 impl<R: Read> Read for SlowReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         self.1 += 1;
-        if self.1 % 32 == 0 {
+        if self.1.is_multiple_of(32) {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         let n = buf.len().min(1500);
