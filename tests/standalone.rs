@@ -554,6 +554,33 @@ fn client_config_trusting(ca: &TestCa) -> Arc<rustls::ClientConfig> {
     )
 }
 
+/// A TLS connection to `addr` for `name` (the handshake runs on first use).
+fn tls_connect(
+    config: Arc<rustls::ClientConfig>,
+    addr: std::net::SocketAddr,
+    name: &str,
+) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+    let conn = rustls::ClientConnection::new(config, name.to_string().try_into().unwrap()).unwrap();
+    rustls::StreamOwned::new(conn, connect(addr))
+}
+
+/// Arc with a certificate for `app.example.com` from a new CA, and a client configuration
+/// trusting that CA only.
+fn start_with_app_certificate(
+    driver: &str,
+    upstream: std::net::SocketAddr,
+) -> (Arc1, Arc<rustls::ClientConfig>) {
+    let ca = TestCa::new();
+    let (crt, key) = ca.leaf(&["app.example.com"]);
+    let arc = start(
+        driver,
+        "tls: {certificates: [{hosts: [app.example.com], cert: a.crt, key: a.key}]}\n",
+        upstream,
+        &[("a.crt", crt), ("a.key", key)],
+    );
+    (arc, client_config_trusting(&ca))
+}
+
 fn tls_sni_and_default_certificate(driver: &str) {
     let b = backend("b1");
     let ca = TestCa::new();
@@ -572,12 +599,7 @@ fn tls_sni_and_default_certificate(driver: &str) {
     );
     let config = client_config_trusting(&ca);
     for name in ["app.example.com", "down.example.com"] {
-        let conn = rustls::ClientConnection::new(
-            Arc::clone(&config),
-            name.to_string().try_into().unwrap(),
-        )
-        .unwrap();
-        let mut tls = rustls::StreamOwned::new(conn, connect(arc.https()));
+        let mut tls = tls_connect(Arc::clone(&config), arc.https(), name);
         // The handshake verifies the presented certificate is the one for `name`.
         tls.write_all(
             format!("GET / HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n").as_bytes(),
@@ -630,25 +652,14 @@ fn large_bodies_over_tls_arrive_intact(driver: &str) {
     // Bulk traffic in this process would blur the RSS figures of the memory tests.
     let _one = MEMORY.lock().unwrap_or_else(|e| e.into_inner());
     let b = backend("b1");
-    let ca = TestCa::new();
-    let (crt, key) = ca.leaf(&["app.example.com"]);
-    let arc = start(
-        driver,
-        "tls: {certificates: [{hosts: [app.example.com], cert: a.crt, key: a.key}]}\n",
-        b.addr,
-        &[("a.crt", crt), ("a.key", key)],
-    );
-    let config = client_config_trusting(&ca);
+    let (arc, config) = start_with_app_certificate(driver, b.addr);
     let addr = arc.https();
     let sizes = [16 * 1024 - 1, 64 * 1024 + 1, 300 * 1024 + 7, 1 << 20];
     let clients: Vec<_> = (0..6)
         .map(|i| {
             let config = Arc::clone(&config);
             std::thread::spawn(move || {
-                let conn =
-                    rustls::ClientConnection::new(config, "app.example.com".try_into().unwrap())
-                        .unwrap();
-                let mut tls = rustls::StreamOwned::new(conn, connect(addr));
+                let mut tls = tls_connect(config, addr, "app.example.com");
                 let mut buf = Vec::new();
                 for (r, n) in sizes.iter().enumerate() {
                     let n = n + i;
@@ -787,24 +798,11 @@ fn idle_connections_release_buffers_and_serve_again(driver: &str) {
 fn idle_tls_connections_park(driver: &str) {
     const N: usize = 40;
     let b = backend("b1");
-    let ca = TestCa::new();
-    let (crt, key) = ca.leaf(&["app.example.com"]);
-    let arc = start(
-        driver,
-        "tls: {certificates: [{hosts: [app.example.com], cert: a.crt, key: a.key}]}\n",
-        b.addr,
-        &[("a.crt", crt), ("a.key", key)],
-    );
-    let config = client_config_trusting(&ca);
+    let (arc, config) = start_with_app_certificate(driver, b.addr);
     let mut conns = Vec::with_capacity(N);
     for _ in 0..N {
-        let conn = rustls::ClientConnection::new(
-            Arc::clone(&config),
-            "app.example.com".try_into().unwrap(),
-        )
-        .unwrap();
         conns.push((
-            rustls::StreamOwned::new(conn, connect(arc.https())),
+            tls_connect(Arc::clone(&config), arc.https(), "app.example.com"),
             Vec::new(),
         ));
     }
