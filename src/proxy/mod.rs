@@ -5,6 +5,7 @@
 
 pub mod core;
 pub mod epoll;
+pub mod exchange;
 pub mod http1;
 pub mod io;
 pub mod tls;
