@@ -201,7 +201,7 @@ pub struct StepState {
 }
 
 /// Most route policies one route runs (the fixed order has fewer kinds than this).
-pub const MAX_ROUTE_POLICIES: usize = 14;
+pub const MAX_ROUTE_POLICIES: usize = 8;
 /// Steps of a pipeline: the built-in ssl redirect, the route's policies, the backend.
 const MAX_STEPS: usize = MAX_ROUTE_POLICIES + 2;
 
