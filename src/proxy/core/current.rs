@@ -16,7 +16,7 @@ use crate::proxy::http1::{
 };
 use crate::routing::Lookup;
 
-use super::active::Active;
+use super::active::{Active, DRAIN_IDLE_QUIET};
 use super::buffers::OUT_HIGH_WATER;
 use super::cx::WorkerCx;
 
@@ -258,7 +258,7 @@ impl Active {
     pub(super) fn finish_exchange(&mut self, cx: &mut WorkerCx, now: Instant) {
         self.record(cx, now);
         self.id.requests += 1;
-        if !self.cur.keep_alive || self.cur.close_delimited || self.down.eof || self.life.draining {
+        if !self.cur.keep_alive || self.cur.close_delimited || self.down.eof {
             self.close(true);
             return;
         }
@@ -267,6 +267,15 @@ impl Active {
         self.cur.req_done = false;
         self.down.idle_since = now;
         self.down.head_started = None;
+        if self.life.draining {
+            // The drain began after this response's head went out promising keep-alive (a
+            // head written while draining says `Connection: close` and ends above): the client
+            // may already be sending its next request. Closing now would cut that request
+            // without an answer; instead the connection waits, like every idle one in a drain,
+            // up to [`DRAIN_IDLE_QUIET`] for it and answers it with `Connection: close`.
+            let by = now + DRAIN_IDLE_QUIET;
+            self.life.drain_idle_by = Some(self.life.drain_idle_by.map_or(by, |t| t.max(by)));
+        }
     }
 
     /// Runs the request decoder over buffered downstream input. Never re-entered: everything it

@@ -964,7 +964,10 @@ fn drain_lets_the_request_in_flight_finish_with_connection_close() {
 }
 
 #[test]
-fn drain_after_the_response_head_finishes_the_body_then_closes() {
+fn drain_after_the_response_head_keeps_the_promised_keep_alive_for_the_next_request() {
+    // SPEC §5: the head went out before the drain without `Connection: close`, so the client
+    // may send its next request as soon as the body ends; that request is answered (with
+    // `Connection: close`), not cut.
     let mut s = Sim::new(ConnLimits::default());
     s.send(GET_API);
     s.reply(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello");
@@ -973,7 +976,45 @@ fn drain_after_the_response_head_finishes_the_body_then_closes() {
     s.reply(b"world");
     let t = s.take_client();
     assert!(t.ends_with("helloworld"), "{t}");
+    assert!(!t.contains("Connection: close"), "{t}");
+    assert_eq!(
+        s.closed, None,
+        "closed after a response that promised keep-alive"
+    );
+    s.advance(Duration::from_millis(1));
+    s.send(GET_API);
+    s.reply(OK_5);
+    let t = s.take_client();
+    assert!(t.starts_with("HTTP/1.1 200 OK\r\n"), "{t}");
+    assert!(t.contains("Connection: close\r\n"), "{t}");
     assert_eq!(s.closed, Some(true));
+}
+
+#[test]
+fn drain_after_the_response_head_closes_once_the_client_stays_quiet() {
+    let mut s = Sim::new(ConnLimits::default());
+    s.send(GET_API);
+    s.reply(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello");
+    s.drain();
+    s.reply(b"world");
+    assert_eq!(s.closed, None);
+    let deadline = s.conn.deadline().expect("a deadline");
+    assert!(
+        deadline <= s.now + Duration::from_secs(1),
+        "quiet period too long"
+    );
+    s.advance(Duration::from_millis(900));
+    assert_eq!(s.closed, None);
+    s.advance(Duration::from_millis(200));
+    assert_eq!(
+        s.closed,
+        Some(true),
+        "a quiet client is closed after the quiet period"
+    );
+    assert!(
+        s.client.ends_with(b"helloworld"),
+        "nothing more was written"
+    );
 }
 
 #[test]
