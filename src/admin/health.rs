@@ -1,7 +1,51 @@
-//! Process health flags the rest of Arc flips and the admin server reports on `/readyz`.
+//! Process health the rest of Arc reports and the admin server answers: readiness flags for
+//! `/readyz`, and worker liveness for `/healthz` (a source the process wiring plugs in, so this
+//! room never reaches into the workers).
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Where `/healthz` learns whether the data-plane workers still turn their event loops.
+pub trait WorkerLiveness: Send + Sync {
+    /// The workers that have not turned for longer than the liveness limit, and how long the
+    /// longest-silent one has been silent; `None` while every worker turns.
+    fn wedged(&self, now: Instant) -> Option<(Vec<usize>, Duration)>;
+    /// The limit a worker's silence is held against.
+    fn limit(&self) -> Duration;
+}
+
+/// The answer of [`HealthState::liveness`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Liveness {
+    /// Every worker turns (or no source is plugged in yet: the process is starting).
+    Alive,
+    /// These workers have not turned for `silent` (over `limit`).
+    Wedged {
+        workers: Vec<usize>,
+        silent: Duration,
+        limit: Duration,
+    },
+}
+
+impl fmt::Display for Liveness {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Liveness::Alive => f.write_str("ok"),
+            Liveness::Wedged {
+                workers,
+                silent,
+                limit,
+            } => write!(
+                f,
+                "wedged: worker(s) {workers:?} have not turned their event loop for {:.1}s (limit {}s)",
+                silent.as_secs_f64(),
+                limit.as_secs()
+            ),
+        }
+    }
+}
 
 /// Readiness inputs, shared as `Arc<HealthState>`. All flags start false.
 ///
@@ -16,6 +60,13 @@ pub struct HealthState {
     workers_up: AtomicBool,
     first_sync_done: AtomicBool,
     draining: AtomicBool,
+    liveness: OnceLock<Arc<dyn WorkerLiveness>>,
+}
+
+impl fmt::Debug for dyn WorkerLiveness {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "WorkerLiveness(limit {:?})", self.limit())
+    }
 }
 
 impl HealthState {
@@ -47,6 +98,27 @@ impl HealthState {
     /// Whether drain has started.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
+    }
+
+    /// Plugs in the workers' liveness source (once; later calls are ignored: the workers live
+    /// as long as the process).
+    pub fn set_liveness(&self, source: Arc<dyn WorkerLiveness>) {
+        let _ = self.liveness.set(source);
+    }
+
+    /// Whether the workers turn their event loops (`/healthz`).
+    pub fn liveness(&self, now: Instant) -> Liveness {
+        let Some(source) = self.liveness.get() else {
+            return Liveness::Alive;
+        };
+        match source.wedged(now) {
+            None => Liveness::Alive,
+            Some((workers, silent)) => Liveness::Wedged {
+                workers,
+                silent,
+                limit: source.limit(),
+            },
+        }
     }
 
     /// The current readiness with what is missing.
@@ -108,6 +180,39 @@ impl fmt::Display for Readiness {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    struct Fixed(Option<(Vec<usize>, Duration)>);
+
+    impl WorkerLiveness for Fixed {
+        fn wedged(&self, _now: Instant) -> Option<(Vec<usize>, Duration)> {
+            self.0.clone()
+        }
+        fn limit(&self) -> Duration {
+            Duration::from_secs(5)
+        }
+    }
+
+    #[test]
+    fn liveness_reports_the_wedged_workers() {
+        let h = HealthState::new();
+        let now = Instant::now();
+        assert_eq!(h.liveness(now), Liveness::Alive, "no source yet: starting");
+        h.set_liveness(Arc::new(Fixed(Some((
+            vec![0],
+            Duration::from_millis(5300),
+        )))));
+        let l = h.liveness(now);
+        assert_eq!(
+            l.to_string(),
+            "wedged: worker(s) [0] have not turned their event loop for 5.3s (limit 5s)"
+        );
+        // Set once: a second source is ignored.
+        h.set_liveness(Arc::new(Fixed(None)));
+        assert!(matches!(h.liveness(now), Liveness::Wedged { .. }));
+        let alive = HealthState::new();
+        alive.set_liveness(Arc::new(Fixed(None)));
+        assert_eq!(alive.liveness(now), Liveness::Alive);
+    }
 
     #[test]
     fn transitions() {

@@ -1,7 +1,9 @@
 //! The admin port (`observability.metrics_bind`): a small hyper HTTP/1.1 server on the
 //! control-plane tokio runtime serving health, readiness and metrics.
 //!
-//! - `GET /healthz`: `200 ok` while the process lives (liveness).
+//! - `GET /healthz`: liveness: `200 ok` while every data-plane worker turns its event loop,
+//!   `503` naming the wedged workers once one has not turned for 5 s (SPEC §5), so Kubernetes
+//!   restarts a wedged pod.
 //! - `GET /readyz`: `200 ready` when the config is loaded, the workers are up, the first sync is
 //!   done and the process is not draining; otherwise `503` with a body naming what is missing
 //!   (see [`HealthState`]).
@@ -44,7 +46,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 pub use control::{ControlCommand, ControlView, Published, ReloadEvent};
-pub use health::{HealthState, Readiness};
+pub use health::{HealthState, Liveness, Readiness, WorkerLiveness};
 pub use token::{ControlToken, TokenCheck};
 
 use crate::metrics::{Metrics, OPENMETRICS_CONTENT_TYPE};
@@ -303,7 +305,10 @@ fn respond<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
         return response;
     }
     match path {
-        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/healthz" => match state.health.liveness(std::time::Instant::now()) {
+            Liveness::Alive => text(StatusCode::OK, "ok\n"),
+            wedged => text(StatusCode::SERVICE_UNAVAILABLE, format!("{wedged}\n")),
+        },
         "/readyz" => {
             let readiness = state.health.readiness();
             let status = if readiness.is_ready() {

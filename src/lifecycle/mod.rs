@@ -325,6 +325,7 @@ impl Process {
             (None, Some(serve)) => tokio::spawn(serve),
             (None, None) => tokio::spawn(async {}),
         };
+        health.set_liveness(Arc::new(watchdog::HeartbeatLiveness(server.heartbeats())));
         let watchdog = watchdog::interval_from_env().map(|interval| {
             tracing::info!(interval = ?interval, "systemd watchdog enabled");
             tokio::spawn(watchdog::run(notifier, interval, server.heartbeats()))

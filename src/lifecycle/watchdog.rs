@@ -43,6 +43,21 @@ pub fn workers_alive(heartbeats: &Heartbeats, now: Instant) -> bool {
     false
 }
 
+/// The workers' heartbeats as `/healthz` reads them: wedged past [`STALL_LIMIT`], the same
+/// rule as the systemd watchdog.
+pub struct HeartbeatLiveness(pub Arc<Heartbeats>);
+
+impl crate::admin::WorkerLiveness for HeartbeatLiveness {
+    fn wedged(&self, now: Instant) -> Option<(Vec<usize>, Duration)> {
+        let stalled = self.0.stalled(now, STALL_LIMIT);
+        (!stalled.is_empty()).then(|| (stalled, self.0.oldest(now)))
+    }
+
+    fn limit(&self) -> Duration {
+        STALL_LIMIT
+    }
+}
+
 /// Pings every `watchdog / 2` while the workers are alive; runs until the task is aborted.
 pub async fn run(notifier: Notifier, watchdog: Duration, heartbeats: Arc<Heartbeats>) {
     let period = (watchdog / 2).max(Duration::from_millis(10));
