@@ -98,6 +98,11 @@ pub enum ControllerError {
     Infer(#[from] kube::config::InferConfigError),
     #[error("building the Kubernetes client: {0}")]
     Client(#[from] kube::Error),
+    #[error(
+        "Secret {namespace}/{TOKEN_SECRET} key {TOKEN_KEY}: the placeholder {placeholder} must be replaced by a real value (for example `openssl rand -hex 32`)",
+        placeholder = config::TOKEN_PLACEHOLDER
+    )]
+    PlaceholderToken { namespace: String },
 }
 
 /// What the data plane installs: routing model, upstream endpoints, Secret certificates.
@@ -761,6 +766,37 @@ pub fn token_from_secret(secret: &Secret) -> Option<String> {
         return None;
     }
     Some(token)
+}
+
+/// Refuses to start while Secret `arc-gateway-secret` in `namespace` holds the placeholder
+/// `__ARC_TOKEN__` (SPEC §6: the plain manifests were applied unedited). A missing Secret or
+/// one that cannot be read is not refused here: the control API then stays off until a real
+/// token appears, as the controller's watch decides.
+pub async fn refuse_placeholder_token(
+    client: &Client,
+    namespace: &str,
+) -> Result<(), ControllerError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret = match api.get_opt(TOKEN_SECRET).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(secret = TOKEN_SECRET, namespace, error = %e, "cannot read the token Secret at start");
+            return Ok(());
+        }
+    };
+    if secret.as_ref().is_some_and(holds_placeholder_token) {
+        return Err(ControllerError::PlaceholderToken {
+            namespace: namespace.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Whether the Secret's `auth-token` is (or contains) the placeholder.
+fn holds_placeholder_token(secret: &Secret) -> bool {
+    let raw = secret.data.as_ref().and_then(|d| d.get(TOKEN_KEY));
+    raw.and_then(|r| std::str::from_utf8(&r.0).ok())
+        .is_some_and(|t| t.contains(config::TOKEN_PLACEHOLDER))
 }
 
 /// The effective configuration from the ConfigMap text: parsed and validated, with

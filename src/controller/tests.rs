@@ -1118,6 +1118,70 @@ mod api_mock {
 
     const LEASE_PATH: &str = "/apis/coordination.k8s.io/v1/namespaces/arc-gateway/leases/arc";
 
+    const TOKEN_PATH: &str = "/api/v1/namespaces/arc-gateway/secrets/arc-gateway-secret";
+
+    fn token_secret(token: &str) -> Value {
+        use k8s_openapi::ByteString;
+        use k8s_openapi::api::core::v1::Secret;
+        let secret = Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some("arc-gateway-secret".into()),
+                namespace: Some("arc-gateway".into()),
+                ..Default::default()
+            },
+            type_: Some("Opaque".into()),
+            data: Some(
+                [(
+                    "auth-token".to_string(),
+                    ByteString(token.as_bytes().to_vec()),
+                )]
+                .into_iter()
+                .collect(),
+            ),
+            ..Default::default()
+        };
+        let mut v = serde_json::to_value(&secret).unwrap_or_else(|e| panic!("{e}"));
+        v["apiVersion"] = json!("v1");
+        v["kind"] = json!("Secret");
+        v
+    }
+
+    #[tokio::test]
+    async fn start_is_refused_while_the_token_secret_holds_the_placeholder() {
+        let (client, mut handle) = mock();
+        let check = tokio::spawn(async move {
+            crate::controller::refuse_placeholder_token(&client, "arc-gateway").await
+        });
+        let (_, send) = expect(&mut handle, Method::GET, TOKEN_PATH).await;
+        respond(send, StatusCode::OK, &token_secret("__ARC_TOKEN__"));
+        let err = check
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .expect_err("placeholder refused");
+        let msg = err.to_string();
+        assert!(msg.contains("arc-gateway/arc-gateway-secret"), "{msg}");
+        assert!(msg.contains("auth-token"), "{msg}");
+        assert!(msg.contains("__ARC_TOKEN__"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn start_goes_on_with_a_real_token_or_no_secret() {
+        let (client, mut handle) = mock();
+        let c = client.clone();
+        let check = tokio::spawn(async move {
+            crate::controller::refuse_placeholder_token(&c, "arc-gateway").await
+        });
+        let (_, send) = expect(&mut handle, Method::GET, TOKEN_PATH).await;
+        respond(send, StatusCode::OK, &token_secret("0123456789abcdef"));
+        assert!(check.await.unwrap_or_else(|e| panic!("{e}")).is_ok());
+        let check = tokio::spawn(async move {
+            crate::controller::refuse_placeholder_token(&client, "arc-gateway").await
+        });
+        let (_, send) = expect(&mut handle, Method::GET, TOKEN_PATH).await;
+        respond(send, StatusCode::NOT_FOUND, &not_found());
+        assert!(check.await.unwrap_or_else(|e| panic!("{e}")).is_ok());
+    }
+
     fn lease(holder: &str, renew: &str, rv: &str) -> Value {
         json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
             "metadata": {"name": "arc", "namespace": "arc-gateway", "resourceVersion": rv},

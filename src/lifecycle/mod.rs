@@ -280,6 +280,11 @@ impl Process {
                         return Err(e.into());
                     }
                 };
+                let namespace = controller::own_namespace();
+                if let Err(e) = controller::refuse_placeholder_token(&client, &namespace).await {
+                    let _ = admin_stop.send(true);
+                    return Err(e.into());
+                }
                 let settings = controller::Settings {
                     namespace: controller::own_namespace(),
                     identity: controller::own_identity(),
