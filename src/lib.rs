@@ -20,6 +20,7 @@ pub mod admin;
 pub mod config;
 pub mod controller;
 pub mod crd;
+pub mod desired;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;

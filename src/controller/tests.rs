@@ -103,12 +103,18 @@ fn base_inputs() -> Inputs {
     }
 }
 
-fn upstream_of<'a>(t: &'a Translation, name: &str) -> &'a [String] {
-    t.upstreams
+/// The targets of upstream `name` as text: its addresses, or its `ExternalName` target.
+fn upstream_of(t: &Translation, name: &str) -> Vec<String> {
+    let u = t
+        .upstreams
         .iter()
         .find(|u| u.name == name)
-        .map(|u| u.addrs.as_slice())
-        .unwrap_or_else(|| panic!("no upstream {name}: {:?}", t.upstreams))
+        .unwrap_or_else(|| panic!("no upstream {name}: {:?}", t.upstreams));
+    u.addrs
+        .iter()
+        .map(ToString::to_string)
+        .chain(u.external.iter().map(ToString::to_string))
+        .collect()
 }
 
 fn lookup_name(t: &Translation, host: &str, path: &str) -> Option<String> {
