@@ -14,9 +14,9 @@ use arc_swap::ArcSwap;
 
 use crate::admin::{ControlView, HealthState};
 use crate::config::{self, Config, IoUringMode, Protocol};
+use crate::desired::{self, Certificates, ClusterState, DesiredState, DisabledEndpoints};
 use crate::logging::AccessLog;
 use crate::metrics::{IoDriver, Metrics, ReloadResult};
-use crate::desired::{self, Certificates, ClusterState, DesiredState, DisabledEndpoints};
 use crate::proxy::core::{Conn, SharedSnapshot, Snapshot, UpstreamSpec, WorkerCx};
 use crate::proxy::io::ConnLimit;
 use crate::proxy::tls::{
@@ -157,10 +157,13 @@ pub fn build_snapshot(
         .iter()
         .enumerate()
         .map(|(i, u)| {
-            let tls = u.tls.as_ref().map(|options| match tls_cache.as_deref_mut() {
-                Some(cache) => UpstreamTls::cached(options, cache),
-                None => UpstreamTls::new(options),
-            });
+            let tls = u
+                .tls
+                .as_ref()
+                .map(|options| match tls_cache.as_deref_mut() {
+                    Some(cache) => UpstreamTls::cached(options, cache),
+                    None => UpstreamTls::new(options),
+                });
             upstream_spec(u, i, tls.transpose(), disabled)
         })
         .collect();
@@ -741,7 +744,10 @@ mod tests {
         );
         let bad = snap.upstreams.get("badca").expect("badca");
         assert!(bad.tls.is_none());
-        assert!(bad.endpoints.is_empty(), "no traffic rather than plain HTTP");
+        assert!(
+            bad.endpoints.is_empty(),
+            "no traffic rather than plain HTTP"
+        );
         let good = snap.upstreams.get("good").expect("good");
         assert_eq!(
             good.tls.as_ref().and_then(|t| t.server_name()),
@@ -801,9 +807,11 @@ mod tests {
             },
             Some(&running),
         )
-        .err()
-        .expect("a configured default that cannot be read fails");
-        assert!(err.to_string().starts_with("tls.default_certificate: "), "{err}");
+        .expect_err("a configured default that cannot be read fails");
+        assert!(
+            err.to_string().starts_with("tls.default_certificate: "),
+            "{err}"
+        );
         let err = build_cert_store(
             &Certificates {
                 files: vec![HostCertPaths {
@@ -814,9 +822,11 @@ mod tests {
             },
             None,
         )
-        .err()
-        .expect("an unreadable certificate file fails");
-        assert!(err.to_string().starts_with("tls.certificates[0]: "), "{err}");
+        .expect_err("an unreadable certificate file fails");
+        assert!(
+            err.to_string().starts_with("tls.certificates[0]: "),
+            "{err}"
+        );
     }
 
     #[test]

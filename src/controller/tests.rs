@@ -243,6 +243,44 @@ fn ports_by_number_and_name() {
     assert!(t.problems.is_empty(), "{:?}", reasons(&t));
 }
 
+/// The controller's output becomes the one desired state with the addresses it read from the
+/// EndpointSlices (typed all the way) under the configuration's upstream defaults.
+#[test]
+fn translation_becomes_desired_state_with_typed_addresses() {
+    use std::net::SocketAddr;
+    let mut inputs = base_inputs();
+    inputs.ingresses = vec![ingress(
+        "default",
+        "i",
+        1,
+        arc_spec(vec![rule("a.example.com", "/", "Prefix", "web", json!(80))]),
+        json!({}),
+    )];
+    let t = translate(&inputs, &settings());
+    let endpoint = SocketAddr::from(([10, 1, 0, 1], 8080));
+    let web = t
+        .upstreams
+        .iter()
+        .find(|u| u.name == "default/web:80")
+        .expect("web upstream");
+    assert_eq!(web.addrs, [endpoint]);
+    assert_eq!(web.external, None);
+    let state = super::ClusterState {
+        model: t.model.clone(),
+        upstreams: t.upstreams.clone(),
+        certs: t.certs.clone(),
+    };
+    let mut cfg = crate::config::Config::default();
+    cfg.upstream_defaults.pool.max_idle = 9;
+    let desired = crate::desired::from_cluster(&cfg, std::path::Path::new("/"), &state);
+    assert_eq!(desired.routes, t.model);
+    assert_eq!(desired.upstreams.len(), 1);
+    assert_eq!(desired.upstreams[0].name, "default/web:80");
+    assert_eq!(desired.upstreams[0].endpoints, [endpoint]);
+    assert_eq!(desired.upstreams[0].pool.max_idle, 9);
+    assert!(desired.upstreams[0].tls.is_none());
+}
+
 #[test]
 fn endpoint_readiness_fallback_and_dual_stack() {
     let mut inputs = base_inputs();

@@ -7,9 +7,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use super::{
-    CertPaths, Certificates, ClusterState, DesiredState, HostCertPaths, Upstream,
-};
+use super::{CertPaths, Certificates, ClusterState, DesiredState, HostCertPaths, Upstream};
 use crate::config::{self, Config};
 use crate::proxy::core::ConnLimits;
 use crate::proxy::http1;

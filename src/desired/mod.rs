@@ -123,7 +123,11 @@ impl DisabledEndpoints {
 
     /// The endpoints of `upstream` taken out, in address order.
     pub fn of(&self, upstream: &str) -> impl Iterator<Item = SocketAddr> + '_ {
-        self.by_upstream.get(upstream).into_iter().flatten().copied()
+        self.by_upstream
+            .get(upstream)
+            .into_iter()
+            .flatten()
+            .copied()
     }
 
     /// Every `(upstream, endpoint)` taken out, ordered by upstream name then address.

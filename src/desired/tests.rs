@@ -19,7 +19,6 @@ fn parse(yaml: &str) -> Config {
     config::parse_str(yaml, Format::Yaml, "t.yaml").unwrap_or_else(|e| panic!("{e}"))
 }
 
-
 /// A resolver knowing `backend.internal` (two addresses, one twice) and nothing else; records
 /// every name it is asked.
 fn fake_dns(asked: &mut Vec<String>) -> impl FnMut(&str) -> std::io::Result<Vec<SocketAddr>> {
@@ -255,7 +254,11 @@ fn cluster_state_under_the_configured_upstream_defaults() {
 
 #[test]
 fn disabled_endpoints_set_apply_and_enable_again() {
-    let (a, b, c) = (addr("10.0.0.1:80"), addr("10.0.0.2:80"), addr("10.0.0.3:80"));
+    let (a, b, c) = (
+        addr("10.0.0.1:80"),
+        addr("10.0.0.2:80"),
+        addr("10.0.0.3:80"),
+    );
     let mut d = DisabledEndpoints::default();
     assert!(d.is_empty());
     d.set("web", b, false);
@@ -277,6 +280,9 @@ fn disabled_endpoints_set_apply_and_enable_again() {
     assert_eq!(d.apply("web", &[c, b, a]), [c, a]);
     d.set("web", b, true);
     d.set("api", a, true);
-    assert!(d.is_empty(), "enabling the last endpoint forgets the upstream");
+    assert!(
+        d.is_empty(),
+        "enabling the last endpoint forgets the upstream"
+    );
     assert_eq!(d, DisabledEndpoints::default());
 }
