@@ -850,4 +850,107 @@ mod tests {
         assert_eq!(store.entries()[0].hosts, ["a.example.com"]);
         assert!(store.lookup("a.example.com").is_some());
     }
+
+    fn server_config(upstream_addrs: &[&str]) -> Config {
+        let addrs: Vec<String> = upstream_addrs.iter().map(|a| format!("'{a}'")).collect();
+        let yaml = format!(
+            "node: {{workers: 1}}\n\
+             io_uring: {{enabled: false}}\n\
+             listeners:\n  - {{name: http, bind: '127.0.0.1:0', protocol: http}}\n\
+             upstreams:\n  - {{name: app, addrs: [{}]}}\n\
+             routes:\n  - {{path: /, upstream: app}}\n\
+             lifecycle: {{drain_timeout: 1s}}\n",
+            addrs.join(", ")
+        );
+        config::parse_str(&yaml, config::Format::Yaml, "t.yaml").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn served(server: &Server, name: &str) -> Vec<SocketAddr> {
+        endpoints(&server.shared.load(), name)
+    }
+
+    fn published(control: &ControlView, name: &str) -> Vec<(SocketAddr, bool)> {
+        let p = control.published();
+        let u = p
+            .upstreams
+            .iter()
+            .find(|u| u.name == name)
+            .unwrap_or_else(|| panic!("no upstream {name} published"));
+        u.endpoints
+            .iter()
+            .map(|e| (e.address, e.disabled))
+            .collect()
+    }
+
+    /// What the control API disables stays out of every later snapshot — after a reload, and
+    /// after a cluster change in Kubernetes mode — until it is enabled again.
+    #[test]
+    fn disabled_endpoints_stay_out_across_reloads_and_cluster_changes() {
+        let (a, b, c) = (
+            addr("127.0.0.1:18001"),
+            addr("127.0.0.1:18002"),
+            addr("127.0.0.1:18003"),
+        );
+        let dir = std::env::temp_dir();
+        let mut server = Server::start(
+            server_config(&["127.0.0.1:18001", "127.0.0.1:18002"]),
+            &dir,
+            Arc::new(Metrics::new()),
+            Arc::new(HealthState::new()),
+        )
+        .unwrap_or_else(|e| panic!("start: {e}"));
+        let control = Arc::new(ControlView::new(
+            crate::admin::ControlToken::new(None),
+            None,
+        ));
+        server.attach_control(Arc::clone(&control));
+        assert_eq!(served(&server, "app"), [a, b]);
+
+        let v = server.set_endpoint("app", b, false);
+        assert_eq!(v, 2);
+        assert_eq!(server.version(), 2);
+        assert_eq!(served(&server, "app"), [a]);
+        assert_eq!(published(&control, "app"), [(a, false), (b, true)]);
+        assert!(control.disabled_endpoints().contains("app", b));
+
+        // A reload listing the endpoint again keeps it out.
+        server
+            .reload(server_config(&[
+                "127.0.0.1:18001",
+                "127.0.0.1:18002",
+                "127.0.0.1:18003",
+            ]))
+            .unwrap_or_else(|e| panic!("reload: {e}"));
+        assert_eq!(served(&server, "app"), [a, c]);
+        assert_eq!(
+            published(&control, "app"),
+            [(a, false), (b, true), (c, false)]
+        );
+
+        // So does a cluster state (Kubernetes mode) listing it.
+        let state = ClusterState {
+            model: config::routes::route_model(server.config()),
+            upstreams: vec![desired::UpstreamEndpoints {
+                name: "app".into(),
+                addrs: vec![c, b],
+                external: None,
+                tls: None,
+            }],
+            certs: Vec::new(),
+        };
+        let v = server
+            .publish(Arc::new(state))
+            .unwrap_or_else(|e| panic!("publish: {e}"));
+        assert_eq!(v, 4);
+        assert_eq!(served(&server, "app"), [c]);
+
+        // Enabling it builds a snapshot from the same desired state with it back.
+        assert_eq!(server.set_endpoint("app", b, true), 5);
+        assert_eq!(served(&server, "app"), [c, b]);
+        assert_eq!(published(&control, "app"), [(b, false), (c, false)]);
+        assert!(control.disabled_endpoints().is_empty());
+        server
+            .shutdown()
+            .unwrap_or_else(|e| panic!("shutdown: {e}"));
+    }
 }
