@@ -1,6 +1,12 @@
-//! Process wiring of a standalone Arc: turns a validated [`Config`] into what the data plane
-//! serves (routing snapshot with resolved upstream endpoints, TLS certificate store), starts the
-//! worker threads and the admin server, and applies reloads.
+//! Process wiring of Arc: turns a validated [`Config`] (standalone) or the controller's
+//! [`ClusterState`] (Kubernetes mode) into a [`DesiredState`], builds what the data plane serves
+//! from it (routing snapshot and TLS certificate store, through the one builder:
+//! [`build_snapshot`] and [`build_cert_store`]), starts the worker threads and applies reloads,
+//! cluster changes and the endpoints the control API disabled.
+//!
+//! Shape: the server keeps the desired state it last built from, so an endpoint the operator
+//! disables or enables rebuilds the snapshot from that state with the disabled set the admin
+//! room hands in ([`Server::set_disabled_endpoints`]); no live snapshot is ever edited.
 //!
 //! This is control-plane code: it may block (file reads, DNS) because it never runs on a worker
 //! thread. Signals and the process loop live in [`crate::lifecycle`].

@@ -15,6 +15,8 @@
 //! here and read by the builder). Data only; the types the controller hands in live in
 //! [`cluster`] so the controller never reaches into the data plane.
 
+#![forbid(unsafe_code)]
+
 pub mod cluster;
 mod config;
 #[cfg(test)]
