@@ -281,6 +281,37 @@ fn translation_becomes_desired_state_with_typed_addresses() {
     assert!(desired.upstreams[0].tls.is_none());
 }
 
+/// `ExternalName` targets become addresses before the state is published (typed, sorted, each
+/// once); upstreams with slice endpoints are left as they are; a name that does not resolve
+/// leaves no endpoints.
+#[tokio::test]
+async fn external_names_resolve_to_typed_addresses() {
+    use super::translate::{ExternalName, UpstreamEndpoints};
+    use std::net::SocketAddr;
+    let slice_addrs = vec![
+        SocketAddr::from(([10, 1, 0, 2], 80)),
+        SocketAddr::from(([10, 1, 0, 1], 80)),
+    ];
+    let up = |name: &str, addrs: Vec<SocketAddr>, host: Option<&str>| UpstreamEndpoints {
+        name: name.into(),
+        addrs,
+        external: host.map(|h| ExternalName {
+            host: h.into(),
+            port: 8443,
+        }),
+        tls: None,
+    };
+    let out = super::resolve_names(vec![
+        up("slices", slice_addrs.clone(), None),
+        up("ext", Vec::new(), Some("127.0.0.1")),
+        up("ghost", Vec::new(), Some("ghost.invalid")),
+    ])
+    .await;
+    assert_eq!(out[0].addrs, slice_addrs, "not an ExternalName: untouched");
+    assert_eq!(out[1].addrs, [SocketAddr::from(([127, 0, 0, 1], 8443))]);
+    assert!(out[2].addrs.is_empty(), "{:?}", out[2].addrs);
+}
+
 #[test]
 fn endpoint_readiness_fallback_and_dual_stack() {
     let mut inputs = base_inputs();
