@@ -5,6 +5,8 @@
 //!   restart-required diff;
 //! - [`routing`] turns a plain route model into an immutable, versioned [`routing::RoutingTable`]
 //!   and answers lookups; it is pure (no sockets, no clock);
+//! - [`desired`] is the one typed desired state (routes, upstreams with typed endpoints, TLS
+//!   settings, certificates, limits) both the configuration and the controller produce; pure;
 //! - [`proxy`] holds the data plane; [`proxy::http1`] is the sans-IO HTTP/1.1 codec;
 //! - [`metrics`] owns the prometheus-client registry, typed labels and per-worker counters;
 //! - [`admin`] serves `/healthz`, `/readyz`, `/metrics`, the token-protected control API
@@ -20,6 +22,7 @@ pub mod admin;
 pub mod config;
 pub mod controller;
 pub mod crd;
+pub mod desired;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;

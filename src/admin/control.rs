@@ -5,7 +5,7 @@
 //! latency, passive endpoint health) come from [`Metrics`] and the access-log writer at read
 //! time. Writes become [`ControlCommand`]s sent to the process loop, which owns the server.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::token::ControlToken;
 use crate::config::Config;
+use crate::desired::DisabledEndpoints;
 use crate::logging::AccessLog;
 use crate::metrics::{ErrorReason, Metrics, PoolResult, StatusClass};
 use crate::proxy::core::Snapshot;
@@ -127,7 +128,8 @@ pub struct ControlView {
     token: ControlToken,
     commands: Option<mpsc::Sender<ControlCommand>>,
     published: ArcSwap<Published>,
-    disabled: Mutex<BTreeSet<(String, SocketAddr)>>,
+    /// The operator's choice of endpoints out of load balancing, handed to the server.
+    disabled: Mutex<DisabledEndpoints>,
     reloads: Mutex<VecDeque<ReloadEvent>>,
     xdp: ArcSwap<Value>,
     access: Mutex<Option<Arc<AccessLog>>>,
@@ -140,7 +142,7 @@ impl ControlView {
             token,
             commands,
             published: ArcSwap::from_pointee(Published::default()),
-            disabled: Mutex::new(BTreeSet::new()),
+            disabled: Mutex::new(DisabledEndpoints::default()),
             reloads: Mutex::new(VecDeque::new()),
             xdp: ArcSwap::from_pointee(json!({
                 "state": "off",
@@ -240,13 +242,11 @@ impl ControlView {
                         disabled: false,
                     })
                     .collect();
-                for (name, addr) in &disabled {
-                    if **name == *u.name {
-                        endpoints.push(EndpointView {
-                            address: *addr,
-                            disabled: true,
-                        });
-                    }
+                for addr in disabled.of(&u.name) {
+                    endpoints.push(EndpointView {
+                        address: addr,
+                        disabled: true,
+                    });
                 }
                 endpoints.sort_by_key(|e| e.address);
                 UpstreamView {
@@ -273,39 +273,21 @@ impl ControlView {
         }));
     }
 
-    /// Endpoints taken out of load balancing, as `(upstream, address)`.
-    pub fn disabled_endpoints(&self) -> BTreeSet<(String, SocketAddr)> {
+    /// Endpoints taken out of load balancing: what the server's snapshots leave out.
+    pub fn disabled_endpoints(&self) -> DisabledEndpoints {
         self.disabled
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
 
-    /// Marks an endpoint disabled or enabled; the caller rebuilds the snapshot.
+    /// Marks an endpoint disabled or enabled; the caller hands [`Self::disabled_endpoints`] to
+    /// the server, whose snapshot builder leaves them out.
     pub fn set_endpoint(&self, upstream: &str, endpoint: SocketAddr, enabled: bool) {
-        let mut d = self.disabled.lock().unwrap_or_else(PoisonError::into_inner);
-        if enabled {
-            d.remove(&(upstream.to_string(), endpoint));
-        } else {
-            d.insert((upstream.to_string(), endpoint));
-        }
-    }
-
-    /// Removes disabled endpoints from a snapshot about to be published to the workers.
-    pub fn filter_snapshot(&self, snapshot: &mut Snapshot) {
-        let disabled = self.disabled_endpoints();
-        if disabled.is_empty() {
-            return;
-        }
-        for (name, spec) in snapshot.upstreams.iter_mut() {
-            if !disabled.iter().any(|(u, _)| u == name) {
-                continue;
-            }
-            let mut s = (**spec).clone();
-            s.endpoints
-                .retain(|a| !disabled.contains(&(name.clone(), *a)));
-            *spec = Arc::new(s);
-        }
+        self.disabled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .set(upstream, endpoint, enabled);
     }
 
     /// Records a reload attempt for `/api/v1/reloads` and the dashboard.

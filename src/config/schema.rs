@@ -287,24 +287,6 @@ impl Default for UpstreamDefaults {
     }
 }
 
-impl UpstreamDefaults {
-    /// An upstream named `name` over `addrs` with these settings.
-    pub fn upstream(&self, name: &str, addrs: &[String]) -> Upstream {
-        Upstream {
-            name: name.to_owned(),
-            addrs: addrs.to_vec(),
-            addr: None,
-            pool: self.pool.clone(),
-            lb: LbPolicy::default(),
-            health_check: None,
-            connect_timeout: self.connect_timeout,
-            read_timeout: self.read_timeout,
-            send_timeout: self.send_timeout,
-            tls: None,
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Pool {

@@ -683,9 +683,7 @@ fn upstream_defaults_are_parsed_and_checked() {
         "upstream_defaults: {pool: {max_idle: 8, idle_timeout: 30s}, connect_timeout: 2s, read_timeout: 9s}",
     )
     .unwrap();
-    let up = cfg
-        .upstream_defaults
-        .upstream("default/web:80", &["10.0.0.7:80".to_owned()]);
+    let up = &cfg.upstream_defaults;
     assert_eq!(up.pool.max_idle, 8);
     assert_eq!(
         up.pool.idle_timeout.get(),
@@ -694,7 +692,6 @@ fn upstream_defaults_are_parsed_and_checked() {
     assert_eq!(up.connect_timeout.get(), std::time::Duration::from_secs(2));
     assert_eq!(up.read_timeout.get(), std::time::Duration::from_secs(9));
     assert_eq!(up.send_timeout.get(), std::time::Duration::from_secs(60));
-    assert_eq!(up.addrs, ["10.0.0.7:80"]);
 
     let err = yaml("upstream_defaults: {read_timeout: 0s, pool: {idle_timeout: 0s}}").unwrap_err();
     let keys: Vec<String> = err.problems.iter().map(|p| p.key.to_string()).collect();

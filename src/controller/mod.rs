@@ -69,8 +69,9 @@ use tokio::sync::{Notify, watch};
 use crate::config::{self, Config, Format};
 /// The controller's metrics, registered by the caller before [`start`].
 pub use crate::metrics::kube::KubeMetrics;
-use crate::routing::RouteModel;
 
+/// What the controller publishes (kube-free; the data plane turns it into desired state).
+pub use crate::desired::ClusterState;
 pub use translate::{ClassSettings, Inputs, SecretCert, Translation, UpstreamEndpoints};
 
 /// Name of the Secret holding the control-plane token.
@@ -103,14 +104,6 @@ pub enum ControllerError {
         placeholder = config::TOKEN_PLACEHOLDER
     )]
     PlaceholderToken { namespace: String },
-}
-
-/// What the data plane installs: routing model, upstream endpoints, Secret certificates.
-#[derive(Debug)]
-pub struct ClusterState {
-    pub model: RouteModel,
-    pub upstreams: Vec<UpstreamEndpoints>,
-    pub certs: Vec<SecretCert>,
 }
 
 /// Arc's own namespace: `POD_NAMESPACE`, else the service-account file, else `arc-gateway`.
@@ -713,38 +706,26 @@ impl Recompiler {
     }
 }
 
-/// Resolves `ExternalName` targets (`name:port`) through DNS here, on the async runtime, so the
-/// data plane receives addresses only. A name that does not resolve within 2 s keeps no
-/// endpoints (503) and is logged; it is resolved again at the next recompile.
+/// Resolves `ExternalName` targets through DNS here, on the async runtime, so the data plane
+/// receives addresses only. A name that does not resolve within 2 s keeps no endpoints (503)
+/// and is logged; it is resolved again at the next recompile.
 async fn resolve_names(mut upstreams: Vec<UpstreamEndpoints>) -> Vec<UpstreamEndpoints> {
     for u in &mut upstreams {
-        if u.addrs
-            .iter()
-            .all(|a| a.parse::<std::net::SocketAddr>().is_ok())
-        {
+        let Some(target) = &u.external else {
             continue;
-        }
-        let mut out = Vec::new();
-        for a in &u.addrs {
-            if a.parse::<std::net::SocketAddr>().is_ok() {
-                out.push(a.clone());
-                continue;
+        };
+        let lookup = tokio::net::lookup_host((target.host.as_str(), target.port));
+        match tokio::time::timeout(Duration::from_secs(2), lookup).await {
+            Ok(Ok(found)) => u.addrs.extend(found),
+            Ok(Err(e)) => {
+                tracing::warn!(upstream = %u.name, target = %target, error = %e, "ExternalName does not resolve")
             }
-            match tokio::time::timeout(Duration::from_secs(2), tokio::net::lookup_host(a.as_str()))
-                .await
-            {
-                Ok(Ok(found)) => out.extend(found.map(|sa| sa.to_string())),
-                Ok(Err(e)) => {
-                    tracing::warn!(upstream = %u.name, target = %a, error = %e, "ExternalName does not resolve")
-                }
-                Err(_) => {
-                    tracing::warn!(upstream = %u.name, target = %a, "ExternalName resolution timed out")
-                }
+            Err(_) => {
+                tracing::warn!(upstream = %u.name, target = %target, "ExternalName resolution timed out")
             }
         }
-        out.sort();
-        out.dedup();
-        u.addrs = out;
+        u.addrs.sort();
+        u.addrs.dedup();
     }
     upstreams
 }

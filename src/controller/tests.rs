@@ -103,12 +103,18 @@ fn base_inputs() -> Inputs {
     }
 }
 
-fn upstream_of<'a>(t: &'a Translation, name: &str) -> &'a [String] {
-    t.upstreams
+/// The targets of upstream `name` as text: its addresses, or its `ExternalName` target.
+fn upstream_of(t: &Translation, name: &str) -> Vec<String> {
+    let u = t
+        .upstreams
         .iter()
         .find(|u| u.name == name)
-        .map(|u| u.addrs.as_slice())
-        .unwrap_or_else(|| panic!("no upstream {name}: {:?}", t.upstreams))
+        .unwrap_or_else(|| panic!("no upstream {name}: {:?}", t.upstreams));
+    u.addrs
+        .iter()
+        .map(ToString::to_string)
+        .chain(u.external.iter().map(ToString::to_string))
+        .collect()
 }
 
 fn lookup_name(t: &Translation, host: &str, path: &str) -> Option<String> {
@@ -235,6 +241,75 @@ fn ports_by_number_and_name() {
         Some("default/multi:admin")
     );
     assert!(t.problems.is_empty(), "{:?}", reasons(&t));
+}
+
+/// The controller's output becomes the one desired state with the addresses it read from the
+/// EndpointSlices (typed all the way) under the configuration's upstream defaults.
+#[test]
+fn translation_becomes_desired_state_with_typed_addresses() {
+    use std::net::SocketAddr;
+    let mut inputs = base_inputs();
+    inputs.ingresses = vec![ingress(
+        "default",
+        "i",
+        1,
+        arc_spec(vec![rule("a.example.com", "/", "Prefix", "web", json!(80))]),
+        json!({}),
+    )];
+    let t = translate(&inputs, &settings());
+    let endpoint = SocketAddr::from(([10, 1, 0, 1], 8080));
+    let web = t
+        .upstreams
+        .iter()
+        .find(|u| u.name == "default/web:80")
+        .expect("web upstream");
+    assert_eq!(web.addrs, [endpoint]);
+    assert_eq!(web.external, None);
+    let state = super::ClusterState {
+        model: t.model.clone(),
+        upstreams: t.upstreams.clone(),
+        certs: t.certs.clone(),
+    };
+    let mut cfg = crate::config::Config::default();
+    cfg.upstream_defaults.pool.max_idle = 9;
+    let desired = crate::desired::from_cluster(&cfg, std::path::Path::new("/"), &state);
+    assert_eq!(desired.routes, t.model);
+    assert_eq!(desired.upstreams.len(), 1);
+    assert_eq!(desired.upstreams[0].name, "default/web:80");
+    assert_eq!(desired.upstreams[0].endpoints, [endpoint]);
+    assert_eq!(desired.upstreams[0].pool.max_idle, 9);
+    assert!(desired.upstreams[0].tls.is_none());
+}
+
+/// `ExternalName` targets become addresses before the state is published (typed, sorted, each
+/// once); upstreams with slice endpoints are left as they are; a name that does not resolve
+/// leaves no endpoints.
+#[tokio::test]
+async fn external_names_resolve_to_typed_addresses() {
+    use super::translate::{ExternalName, UpstreamEndpoints};
+    use std::net::SocketAddr;
+    let slice_addrs = vec![
+        SocketAddr::from(([10, 1, 0, 2], 80)),
+        SocketAddr::from(([10, 1, 0, 1], 80)),
+    ];
+    let up = |name: &str, addrs: Vec<SocketAddr>, host: Option<&str>| UpstreamEndpoints {
+        name: name.into(),
+        addrs,
+        external: host.map(|h| ExternalName {
+            host: h.into(),
+            port: 8443,
+        }),
+        tls: None,
+    };
+    let out = super::resolve_names(vec![
+        up("slices", slice_addrs.clone(), None),
+        up("ext", Vec::new(), Some("127.0.0.1")),
+        up("ghost", Vec::new(), Some("ghost.invalid")),
+    ])
+    .await;
+    assert_eq!(out[0].addrs, slice_addrs, "not an ExternalName: untouched");
+    assert_eq!(out[1].addrs, [SocketAddr::from(([127, 0, 0, 1], 8443))]);
+    assert!(out[2].addrs.is_empty(), "{:?}", out[2].addrs);
 }
 
 #[test]

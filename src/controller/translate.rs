@@ -16,7 +16,8 @@
 //!   `kubernetes.io/service-name`), port matched by the Service port's name: ready endpoints
 //!   (a missing `ready` condition counts as ready), or when none is ready the serving and
 //!   terminating ones; IPv4 and IPv6 slices both count. `ExternalName` Services become
-//!   `externalName:port`, resolved by DNS where the table is installed. A missing Service or
+//!   an [`ExternalName`] target (`externalName`, port), resolved by DNS where the table is
+//!   installed. Addresses stay `SocketAddr` from the EndpointSlice on. A missing Service or
 //!   port gives an upstream without endpoints (503) and a warning Event.
 //! - **Backend protocol**: `backend-protocol: HTTPS` (or the nginx alias) makes the Ingress's
 //!   backends HTTPS upstreams, named `namespace/service:port/https` so the same Service can
@@ -48,13 +49,14 @@
 //! No I/O, no clock: time-independent and tested on constructed objects.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
 
+pub use crate::desired::cluster::{BackendTls, ExternalName, SecretCert, UpstreamEndpoints};
 use crate::proxy::tls::client::{ClientCertPem, digest, parse_ca_pem, parse_client_cert};
 use crate::proxy::tls::{CertOrigin, LoadedCert};
 use crate::routing::{Backend, HostRules, PathType, RouteModel, RouteRule};
@@ -190,52 +192,6 @@ pub struct Problem {
     /// PascalCase Event reason.
     pub reason: &'static str,
     pub message: String,
-}
-
-/// Endpoints of one upstream, as `host:port` strings (IP literals, or a DNS name for
-/// `ExternalName` Services).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UpstreamEndpoints {
-    /// `namespace/service:port` (`.../https` for HTTPS backends).
-    pub name: String,
-    pub addrs: Vec<String>,
-    /// TLS towards the endpoints (`backend-protocol: HTTPS`); `None` = plain HTTP.
-    pub tls: Option<BackendTls>,
-}
-
-/// TLS settings of an HTTPS backend (by default verification off, as ingress-nginx).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BackendTls {
-    /// Sent as SNI and verified: `proxy-ssl-name`, else the Service's host name.
-    pub server_name: String,
-    /// Whether SNI is sent (`proxy-ssl-server-name`, default on).
-    pub sni: bool,
-    /// Verify the chain and the name (`proxy-ssl-verify`).
-    pub verify: bool,
-    /// CA bundle to verify with (`ca.crt` of `proxy-ssl-secret`); `None` = system roots.
-    pub ca_pem: Option<Arc<[u8]>>,
-    /// Client certificate presented (`tls.crt`/`tls.key` of `proxy-ssl-secret`).
-    pub client_cert: Option<ClientCertPem>,
-}
-
-impl BackendTls {
-    /// The default settings: SNI `server_name`, no verification, no client certificate.
-    pub fn insecure(server_name: impl Into<String>) -> Self {
-        BackendTls {
-            server_name: server_name.into(),
-            sni: true,
-            verify: false,
-            ca_pem: None,
-            client_cert: None,
-        }
-    }
-}
-
-/// A certificate from a Secret with the hosts it serves.
-#[derive(Debug, Clone)]
-pub struct SecretCert {
-    pub hosts: Vec<String>,
-    pub cert: LoadedCert,
 }
 
 /// Everything [`translate`] produces.
@@ -569,14 +525,15 @@ struct Resolved {
     warning: Option<(&'static str, String)>,
 }
 
-fn format_addr(ip: &str, port: i32) -> Option<String> {
+/// An EndpointSlice address with its port; `None` when either is malformed.
+fn endpoint_addr(ip: &str, port: i32) -> Option<SocketAddr> {
     let ip: IpAddr = ip.parse().ok()?;
-    Some(std::net::SocketAddr::new(ip, u16::try_from(port).ok()?).to_string())
+    Some(SocketAddr::new(ip, u16::try_from(port).ok()?))
 }
 
 /// Endpoints of `port_name` across a Service's slices: ready ones, or serving+terminating when
 /// none is ready.
-fn slice_endpoints(slices: &[&EndpointSlice], port_name: &str) -> Vec<String> {
+fn slice_endpoints(slices: &[&EndpointSlice], port_name: &str) -> Vec<SocketAddr> {
     let mut ready = Vec::new();
     let mut fallback = Vec::new();
     for slice in slices {
@@ -597,7 +554,7 @@ fn slice_endpoints(slices: &[&EndpointSlice], port_name: &str) -> Vec<String> {
             let serving = c.and_then(|c| c.serving).unwrap_or(is_ready);
             let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
             for a in &ep.addresses {
-                let Some(addr) = format_addr(a, port) else {
+                let Some(addr) = endpoint_addr(a, port) else {
                     continue;
                 };
                 if is_ready && !terminating {
@@ -697,18 +654,7 @@ fn resolve_backend(
     if let Some(settings) = https
         && let Some(svc_ref) = &b.service
     {
-        let external = r
-            .upstream
-            .addrs
-            .first()
-            .filter(|_| {
-                idx.services
-                    .get(&(ns, svc_ref.name.as_str()))
-                    .and_then(|s| s.spec.as_ref())
-                    .is_some_and(|s| s.type_.as_deref() == Some("ExternalName"))
-            })
-            .and_then(|a| a.rsplit_once(':'))
-            .map(|(host, _)| host.to_owned());
+        let external = r.upstream.external.as_ref().map(|e| e.host.clone());
         let service_host = external.unwrap_or_else(|| format!("{}.{ns}.svc", svc_ref.name));
         let server_name = settings.name.clone().unwrap_or(service_host.clone());
         let defaults = !settings.verify
@@ -765,6 +711,7 @@ fn resolve_plain_backend(
         upstream: UpstreamEndpoints {
             name: name.clone(),
             addrs: Vec::new(),
+            external: None,
             tls: None,
         },
         warning: Some((reason, msg)),
@@ -809,7 +756,11 @@ fn resolve_plain_backend(
         return Ok(Resolved {
             upstream: UpstreamEndpoints {
                 name,
-                addrs: vec![format!("{}:{port}", host.trim_end_matches('.'))],
+                addrs: Vec::new(),
+                external: Some(ExternalName {
+                    host: host.trim_end_matches('.').to_owned(),
+                    port,
+                }),
                 tls: None,
             },
             warning: None,
@@ -834,6 +785,7 @@ fn resolve_plain_backend(
         upstream: UpstreamEndpoints {
             name,
             addrs,
+            external: None,
             tls: None,
         },
         warning: None,

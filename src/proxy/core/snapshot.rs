@@ -1,6 +1,7 @@
 //! What the data plane serves from: an immutable [`Snapshot`] (routing table, upstream
 //! endpoints, limits) that the control plane builds and swaps whole, and each worker's view of
-//! it.
+//! it. The control plane builds snapshots in one place, `runtime::build_snapshot`, from a
+//! `desired::DesiredState`; [`Snapshot::new`] and [`Snapshot::with_route_ids`] are its steps.
 //!
 //! Workers load the shared `ArcSwap<Snapshot>` once per new request; when it changed they wrap
 //! it in a fresh worker-local [`View`], so the reference counting done per request touches only
