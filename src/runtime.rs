@@ -17,13 +17,13 @@ use crate::config::{self, Config, IoUringMode, Protocol};
 use crate::logging::AccessLog;
 use crate::metrics::{IoDriver, Metrics, ReloadResult};
 use crate::proxy::core::{Conn, ConnLimits, SharedSnapshot, Snapshot, UpstreamSpec, WorkerCx};
+use crate::proxy::driver::{DriverKind, Tuning};
 use crate::proxy::http1;
 use crate::proxy::io::{ConnLimit, PoolLimits};
+use crate::proxy::listener::{InheritedListener, ListenerSpec};
+use crate::proxy::stop::Heartbeats;
 use crate::proxy::tls::{CertResolver, CertStore, LoadedCert, TlsAcceptor, TlsAcceptorConfig};
-use crate::proxy::worker::{
-    DriverKind, Heartbeats, InheritedListener, ListenerSpec, Tuning, WorkerConfig, WorkerSet,
-    driver_entry,
-};
+use crate::proxy::worker::{WorkerConfig, WorkerSet, driver_entry};
 use crate::routing;
 
 /// Why the process could not start.
@@ -329,7 +329,7 @@ impl Server {
 
     /// [`Server::start`] that adopts listener sockets handed over by the previous process of
     /// a zero-downtime upgrade instead of binding them (see
-    /// [`crate::proxy::worker::adopt_all`]); sockets no listener adopts are left in `inherited`.
+    /// [`crate::proxy::listener::adopt_all`]); sockets no listener adopts are left in `inherited`.
     /// With inherited sockets the workers start with accepting paused: the queued connections
     /// stay the previous process's until it says "go" ([`Server::resume_accepting`]).
     /// Each worker feeds `access` when given (see [`crate::logging::access`]).

@@ -4,9 +4,12 @@
 //! buffers (rustls), so the drivers keep moving raw bytes.
 
 pub mod core;
+pub mod driver;
 pub mod epoll;
 pub mod http1;
 pub mod io;
+pub mod listener;
+pub mod stop;
 pub mod tls;
 pub mod upstream;
 pub mod uring;
