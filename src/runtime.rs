@@ -413,9 +413,6 @@ impl Server {
                 None => cx,
             }
         })?;
-        if let Some(after) = crate::lifecycle::debug::wedge_after_from_env() {
-            workers.heartbeats().debug_wedge_worker0(after);
-        }
         for (l, addr) in cfg.listeners.iter().zip(workers.local_addrs()) {
             tracing::info!(listener = %l.name, address = %addr, "listening");
         }

@@ -7,6 +7,7 @@
 //! past errors; [`validate::validate`] then checks meaning (addresses, references, placeholders,
 //! keys whose feature is not built yet).
 
+pub mod cidr;
 pub mod de;
 pub mod diff;
 pub mod node;

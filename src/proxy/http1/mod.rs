@@ -48,8 +48,8 @@ pub use forward::{
     ClientInfo, ConnectionHeader, DownstreamResponse, OutFraming, TraceBits, UpstreamRequest,
     Written, valid_traceparent, write_request_head, write_response_head,
 };
-pub use framing::{BodyKind, ResponseFraming, response_framing};
-pub use head::{Header, Headers, Method, RequestHead, ResponseHead, Version};
+pub use framing::{ResponseFraming, response_framing};
+pub use head::{BodyKind, Header, Headers, Method, RequestHead, ResponseHead, Version};
 pub use parse::{parse_request_head, parse_response_head};
 pub use stream::{Decoded, RequestDecoder, RequestEvent, ResponseDecoder, ResponseEvent};
 
