@@ -6,6 +6,7 @@ pub mod arc;
 pub mod echo;
 pub mod emulator;
 pub mod env;
+pub mod kubeconfig;
 pub mod netns;
 
 pub use emulator::{Emulator, EmulatorConfig, RecordedRequest};

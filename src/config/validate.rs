@@ -7,8 +7,8 @@
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 
-use super::node::Seg;
 use super::cidr::parse_cidr;
+use super::node::Seg;
 use super::schema::{Config, LbPolicy, MAX_TLS_SESSION_CACHE, PathType, Xdp};
 
 /// The placeholder the plain Kubernetes manifests ship instead of a real token.

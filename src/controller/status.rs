@@ -313,4 +313,3 @@ pub async fn write_status(
         .await
         .map(drop)
 }
-

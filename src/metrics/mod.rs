@@ -68,14 +68,14 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Metric, Registry, Unit};
 
-pub use collector::{DataPlaneSnapshot, UNROUTED_ROUTE_LABEL};
+pub use collector::UNROUTED_ROUTE_LABEL;
 pub use labels::{
     ErrorReason, IoDriver, PoolResult, RefuseReason, ReloadResult, StatusClass, XdpAction,
 };
 pub use pool::{EndpointCell, EndpointPoolState, PoolGaugeRegistry, PoolGauges};
 pub use worker::{
-    HistogramSnapshot, LATENCY_BUCKETS, LATENCY_BUCKETS_NANOS, RouteMetricId, RouteRegistry,
-    WorkerMetrics,
+    DataPlaneSnapshot, HistogramSnapshot, LATENCY_BUCKETS, LATENCY_BUCKETS_NANOS, RouteMetricId,
+    RouteRegistry, WorkerMetrics,
 };
 pub use xdp::XdpMetrics;
 

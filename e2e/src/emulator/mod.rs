@@ -335,7 +335,7 @@ impl Emulator {
 
     /// A kube-rs client configured from the written kubeconfig.
     pub async fn client(&self) -> Result<kube::Client, EmulatorError> {
-        crate::env::client_from_kubeconfig(&self.kubeconfig_path)
+        crate::kubeconfig::client_from_kubeconfig(&self.kubeconfig_path)
             .await
             .map_err(|e| EmulatorError::Kube(e.to_string()))
     }

@@ -5,7 +5,9 @@
 use super::Limits;
 use super::error::{ErrorKind, Http1Error};
 use super::framing;
-use super::head::{BodyKind, Field, Headers, Method, RequestHead, ResponseHead, Span, Version, flags};
+use super::head::{
+    BodyKind, Field, Headers, Method, RequestHead, ResponseHead, Span, Version, flags,
+};
 use super::syntax::{
     find_byte, first_non_field_byte, is_field_byte, is_ows, is_reg_name_byte, is_target_byte,
     is_tchar, tchar_run,
