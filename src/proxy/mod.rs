@@ -6,6 +6,7 @@
 pub mod core;
 pub mod driver;
 pub mod epoll;
+pub mod exchange;
 pub mod http1;
 pub mod io;
 pub mod listener;

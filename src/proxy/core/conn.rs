@@ -1,19 +1,22 @@
 //! The downstream connection state machine (see the parent module doc).
 
-use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::logging::{AccessLogger, RequestLog};
 use crate::metrics::{ErrorReason, PoolResult, RefuseReason, RouteMetricId, WorkerMetrics};
+use crate::proxy::exchange::{
+    self, Balancer, Client, Decision, ExchangeState, LocalResponse, Location, Request, RouteView,
+    retry,
+};
 use crate::proxy::http1::{
     self, BodyKind, ClientInfo, ConnectionHeader, DirectResponse, DownstreamResponse, ErrorKind,
     Headers, Http1Error, Method, OutFraming, RequestDecoder, RequestEvent, RequestHead,
     ResponseDecoder, ResponseEvent, TraceBits, UpstreamRequest, Version,
 };
 use crate::proxy::io::{Action, ConnHandler, ConnInfo, Interest, PoolKey, UpstreamError};
-use crate::routing::{Backend, Lookup};
+use crate::routing::Lookup;
 
 use super::snapshot::{ConnLimits, SharedSnapshot, UpstreamSpec, Views};
 
@@ -26,8 +29,6 @@ const LEND_MIN: usize = 16 * 1024;
 /// A request is replayed on a fresh connection (after a pooled one failed before answering)
 /// only while everything sent upstream for it fits in this many bytes.
 const REPLAY_LIMIT: usize = 64 * 1024;
-/// Attempts of one request on reused connections that failed before any response byte.
-const MAX_REPLAYS: u8 = 2;
 /// During drain, an idle keep-alive connection closes once it has been quiet this long. A
 /// client that is actively using its connection sends its next request within this time and
 /// gets it answered with `Connection: close` instead of having its connection closed under a
@@ -55,8 +56,8 @@ pub struct WorkerCx {
     pub metrics: WorkerMetrics,
     /// This worker's access-log ring (off unless [`WorkerCx::with_access_log`]).
     pub access: AccessLogger,
-    /// Round-robin cursors per upstream name (configuration data: a fast hasher serves).
-    rr: HashMap<Arc<str>, usize, foldhash::fast::RandomState>,
+    /// Endpoint choice (round robin per upstream), per worker.
+    balancer: Balancer,
     rng: u64,
     /// Set once the worker drains: every connection opened from now on closes after its first
     /// response.
@@ -75,7 +76,7 @@ impl WorkerCx {
             views: Views::new(shared),
             metrics,
             access: AccessLogger::off(),
-            rr: HashMap::default(),
+            balancer: Balancer::default(),
             rng: seed | 1,
             draining: false,
             spare: Vec::new(),
@@ -119,21 +120,6 @@ impl WorkerCx {
             .get(&*key.upstream)
             .is_some_and(|u| u.endpoints.contains(&key.endpoint) && u.tls == key.tls)
     }
-
-    /// Round robin over an upstream's endpoints, per worker.
-    fn pick(&mut self, spec: &UpstreamSpec) -> Option<std::net::SocketAddr> {
-        let n = spec.endpoints.len();
-        if n == 0 {
-            return None;
-        }
-        let cursor = match self.rr.get_mut(&*spec.name) {
-            Some(c) => c,
-            None => self.rr.entry(Arc::clone(&spec.name)).or_insert(0),
-        };
-        let i = *cursor % n;
-        *cursor = cursor.wrapping_add(1);
-        spec.endpoints.get(i).copied()
-    }
 }
 
 /// Where the current exchange stands.
@@ -143,6 +129,9 @@ enum Stage {
     Idle,
     /// Arc answered itself; the rest of the request body (if any) is read and dropped.
     Local,
+    /// A request policy asked to wait (`Active::wait_until`); the head is held and the body
+    /// is not read on until the pipeline decides.
+    Waiting,
     /// Proxying to an upstream.
     Proxy,
     /// A 101 turned the connection into a byte tunnel.
@@ -229,6 +218,12 @@ struct Active {
     park_at: Option<Instant>,
     /// Access-log fields of the current request.
     log: RequestLog,
+    /// Where the current request stands in its policy pipeline.
+    ex: ExchangeState,
+    /// The head of a request whose pipeline waits ([`Stage::Waiting`]), until it decides.
+    held: Option<RequestHead>,
+    /// When the waiting pipeline is to be asked again.
+    wait_until: Option<Instant>,
 }
 
 impl Active {
@@ -502,8 +497,9 @@ impl Active {
                 }
                 break;
             }
-            // One exchange at a time: a pipelined request waits until this one is answered.
-            if self.req_done || self.pending_up() > OUT_HIGH_WATER {
+            // One exchange at a time: a pipelined request waits until this one is answered;
+            // a request whose policies wait keeps its body buffered until they decide.
+            if self.req_done || self.stage == Stage::Waiting || self.pending_up() > OUT_HIGH_WATER {
                 break;
             }
             let Some(input) = self.inbuf.get(pos..) else {
@@ -523,7 +519,11 @@ impl Active {
                 RequestEvent::Head(head) => {
                     pos = raw_end;
                     self.start_request(cx, &head, now);
-                    self.req.recycle(head);
+                    if self.stage == Stage::Waiting {
+                        self.held = Some(head);
+                    } else {
+                        self.req.recycle(head);
+                    }
                     self.log.read(taken);
                 }
                 RequestEvent::Body(_) => {
@@ -592,17 +592,25 @@ impl Active {
         self.head_request = self.method == Method::Head;
         self.expect_continue = head.expects_continue();
         self.upgrade = head.upgrade_requested();
+        self.ex.reset();
 
+        if cx.access.is_on() {
+            let host = head.authority().or(head.host_header()).unwrap_or("");
+            let queued = self.pending_down() as u64;
+            self.log
+                .begin(now, head.method_str(), host, head.target(), queued);
+        }
+        self.run_pipeline(cx, head, now);
+    }
+
+    /// Looks the request up and runs it through its policy pipeline (again, from where it
+    /// stopped, after a wait), then carries out the decision.
+    fn run_pipeline(&mut self, cx: &mut WorkerCx, head: &RequestHead, now: Instant) {
         let view = cx.views.latest();
         let snapshot = &view.snapshot;
         self.limits = snapshot.limits;
         let host = head.authority().or(head.host_header()).unwrap_or("");
         let path = head.path();
-        if cx.access.is_on() {
-            let queued = self.pending_down() as u64;
-            self.log
-                .begin(now, head.method_str(), host, head.target(), queued);
-        }
         let found = match snapshot.table.lookup(host, path) {
             Lookup::Found(m) => m,
             Lookup::NotFound => {
@@ -610,40 +618,100 @@ impl Active {
                 return;
             }
         };
-        self.route = snapshot.route_ids.get(found.name()).copied();
-        if !self.info.tls && found.ssl_redirect(path) {
-            let bare_host = strip_port(host);
-            let mut location = Vec::with_capacity(8 + bare_host.len() + head.target().len());
-            location.extend_from_slice(b"https://");
-            location.extend_from_slice(bare_host.as_bytes());
-            location.extend_from_slice(head.target().as_bytes());
-            self.respond_local(cx, 308, "", b"", &[("Location", &location)], now);
+        let entry = snapshot.route_ids.get(found.name());
+        self.route = entry.map(|e| e.id);
+        let policies = entry.map_or(&[][..], |e| &e.policies[..]);
+        // Lent out for the call, so the decision borrows nothing of `self`.
+        let sni = self.info.sni.take();
+        let req = Request {
+            method: self.method,
+            authority: host,
+            path,
+            target: head.target(),
+            headers: head.headers(),
+            client: Client {
+                peer: self.info.peer,
+                local: self.info.local,
+                listener: self.info.listener,
+                tls: self.info.tls,
+                sni: sni.as_deref(),
+            },
+        };
+        let route = RouteView::of(&found, path);
+        match exchange::decide(&req, &route, policies, &mut self.ex, now) {
+            Decision::Respond(answer) => self.answer(cx, &answer, now),
+            Decision::WaitUntil(at) => {
+                self.stage = Stage::Waiting;
+                self.wait_until = Some(at);
+            }
+            Decision::Forward { upstream } => match snapshot.upstreams.get(upstream).cloned() {
+                Some(spec) => self.start_proxy(cx, head, spec, now),
+                None => self.respond_error(cx, 503, ErrorReason::NoEndpoints, now),
+            },
+        }
+        self.info.sni = sni;
+    }
+
+    /// A waiting pipeline's instant came: ask it again with the held head, then go on with
+    /// the buffered request body (or the next request).
+    fn resume_pipeline(&mut self, cx: &mut WorkerCx, now: Instant) {
+        self.wait_until = None;
+        let Some(head) = self.held.take() else {
+            // Nothing held: nothing can be decided (never reached: a wait always holds).
+            self.respond_error(cx, 500, ErrorReason::BadRequest, now);
+            return;
+        };
+        self.stage = Stage::Idle;
+        self.run_pipeline(cx, &head, now);
+        if self.stage == Stage::Waiting {
+            self.held = Some(head);
             return;
         }
-        match &**found.backend {
-            Backend::DirectResponse {
-                status,
-                body,
-                content_type,
-            } => {
-                self.respond_local(cx, *status, content_type, body.as_bytes(), &[], now);
-            }
-            Backend::Redirect { location, code } => {
+        self.req.recycle(head);
+        self.process_downstream(cx, now);
+        if self.down_eof && !self.req_done && !self.closed {
+            // The client ended its side while the request waited, before sending it whole.
+            cx.metrics.error(ErrorReason::BadRequest);
+            self.close(false);
+        }
+    }
+
+    /// Carries out a local answer of the pipeline.
+    fn answer(&mut self, cx: &mut WorkerCx, answer: &LocalResponse<'_>, now: Instant) {
+        if let Some(reason) = answer.error {
+            self.respond_error(cx, answer.status, reason, now);
+            return;
+        }
+        match answer.location {
+            None => self.respond_local(
+                cx,
+                answer.status,
+                answer.content_type,
+                answer.body,
+                &[],
+                now,
+            ),
+            Some(Location::To(to)) => self.respond_local(
+                cx,
+                answer.status,
+                answer.content_type,
+                answer.body,
+                &[("Location", to.as_bytes())],
+                now,
+            ),
+            Some(Location::Https { host, target }) => {
+                let mut location = Vec::with_capacity(8 + host.len() + target.len());
+                location.extend_from_slice(b"https://");
+                location.extend_from_slice(host.as_bytes());
+                location.extend_from_slice(target.as_bytes());
                 self.respond_local(
                     cx,
-                    *code,
-                    "",
-                    b"",
-                    &[("Location", location.as_bytes())],
+                    answer.status,
+                    answer.content_type,
+                    answer.body,
+                    &[("Location", &location)],
                     now,
                 );
-            }
-            Backend::Upstream { name } => {
-                let Some(spec) = snapshot.upstreams.get(name.as_str()).cloned() else {
-                    self.respond_error(cx, 503, ErrorReason::NoEndpoints, now);
-                    return;
-                };
-                self.start_proxy(cx, head, spec, now);
             }
         }
     }
@@ -655,7 +723,7 @@ impl Active {
         spec: Arc<UpstreamSpec>,
         now: Instant,
     ) {
-        let Some(endpoint) = cx.pick(&spec) else {
+        let Some(endpoint) = cx.balancer.pick(&spec.name, &spec.endpoints) else {
             self.respond_error(cx, 503, ErrorReason::NoEndpoints, now);
             return;
         };
@@ -769,13 +837,16 @@ impl Active {
         if self.stage != Stage::Proxy {
             return;
         }
-        if !self.resp_started {
-            // A pooled connection the peer had closed: replay on a fresh one when we can.
-            if was_reused
-                && err == UpstreamError::Io
-                && self.replays < MAX_REPLAYS
-                && self.replayable
-            {
+        let attempt = retry::Attempt {
+            error: err,
+            reused: was_reused,
+            replayable: self.replayable,
+            replays: self.replays,
+            response_started: self.resp_started,
+        };
+        match retry::after_failure(&attempt) {
+            retry::AfterFailure::Retry => {
+                // A pooled connection the peer had closed: replay on a fresh one.
                 self.replays += 1;
                 self.up_out.clear();
                 self.up_out.extend_from_slice(&self.replay);
@@ -784,23 +855,20 @@ impl Active {
                 let decoder = self.response_decoder();
                 self.resp = Some(decoder);
                 self.connect(now);
-                return;
             }
-            let (status, reason) = match err {
-                UpstreamError::Connect => (502, ErrorReason::UpstreamConnect),
-                UpstreamError::ConnectTimeout => (504, ErrorReason::UpstreamTimeout),
-                UpstreamError::Io => (502, ErrorReason::UpstreamReset),
-                UpstreamError::Tls => (502, ErrorReason::UpstreamTls),
-            };
-            self.resp = None;
-            self.respond_error(cx, status, reason, now);
-            return;
+            retry::AfterFailure::Respond { status, reason } => {
+                self.resp = None;
+                self.respond_error(cx, status, reason, now);
+            }
+            retry::AfterFailure::Abort { reason } => {
+                // The response is cut short: the client must see the truncation, not a
+                // complete answer.
+                cx.metrics.error(reason);
+                self.log.error(reason);
+                self.record(cx, now);
+                self.close(true);
+            }
         }
-        // The response is cut short: the client must see the truncation, not a complete answer.
-        cx.metrics.error(ErrorReason::UpstreamReset);
-        self.log.error(ErrorReason::UpstreamReset);
-        self.record(cx, now);
-        self.close(true);
     }
 
     /// Runs the response decoder over buffered upstream input.
@@ -984,19 +1052,6 @@ impl Active {
     }
 }
 
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return match host.find(']') {
-            Some(i) => &host[..=i],
-            None => host,
-        };
-    }
-    match host.rfind(':') {
-        Some(i) => &host[..i],
-        None => host,
-    }
-}
-
 impl Active {
     fn do_on_downstream_data(&mut self, cx: &mut WorkerCx, data: &[u8], now: Instant) {
         if self.closed {
@@ -1017,6 +1072,9 @@ impl Active {
         match self.stage {
             Stage::Idle => self.close(true),
             Stage::Tunnel => self.close(true),
+            // A waiting request is decided first; an incomplete one then closes (see
+            // `resume_pipeline`).
+            Stage::Waiting => {}
             Stage::Local | Stage::Proxy => {
                 if !self.req_done {
                     // The request was cut short.
@@ -1083,7 +1141,7 @@ impl Active {
                     _ => self.upstream_failed(cx, UpstreamError::Io, now),
                 }
             }
-            Stage::Idle | Stage::Local => self.release_upstream(false),
+            Stage::Idle | Stage::Local | Stage::Waiting => self.release_upstream(false),
         }
     }
 
@@ -1108,6 +1166,12 @@ impl Active {
             } else {
                 cx.metrics.error(ErrorReason::UpstreamTimeout);
                 self.close(true);
+            }
+            return;
+        }
+        if self.stage == Stage::Waiting {
+            if self.wait_until.is_some_and(|t| now >= t) {
+                self.resume_pipeline(cx, now);
             }
             return;
         }
@@ -1239,6 +1303,9 @@ impl Active {
             drain_idle_by: None,
             park_at: None,
             log: RequestLog::new(std::net::SocketAddr::from(([0, 0, 0, 0], 0)), now),
+            ex: ExchangeState::default(),
+            held: None,
+            wait_until: None,
         }
     }
 
@@ -1365,6 +1432,7 @@ impl Active {
                 (None, Some(park)) => self.idle_deadline().min(park),
                 (None, None) => self.idle_deadline(),
             }),
+            Stage::Waiting => self.wait_until,
             _ => None,
         };
         match (down, self.up_deadline) {
@@ -1460,6 +1528,7 @@ impl Active {
     fn parkable(&self) -> bool {
         !self.closed
             && self.stage == Stage::Idle
+            && self.held.is_none()
             && self.keep_alive
             && !self.down_eof
             && !self.req_done

@@ -14,6 +14,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use crate::metrics::RouteMetricId;
+use crate::proxy::exchange::{MAX_ROUTE_POLICIES, RequestPolicy, RoutePolicies};
 use crate::proxy::http1;
 use crate::proxy::io::PoolLimits;
 use crate::routing::RoutingTable;
@@ -54,6 +55,11 @@ impl Default for ConnLimits {
     }
 }
 
+/// The empty policy list (most routes).
+fn no_policies() -> RoutePolicies {
+    Arc::from(Vec::new())
+}
+
 /// Hasher of the snapshot's maps: their keys are names from the configuration, never request
 /// bytes.
 pub type FastState = foldhash::fast::RandomState;
@@ -65,8 +71,17 @@ pub struct Snapshot {
     /// Upstreams by name (configuration data, looked up per request: a fast hasher serves).
     pub upstreams: HashMap<String, Arc<UpstreamSpec>, FastState>,
     pub limits: ConnLimits,
-    /// Metric ids of the table's route names.
-    pub route_ids: HashMap<String, RouteMetricId, FastState>,
+    /// Per route name: its metric id and its compiled request policies (one lookup per
+    /// request serves both).
+    pub route_ids: HashMap<String, RouteEntry, FastState>,
+}
+
+/// What a worker needs of one route besides its routing entry.
+#[derive(Debug, Clone)]
+pub struct RouteEntry {
+    pub id: RouteMetricId,
+    /// The route's request policies, in pipeline order (see [`crate::proxy::exchange`]).
+    pub policies: RoutePolicies,
 }
 
 impl Snapshot {
@@ -88,12 +103,41 @@ impl Snapshot {
         for host in self.table.hosts() {
             for route in host.routes() {
                 ids.entry(route.name().to_string())
-                    .or_insert_with(|| intern(route.name()));
+                    .or_insert_with(|| RouteEntry {
+                        id: intern(route.name()),
+                        policies: no_policies(),
+                    });
             }
         }
-        ids.insert("default-backend".into(), intern("default-backend"));
+        ids.insert(
+            "default-backend".into(),
+            RouteEntry {
+                id: intern("default-backend"),
+                policies: no_policies(),
+            },
+        );
         self.route_ids = ids;
         self
+    }
+
+    /// Gives route `name` these compiled policies (after [`Snapshot::with_route_ids`]).
+    /// Refuses more than [`MAX_ROUTE_POLICIES`] and unknown route names.
+    pub fn with_route_policies(
+        mut self,
+        name: &str,
+        policies: Vec<Arc<dyn RequestPolicy>>,
+    ) -> Result<Self, String> {
+        if policies.len() > MAX_ROUTE_POLICIES {
+            return Err(format!(
+                "route {name}: {} policies, at most {MAX_ROUTE_POLICIES}",
+                policies.len()
+            ));
+        }
+        let Some(entry) = self.route_ids.get_mut(name) else {
+            return Err(format!("route {name}: no such route in the table"));
+        };
+        entry.policies = policies.into();
+        Ok(self)
     }
 }
 

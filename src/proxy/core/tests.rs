@@ -131,23 +131,28 @@ fn client_info(peer: SocketAddr) -> ConnInfo {
     }
 }
 
+/// The test model's snapshot, route metric ids interned in `metrics`.
+fn test_snapshot(limits: ConnLimits, metrics: &Metrics) -> Snapshot {
+    let table = routing::compile(&model(), 1).table;
+    Snapshot::new(
+        table,
+        vec![
+            spec(UP, vec![endpoint(1), endpoint(2)]),
+            spec("empty", vec![]),
+        ],
+        limits,
+    )
+    .with_route_ids(|n| metrics.routes().intern(n))
+}
+
 impl Sim {
     fn new(limits: ConnLimits) -> Sim {
         Sim::with_tls(limits, false)
     }
 
     fn with_tls(limits: ConnLimits, tls: bool) -> Sim {
-        let table = routing::compile(&model(), 1).table;
         let metrics = Arc::new(Metrics::new());
-        let snapshot = Snapshot::new(
-            table,
-            vec![
-                spec(UP, vec![endpoint(1), endpoint(2)]),
-                spec("empty", vec![]),
-            ],
-            limits,
-        )
-        .with_route_ids(|n| metrics.routes().intern(n));
+        let snapshot = test_snapshot(limits, &metrics);
         let shared = Arc::new(ArcSwap::from_pointee(snapshot));
         let mut cx = WorkerCx::new(shared, metrics.register_worker(), 7);
         let now = Instant::now();
@@ -1608,5 +1613,194 @@ fn chunked_bodies_survive_every_read_split() {
             up.as_bytes().ends_with(body),
             "request split at {cut}: upstream got {up:?}"
         );
+    }
+}
+
+mod pipeline {
+    //! The HTTP/1.1 session through the exchange seam: route policies that wait or answer.
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::proxy::exchange::{
+        LocalResponse, Request, RequestPolicy, RouteView, StepState, Verdict,
+    };
+
+    /// Holds every request until `open_at`.
+    #[derive(Debug)]
+    struct Gate {
+        open_at: Instant,
+        calls: AtomicUsize,
+    }
+
+    impl RequestPolicy for Gate {
+        fn name(&self) -> &'static str {
+            "gate"
+        }
+        fn on_request<'a>(
+            &'a self,
+            _req: &Request<'a>,
+            _route: &RouteView<'a>,
+            _state: &mut StepState,
+            now: Instant,
+        ) -> Verdict<'a> {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            if now < self.open_at {
+                Verdict::WaitUntil(self.open_at)
+            } else {
+                Verdict::Continue
+            }
+        }
+    }
+
+    /// Refuses requests without an `x-key` header.
+    #[derive(Debug)]
+    struct NeedsKey;
+
+    impl RequestPolicy for NeedsKey {
+        fn name(&self) -> &'static str {
+            "needs-key"
+        }
+        fn on_request<'a>(
+            &'a self,
+            req: &Request<'a>,
+            _route: &RouteView<'a>,
+            _state: &mut StepState,
+            _now: Instant,
+        ) -> Verdict<'a> {
+            if req.headers.get("X-Key") == Some(b"open".as_slice()) {
+                Verdict::Continue
+            } else {
+                Verdict::Respond(LocalResponse {
+                    status: 403,
+                    content_type: "text/plain",
+                    body: b"denied\n",
+                    location: None,
+                    error: None,
+                })
+            }
+        }
+    }
+
+    fn with_policies(s: &mut Sim, route: &str, policies: Vec<Arc<dyn RequestPolicy>>) {
+        let snap = test_snapshot(ConnLimits::default(), &s.metrics)
+            .with_route_policies(route, policies)
+            .expect("route exists");
+        s.cx.shared().store(Arc::new(snap));
+    }
+
+    #[test]
+    fn a_waiting_policy_holds_the_request_and_its_body_until_its_instant() {
+        let mut s = Sim::new(ConnLimits::default());
+        let open_at = s.now + Duration::from_millis(30);
+        let gate = Arc::new(Gate {
+            open_at,
+            calls: AtomicUsize::new(0),
+        });
+        with_policies(&mut s, "api", vec![gate.clone()]);
+        s.send(b"POST /api/x HTTP/1.1\r\nHost: app.example.com\r\nContent-Length: 5\r\n\r\nhel");
+        assert!(s.connects.is_empty(), "forwarded before the policy let it");
+        assert!(s.client.is_empty());
+        assert_eq!(s.conn.deadline(), Some(open_at));
+        // More body while waiting stays buffered, nothing is sent anywhere.
+        s.send(b"lo");
+        assert!(s.connects.is_empty());
+        s.advance(Duration::from_millis(10));
+        assert!(s.connects.is_empty());
+        s.advance(Duration::from_millis(20));
+        assert_eq!(s.connects, vec![endpoint(1)]);
+        let up = s.upstream_text();
+        assert!(up.starts_with("POST /api/x HTTP/1.1\r\n"), "{up}");
+        assert!(up.ends_with("\r\n\r\nhello"), "{up}");
+        s.reply(OK_5);
+        let t = s.take_client();
+        assert!(t.starts_with("HTTP/1.1 200 OK\r\n"), "{t}");
+        assert!(t.ends_with("hello"), "{t}");
+        assert_eq!(gate.calls.load(Ordering::Relaxed), 2);
+        assert_eq!(s.closed, None);
+        // The next request on the connection runs the pipeline afresh (the gate is open now).
+        s.send(GET_API);
+        assert_eq!(s.connects.len(), 2);
+        assert_eq!(gate.calls.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn a_refusing_policy_answers_locally_drops_the_body_and_keeps_the_connection() {
+        let mut s = Sim::new(ConnLimits::default());
+        with_policies(&mut s, "api", vec![Arc::new(NeedsKey)]);
+        s.send(b"POST /api/x HTTP/1.1\r\nHost: app.example.com\r\nContent-Length: 5\r\n\r\nhello");
+        let t = s.take_client();
+        assert!(t.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{t}");
+        assert!(t.ends_with("\r\n\r\ndenied\n"), "{t}");
+        assert!(s.connects.is_empty());
+        assert_eq!(s.closed, None);
+        s.send(b"GET /api/y HTTP/1.1\r\nHost: app.example.com\r\nX-Key: open\r\n\r\n");
+        assert_eq!(s.connects, vec![endpoint(1)]);
+        // Other routes are not affected.
+        s.reply(OK_5);
+        s.take_client();
+        s.send(b"GET / HTTP/1.1\r\nHost: anything\r\n\r\n");
+        assert!(s.take_client().starts_with("HTTP/1.1 200 OK\r\n"));
+    }
+
+    #[test]
+    fn a_request_whose_client_half_closed_while_waiting_is_still_answered() {
+        let mut s = Sim::new(ConnLimits::default());
+        let open_at = s.now + Duration::from_millis(5);
+        with_policies(
+            &mut s,
+            "api",
+            vec![Arc::new(Gate {
+                open_at,
+                calls: AtomicUsize::new(0),
+            })],
+        );
+        s.send(GET_API);
+        s.conn.on_downstream_eof(&mut s.cx, s.now);
+        s.pump();
+        assert_eq!(s.closed, None, "closed under a waiting request");
+        s.advance(Duration::from_millis(5));
+        assert_eq!(s.connects, vec![endpoint(1)]);
+        s.reply(OK_5);
+        let t = s.take_client();
+        assert!(t.starts_with("HTTP/1.1 200 OK\r\n"), "{t}");
+        assert!(t.contains("Connection: close\r\n"), "{t}");
+        assert_eq!(s.closed, Some(true));
+    }
+
+    #[test]
+    fn a_truncated_body_whose_client_left_while_waiting_closes_without_an_answer() {
+        let mut s = Sim::new(ConnLimits::default());
+        let open_at = s.now + Duration::from_millis(5);
+        with_policies(
+            &mut s,
+            "api",
+            vec![Arc::new(Gate {
+                open_at,
+                calls: AtomicUsize::new(0),
+            })],
+        );
+        s.send(b"POST /api/x HTTP/1.1\r\nHost: app.example.com\r\nContent-Length: 50\r\n\r\nhel");
+        s.conn.on_downstream_eof(&mut s.cx, s.now);
+        s.pump();
+        s.advance(Duration::from_millis(5));
+        assert_eq!(s.closed, Some(false));
+        assert!(!s.client_text().starts_with("HTTP/1.1 200"));
+    }
+
+    #[test]
+    fn policies_are_refused_beyond_the_limit_and_for_unknown_routes() {
+        let metrics = Metrics::new();
+        let many: Vec<Arc<dyn RequestPolicy>> = (0..=crate::proxy::exchange::MAX_ROUTE_POLICIES)
+            .map(|_| Arc::new(NeedsKey) as Arc<dyn RequestPolicy>)
+            .collect();
+        let err = test_snapshot(ConnLimits::default(), &metrics)
+            .with_route_policies("api", many)
+            .expect_err("too many");
+        assert!(err.contains("route api"), "{err}");
+        let err = test_snapshot(ConnLimits::default(), &metrics)
+            .with_route_policies("nope", vec![Arc::new(NeedsKey)])
+            .expect_err("unknown route");
+        assert!(err.contains("nope"), "{err}");
     }
 }
