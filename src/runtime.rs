@@ -5,6 +5,8 @@
 //! This is control-plane code: it may block (file reads, DNS) because it never runs on a worker
 //! thread. Signals and the process loop live in [`crate::lifecycle`].
 
+#![forbid(unsafe_code)]
+
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -3,6 +3,8 @@
 //! which writes a kubeconfig for itself) need it, and the environment starts the emulator:
 //! the shared piece sits below both.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 
 use kube::config::{KubeConfigOptions, Kubeconfig};

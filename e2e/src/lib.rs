@@ -2,11 +2,18 @@
 //! environment that starts it or uses a real cluster ([`env`]), network-namespace test hosts
 //! ([`netns`]) and the echo backend they run ([`echo`]).
 
+// Unsafe code is denied crate-wide; only the modules that call libc directly (process checks,
+// `setns`, `geteuid`) allow it.
+#![deny(unsafe_code)]
+
+#[allow(unsafe_code)]
 pub mod arc;
 pub mod echo;
 pub mod emulator;
+#[allow(unsafe_code)]
 pub mod env;
 pub mod kubeconfig;
+#[allow(unsafe_code)]
 pub mod netns;
 
 pub use emulator::{Emulator, EmulatorConfig, RecordedRequest};

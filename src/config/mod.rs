@@ -7,6 +7,8 @@
 //! past errors; [`validate::validate`] then checks meaning (addresses, references, placeholders,
 //! keys whose feature is not built yet).
 
+#![forbid(unsafe_code)]
+
 pub mod cidr;
 pub mod de;
 pub mod diff;

@@ -28,6 +28,8 @@
 //! runtime; the workers only learn "drain" through their stop signal and the proxy core's
 //! drain rules, and show liveness through heartbeats ([`watchdog`]).
 
+#![forbid(unsafe_code)]
+
 pub mod debug;
 pub mod handoff;
 pub mod notify;

@@ -50,6 +50,8 @@
 //!
 //! The text format is OpenMetrics 1.0 (see [`OPENMETRICS_CONTENT_TYPE`]).
 
+#![forbid(unsafe_code)]
+
 pub mod collector;
 pub mod kube;
 pub mod labels;

@@ -12,6 +12,8 @@
 //!
 //! [`ConnHandler`]: crate::proxy::io::ConnHandler
 
+#![forbid(unsafe_code)]
+
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

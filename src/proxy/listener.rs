@@ -6,6 +6,8 @@
 //! room is below both the io drivers (which accept on a [`BoundListener`]) and the worker set
 //! (which binds them before any thread starts), so neither imports the other for it.
 
+#![forbid(unsafe_code)]
+
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::OwnedFd;

@@ -13,5 +13,7 @@ pub mod listener;
 pub mod stop;
 pub mod tls;
 pub mod upstream;
+// Submission/completion queue entries point at buffers the kernel reads and writes.
+#[allow(unsafe_code)]
 pub mod uring;
 pub mod worker;

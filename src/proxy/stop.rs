@@ -6,6 +6,8 @@
 //! stamps its heartbeat once per turn. Its own room because both the drivers (which obey a
 //! signal) and the worker set (which makes the pair) use it.
 
+#![forbid(unsafe_code)]
+
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;

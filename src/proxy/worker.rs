@@ -8,6 +8,8 @@
 //! driver implements is [`crate::proxy::driver`]; this module is the only one that names the
 //! drivers themselves.
 
+#![forbid(unsafe_code)]
+
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;

@@ -13,6 +13,8 @@
 //! input order), else the entry's default backend, else the table default, else 404. A
 //! request whose host matched an entry never falls through to host-less routes.
 
+#![forbid(unsafe_code)]
+
 mod compile;
 mod hash;
 mod host;

@@ -3,6 +3,8 @@
 //! uses, real list/watch/write semantics over JSON objects, a request record, and fault controls
 //! (stop/restart, compaction, delays, injected 500/429).
 
+#![forbid(unsafe_code)]
+
 mod api;
 pub mod events;
 pub mod ops;

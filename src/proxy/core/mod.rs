@@ -4,6 +4,8 @@
 //! [`ConnHandler`](crate::proxy::io::ConnHandler), so both io drivers run exactly this logic;
 //! it makes no syscalls and takes time as an argument.
 
+#![forbid(unsafe_code)]
+
 mod conn;
 pub mod snapshot;
 

@@ -27,6 +27,7 @@ impl Span {
 /// Bytes that were checked to be ASCII (tokens, targets, hosts), as `&str`; empty if they are
 /// not ASCII, which the parser rules out. Cheaper than a UTF-8 validation on these short
 /// strings, which are converted several times per request.
+#[allow(unsafe_code)]
 pub(crate) fn ascii_str(b: &[u8]) -> &str {
     if b.is_ascii() {
         // SAFETY: every ASCII byte sequence is valid UTF-8.

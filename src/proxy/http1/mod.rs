@@ -25,6 +25,8 @@
 //! - Head over `max_head` or more than `max_headers` lines → 431; body over `max_body` → 413.
 //! - Versions other than HTTP/1.0 and HTTP/1.1 → 505 (a malformed version → 400).
 
+#![deny(unsafe_code)]
+
 mod body;
 mod encode;
 mod error;
