@@ -14,6 +14,8 @@
 //! request whose host matched an entry never falls through to host-less routes.
 
 #![forbid(unsafe_code)]
+// Pure room: no clock, sockets or threads outside tests (clippy.toml).
+#![cfg_attr(not(test), deny(clippy::disallowed_methods))]
 
 mod compile;
 mod hash;

@@ -5,6 +5,8 @@
 //! it makes no syscalls and takes time as an argument.
 
 #![forbid(unsafe_code)]
+// Pure room: no clock, sockets or threads outside tests (clippy.toml).
+#![cfg_attr(not(test), deny(clippy::disallowed_methods))]
 
 mod conn;
 pub mod snapshot;

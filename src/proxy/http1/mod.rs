@@ -26,6 +26,8 @@
 //! - Versions other than HTTP/1.0 and HTTP/1.1 → 505 (a malformed version → 400).
 
 #![deny(unsafe_code)]
+// Pure room: no clock, sockets or threads outside tests (clippy.toml).
+#![cfg_attr(not(test), deny(clippy::disallowed_methods))]
 
 mod body;
 mod encode;
