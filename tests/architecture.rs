@@ -134,7 +134,6 @@ const ROOM_RULES: &[Rule] = &[
             "proxy::driver",
             "proxy::listener",
             "proxy::stop",
-            "proxy::session",
             "controller",
             "admin",
             "lifecycle",
