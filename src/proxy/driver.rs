@@ -9,8 +9,6 @@
 //! driver receives and must honour; the per-connection half of the contract (the handler a
 //! driver calls) is [`crate::proxy::io`]. The drivers import this module, [`crate::proxy::listener`]
 //! and [`crate::proxy::stop`], never the worker set that spawns them.
-//!
-//! [`ConnHandler`]: crate::proxy::io::ConnHandler
 
 #![forbid(unsafe_code)]
 

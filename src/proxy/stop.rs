@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// Longest a driver's event loop may block before it turns again and stamps its heartbeat, so
 /// an idle worker still shows it is alive.
 pub const HEARTBEAT_TICK: Duration = Duration::from_millis(250);
 
@@ -90,6 +91,7 @@ impl Heartbeats {
     }
 }
 
+/// Marks "no override" in [`Control::grace_ms`]: the driver's own `Tuning::stop_grace` applies.
 const GRACE_UNSET: u64 = u64::MAX;
 
 /// What the supervisor tells its workers besides "stop": whether they may accept yet, and the
