@@ -1,5 +1,7 @@
 //! The `arc-gateway` binary: command line parsing and process start-up.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 

@@ -11,6 +11,8 @@
 //! This is control-plane code: it may block (file reads, DNS) because it never runs on a worker
 //! thread. Signals and the process loop live in [`crate::lifecycle`].
 
+#![forbid(unsafe_code)]
+
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,15 +26,15 @@ use crate::desired::{self, Certificates, ClusterState, DesiredState, DisabledEnd
 use crate::logging::AccessLog;
 use crate::metrics::{IoDriver, Metrics, ReloadResult};
 use crate::proxy::core::{Conn, SharedSnapshot, Snapshot, UpstreamSpec, WorkerCx};
+use crate::proxy::driver::{DriverKind, Tuning};
 use crate::proxy::io::ConnLimit;
+use crate::proxy::listener::{InheritedListener, ListenerSpec};
+use crate::proxy::stop::Heartbeats;
 use crate::proxy::tls::{
     CertResolver, CertStore, LoadedCert, TlsAcceptor, TlsAcceptorConfig, UpstreamTls,
     UpstreamTlsCache, UpstreamTlsError,
 };
-use crate::proxy::worker::{
-    DriverKind, Heartbeats, InheritedListener, ListenerSpec, Tuning, WorkerConfig, WorkerSet,
-    driver_entry,
-};
+use crate::proxy::worker::{WorkerConfig, WorkerSet, driver_entry};
 use crate::routing;
 
 /// Why the process could not start.
@@ -284,7 +286,7 @@ impl Server {
 
     /// [`Server::start`] that adopts listener sockets handed over by the previous process of
     /// a zero-downtime upgrade instead of binding them (see
-    /// [`crate::proxy::worker::adopt_all`]); sockets no listener adopts are left in `inherited`.
+    /// [`crate::proxy::listener::adopt_all`]); sockets no listener adopts are left in `inherited`.
     /// With inherited sockets the workers start with accepting paused: the queued connections
     /// stay the previous process's until it says "go" ([`Server::resume_accepting`]).
     /// Each worker feeds `access` when given (see [`crate::logging::access`]).
@@ -370,9 +372,6 @@ impl Server {
                 None => cx,
             }
         })?;
-        if let Some(after) = crate::lifecycle::debug::wedge_after_from_env() {
-            workers.heartbeats().debug_wedge_worker0(after);
-        }
         for (l, addr) in cfg.listeners.iter().zip(workers.local_addrs()) {
             tracing::info!(listener = %l.name, address = %addr, "listening");
         }

@@ -14,16 +14,16 @@ use std::time::{Duration, Instant};
 mod tls_records;
 use tls_records::flight_and_response_are_single_records;
 
+use arc_gateway::proxy::driver::{DriverKind, Tuning};
 use arc_gateway::proxy::io::{
     Action, ConnHandler, ConnInfo, ConnLimit, Interest, PoolKey, PoolLimits, UpstreamError,
 };
+use arc_gateway::proxy::listener::ListenerSpec;
 use arc_gateway::proxy::tls::{
     self as arc_tls, CertOrigin, CertResolver, CertStore, LoadedCert, TlsAcceptor,
     TlsAcceptorConfig,
 };
-use arc_gateway::proxy::worker::{
-    DriverKind, ListenerSpec, Tuning, WorkerConfig, WorkerError, WorkerSet,
-};
+use arc_gateway::proxy::worker::{WorkerConfig, WorkerError, WorkerSet};
 
 /// Tests run one at a time: the memory test reads the process RSS.
 fn serial() -> MutexGuard<'static, ()> {

@@ -20,10 +20,9 @@ use arc_gateway::proxy::uring;
 
 #[path = "support/tls_records.rs"]
 mod tls_records;
-use arc_gateway::proxy::worker::{
-    BoundListener, DriverError, DriverParams, DriverStats, ListenerSpec, StopHandle, Tuning,
-    bind_listener,
-};
+use arc_gateway::proxy::driver::{DriverError, DriverParams, DriverStats, Tuning};
+use arc_gateway::proxy::listener::{BoundListener, ListenerSpec, bind_listener};
+use arc_gateway::proxy::stop::StopHandle;
 use tls_records::flight_and_response_are_single_records;
 
 const CAP: usize = 64 * 1024;

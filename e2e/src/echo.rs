@@ -5,6 +5,8 @@
 //! Control paths on the same port: `POST /__echo/normal`, `POST /__echo/stall`,
 //! `POST /__echo/error/{code}`; `GET /__echo/count` returns the number of echoed requests.
 
+#![forbid(unsafe_code)]
+
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU16, AtomicU64, Ordering};

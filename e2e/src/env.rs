@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use crate::emulator::{Emulator, EmulatorConfig, EmulatorError};
+use crate::kubeconfig::KubeconfigError;
 
 /// Names a real cluster; when set the emulator is not started.
 pub const KUBECONFIG_VAR: &str = "ARC_E2E_KUBECONFIG";
@@ -46,20 +46,15 @@ pub enum EnvError {
 
 /// Builds a kube-rs client from a kubeconfig file, exactly as a user's tool would.
 pub async fn client_from_kubeconfig(path: &Path) -> Result<kube::Client, EnvError> {
-    // kube uses the process-wide rustls provider; install ring once (ignored if already set).
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let err = |message: String| EnvError::Kubeconfig {
-        path: path.to_path_buf(),
-        message,
-    };
-    let kc = Kubeconfig::read_from(path).map_err(|e| err(e.to_string()))?;
-    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+    crate::kubeconfig::client_from_kubeconfig(path)
         .await
-        .map_err(|e| err(e.to_string()))?;
-    kube::Client::try_from(config).map_err(|source| EnvError::Kube {
-        context: "building the client".into(),
-        source,
-    })
+        .map_err(|e| match e {
+            KubeconfigError::Read { path, message } => EnvError::Kubeconfig { path, message },
+            KubeconfigError::Client(source) => EnvError::Kube {
+                context: "building the client".into(),
+                source,
+            },
+        })
 }
 
 fn random_suffix(n: usize) -> String {

@@ -23,6 +23,8 @@
 //! keep-alive connections close, responses in progress finish, and after a grace period
 //! ([`DEFAULT_SHUTDOWN_GRACE`]) whatever remains is dropped.
 
+#![forbid(unsafe_code)]
+
 pub mod api;
 pub mod control;
 pub mod health;

@@ -7,6 +7,11 @@
 //! past errors; [`validate::validate`] then checks meaning (addresses, references, placeholders,
 //! keys whose feature is not built yet).
 
+#![forbid(unsafe_code)]
+// Pure room: no clock, sockets or threads outside tests (clippy.toml).
+#![cfg_attr(not(test), deny(clippy::disallowed_methods))]
+
+pub mod cidr;
 pub mod de;
 pub mod diff;
 pub mod node;

@@ -1,12 +1,15 @@
 //! Semantic checks of a typed [`Config`]: values that parse but make no sense, references that
-//! point nowhere, placeholders, and keys whose feature is not built yet. The `xdp` section's
-//! checks live in the `xdp` room ([`crate::xdp::validate_config`]).
+//! point nowhere, placeholders, and keys whose feature is not built yet. Checks of values
+//! another room consumes live here too (the `xdp` section, the status addresses the controller
+//! publishes): config is the lower room, so it owns what a valid value is and the consuming
+//! rooms import it, never the reverse.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 
+use super::cidr::parse_cidr;
 use super::node::Seg;
-use super::schema::{Config, LbPolicy, MAX_TLS_SESSION_CACHE, PathType};
+use super::schema::{Config, LbPolicy, MAX_TLS_SESSION_CACHE, PathType, Xdp};
 
 /// The placeholder the plain Kubernetes manifests ship instead of a real token.
 pub const TOKEN_PLACEHOLDER: &str = "__ARC_TOKEN__";
@@ -339,11 +342,11 @@ pub fn validate(cfg: &Config, seq_intact: bool) -> Vec<Issue> {
         not_supported(s, p(&[k("redis"), k("url")]));
     }
 
-    for (path, message) in crate::xdp::validate_config(&cfg.xdp) {
+    for (path, message) in validate_xdp(&cfg.xdp) {
         let mut full = vec![k("xdp")];
         full.extend(path.into_iter().map(|seg| match seg {
-            crate::xdp::ConfigPath::Key(key) => k(key),
-            crate::xdp::ConfigPath::Index(i) => Seg::Index(i),
+            XdpPath::Key(key) => k(key),
+            XdpPath::Index(i) => Seg::Index(i),
         }));
         s.push(full, message);
     }
@@ -382,7 +385,7 @@ pub fn validate(cfg: &Config, seq_intact: bool) -> Vec<Issue> {
         );
     }
     for (i, a) in kube.publish_status_address.iter().enumerate() {
-        if let Err(why) = crate::controller::status::check_status_address(a) {
+        if let Err(why) = check_status_address(a) {
             s.push(
                 p(&[k("kubernetes"), k("publish_status_address"), Seg::Index(i)]),
                 why,
@@ -526,6 +529,84 @@ fn check_dns_name(name: &str) -> Result<(), String> {
             .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
         {
             return Err(format!("character `{c}` is not allowed in a host name"));
+        }
+    }
+    Ok(())
+}
+
+/// A key path inside the `xdp` section, for [`validate_xdp`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum XdpPath {
+    /// A map key.
+    Key(&'static str),
+    /// A list index.
+    Index(usize),
+}
+
+/// Largest accepted `xdp.syn_limit.rate` and `.burst`.
+pub const SYN_LIMIT_MAX: u32 = 1_000_000;
+
+/// Checks the `xdp` section: deny-list CIDR syntax (key and index named), SYN-limit bounds and
+/// the interface name. Returns each problem with its path below `xdp`.
+fn validate_xdp(cfg: &Xdp) -> Vec<(Vec<XdpPath>, String)> {
+    use XdpPath::{Index, Key};
+    let mut out = Vec::new();
+    for (i, c) in cfg.deny_cidrs.iter().enumerate() {
+        if let Err(e) = parse_cidr(c) {
+            out.push((vec![Key("deny_cidrs"), Index(i)], e));
+        }
+    }
+    if let Some(limit) = &cfg.syn_limit {
+        for (key, value) in [("rate", limit.rate), ("burst", limit.burst)] {
+            if !(1..=SYN_LIMIT_MAX).contains(&value) {
+                out.push((
+                    vec![Key("syn_limit"), Key(key)],
+                    format!("{value} is out of range (1 to {SYN_LIMIT_MAX} SYNs per source)"),
+                ));
+            }
+        }
+    }
+    let name = cfg.interface.as_str();
+    if name.is_empty()
+        || name.len() > 15
+        || name.contains(['/', ' ', '\t', '\0'])
+        || name == "."
+        || name == ".."
+    {
+        out.push((
+            vec![Key("interface")],
+            format!("\"{name}\" is not an interface name (`auto` or at most 15 characters, no `/` or spaces)"),
+        ));
+    }
+    out
+}
+
+/// Checks one `publish_status_address` entry as the API server checks
+/// `status.loadBalancer.ingress`: an IP address, or a DNS-1123 subdomain host name (lower case,
+/// labels of 1–63 characters, at most 253 in all, no wildcard).
+pub fn check_status_address(a: &str) -> Result<(), String> {
+    if a.parse::<IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let bad = || {
+        Err(format!(
+            "`{a}` is neither an IP address nor a DNS host name (lower-case letters, digits, '-' and '.')"
+        ))
+    };
+    if a.is_empty() || a.len() > 253 {
+        return bad();
+    }
+    for label in a.split('.') {
+        let ok_chars = label
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if label.is_empty()
+            || label.len() > 63
+            || !ok_chars
+            || label.starts_with('-')
+            || label.ends_with('-')
+        {
+            return bad();
         }
     }
     Ok(())

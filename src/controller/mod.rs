@@ -44,6 +44,8 @@
 //! - Events and Ingress status are written only by the leader of the `kubernetes.election_id`
 //!   Lease (every replica sees the same objects, so one report each is enough).
 
+#![forbid(unsafe_code)]
+
 pub mod events;
 pub mod leader;
 pub mod status;

@@ -313,34 +313,3 @@ pub async fn write_status(
         .await
         .map(drop)
 }
-
-/// Checks one `publish_status_address` entry as the API server checks
-/// `status.loadBalancer.ingress`: an IP address, or a DNS-1123 subdomain host name (lower case,
-/// labels of 1–63 characters, at most 253 in all, no wildcard).
-pub fn check_status_address(a: &str) -> Result<(), String> {
-    if a.parse::<IpAddr>().is_ok() {
-        return Ok(());
-    }
-    let bad = || {
-        Err(format!(
-            "`{a}` is neither an IP address nor a DNS host name (lower-case letters, digits, '-' and '.')"
-        ))
-    };
-    if a.is_empty() || a.len() > 253 {
-        return bad();
-    }
-    for label in a.split('.') {
-        let ok_chars = label
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        if label.is_empty()
-            || label.len() > 63
-            || !ok_chars
-            || label.starts_with('-')
-            || label.ends_with('-')
-        {
-            return bad();
-        }
-    }
-    Ok(())
-}

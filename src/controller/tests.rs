@@ -910,7 +910,8 @@ mod status_choice {
     //! Which addresses go into Ingress status (pure: constructed Services, slices and nodes).
 
     use super::*;
-    use crate::controller::status::{self, arc_nodes, check_status_address, choose_addresses};
+    use crate::config::validate::check_status_address;
+    use crate::controller::status::{self, arc_nodes, choose_addresses};
     use k8s_openapi::api::core::v1::Node;
 
     fn svc(spec: Value, lb: Value) -> Service {

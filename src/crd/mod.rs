@@ -6,6 +6,8 @@
 //! room owns the typed spec and status and the CRD YAML that `arc-gateway crdgen` prints (and
 //! `crds/` holds); it gives the fields no behaviour.
 
+#![forbid(unsafe_code)]
+
 use kube::CustomResource;
 use kube::CustomResourceExt;
 use schemars::JsonSchema;

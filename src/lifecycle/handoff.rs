@@ -28,7 +28,7 @@ use rustix::net::{
     SendAncillaryMessage, SendFlags, SocketAddrUnix, SocketFlags, SocketType,
 };
 
-use crate::proxy::worker::InheritedListener;
+use crate::proxy::listener::InheritedListener;
 
 /// Environment variable naming the abstract Unix socket the child connects to.
 pub const UPGRADE_SOCKET_ENV: &str = "ARC_UPGRADE_SOCKET";
@@ -290,7 +290,7 @@ impl ParentChannel {
 /// What a process started by an upgrade received from its parent.
 #[derive(Debug)]
 pub struct Inherited {
-    /// Data-plane listener sockets, for [`crate::proxy::worker::adopt_all`].
+    /// Data-plane listener sockets, for [`crate::proxy::listener::adopt_all`].
     pub listeners: Vec<InheritedListener>,
     /// The admin socket.
     pub admin: Option<TcpListener>,

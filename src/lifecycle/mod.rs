@@ -28,6 +28,8 @@
 //! runtime; the workers only learn "drain" through their stop signal and the proxy core's
 //! drain rules, and show liveness through heartbeats ([`watchdog`]).
 
+#![forbid(unsafe_code)]
+
 pub mod debug;
 pub mod handoff;
 pub mod notify;
@@ -261,6 +263,11 @@ impl Process {
                 return Err(e.into());
             }
         };
+        // A debug control of the process (never set unless the operator asks): read here, in
+        // the room that owns the process, and handed to the workers' heartbeats.
+        if let Some(after) = debug::wedge_after_from_env() {
+            server.heartbeats().debug_wedge_worker0(after);
+        }
         for l in &inherited_listeners {
             tracing::warn!(
                 listener = %l.name,

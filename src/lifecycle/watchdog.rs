@@ -1,13 +1,13 @@
 //! The systemd watchdog: `WATCHDOG=1` every half `WATCHDOG_USEC`, but only while every data-plane
 //! worker turns its event loop. Workers stamp a heartbeat each turn (and turn at least every
-//! [`crate::proxy::worker::HEARTBEAT_TICK`] when idle); a worker whose stamp is older than
+//! [`crate::proxy::stop::HEARTBEAT_TICK`] when idle); a worker whose stamp is older than
 //! [`STALL_LIMIT`] counts as wedged, pings stop, and systemd restarts the service after
 //! `WatchdogSec`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::proxy::worker::Heartbeats;
+use crate::proxy::stop::Heartbeats;
 
 use super::notify::Notifier;
 

@@ -8,6 +8,8 @@
 //!   each connection keeps a [`RequestLog`] filled at the points of an exchange.
 //! - [`RotatingFile`] and [`LogTarget`] are the outputs.
 
+#![forbid(unsafe_code)]
+
 pub mod access;
 pub mod file;
 pub mod process;

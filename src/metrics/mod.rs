@@ -50,6 +50,8 @@
 //!
 //! The text format is OpenMetrics 1.0 (see [`OPENMETRICS_CONTENT_TYPE`]).
 
+#![forbid(unsafe_code)]
+
 pub mod collector;
 pub mod kube;
 pub mod labels;
@@ -68,14 +70,14 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Metric, Registry, Unit};
 
-pub use collector::{DataPlaneSnapshot, UNROUTED_ROUTE_LABEL};
+pub use collector::UNROUTED_ROUTE_LABEL;
 pub use labels::{
     ErrorReason, IoDriver, PoolResult, RefuseReason, ReloadResult, StatusClass, XdpAction,
 };
 pub use pool::{EndpointCell, EndpointPoolState, PoolGaugeRegistry, PoolGauges};
 pub use worker::{
-    HistogramSnapshot, LATENCY_BUCKETS, LATENCY_BUCKETS_NANOS, RouteMetricId, RouteRegistry,
-    WorkerMetrics,
+    DataPlaneSnapshot, HistogramSnapshot, LATENCY_BUCKETS, LATENCY_BUCKETS_NANOS, RouteMetricId,
+    RouteRegistry, WorkerMetrics,
 };
 pub use xdp::XdpMetrics;
 

@@ -226,7 +226,7 @@ impl WorkerCells {
     }
 
     /// Adds this worker's values into `snap`.
-    pub(crate) fn add_to(&self, snap: &mut super::DataPlaneSnapshot) {
+    pub(crate) fn add_to(&self, snap: &mut DataPlaneSnapshot) {
         fn add_all<const N: usize>(acc: &mut [u64; N], cells: &[AtomicU64; N]) {
             for (a, c) in acc.iter_mut().zip(cells) {
                 *a = a.wrapping_add(c.load(Relaxed));
@@ -249,6 +249,53 @@ impl WorkerCells {
         self.request_duration.add_to(&mut snap.request_duration);
         self.upstream_duration.add_to(&mut snap.upstream_duration);
         self.routes.load().add_to(&mut snap.route_counts);
+    }
+}
+
+/// Every worker's values summed at one scrape.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DataPlaneSnapshot {
+    /// Number of registered workers.
+    pub workers: usize,
+    /// Connections accepted since start.
+    pub connections_accepted: u64,
+    /// Connections open now.
+    pub connections_active: i64,
+    /// Open connections idle between requests that hold no buffers now.
+    pub connections_parked: i64,
+    /// Refused connections, indexed by [`RefuseReason::index`].
+    pub connections_refused: [u64; RefuseReason::COUNT],
+    /// Errors, indexed by [`ErrorReason::index`].
+    pub errors: [u64; ErrorReason::COUNT],
+    /// Upstream pool outcomes, indexed by [`PoolResult::index`].
+    pub upstream_pool: [u64; PoolResult::COUNT],
+    /// Requests without a route, indexed by [`StatusClass::index`].
+    pub unrouted_requests: [u64; StatusClass::COUNT],
+    /// Route names, indexed by [`RouteMetricId::index`].
+    pub route_names: Vec<Arc<str>>,
+    /// Requests per route id and status class.
+    pub route_counts: Vec<[u64; StatusClass::COUNT]>,
+    /// Request latency.
+    pub request_duration: HistogramSnapshot,
+    /// Upstream latency.
+    pub upstream_duration: HistogramSnapshot,
+}
+
+impl DataPlaneSnapshot {
+    /// Requests counted for the route named `route` with `class` (0 when unknown).
+    pub fn route_requests(&self, route: &str, class: StatusClass) -> u64 {
+        self.route_names
+            .iter()
+            .position(|n| &**n == route)
+            .and_then(|i| self.route_counts.get(i))
+            .and_then(|row| row.get(class.index()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Errors counted with `reason`.
+    pub fn error_count(&self, reason: ErrorReason) -> u64 {
+        self.errors.get(reason.index()).copied().unwrap_or(0)
     }
 }
 

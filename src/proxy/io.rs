@@ -20,6 +20,8 @@
 //! TLS is the driver's business (it wraps the downstream socket, and upstream sockets whose
 //! [`PoolKey::tls`] is set); the handler sees plaintext.
 
+#![forbid(unsafe_code)]
+
 use std::net::SocketAddr;
 use std::time::Instant;
 

@@ -13,6 +13,10 @@
 //! input order), else the entry's default backend, else the table default, else 404. A
 //! request whose host matched an entry never falls through to host-less routes.
 
+#![forbid(unsafe_code)]
+// Pure room: no clock, sockets or threads outside tests (clippy.toml).
+#![cfg_attr(not(test), deny(clippy::disallowed_methods))]
+
 mod compile;
 mod hash;
 mod host;

@@ -1,6 +1,8 @@
 //! Capability check: whether this process may load and attach XDP programs, read from the
 //! effective set in `/proc/self/status`.
 
+#![forbid(unsafe_code)]
+
 /// `CAP_NET_ADMIN` bit.
 pub const CAP_NET_ADMIN: u32 = 12;
 /// `CAP_SYS_ADMIN` bit.

@@ -9,7 +9,6 @@
 //! normally without the filter.
 
 pub mod caps;
-pub mod cidr;
 pub mod iface;
 pub mod program;
 mod sys;
@@ -26,10 +25,10 @@ use std::time::Duration;
 
 use aya::programs::XdpMode;
 
+use crate::config::cidr::{Cidr, parse_cidr};
 use crate::config::{Xdp as XdpConfig, XdpMode as ConfigMode};
 use crate::metrics::{XdpAction, XdpMetrics};
 
-pub use cidr::{Cidr, parse_cidr};
 pub use program::{Attachment, Counters, LocalAddrs, XdpProgram};
 
 /// bpffs mount point.
@@ -99,53 +98,6 @@ pub fn parse_deny_list(cidrs: &[String]) -> Result<Vec<Cidr>, XdpError> {
         .enumerate()
         .map(|(index, c)| parse_cidr(c).map_err(|reason| XdpError::Cidr { index, reason }))
         .collect()
-}
-
-/// A key path inside the `xdp` section, for [`validate_config`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ConfigPath {
-    /// A map key.
-    Key(&'static str),
-    /// A list index.
-    Index(usize),
-}
-
-/// Largest accepted `xdp.syn_limit.rate` and `.burst`.
-pub const SYN_LIMIT_MAX: u32 = 1_000_000;
-
-/// Checks the `xdp` section: deny-list CIDR syntax (key and index named), SYN-limit bounds and
-/// the interface name. Returns each problem with its path below `xdp`.
-pub fn validate_config(cfg: &XdpConfig) -> Vec<(Vec<ConfigPath>, String)> {
-    use ConfigPath::{Index, Key};
-    let mut out = Vec::new();
-    for (i, c) in cfg.deny_cidrs.iter().enumerate() {
-        if let Err(e) = parse_cidr(c) {
-            out.push((vec![Key("deny_cidrs"), Index(i)], e));
-        }
-    }
-    if let Some(limit) = &cfg.syn_limit {
-        for (key, value) in [("rate", limit.rate), ("burst", limit.burst)] {
-            if !(1..=SYN_LIMIT_MAX).contains(&value) {
-                out.push((
-                    vec![Key("syn_limit"), Key(key)],
-                    format!("{value} is out of range (1 to {SYN_LIMIT_MAX} SYNs per source)"),
-                ));
-            }
-        }
-    }
-    let name = cfg.interface.as_str();
-    if name.is_empty()
-        || name.len() > 15
-        || name.contains(['/', ' ', '\t', '\0'])
-        || name == "."
-        || name == ".."
-    {
-        out.push((
-            vec![Key("interface")],
-            format!("\"{name}\" is not an interface name (`auto` or at most 15 characters, no `/` or spaces)"),
-        ));
-    }
-    out
 }
 
 /// What the control API shows of the fast path: state, rules in force and counter totals.

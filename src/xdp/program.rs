@@ -15,7 +15,7 @@ use aya::programs::xdp::XdpLink;
 use aya::programs::{Xdp, XdpMode};
 
 use super::XdpError;
-use super::cidr::Cidr;
+use crate::config::cidr::Cidr;
 
 /// Name of the program in the object (its C function).
 const PROGRAM: &str = "arc_xdp";

@@ -1,6 +1,8 @@
 //! `arc-e2e-echo`: the echo backend as a process, for running inside a network namespace with
 //! `ip netns exec NS arc-e2e-echo --name NAME --listen ADDR`. Prints `listening ADDR` once bound.
 
+#![forbid(unsafe_code)]
+
 use std::net::SocketAddr;
 
 fn usage() -> ! {

@@ -3,6 +3,8 @@
 //! `ready URL KUBECONFIG` once serving. Fault controls are reachable over HTTP under
 //! `/_emulator/` with the same bearer token (see e2e/README.md).
 
+#![forbid(unsafe_code)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -3,6 +3,8 @@
 //! uses, real list/watch/write semantics over JSON objects, a request record, and fault controls
 //! (stop/restart, compaction, delays, injected 500/429).
 
+#![forbid(unsafe_code)]
+
 mod api;
 pub mod events;
 pub mod ops;
@@ -335,7 +337,7 @@ impl Emulator {
 
     /// A kube-rs client configured from the written kubeconfig.
     pub async fn client(&self) -> Result<kube::Client, EmulatorError> {
-        crate::env::client_from_kubeconfig(&self.kubeconfig_path)
+        crate::kubeconfig::client_from_kubeconfig(&self.kubeconfig_path)
             .await
             .map_err(|e| EmulatorError::Kube(e.to_string()))
     }

@@ -7,16 +7,8 @@ use std::time::Instant;
 
 use crate::proxy::http1::RequestDecoder;
 
-use super::active::Active;
 use super::snapshot::ConnLimits;
-use super::upstream::UpState;
-
-/// Output buffered per side before the other side stops being read (back-pressure bound).
-pub(super) const OUT_HIGH_WATER: usize = 64 * 1024;
-/// Downstream input buffered beyond the head limit before reading pauses (pipelined requests).
-pub(super) const IN_SLACK: usize = 16 * 1024;
-/// Smallest pending downstream output lent to the driver instead of copied.
-pub(super) const LEND_MIN: usize = 16 * 1024;
+use super::{Active, LEND_MIN, UpState};
 
 /// The client side's buffers.
 pub(super) struct Downstream {

@@ -16,25 +16,8 @@ use crate::proxy::http1::{
 };
 use crate::routing::Lookup;
 
-use super::active::{Active, DRAIN_IDLE_QUIET};
-use super::buffers::OUT_HIGH_WATER;
 use super::cx::WorkerCx;
-
-/// Where the current exchange stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Stage {
-    /// Waiting for a request head.
-    Idle,
-    /// Arc answered itself; the rest of the request body (if any) is read and dropped.
-    Local,
-    /// A request policy asked to wait (`Active::wait_until`); the head is held and the body
-    /// is not read on until the pipeline decides.
-    Waiting,
-    /// Proxying to an upstream.
-    Proxy,
-    /// A 101 turned the connection into a byte tunnel.
-    Tunnel,
-}
+use super::{Active, DRAIN_IDLE_QUIET, OUT_HIGH_WATER, Stage};
 
 /// What a request head said that the rest of the exchange needs (one `Copy` value, kept whole
 /// when the connection parks).

@@ -9,9 +9,8 @@ use crate::metrics::WorkerMetrics;
 use crate::proxy::exchange::Balancer;
 use crate::proxy::io::PoolKey;
 
-use super::active::Active;
-use super::parked::SPARE_MAX;
 use super::snapshot::{ConnLimits, SharedSnapshot, Views};
+use super::{Active, SPARE_MAX};
 
 /// Worker-wide context lent to every connection of one worker (never shared across workers).
 pub struct WorkerCx {

@@ -8,13 +8,11 @@ use crate::metrics::{ErrorReason, PoolResult, RefuseReason};
 use crate::proxy::http1::{self, DirectResponse};
 use crate::proxy::io::{Action, ConnHandler, ConnInfo, Interest, PoolKey, UpstreamError};
 
-use super::active::Active;
-use super::buffers::{IN_SLACK, OUT_HIGH_WATER};
-use super::current::{RequestFacts, Stage};
+use super::current::RequestFacts;
 use super::cx::WorkerCx;
-use super::parked::{GRACE_AFTER, IDLE_GRACE, Parked, Since};
+use super::parked::{Parked, Since};
 use super::snapshot::ConnLimits;
-use super::upstream::UpState;
+use super::{Active, GRACE_AFTER, IDLE_GRACE, IN_SLACK, OUT_HIGH_WATER, Stage, UpState};
 
 impl Active {
     pub(super) fn do_on_downstream_data(&mut self, cx: &mut WorkerCx, data: &[u8], now: Instant) {

@@ -8,30 +8,9 @@ use crate::metrics::RouteMetricId;
 use crate::proxy::http1::RequestDecoder;
 use crate::proxy::io::ConnInfo;
 
-use super::active::Active;
-use super::current::{RequestFacts, Stage};
+use super::current::RequestFacts;
 use super::snapshot::ConnLimits;
-use super::upstream::UpState;
-
-/// How long a keep-alive connection that has been reused (it has served [`GRACE_AFTER`]
-/// requests) stays idle with its active state before it parks. Under load the next request
-/// follows a response within a client round trip (well under a millisecond on a local network),
-/// so a busy connection never parks and pays no park/unpark per request; a connection that is
-/// really idle gives its state back this soon, a delay no one notices in memory use. What the
-/// grace holds is bounded by the request rate: only connections answered within the last 50 ms
-/// keep their state (about 5 KiB each plus buffers).
-pub const IDLE_GRACE: Duration = Duration::from_millis(50);
-/// Requests a connection must have served before it idles in [`IDLE_GRACE`]; until then it
-/// parks as soon as it is idle. A connection that sent one request may well send no other (a
-/// probe, a client holding it open): a burst of those would otherwise keep a state each for
-/// the grace, and the memory they took stays with the process after they park. A second
-/// request shows the client reuses its connection.
-pub const GRACE_AFTER: u64 = 2;
-/// Most idle-connection states a worker keeps for reuse; beyond this they are freed.
-pub(super) const SPARE_MAX: usize = 32;
-/// A buffer larger than this is freed rather than kept with a spare state (a large body
-/// grew it; the next exchange most likely needs far less).
-pub(super) const SPARE_BUF_MAX: usize = 128 * 1024;
+use super::{Active, SPARE_BUF_MAX, Stage, UpState};
 
 /// What an idle keep-alive connection keeps of its [`Active`] state: no buffers, no decoder,
 /// no upstream — only what the next exchange needs from the previous ones.

@@ -15,22 +15,9 @@ use crate::proxy::http1::{
 };
 use crate::proxy::io::{Action, PoolKey, UpstreamError};
 
-use super::active::Active;
-use super::buffers::OUT_HIGH_WATER;
-use super::current::Stage;
 use super::cx::WorkerCx;
 use super::snapshot::UpstreamSpec;
-
-/// A request is replayed on a fresh connection (after a pooled one failed before answering)
-/// only while everything sent upstream for it fits in this many bytes.
-pub(super) const REPLAY_LIMIT: usize = 64 * 1024;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum UpState {
-    None,
-    Connecting,
-    Connected,
-}
+use super::{Active, OUT_HIGH_WATER, REPLAY_LIMIT, Stage, UpState};
 
 /// The upstream side of the exchange.
 pub(super) struct UpLeg {

@@ -60,15 +60,14 @@ use std::time::{Duration, Instant};
 use rustix::event::epoll;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
+use crate::proxy::driver::{DriverError, DriverKind, DriverParams, DriverStats, Tuning};
 use crate::proxy::io::{
     Action, ConnHandler, ConnInfo, ConnLimit, PoolKey, PoolLimits, UpstreamError,
 };
+use crate::proxy::listener::BoundListener;
+use crate::proxy::stop::{HEARTBEAT_TICK, StopSignal};
 use crate::proxy::tls::{TlsClient, TlsError, TlsSession};
 use crate::proxy::upstream::pool::{PROBE_AFTER_IDLE, Pool};
-use crate::proxy::worker::{
-    BoundListener, DriverError, DriverKind, DriverParams, DriverStats, HEARTBEAT_TICK, StopSignal,
-    Tuning,
-};
 
 use slab::{Slab, SlotId, Source};
 use timers::{TimerKind, Timers, rearm};

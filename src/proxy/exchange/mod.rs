@@ -20,6 +20,8 @@
 //! compiled once per routing snapshot ([`RoutePolicies`]), never parsed per request.
 
 #![forbid(unsafe_code)]
+// Pure room: no clock, sockets or threads outside tests (clippy.toml).
+#![cfg_attr(not(test), deny(clippy::disallowed_methods))]
 
 pub mod builtin;
 pub mod retry;

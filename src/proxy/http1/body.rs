@@ -5,7 +5,7 @@
 use std::ops::Range;
 
 use super::error::{ErrorKind, Http1Error};
-use super::framing::BodyKind;
+use super::head::BodyKind;
 use super::head::Headers;
 use super::{Limits, parse, syntax};
 

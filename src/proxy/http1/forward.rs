@@ -9,7 +9,7 @@ use std::ops::Range;
 use super::encode::{
     push_header, push_header_u64, push_header_value, push_parsed_header, push_status_line,
 };
-use super::framing::BodyKind;
+use super::head::BodyKind;
 use super::head::{Field, Headers, RequestHead, ResponseHead};
 use super::syntax::{
     is_nonzero_lower_hex, is_target_byte, list_elements, push_hex_fixed, trim_ows,

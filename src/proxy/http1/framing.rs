@@ -2,21 +2,8 @@
 //! open, and when it turns into a tunnel.
 
 use super::error::{ErrorKind, Http1Error};
-use super::head::{Method, ResponseHead, Version, flags};
+use super::head::{BodyKind, Method, ResponseHead, Version, flags, keep_alive};
 use super::syntax::{list_elements, trim_ows};
-
-/// How a message body is delimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum BodyKind {
-    /// No body.
-    None,
-    /// Exactly this many bytes (`Content-Length`).
-    Length(u64),
-    /// `Transfer-Encoding: ... chunked`.
-    Chunked,
-    /// Everything until the peer closes (responses only).
-    UntilClose,
-}
 
 /// What the proxy does with an upstream response, given the request it answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,17 +17,6 @@ pub struct ResponseFraming {
     pub tunnel: bool,
     /// The upstream allows reuse of the connection after this response.
     pub keep_alive: bool,
-}
-
-/// Keep-alive from a version and the Connection flags of a head.
-pub(crate) fn keep_alive(version: Version, f: u8) -> bool {
-    if f & flags::CONN_CLOSE != 0 {
-        return false;
-    }
-    match version {
-        Version::Http11 => true,
-        Version::Http10 => f & flags::CONN_KEEP_ALIVE != 0,
-    }
 }
 
 /// Connection option flags of one Connection header value.

@@ -1,7 +1,7 @@
 //! Owned message heads: one copy of the head bytes plus index spans into it, so a parsed head
-//! costs two allocations however many headers it has.
-
-use super::framing::BodyKind;
+//! costs two allocations however many headers it has. Also the facts a head alone decides
+//! (how its body is delimited, [`BodyKind`]; keep-alive from version and Connection flags),
+//! which the framing rules build on: `framing` imports `head`, never the reverse.
 
 /// A byte range inside a head's buffer (heads are bounded by `max_head`, so u32 suffices).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -27,6 +27,7 @@ impl Span {
 /// Bytes that were checked to be ASCII (tokens, targets, hosts), as `&str`; empty if they are
 /// not ASCII, which the parser rules out. Cheaper than a UTF-8 validation on these short
 /// strings, which are converted several times per request.
+#[allow(unsafe_code)]
 pub(crate) fn ascii_str(b: &[u8]) -> &str {
     if b.is_ascii() {
         // SAFETY: every ASCII byte sequence is valid UTF-8.
@@ -301,7 +302,7 @@ impl RequestHead {
     /// Whether the client allows another request on this connection (HTTP/1.1 unless
     /// `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`).
     pub fn keep_alive(&self) -> bool {
-        super::framing::keep_alive(self.version, self.flags)
+        keep_alive(self.version, self.flags)
     }
 
     /// `Expect: 100-continue` on an HTTP/1.1 request: answer [`super::CONTINUE_100`] before
@@ -395,5 +396,29 @@ impl ResponseHead {
     /// Gives the head's storage back (see [`crate::proxy::http1::ResponseDecoder::recycle`]).
     pub fn into_headers(self) -> Headers {
         self.headers
+    }
+}
+
+/// How a message body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BodyKind {
+    /// No body.
+    None,
+    /// Exactly this many bytes (`Content-Length`).
+    Length(u64),
+    /// `Transfer-Encoding: ... chunked`.
+    Chunked,
+    /// Everything until the peer closes (responses only).
+    UntilClose,
+}
+
+/// Keep-alive from a version and the Connection flags of a head.
+pub(crate) fn keep_alive(version: Version, f: u8) -> bool {
+    if f & flags::CONN_CLOSE != 0 {
+        return false;
+    }
+    match version {
+        Version::Http11 => true,
+        Version::Http10 => f & flags::CONN_KEEP_ALIVE != 0,
     }
 }

@@ -25,6 +25,10 @@
 //! - Head over `max_head` or more than `max_headers` lines → 431; body over `max_body` → 413.
 //! - Versions other than HTTP/1.0 and HTTP/1.1 → 505 (a malformed version → 400).
 
+#![deny(unsafe_code)]
+// Pure room: no clock, sockets or threads outside tests (clippy.toml).
+#![cfg_attr(not(test), deny(clippy::disallowed_methods))]
+
 mod body;
 mod encode;
 mod error;
@@ -48,8 +52,8 @@ pub use forward::{
     ClientInfo, ConnectionHeader, DownstreamResponse, OutFraming, TraceBits, UpstreamRequest,
     Written, valid_traceparent, write_request_head, write_response_head,
 };
-pub use framing::{BodyKind, ResponseFraming, response_framing};
-pub use head::{Header, Headers, Method, RequestHead, ResponseHead, Version};
+pub use framing::{ResponseFraming, response_framing};
+pub use head::{BodyKind, Header, Headers, Method, RequestHead, ResponseHead, Version};
 pub use parse::{parse_request_head, parse_response_head};
 pub use stream::{Decoded, RequestDecoder, RequestEvent, ResponseDecoder, ResponseEvent};
 

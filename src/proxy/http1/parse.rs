@@ -4,8 +4,10 @@
 
 use super::Limits;
 use super::error::{ErrorKind, Http1Error};
-use super::framing::{self, BodyKind};
-use super::head::{Field, Headers, Method, RequestHead, ResponseHead, Span, Version, flags};
+use super::framing;
+use super::head::{
+    BodyKind, Field, Headers, Method, RequestHead, ResponseHead, Span, Version, flags,
+};
 use super::syntax::{
     find_byte, first_non_field_byte, is_field_byte, is_ows, is_reg_name_byte, is_target_byte,
     is_tchar, tchar_run,

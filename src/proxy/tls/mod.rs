@@ -5,6 +5,8 @@
 //! 1.3 only. Arc code here touches no socket and reads no clock; rustls itself reads the wall
 //! clock for session-ticket lifetimes and ticket-key rotation.
 
+#![forbid(unsafe_code)]
+
 pub mod client;
 pub mod config;
 pub mod resolver;

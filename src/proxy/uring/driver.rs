@@ -39,7 +39,9 @@ use super::slab::{Id, Op, Slab, UserData};
 use super::timers::{Slim, Timers};
 use super::tls::Layer;
 use super::{RingOptions, Support, UringError};
-use crate::proxy::worker::{BoundListener, DriverStats, HEARTBEAT_TICK, StopSignal};
+use crate::proxy::driver::DriverStats;
+use crate::proxy::listener::BoundListener;
+use crate::proxy::stop::{HEARTBEAT_TICK, StopSignal};
 
 /// Buffer group of downstream receives (small buffers: requests are small).
 const BGID: u16 = 0;

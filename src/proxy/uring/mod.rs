@@ -24,7 +24,7 @@
 //! - one ring-wide wait timeout to the earliest deadline (connection timers, pool expiry);
 //! - every operation's `user_data` carries (slot, generation, kind); a socket slot is freed
 //!   only after all its operations completed, so late completions never touch reused memory;
-//! - the worker's [`crate::proxy::worker::StopSignal`] (flag + eventfd polled in the ring)
+//! - the worker's [`crate::proxy::stop::StopSignal`] (flag + eventfd polled in the ring)
 //!   stops accepting, lets connections finish for the stop grace (`StopSignal::grace`, else
 //!   `Tuning::stop_grace`, read when the drain starts), cancels what is left and returns;
 //!   while `StopSignal::accepting` is false (an upgraded process before "go") no accept is
@@ -46,8 +46,8 @@ mod tls;
 use std::io;
 use std::time::Duration;
 
+use crate::proxy::driver::{DriverError, DriverKind, DriverParams, Tuning};
 use crate::proxy::io::ConnHandler;
-use crate::proxy::worker::{DriverError, DriverKind, DriverParams, Tuning};
 
 pub use probe::{Support, UringUnavailable, probe};
 
@@ -104,7 +104,7 @@ impl Default for RingOptions {
             drain_timeout: Duration::from_secs(10),
             lingering_close: Duration::from_secs(2),
             tls_handshake_timeout: Duration::from_secs(10),
-            fixed_files: crate::proxy::worker::DEFAULT_FIXED_FILES,
+            fixed_files: crate::proxy::driver::DEFAULT_FIXED_FILES,
         }
     }
 }
@@ -202,7 +202,7 @@ impl RingOptions {
 }
 
 /// Runs one worker's io_uring event loop until `params.stop` fires and connections drained
-/// (the [`crate::proxy::worker::DriverEntry`] of the io_uring driver).
+/// (the [`crate::proxy::driver::DriverEntry`] of the io_uring driver).
 ///
 /// The listeners are already bound (SO_REUSEPORT per worker) and non-blocking; the driver owns
 /// and closes them. `params.cx` is lent to every handler callback.

@@ -305,4 +305,56 @@ mod tests {
              SINGLE_ISSUER, SQPOLL, incremental buffers)"
         );
     }
+
+    /// Buffer-ring incremental consumption against the kernel (here, beside the probe harness
+    /// it runs in, so `bufring` does not import `probe` back): a stream of receives over two 64-byte
+    /// buffers comes back intact through `advance`/`slice`/`release`, receives continue a
+    /// buffer until it is full, and a full buffer goes back to the kernel and is used again.
+    #[test]
+    fn incremental_receives_fill_buffers_in_turn_and_recycle_them() {
+        use io_uring::{IoUring, cqueue};
+        use std::io::Write;
+
+        let mut ring = IoUring::new(8).expect("io_uring");
+        let mut br = BufRing::new(2, 64, 7).expect("alloc");
+        let sent: Vec<u8> = (0..300u32).map(|i| (i * 7 + 1) as u8).collect();
+        let mut got = Vec::new();
+        let mut seen = Vec::new();
+        with_multishot_recv(&mut ring, &mut br, true, |ring, br, a| {
+            for chunk in sent.chunks(40) {
+                a.write_all(chunk).expect("write");
+                let want = got.len() + chunk.len();
+                while got.len() < want {
+                    ring.submit_and_wait(1).expect("enter");
+                    let cqes: Vec<_> = ring.completion().map(|c| (c.result(), c.flags())).collect();
+                    for (res, flags) in cqes {
+                        let len = usize::try_from(res).expect("receive succeeded");
+                        assert!(cqueue::more(flags), "multishot receive ended: {flags:#x}");
+                        let bid = cqueue::buffer_select(flags).expect("a buffer");
+                        let start = br.advance(bid, len);
+                        got.extend_from_slice(br.slice(bid, start, len).expect("in the buffer"));
+                        seen.push((bid, start, len, cqueue::buffer_more(flags)));
+                        br.release(bid, cqueue::buffer_more(flags));
+                    }
+                }
+            }
+            Ok(())
+        })
+        .expect("incremental buffer rings (6.12)");
+        br.unregister(&ring.submitter()).expect("unregister");
+        assert_eq!(got, sent, "{seen:?}");
+        // 40 bytes then 24 (buffer 0 full, given back), 16 in buffer 1, ...
+        assert_eq!(seen[0], (0, 0, 40, true), "{seen:?}");
+        assert_eq!(seen[1], (0, 40, 24, false), "{seen:?}");
+        assert_eq!(seen[2], (1, 0, 16, true), "{seen:?}");
+        // 300 bytes over 64-byte buffers: both were used more than once.
+        assert!(
+            seen.iter().filter(|s| s.0 == 0 && s.1 == 0).count() >= 2,
+            "{seen:?}"
+        );
+        assert!(
+            seen.iter().filter(|s| s.0 == 1 && s.1 == 0).count() >= 2,
+            "{seen:?}"
+        );
+    }
 }

@@ -2,6 +2,8 @@
 //! handshake case. Prints one JSON line (see [`arc_bench_tools::tlsload::Report`]); exits 2 on
 //! bad arguments, 1 when no connection completed in the measured window.
 
+#![forbid(unsafe_code)]
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;

@@ -5,23 +5,14 @@
 //! leg ([`super::upstream`]). Each part lives in its own file with the logic that owns it.
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::logging::RequestLog;
 use crate::proxy::io::{Action, ConnInfo};
 
-use super::buffers::Downstream;
-use super::current::{Current, Stage};
 use super::cx::WorkerCx;
 use super::snapshot::ConnLimits;
-use super::upstream::UpLeg;
-
-/// During drain, an idle keep-alive connection closes once it has been quiet this long. A
-/// client that is actively using its connection sends its next request within this time and
-/// gets it answered with `Connection: close` instead of having its connection closed under a
-/// request in flight; one that has been quiet longer closes at once. A fresh connection gets
-/// the same time for its first request.
-pub(super) const DRAIN_IDLE_QUIET: Duration = Duration::from_secs(1);
+use super::{Active, DRAIN_IDLE_QUIET, Stage};
 
 /// Who the connection is: fixed at accept (the limits follow the snapshot of each request).
 pub(super) struct Identity {
@@ -43,47 +34,13 @@ pub(super) struct Life {
     /// During drain, when an idle connection that never sent a request gives up.
     pub(super) drain_idle_by: Option<Instant>,
     /// When this connection, idle and parkable since the end of a callback, parks (see
-    /// [`IDLE_GRACE`]); `None` while it is not parkable. Set when it first settles parkable,
+    /// [`super::IDLE_GRACE`]); `None` while it is not parkable. Set when it first settles parkable,
     /// cleared when it stops being so; a connection just taken out of its parked form gets
     /// the time it was taken out, so that it parks again at once when nothing came of it.
     pub(super) park_at: Option<Instant>,
 }
 
-/// The full state of a downstream connection with an exchange under way (or about to start).
-/// An idle keep-alive connection gives it back to its worker ([`super::Conn`] parks, after
-/// [`IDLE_GRACE`] once it has been reused) and keeps only what [`Parked`] holds.
-pub(super) struct Active {
-    pub(super) id: Identity,
-    pub(super) life: Life,
-    pub(super) down: Downstream,
-    pub(super) cur: Current,
-    pub(super) up: UpLeg,
-}
-
 impl Active {
-    /// A fresh state with no connection in it yet.
-    pub(super) fn blank(limits: ConnLimits, now: Instant) -> Self {
-        Active {
-            id: Identity {
-                info: super::parked::vacant_info(),
-                started: now,
-                limits,
-                requests: 0,
-            },
-            life: Life {
-                actions: VecDeque::with_capacity(4),
-                closed: false,
-                close_counted: false,
-                draining: false,
-                drain_idle_by: None,
-                park_at: None,
-            },
-            down: Downstream::new(limits, now),
-            cur: Current::new(now),
-            up: UpLeg::new(now),
-        }
-    }
-
     pub(super) fn create(cx: &mut WorkerCx, info: ConnInfo, now: Instant) -> Self {
         let limits = cx.views.latest().snapshot.limits;
         cx.metrics.connection_opened();
