@@ -9,6 +9,7 @@
 //!   written once into `epoll::*` and `io_uring::*` tests;
 //! - [`relay`]: the relay handler, driver harness and line backends of the io driver tests
 //!   (`driver_conformance.rs`, `uring_driver.rs`);
+//! - [`server`]: Arc's data plane started in-process from a YAML configuration;
 //! - [`tls`]: the accept-any-certificate verifier, client configs, the driver tests' listener
 //!   certificate, PEM/base64, TLS record checks; [`ca`]: a test certificate authority;
 //! - [`alloc`]: the counting allocator type (each binary that counts declares the
@@ -23,6 +24,7 @@ pub mod alloc;
 pub mod ca;
 pub mod driver;
 pub mod relay;
+pub mod server;
 pub mod tls;
 
 #[allow(unused_imports)]
@@ -265,7 +267,8 @@ fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, Vec<u8>
     Some((head, body))
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+/// Where `needle` first occurs in `hay`.
+pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
@@ -437,4 +440,11 @@ impl Drop for ScratchDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// The value of the exact `series` (name and labels as printed) in a Prometheus text scrape.
+pub fn sample<'a>(text: &'a str, series: &str) -> Option<&'a str> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(str::trim)
 }
