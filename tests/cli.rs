@@ -3,13 +3,8 @@
 mod common;
 
 use std::net::TcpListener;
-use std::process::Command;
 
-use common::ScratchDir;
-
-fn arc() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_arc-gateway"))
-}
+use common::{ScratchDir, arc_command as arc};
 
 /// A configuration file in a fresh temporary directory, removed when dropped.
 struct TempConfig {

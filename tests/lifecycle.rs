@@ -511,7 +511,7 @@ impl ArcProc {
             idle: 60,
         });
         let log = std::fs::File::create(p.dir.join("arc.log")).expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_arc-gateway"));
+        let mut cmd = common::arc_command();
         cmd.arg("--config")
             .arg(&p.config)
             .env("NOTIFY_SOCKET", &p.systemd.path)
@@ -1165,7 +1165,7 @@ fn upgrade_to_configured_binary(driver: Driver) {
     let bin_dir = p.dir.join("next");
     std::fs::create_dir_all(&bin_dir).expect("bin dir");
     let next = bin_dir.join("arc-gateway-next");
-    let original = Path::new(env!("CARGO_BIN_EXE_arc-gateway"));
+    let original = Path::new(common::ARC_BIN);
     if std::fs::hard_link(original, &next).is_err() {
         std::fs::copy(original, &next).expect("copy the binary");
     }

@@ -295,7 +295,7 @@ fn spawn_arc(ns: &str, dir: &Path, config: &str, wrapper: &[&str]) -> ArcProcess
     let child = Command::new("ip")
         .args(["netns", "exec", ns])
         .args(wrapper)
-        .arg(env!("CARGO_BIN_EXE_arc-gateway"))
+        .arg(common::ARC_BIN)
         .arg("--config")
         .arg(&path)
         .stdin(Stdio::null())
@@ -626,7 +626,7 @@ fn without_capabilities_arc_logs_why_and_serves_normally() {
 
 #[test]
 fn version_reports_xdp_support_of_this_host() {
-    let out = Command::new(env!("CARGO_BIN_EXE_arc-gateway"))
+    let out = common::arc_command()
         .arg("version")
         .output()
         .expect("run version");

@@ -448,3 +448,11 @@ pub fn sample<'a>(text: &'a str, series: &str) -> Option<&'a str> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .map(str::trim)
 }
+
+/// The `arc-gateway` binary cargo built for these tests.
+pub const ARC_BIN: &str = env!("CARGO_BIN_EXE_arc-gateway");
+
+/// A command running the `arc-gateway` binary cargo built for these tests.
+pub fn arc_command() -> std::process::Command {
+    std::process::Command::new(ARC_BIN)
+}
