@@ -442,6 +442,37 @@ fn handler_deadline_fires_on_timer(driver: Driver) {
     proxy.finish();
 }
 
+/// The handler's deadline can also close without flushing: an idle client is cut on time, with
+/// nothing more sent.
+fn handler_deadline_closes_without_flush(driver: Driver) {
+    let _g = serial();
+    let backend = Backend::lines(false);
+    let cx = RelayCx {
+        idle_timeout: Some(Duration::from_millis(200)),
+        idle_flush: false,
+        ..RelayCx::lines(backend.addr)
+    };
+    let proxy = start(driver.kind(), cx);
+    let mut s = client(proxy.addr);
+    assert_eq!(
+        exchange(&mut s, "REQ\n"),
+        "OK 1\n",
+        "activity pushes the deadline back"
+    );
+    let t0 = Instant::now();
+    let mut rest = Vec::new();
+    assert!(
+        matches!(s.read_to_end(&mut rest), Ok(0) | Err(_)),
+        "closed by the idle timer with nothing sent, got {rest:?}"
+    );
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(150) && took < Duration::from_secs(3),
+        "idle close after {took:?}"
+    );
+    proxy.finish();
+}
+
 /// Stopping closes the listeners at once, serves open connections during the grace period,
 /// cuts them after it, and then the workers return.
 fn stop_closes_listeners_lets_work_finish_then_cuts_idle_connections(driver: Driver) {
@@ -695,6 +726,7 @@ per_driver!(
     connect_to_a_full_backlog_times_out,
     max_connections_refuses_extra_connections_without_harming_open_ones,
     handler_deadline_fires_on_timer,
+    handler_deadline_closes_without_flush,
     stop_closes_listeners_lets_work_finish_then_cuts_idle_connections,
     idle_stop_is_prompt,
     worker_set_serves_the_relay,

@@ -6,7 +6,8 @@
 //! The relay connects to `RelayCx::backend` on the client's first bytes and copies both ways
 //! through buffers bounded by `cap`; in line mode it releases the upstream as reusable after
 //! each upstream line, so the driver's pool is exercised. Upstream errors are answered as
-//! `ERR <error>\n`, an idle client as `TIMEOUT\n`, both followed by a flushed close.
+//! `ERR <error>\n`, an idle client as `TIMEOUT\n`, both followed by a flushed close (or, for
+//! an idle client with `idle_flush: false`, closed at once without flushing).
 
 use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -48,8 +49,12 @@ pub struct RelayCx {
     pub line_mode: bool,
     /// Close when the client half-closes (else keep relaying the response direction).
     pub close_on_eof: bool,
-    /// Answer `TIMEOUT` and close when the client sends nothing for this long.
+    /// Answer `TIMEOUT` and close after this long without activity (bytes from the client or
+    /// the upstream, bytes written to the client).
     pub idle_timeout: Option<Duration>,
+    /// When the idle timeout fires: answer `TIMEOUT` and close flushed (true), or close at
+    /// once without flushing and without an answer (false).
+    pub idle_flush: bool,
     /// Bytes buffered in either direction at which the handler stops wanting more.
     pub cap: usize,
     /// Every upstream error reported to a handler.
@@ -78,6 +83,7 @@ impl RelayCx {
             line_mode: false,
             close_on_eof: true,
             idle_timeout: None,
+            idle_flush: true,
             cap: CAP,
             errors: Arc::default(),
             fresh: Arc::default(),
@@ -142,12 +148,24 @@ pub struct Relay {
 
 impl Relay {
     fn close(&mut self) {
+        self.close_with(true);
+    }
+
+    fn close_with(&mut self, flush: bool) {
         if !self.closed {
             self.closed = true;
             self.actions.push_back(Action::CloseDownstream {
-                flush: true,
+                flush,
                 linger: true,
             });
+        }
+    }
+
+    /// Any activity (client bytes, upstream bytes, bytes written to the client) pushes the idle
+    /// deadline back.
+    fn active(&mut self, now: Instant) {
+        if !self.closed {
+            self.deadline = self.cx.idle_timeout.map(|t| now + t);
         }
     }
 
@@ -182,7 +200,7 @@ impl ConnHandler for Relay {
     fn on_downstream_data(&mut self, _cx: &mut RelayCx, data: &[u8], now: Instant) {
         self.to_up.extend_from_slice(data);
         self.note_buffered();
-        self.deadline = self.cx.idle_timeout.map(|t| now + t);
+        self.active(now);
         if self.up == Up::None && !self.closed {
             self.up = Up::Connecting;
             self.actions.push_back(Action::ConnectUpstream {
@@ -217,7 +235,8 @@ impl ConnHandler for Relay {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn on_upstream_data(&mut self, _cx: &mut RelayCx, data: &[u8], _now: Instant) {
+    fn on_upstream_data(&mut self, _cx: &mut RelayCx, data: &[u8], now: Instant) {
+        self.active(now);
         self.to_down.extend_from_slice(data);
         self.note_buffered();
         if self.cx.line_mode && self.to_down.ends_with(b"\n") && self.to_up.is_empty() {
@@ -243,8 +262,12 @@ impl ConnHandler for Relay {
     fn on_timer(&mut self, _cx: &mut RelayCx, now: Instant) {
         if self.deadline.is_some_and(|d| d <= now) {
             self.deadline = None;
-            self.to_down.extend_from_slice(b"TIMEOUT\n");
-            self.close();
+            if self.cx.idle_flush {
+                self.to_down.extend_from_slice(b"TIMEOUT\n");
+                self.close();
+            } else {
+                self.close_with(false);
+            }
         }
     }
 
@@ -252,7 +275,8 @@ impl ConnHandler for Relay {
         &self.to_down
     }
 
-    fn downstream_written(&mut self, _cx: &mut RelayCx, n: usize, _now: Instant) {
+    fn downstream_written(&mut self, _cx: &mut RelayCx, n: usize, now: Instant) {
+        self.active(now);
         self.to_down.drain(..n.min(self.to_down.len()));
     }
 
