@@ -2,8 +2,8 @@
 //! aggregation of several workers in the scrape, graceful shutdown, bind errors, and that the
 //! hot-path increments never allocate.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,58 +17,11 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-// ---------------------------------------------------------------------------------------------
-// Allocation counting: only allocations made on a thread that switched counting on are counted,
-// so tests running in parallel do not disturb each other.
-
-struct CountingAlloc;
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-fn note_allocation() {
-    if COUNTING.try_with(Cell::get).unwrap_or(false) {
-        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-    }
-}
-
-// SAFETY: forwards every call to the system allocator unchanged; the counter only touches
-// const-initialised thread-locals without destructors, which never allocate.
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note_allocation();
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note_allocation();
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note_allocation();
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use common::alloc::allocations_during;
+use common::sample;
 
 #[global_allocator]
-static GLOBAL: CountingAlloc = CountingAlloc;
-
-/// Runs `f` and returns how many allocations it made on this thread.
-fn allocations_during(f: impl FnOnce()) -> u64 {
-    ALLOCATIONS.with(|n| n.set(0));
-    COUNTING.with(|c| c.set(true));
-    f();
-    COUNTING.with(|c| c.set(false));
-    ALLOCATIONS.with(Cell::get)
-}
+static ALLOC: common::alloc::CountingAlloc = common::alloc::CountingAlloc;
 
 // ---------------------------------------------------------------------------------------------
 // A minimal HTTP/1.1 client over a raw socket.
@@ -157,11 +110,6 @@ async fn start() -> Running {
 }
 
 /// The value of the sample line starting with `series` followed by a space.
-fn sample(text: &str, series: &str) -> Option<String> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ').map(str::to_owned))
-}
-
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test]
@@ -300,11 +248,7 @@ async fn scrape_sums_workers_on_different_threads() {
         ("arc_routing_table_compile_seconds", "0.012"),
     ];
     for (series, value) in expect {
-        assert_eq!(
-            sample(t, series).as_deref(),
-            Some(value),
-            "{series} in\n{t}"
-        );
+        assert_eq!(sample(t, series), Some(value), "{series} in\n{t}");
     }
     // Zero series of the per-route family are not exported.
     assert!(!t.contains("route=\"default/app/0\",status_class=\"5xx\""));
@@ -363,11 +307,7 @@ async fn histograms_in_the_scrape() {
         ("arc_upstream_duration_seconds_sum".to_owned(), "0.001"),
     ];
     for (series, value) in expect {
-        assert_eq!(
-            sample(&t, &series).as_deref(),
-            Some(value),
-            "{series} in\n{t}"
-        );
+        assert_eq!(sample(&t, &series), Some(value), "{series} in\n{t}");
     }
     assert!(t.contains("# UNIT arc_request_duration_seconds seconds\n"));
     s.stop.send_replace(true);

@@ -1,31 +1,22 @@
 //! The `arc-gateway` command line: `--check` on the shipped examples and on broken files.
 
-use std::net::TcpListener;
-use std::process::Command;
+mod common;
 
-fn arc() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_arc-gateway"))
-}
+use std::net::TcpListener;
+
+use common::{ScratchDir, arc_command as arc};
 
 /// A configuration file in a fresh temporary directory, removed when dropped.
 struct TempConfig {
-    dir: std::path::PathBuf,
+    dir: ScratchDir,
     file: std::path::PathBuf,
 }
 
 impl TempConfig {
     fn new(tag: &str, name: &str, content: impl AsRef<[u8]>) -> Self {
-        let dir = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join(name);
-        std::fs::write(&file, content).unwrap();
+        let dir = ScratchDir::new(tag);
+        let file = dir.write(name, content);
         TempConfig { dir, file }
-    }
-}
-
-impl Drop for TempConfig {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -145,7 +136,7 @@ fn check_reports_missing_certificate_files() {
         "arc.yaml",
         "tls: {certificates: [{hosts: [a.example.com], cert: missing.crt, key: missing.key}]}\n",
     );
-    let (dir, file) = (&cfg.dir, &cfg.file);
+    let (dir, file) = (cfg.dir.path(), &cfg.file);
     let out = arc()
         .args(["--config", file.to_str().unwrap(), "--check"])
         .output()

@@ -21,7 +21,8 @@ use arc_gateway::metrics::Metrics;
 use arc_gateway::runtime::Server;
 use serde_json::Value;
 
-use common::{backend, connect, read_response};
+use common::alloc::allocations_during;
+use common::{backend, connect, read_response, wait_until};
 
 const TOKEN: &str = "t0p-s3cret-for-tests";
 
@@ -94,13 +95,6 @@ impl Drop for Stack {
     }
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("arc-control-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
-
 fn yaml(token: Option<&str>, addrs: &[SocketAddr], logs: &Path) -> String {
     let addrs: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
     let token = token.map_or(String::new(), |t| {
@@ -121,7 +115,7 @@ fn yaml(token: Option<&str>, addrs: &[SocketAddr], logs: &Path) -> String {
 
 fn start(name: &str, token: Option<&str>, addrs: &[SocketAddr]) -> Stack {
     capture_logs();
-    let dir = temp_dir(name);
+    let dir = common::temp_dir(&format!("control-{name}"));
     let path = dir.join("arc.yaml");
     std::fs::write(&path, yaml(token, addrs, &dir.join("logs"))).expect("write config");
     let cfg = config::load(&path).unwrap_or_else(|e| panic!("{e}"));
@@ -249,17 +243,6 @@ fn get_json(stack: &Stack, path: &str) -> Value {
     assert_eq!(status, 200, "{path}: {head}");
     assert!(head.contains("application/json"), "{head}");
     serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("timed out waiting for {what}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -762,56 +745,5 @@ fn recording_a_request_does_not_allocate() {
     assert_eq!(rx.try_iter().count(), 32);
 }
 
-// Allocation counting for the test above (this binary only).
-mod counting {
-    use std::alloc::{GlobalAlloc, Layout, System};
-    use std::cell::Cell;
-
-    pub struct CountingAlloc;
-
-    thread_local! {
-        pub static COUNTING: Cell<bool> = const { Cell::new(false) };
-        pub static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-    }
-
-    fn note() {
-        if COUNTING.try_with(Cell::get).unwrap_or(false) {
-            let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-        }
-    }
-
-    // SAFETY: forwards every call to the system allocator unchanged; the counter only touches
-    // const-initialised thread-locals without destructors, which never allocate.
-    unsafe impl GlobalAlloc for CountingAlloc {
-        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            note();
-            // SAFETY: same contract as the caller's.
-            unsafe { System.alloc(layout) }
-        }
-        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-            note();
-            // SAFETY: same contract as the caller's.
-            unsafe { System.alloc_zeroed(layout) }
-        }
-        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-            note();
-            // SAFETY: same contract as the caller's.
-            unsafe { System.realloc(ptr, layout, new_size) }
-        }
-        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-            // SAFETY: same contract as the caller's.
-            unsafe { System.dealloc(ptr, layout) }
-        }
-    }
-}
-
 #[global_allocator]
-static ALLOC: counting::CountingAlloc = counting::CountingAlloc;
-
-fn allocations_during(f: impl FnOnce()) -> u64 {
-    counting::ALLOCATIONS.with(|n| n.set(0));
-    counting::COUNTING.with(|c| c.set(true));
-    f();
-    counting::COUNTING.with(|c| c.set(false));
-    counting::ALLOCATIONS.with(std::cell::Cell::get)
-}
+static ALLOC: common::alloc::CountingAlloc = common::alloc::CountingAlloc;

@@ -1,14 +1,15 @@
 //! `crds/` must hold exactly what `arc-gateway crdgen` prints (SPEC §1).
 
+mod common;
+
 use std::path::Path;
-use std::process::Command;
 
 const REGENERATE: &str =
     "regenerate with: cargo run --bin arc-gateway -- crdgen > crds/arc-policy.yaml";
 
 #[test]
 fn crds_directory_matches_crdgen_output() {
-    let out = Command::new(env!("CARGO_BIN_EXE_arc-gateway"))
+    let out = common::arc_command()
         .arg("crdgen")
         .output()
         .unwrap_or_else(|e| panic!("running arc-gateway crdgen: {e}"));

@@ -63,13 +63,6 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| manifest_dir().join("target"))
 }
 
-fn temp_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("arc-dashboard-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
-
 fn load(addr: std::net::SocketAddr, stop: &AtomicBool, sent: &AtomicU64) {
     let deadline = Instant::now() + BROWSER_TIMEOUT;
     let mut c = connect(addr);
@@ -101,7 +94,7 @@ fn dashboard_shows_routes_and_live_request_rate() {
         }
     };
     let b = backend("b1");
-    let dir = temp_dir();
+    let dir = common::temp_dir("dashboard");
     let path = dir.join("arc.yaml");
     std::fs::write(
         &path,

@@ -11,28 +11,19 @@
 //! connection was closed before any response byte (the race every HTTP client handles); such
 //! retries are counted and reported, and resets are counted even when the retry succeeded.
 
+mod common;
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// One test at a time in this binary: each drives a real process under load on 2 cores.
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    l.local_addr().expect("addr").port()
-}
+use common::{Driver, IO_TIMEOUT, find, free_port, per_driver, serial};
 
 // ---- backend ----
 
@@ -133,10 +124,6 @@ fn serve_backend(mut s: TcpStream) {
             return;
         }
     }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 // ---- client ----
@@ -482,7 +469,7 @@ struct ArcProc {
     config: PathBuf,
     http: SocketAddr,
     admin: SocketAddr,
-    driver: &'static str,
+    driver: Driver,
     app: SocketAddr,
     b: SocketAddr,
     systemd: Systemd,
@@ -491,26 +478,19 @@ struct ArcProc {
 }
 
 impl ArcProc {
-    fn start(driver: &'static str, app: SocketAddr, b: SocketAddr, env: &[(&str, &str)]) -> Self {
+    fn start(driver: Driver, app: SocketAddr, b: SocketAddr, env: &[(&str, &str)]) -> Self {
         Self::start_with(driver, app, b, env, "drain_timeout: 5s")
     }
 
     /// [`ArcProc::start`] with `lifecycle: {<lifecycle>}` in the config.
     fn start_with(
-        driver: &'static str,
+        driver: Driver,
         app: SocketAddr,
         b: SocketAddr,
         env: &[(&str, &str)],
         lifecycle: &str,
     ) -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "arc-lifecycle-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
+        let dir = common::temp_dir("lifecycle");
         let systemd = Systemd::bind(&dir);
         let mut p = ArcProc {
             child: None,
@@ -531,7 +511,7 @@ impl ArcProc {
             idle: 60,
         });
         let log = std::fs::File::create(p.dir.join("arc.log")).expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_arc-gateway"));
+        let mut cmd = common::arc_command();
         cmd.arg("--config")
             .arg(&p.config)
             .env("NOTIFY_SOCKET", &p.systemd.path)
@@ -573,7 +553,7 @@ impl ArcProc {
              limits: {{idle_timeout: {idle}s}}\n\
              upstreams:\n  - {{name: app, addr: '{app}', read_timeout: 20s, pool: {{max_idle: 64, idle_timeout: 60s}}}}\n{b_upstream}\
              routes:\n  - {{path: /version, path_type: Exact, direct_response: {{status: 200, body: '{body}'}}}}\n{b_route}  - {{path: /, path_type: Prefix, upstream: app}}\n",
-            driver = self.driver,
+            driver = self.driver.uring_enabled(),
             http = self.http,
             admin = self.admin,
             level = v.level,
@@ -674,10 +654,7 @@ impl ArcProc {
             .ok()?;
         let mut text = String::new();
         s.read_to_string(&mut text).ok()?;
-        text.lines()
-            .find(|l| l.starts_with(name_and_labels))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
+        common::sample(&text, name_and_labels)?.parse().ok()
     }
 }
 
@@ -737,7 +714,7 @@ fn assert_clean(what: &str, t: Totals, last: Option<String>, log: &str) {
 
 // ---- scenarios ----
 
-fn fifty_hot_reloads_lose_nothing(driver: &'static str) {
+fn fifty_hot_reloads_lose_nothing(driver: Driver) {
     let _g = serial();
     let app = backend();
     let b = backend();
@@ -818,7 +795,7 @@ fn fifty_hot_reloads_lose_nothing(driver: &'static str) {
     assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
 }
 
-fn rejected_reload_keeps_serving(driver: &'static str) {
+fn rejected_reload_keeps_serving(driver: Driver) {
     let _g = serial();
     let app = backend();
     let b = backend();
@@ -830,7 +807,9 @@ fn rejected_reload_keeps_serving(driver: &'static str) {
         &p.config,
         format!(
             "node: {{workers: 2}}\nio_uring: {{enabled: {}}}\nlisteners:\n  - {{name: http, bind: '{}', protocol: http}}\nobservability: {{metrics_bind: '{}'}}\nbogus_key: 1\nmax_connections: lots\n",
-            p.driver, p.http, p.admin
+            p.driver.uring_enabled(),
+            p.http,
+            p.admin
         ),
     )
     .expect("write bad config");
@@ -908,7 +887,7 @@ fn rejected_reload_keeps_serving(driver: &'static str) {
     assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
 }
 
-fn drain_finishes_slow_downloads(driver: &'static str) {
+fn drain_finishes_slow_downloads(driver: Driver) {
     let _g = serial();
     let app = backend();
     let b = backend();
@@ -1031,7 +1010,7 @@ fn drain_finishes_slow_downloads(driver: &'static str) {
     assert!(!matches!(ws.read(&mut b), Ok(n) if n > 0));
 }
 
-fn binary_upgrade_loses_nothing(driver: &'static str) {
+fn binary_upgrade_loses_nothing(driver: Driver) {
     let _g = serial();
     let app = backend();
     let b = backend();
@@ -1113,7 +1092,7 @@ fn binary_upgrade_loses_nothing(driver: &'static str) {
 /// killed for being late (`lifecycle.upgrade_timeout` shorter than its readiness delay), once
 /// exiting on its own before "go" (after the timeout was raised by a reload). New connections
 /// keep arriving all the while; the old process keeps every one of them.
-fn failed_upgrade_loses_no_connection(driver: &'static str) {
+fn failed_upgrade_loses_no_connection(driver: Driver) {
     let _g = serial();
     let app = backend();
     let b = backend();
@@ -1178,7 +1157,7 @@ fn failed_upgrade_loses_no_connection(driver: &'static str) {
 }
 
 /// `lifecycle.upgrade_binary` (set by a reload) names the binary the upgrade starts.
-fn upgrade_to_configured_binary(driver: &'static str) {
+fn upgrade_to_configured_binary(driver: Driver) {
     let _g = serial();
     let app = backend();
     let b = backend();
@@ -1186,7 +1165,7 @@ fn upgrade_to_configured_binary(driver: &'static str) {
     let bin_dir = p.dir.join("next");
     std::fs::create_dir_all(&bin_dir).expect("bin dir");
     let next = bin_dir.join("arc-gateway-next");
-    let original = Path::new(env!("CARGO_BIN_EXE_arc-gateway"));
+    let original = Path::new(common::ARC_BIN);
     if std::fs::hard_link(original, &next).is_err() {
         std::fs::copy(original, &next).expect("copy the binary");
     }
@@ -1253,7 +1232,7 @@ fn slow_download(http: SocketAddr, ms: u64) -> JoinHandle<usize> {
 
 /// A reloaded `lifecycle.drain_timeout` is the one the workers use when a later drain starts,
 /// whether it went up or down.
-fn reloaded_drain_timeout_applies(driver: &'static str) {
+fn reloaded_drain_timeout_applies(driver: Driver) {
     let _g = serial();
     let app = backend();
     let b = backend();
@@ -1293,7 +1272,7 @@ fn reloaded_drain_timeout_applies(driver: &'static str) {
     );
 }
 
-fn systemd_notifications_and_watchdog(driver: &'static str) {
+fn systemd_notifications_and_watchdog(driver: Driver) {
     let _g = serial();
     let app = backend();
     let b = backend();
@@ -1343,47 +1322,16 @@ fn systemd_notifications_and_watchdog(driver: &'static str) {
     // Dropping `p` kills the process (its worker is wedged on purpose).
 }
 
-macro_rules! per_driver {
-    ($driver:ident, $value:literal) => {
-        mod $driver {
-            #[test]
-            fn fifty_hot_reloads_lose_nothing() {
-                super::fifty_hot_reloads_lose_nothing($value)
-            }
-            #[test]
-            fn rejected_reload_keeps_serving() {
-                super::rejected_reload_keeps_serving($value)
-            }
-            #[test]
-            fn drain_finishes_slow_downloads() {
-                super::drain_finishes_slow_downloads($value)
-            }
-            #[test]
-            fn binary_upgrade_loses_nothing() {
-                super::binary_upgrade_loses_nothing($value)
-            }
-            #[test]
-            fn failed_upgrade_loses_no_connection() {
-                super::failed_upgrade_loses_no_connection($value)
-            }
-            #[test]
-            fn upgrade_to_configured_binary() {
-                super::upgrade_to_configured_binary($value)
-            }
-            #[test]
-            fn reloaded_drain_timeout_applies() {
-                super::reloaded_drain_timeout_applies($value)
-            }
-            #[test]
-            fn systemd_notifications_and_watchdog() {
-                super::systemd_notifications_and_watchdog($value)
-            }
-        }
-    };
-}
-
-per_driver!(epoll, "false");
-per_driver!(io_uring, "true");
+per_driver!(
+    fifty_hot_reloads_lose_nothing,
+    rejected_reload_keeps_serving,
+    drain_finishes_slow_downloads,
+    binary_upgrade_loses_nothing,
+    failed_upgrade_loses_no_connection,
+    upgrade_to_configured_binary,
+    reloaded_drain_timeout_applies,
+    systemd_notifications_and_watchdog,
+);
 
 // ---- soak (run by bench/soak.sh) ----
 
@@ -1486,9 +1434,9 @@ fn soak() {
         totals = load.finish();
     } else {
         let driver = if target == "arc-io_uring" {
-            "true"
+            Driver::Uring
         } else {
-            "false"
+            Driver::Epoll
         };
         let mut p = ArcProc::start(driver, app.addr, b.addr, &[]);
         let mut pid = p.pid();

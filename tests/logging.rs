@@ -2,6 +2,8 @@
 //! live, size rotation with a bounded number of files, and reopen after an external move.
 //! One test function: the subscriber is process-wide.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use arc_gateway::config::{ByteSize, LogFormat, LogLevel, LogOutput, Logging, Rotation};
@@ -38,8 +40,8 @@ fn log_files(dir: &Path) -> Vec<(String, u64)> {
 
 #[test]
 fn process_log_level_rotation_and_reopen() {
-    let dir: PathBuf = std::env::temp_dir().join(format!("arc-process-log-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let scratch = common::ScratchDir::new("process-log");
+    let dir: PathBuf = scratch.path().to_path_buf();
     let mut cfg = Logging {
         level: LogLevel::Info,
         format: LogFormat::Json,

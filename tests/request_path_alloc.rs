@@ -4,6 +4,8 @@
 //! direct response are driven through `ConnHandler` the way an io driver does, and the global
 //! allocator counts what the calling thread allocates meanwhile.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,6 +15,8 @@ use arc_gateway::proxy::core::{Conn, ConnLimits, IDLE_GRACE, Snapshot, UpstreamS
 use arc_gateway::proxy::io::{Action, ConnHandler, ConnInfo, PoolLimits};
 use arc_gateway::routing::{self, Backend, HostRules, PathType, RouteModel, RouteRule};
 use arc_swap::ArcSwap;
+
+use common::alloc::allocations_during;
 
 const REQUEST: &[u8] = b"GET /api/items?id=7 HTTP/1.1\r\nHost: app.example.com\r\n\
 User-Agent: bench/1.0\r\nAccept: */*\r\nAccept-Encoding: gzip\r\n\r\n";
@@ -204,7 +208,7 @@ fn a_warm_keep_alive_connection_proxies_without_allocating() {
     assert!(!client.contains("Connection:"), "{client}");
 
     let rounds = 64;
-    let allocations = counting::allocations_during(|| {
+    let allocations = allocations_during(|| {
         for _ in 0..rounds {
             rig.proxied();
         }
@@ -228,7 +232,7 @@ fn a_keep_alive_connection_parking_between_requests_proxies_without_allocating()
     }
     let rounds = 64;
     let mut waited = 0;
-    let allocations = counting::allocations_during(|| {
+    let allocations = allocations_during(|| {
         for _ in 0..rounds {
             rig.proxied();
             waited += usize::from(rig.idle_until_parked());
@@ -253,7 +257,7 @@ fn a_warm_keep_alive_connection_answers_direct_responses_without_allocating() {
         rig.direct();
     }
     assert!(rig.client.ends_with(b"Arc is running\n"));
-    let allocations = counting::allocations_during(|| {
+    let allocations = allocations_during(|| {
         for _ in 0..64 {
             rig.direct();
         }
@@ -265,57 +269,5 @@ fn a_warm_keep_alive_connection_answers_direct_responses_without_allocating() {
     );
 }
 
-// Allocation counting for the tests above (this binary only).
-mod counting {
-    use std::alloc::{GlobalAlloc, Layout, System};
-    use std::cell::Cell;
-
-    pub struct CountingAlloc;
-
-    thread_local! {
-        static COUNTING: Cell<bool> = const { Cell::new(false) };
-        static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-    }
-
-    fn note() {
-        if COUNTING.try_with(Cell::get).unwrap_or(false) {
-            let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-        }
-    }
-
-    // SAFETY: forwards every call to the system allocator unchanged; the counter only touches
-    // const-initialised thread-locals without destructors, which never allocate.
-    unsafe impl GlobalAlloc for CountingAlloc {
-        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            note();
-            // SAFETY: same contract as the caller's.
-            unsafe { System.alloc(layout) }
-        }
-        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-            note();
-            // SAFETY: same contract as the caller's.
-            unsafe { System.alloc_zeroed(layout) }
-        }
-        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-            note();
-            // SAFETY: same contract as the caller's.
-            unsafe { System.realloc(ptr, layout, new_size) }
-        }
-        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-            // SAFETY: same contract as the caller's.
-            unsafe { System.dealloc(ptr, layout) }
-        }
-    }
-
-    #[global_allocator]
-    static ALLOC: CountingAlloc = CountingAlloc;
-
-    /// Allocations (alloc, alloc_zeroed, realloc) the calling thread made while `f` ran.
-    pub fn allocations_during(f: impl FnOnce()) -> u64 {
-        ALLOCATIONS.with(|n| n.set(0));
-        COUNTING.with(|c| c.set(true));
-        f();
-        COUNTING.with(|c| c.set(false));
-        ALLOCATIONS.with(Cell::get)
-    }
-}
+#[global_allocator]
+static ALLOC: common::alloc::CountingAlloc = common::alloc::CountingAlloc;

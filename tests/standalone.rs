@@ -7,53 +7,22 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use arc_gateway::admin::HealthState;
-use arc_gateway::config::{self, Format};
-use arc_gateway::metrics::{ErrorReason, Metrics};
+use arc_gateway::config;
+use arc_gateway::metrics::ErrorReason;
 use arc_gateway::proxy::core::IDLE_GRACE;
-use arc_gateway::runtime::Server;
 
 use common::ca::TestCa;
-use common::{backend, connect, read_response};
+use common::{Driver, backend, connect, per_driver, read_response};
 
-struct Arc1 {
-    server: Option<Server>,
-    metrics: Arc<Metrics>,
-    dir: std::path::PathBuf,
-}
-
-impl Arc1 {
-    fn http(&self) -> std::net::SocketAddr {
-        self.server.as_ref().expect("running").local_addrs()[0]
-    }
-
-    fn https(&self) -> std::net::SocketAddr {
-        self.server.as_ref().expect("running").local_addrs()[1]
-    }
-}
-
-impl Drop for Arc1 {
-    fn drop(&mut self) {
-        if let Some(s) = self.server.take() {
-            let _ = s.shutdown();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+type Arc1 = common::server::Running;
 
 fn start(
-    driver: &str,
+    driver: Driver,
     extra_yaml: &str,
     upstream: std::net::SocketAddr,
     dir_files: &[(&str, String)],
 ) -> Arc1 {
-    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "arc-standalone-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    ));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = common::temp_dir("standalone");
     for (name, content) in dir_files {
         std::fs::write(dir.join(name), content).expect("write fixture");
     }
@@ -62,29 +31,22 @@ fn start(
     // slow backend into a 504.
     let yaml = format!(
         "node: {{workers: 2}}\n\
-         io_uring: {{enabled: {driver}}}\n\
+         {driver}\
          listeners:\n  - {{name: http, bind: '127.0.0.1:0', protocol: http}}\n  - {{name: https, bind: '127.0.0.1:0', protocol: https}}\n\
          lifecycle: {{drain_timeout: 2s}}\n\
          upstreams:\n  - {{name: app, addr: '{upstream}', read_timeout: 10s}}\n  - {{name: down, addr: '127.0.0.1:1', connect_timeout: 1s}}\n\
          routes:\n  - {{host: app.example.com, path: /, upstream: app}}\n  - {{host: down.example.com, path: /, upstream: down}}\n  - {{path: /, path_type: Exact, direct_response: {{status: 200, body: \"Arc is running\\n\"}}}}\n\
-         {extra_yaml}"
+         {extra_yaml}",
+        driver = common::server::driver_yaml(driver),
     );
-    let cfg = config::parse_str(&yaml, Format::Yaml, "test.yaml").unwrap_or_else(|e| panic!("{e}"));
-    let metrics = Arc::new(Metrics::new());
-    let health = Arc::new(HealthState::new());
-    let server = Server::start(cfg, &dir, Arc::clone(&metrics), Arc::clone(&health))
-        .unwrap_or_else(|e| panic!("start: {e}"));
-    assert!(health.readiness().is_ready());
-    Arc1 {
-        server: Some(server),
-        metrics,
-        dir,
-    }
+    let arc = common::server::start_in(dir, &yaml);
+    assert!(arc.health.readiness().is_ready());
+    arc
 }
 
 const GET: &str = "GET /x HTTP/1.1\r\nHost: app.example.com\r\n\r\n";
 
-fn keep_alive_reuses_upstream_connections(driver: &str) {
+fn keep_alive_reuses_upstream_connections(driver: Driver) {
     let b = backend("b1");
     let arc = start(driver, "", b.addr, &[]);
     let mut c = connect(arc.http());
@@ -105,7 +67,7 @@ fn keep_alive_reuses_upstream_connections(driver: &str) {
 
 /// Responses around the 64 KiB buffering bound follow each other on one keep-alive connection:
 /// a response whose last bytes arrive while the client buffer is full still ends.
-fn large_keep_alive_responses_in_sequence(driver: &str) {
+fn large_keep_alive_responses_in_sequence(driver: Driver) {
     let b = backend("b1");
     let arc = start(driver, "", b.addr, &[]);
     let mut c = connect(arc.http());
@@ -185,7 +147,7 @@ fn read_framed(c: &mut impl Read, buf: &mut Vec<u8>) -> (String, Vec<u8>) {
 
 /// Bodies spanning many receive buffers, content-length and chunked, arrive byte for byte on
 /// one keep-alive connection (sizes around the buffer and buffering bounds).
-fn large_bodies_arrive_intact(driver: &str) {
+fn large_bodies_arrive_intact(driver: Driver) {
     // Bulk traffic in this process would blur the RSS figures of the memory tests.
     let _one = MEMORY.lock().unwrap_or_else(|e| e.into_inner());
     let b = backend("b1");
@@ -220,7 +182,7 @@ fn large_bodies_arrive_intact(driver: &str) {
 /// Many connections fetch large bodies at once: more responses are in flight than the worker
 /// has upstream receive buffers, so receives run out of buffers and are re-armed; every body
 /// still arrives intact and the connections stay usable.
-fn concurrent_large_bodies_survive_buffer_exhaustion(driver: &str) {
+fn concurrent_large_bodies_survive_buffer_exhaustion(driver: Driver) {
     // Bulk traffic in this process would blur the RSS figures of the memory tests.
     let _one = MEMORY.lock().unwrap_or_else(|e| e.into_inner());
     let b = backend("b1");
@@ -259,7 +221,7 @@ fn concurrent_large_bodies_survive_buffer_exhaustion(driver: &str) {
     assert_eq!(b.requests.load(Ordering::SeqCst), 48 * 4);
 }
 
-fn pipelined_requests_in_order(driver: &str) {
+fn pipelined_requests_in_order(driver: Driver) {
     let b = backend("b1");
     let arc = start(driver, "", b.addr, &[]);
     let mut c = connect(arc.http());
@@ -274,7 +236,7 @@ fn pipelined_requests_in_order(driver: &str) {
     assert!(h3.contains("X-Path: /three\r\n"), "{h3}");
 }
 
-fn chunked_both_ways(driver: &str) {
+fn chunked_both_ways(driver: Driver) {
     let b = backend("b1");
     let arc = start(driver, "", b.addr, &[]);
     let mut c = connect(arc.http());
@@ -294,7 +256,7 @@ fn chunked_both_ways(driver: &str) {
 /// Memory-measuring tests run one at a time: they read this process's RSS.
 static MEMORY: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn large_body_streams_with_bounded_memory(driver: &str) {
+fn large_body_streams_with_bounded_memory(driver: Driver) {
     let _one = MEMORY.lock().unwrap_or_else(|e| e.into_inner());
     let b = backend("b1");
     let arc = start(driver, "", b.addr, &[]);
@@ -328,7 +290,7 @@ fn large_body_streams_with_bounded_memory(driver: &str) {
     assert!(peak - before < 12 * 1024, "RSS grew {} KiB", peak - before);
 }
 
-fn slow_client_holds_back_the_upstream(driver: &str) {
+fn slow_client_holds_back_the_upstream(driver: Driver) {
     let _one = MEMORY.lock().unwrap_or_else(|e| e.into_inner());
     let b = backend("b1");
     let arc = start(driver, "", b.addr, &[]);
@@ -364,7 +326,7 @@ fn slow_client_holds_back_the_upstream(driver: &str) {
     assert_eq!(got, size, "every byte arrives once the client reads");
 }
 
-fn upstream_dying_mid_response(driver: &str) {
+fn upstream_dying_mid_response(driver: Driver) {
     let b = backend("b1");
     let arc = start(driver, "", b.addr, &[]);
     let mut c = connect(arc.http());
@@ -385,7 +347,7 @@ fn upstream_dying_mid_response(driver: &str) {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
 }
 
-fn errors_404_502(driver: &str) {
+fn errors_404_502(driver: Driver) {
     let b = backend("b1");
     let arc = start(driver, "", b.addr, &[]);
     let mut c = connect(arc.http());
@@ -418,7 +380,7 @@ fn errors_404_502(driver: &str) {
     assert_eq!(snap.error_count(ErrorReason::BadRequest), 1);
 }
 
-fn websocket_echo(driver: &str) {
+fn websocket_echo(driver: Driver) {
     let b = backend("b1");
     let arc = start(driver, "", b.addr, &[]);
     let mut c = connect(arc.http());
@@ -440,7 +402,7 @@ fn websocket_echo(driver: &str) {
     }
 }
 
-fn reload_swaps_routes_without_dropping_connections(driver: &str) {
+fn reload_swaps_routes_without_dropping_connections(driver: Driver) {
     let b = backend("b1");
     let mut arc = start(driver, "", b.addr, &[]);
     let mut c = connect(arc.http());
@@ -476,7 +438,7 @@ fn reload_swaps_routes_without_dropping_connections(driver: &str) {
     assert!(head.contains("X-Backend: b1"), "{head}");
 }
 
-fn max_connections_refuses_extra(driver: &str) {
+fn max_connections_refuses_extra(driver: Driver) {
     let b = backend("b1");
     let arc = start(driver, "max_connections: 2\n", b.addr, &[]);
     let mut c1 = connect(arc.http());
@@ -508,7 +470,7 @@ fn max_connections_refuses_extra(driver: &str) {
     );
 }
 
-fn pooled_connections_to_departed_endpoints_close(driver: &str) {
+fn pooled_connections_to_departed_endpoints_close(driver: Driver) {
     let a = backend("a");
     let b = backend("b");
     let mut arc = start(driver, "", a.addr, &[]);
@@ -541,33 +503,19 @@ fn pooled_connections_to_departed_endpoints_close(driver: &str) {
     );
 }
 
-/// A TLS client configuration that trusts `ca` only.
-fn client_config_trusting(ca: &TestCa) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.der.clone()).unwrap();
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(arc_gateway::proxy::tls::provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    )
-}
-
 /// A TLS connection to `addr` for `name` (the handshake runs on first use).
 fn tls_connect(
     config: Arc<rustls::ClientConfig>,
     addr: std::net::SocketAddr,
     name: &str,
-) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
-    let conn = rustls::ClientConnection::new(config, name.to_string().try_into().unwrap()).unwrap();
-    rustls::StreamOwned::new(conn, connect(addr))
+) -> common::tls::TlsStream {
+    common::tls::tls_over(connect(addr), &config, name)
 }
 
 /// Arc with a certificate for `app.example.com` from a new CA, and a client configuration
 /// trusting that CA only.
 fn start_with_app_certificate(
-    driver: &str,
+    driver: Driver,
     upstream: std::net::SocketAddr,
 ) -> (Arc1, Arc<rustls::ClientConfig>) {
     let ca = TestCa::new();
@@ -578,10 +526,10 @@ fn start_with_app_certificate(
         upstream,
         &[("a.crt", crt), ("a.key", key)],
     );
-    (arc, client_config_trusting(&ca))
+    (arc, common::tls::client_trusting(&ca))
 }
 
-fn tls_sni_and_default_certificate(driver: &str) {
+fn tls_sni_and_default_certificate(driver: Driver) {
     let b = backend("b1");
     let ca = TestCa::new();
     let (a_crt, a_key) = ca.leaf(&["app.example.com"]);
@@ -597,9 +545,9 @@ fn tls_sni_and_default_certificate(driver: &str) {
             ("d.key", d_key),
         ],
     );
-    let config = client_config_trusting(&ca);
+    let config = common::tls::client_trusting(&ca);
     for name in ["app.example.com", "down.example.com"] {
-        let mut tls = tls_connect(Arc::clone(&config), arc.https(), name);
+        let mut tls = tls_connect(Arc::clone(&config), arc.listener(1), name);
         // The handshake verifies the presented certificate is the one for `name`.
         tls.write_all(
             format!("GET / HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n").as_bytes(),
@@ -619,7 +567,7 @@ fn tls_sni_and_default_certificate(driver: &str) {
     let conn =
         rustls::ClientConnection::new(Arc::clone(&config), "other.example.com".try_into().unwrap())
             .unwrap();
-    let mut tls = rustls::StreamOwned::new(conn, connect(arc.https()));
+    let mut tls = rustls::StreamOwned::new(conn, connect(arc.listener(1)));
     let err = tls
         .write_all(b"GET / HTTP/1.1\r\nHost: other\r\n\r\n")
         .and_then(|_| tls.flush());
@@ -648,12 +596,12 @@ impl<R: Read> Read for SlowReader<R> {
 /// Large bodies over TLS, content-length and chunked, arrive byte for byte on parallel
 /// keep-alive connections, one of them read in small pieces with pauses: the TLS layer hands
 /// its ciphertext to the socket both in large lent batches and in copies, around short writes.
-fn large_bodies_over_tls_arrive_intact(driver: &str) {
+fn large_bodies_over_tls_arrive_intact(driver: Driver) {
     // Bulk traffic in this process would blur the RSS figures of the memory tests.
     let _one = MEMORY.lock().unwrap_or_else(|e| e.into_inner());
     let b = backend("b1");
     let (arc, config) = start_with_app_certificate(driver, b.addr);
-    let addr = arc.https();
+    let addr = arc.listener(1);
     let sizes = [16 * 1024 - 1, 64 * 1024 + 1, 300 * 1024 + 7, 1 << 20];
     let clients: Vec<_> = (0..6)
         .map(|i| {
@@ -724,7 +672,7 @@ fn wait_parked(arc: &Arc1, want: i64) -> i64 {
 /// Idle keep-alive connections give their buffers back (the `arc_connections_idle` gauge
 /// counts them) and still serve what comes next: a plain request, two pipelined ones, and a
 /// head split over two writes (a connection holding half a head is not idle).
-fn idle_connections_release_buffers_and_serve_again(driver: &str) {
+fn idle_connections_release_buffers_and_serve_again(driver: Driver) {
     const N: usize = 300;
     let b = backend("b1");
     let arc = start(driver, "", b.addr, &[]);
@@ -795,14 +743,14 @@ fn idle_connections_release_buffers_and_serve_again(driver: &str) {
 
 /// Idle keep-alive TLS connections park too: the TLS layer's hand-over of the response must
 /// not leave the connection looking busy.
-fn idle_tls_connections_park(driver: &str) {
+fn idle_tls_connections_park(driver: Driver) {
     const N: usize = 40;
     let b = backend("b1");
     let (arc, config) = start_with_app_certificate(driver, b.addr);
     let mut conns = Vec::with_capacity(N);
     for _ in 0..N {
         conns.push((
-            tls_connect(Arc::clone(&config), arc.https(), "app.example.com"),
+            tls_connect(Arc::clone(&config), arc.listener(1), "app.example.com"),
             Vec::new(),
         ));
     }
@@ -845,7 +793,7 @@ fn reset_within(c: &mut std::net::TcpStream, window: std::time::Duration) -> boo
 /// come: the connection is closed at once. A close the client did not ask for (here the
 /// per-connection request limit) keeps reading and discarding what still arrives, so a request
 /// already on its way is not answered with a reset.
-fn client_close_ends_without_lingering(driver: &str) {
+fn client_close_ends_without_lingering(driver: Driver) {
     let b = backend("b1");
     let arc = start(
         driver,
@@ -881,88 +829,24 @@ fn client_close_ends_without_lingering(driver: &str) {
     assert_eq!(b.requests.load(Ordering::SeqCst), 2);
 }
 
-macro_rules! per_driver {
-    ($driver:ident, $value:literal) => {
-        mod $driver {
-            #[test]
-            fn keep_alive_reuses_upstream_connections() {
-                super::keep_alive_reuses_upstream_connections($value)
-            }
-            #[test]
-            fn large_keep_alive_responses_in_sequence() {
-                super::large_keep_alive_responses_in_sequence($value)
-            }
-            #[test]
-            fn pipelined_requests_in_order() {
-                super::pipelined_requests_in_order($value)
-            }
-            #[test]
-            fn chunked_both_ways() {
-                super::chunked_both_ways($value)
-            }
-            #[test]
-            fn large_body_streams_with_bounded_memory() {
-                super::large_body_streams_with_bounded_memory($value)
-            }
-            #[test]
-            fn large_bodies_arrive_intact() {
-                super::large_bodies_arrive_intact($value)
-            }
-            #[test]
-            fn concurrent_large_bodies_survive_buffer_exhaustion() {
-                super::concurrent_large_bodies_survive_buffer_exhaustion($value)
-            }
-            #[test]
-            fn slow_client_holds_back_the_upstream() {
-                super::slow_client_holds_back_the_upstream($value)
-            }
-            #[test]
-            fn upstream_dying_mid_response() {
-                super::upstream_dying_mid_response($value)
-            }
-            #[test]
-            fn errors_404_502() {
-                super::errors_404_502($value)
-            }
-            #[test]
-            fn websocket_echo() {
-                super::websocket_echo($value)
-            }
-            #[test]
-            fn reload_swaps_routes_without_dropping_connections() {
-                super::reload_swaps_routes_without_dropping_connections($value)
-            }
-            #[test]
-            fn max_connections_refuses_extra() {
-                super::max_connections_refuses_extra($value)
-            }
-            #[test]
-            fn pooled_connections_to_departed_endpoints_close() {
-                super::pooled_connections_to_departed_endpoints_close($value)
-            }
-            #[test]
-            fn idle_connections_release_buffers_and_serve_again() {
-                super::idle_connections_release_buffers_and_serve_again($value)
-            }
-            #[test]
-            fn tls_sni_and_default_certificate() {
-                super::tls_sni_and_default_certificate($value)
-            }
-            #[test]
-            fn large_bodies_over_tls_arrive_intact() {
-                super::large_bodies_over_tls_arrive_intact($value)
-            }
-            #[test]
-            fn idle_tls_connections_park() {
-                super::idle_tls_connections_park($value)
-            }
-            #[test]
-            fn client_close_ends_without_lingering() {
-                super::client_close_ends_without_lingering($value)
-            }
-        }
-    };
-}
-
-per_driver!(epoll, "false");
-per_driver!(io_uring, "true");
+per_driver!(
+    keep_alive_reuses_upstream_connections,
+    large_keep_alive_responses_in_sequence,
+    pipelined_requests_in_order,
+    chunked_both_ways,
+    large_body_streams_with_bounded_memory,
+    large_bodies_arrive_intact,
+    concurrent_large_bodies_survive_buffer_exhaustion,
+    slow_client_holds_back_the_upstream,
+    upstream_dying_mid_response,
+    errors_404_502,
+    websocket_echo,
+    reload_swaps_routes_without_dropping_connections,
+    max_connections_refuses_extra,
+    pooled_connections_to_departed_endpoints_close,
+    idle_connections_release_buffers_and_serve_again,
+    tls_sni_and_default_certificate,
+    large_bodies_over_tls_arrive_intact,
+    idle_tls_connections_park,
+    client_close_ends_without_lingering,
+);

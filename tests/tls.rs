@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -12,47 +11,15 @@ use arc_gateway::proxy::tls::{
     TlsAcceptorConfig, TlsError, TlsSession,
 };
 use common::ca::TestCa;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use common::tls::pem;
+use common::{ScratchDir, pattern};
+use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{
-    AlertDescription, ClientConfig, ClientConnection, DigitallySignedStruct, HandshakeKind,
-    ProtocolVersion, RootCertStore, SignatureScheme,
+    AlertDescription, ClientConfig, ClientConnection, HandshakeKind, ProtocolVersion, RootCertStore,
 };
 
 // ---------------------------------------------------------------------------------------------
 // Certificate fixtures
-
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-fn pem(label: &str, der: &[u8]) -> String {
-    let body = base64(der);
-    let mut text = format!("-----BEGIN {label}-----\n");
-    for line in body.as_bytes().chunks(64) {
-        text.push_str(std::str::from_utf8(line).unwrap());
-        text.push('\n');
-    }
-    text.push_str(&format!("-----END {label}-----\n"));
-    text
-}
 
 /// Splits one DER TLV off the front: (tag, contents, rest). Test inputs are well formed.
 fn der_tlv(bytes: &[u8]) -> (u8, &[u8], &[u8]) {
@@ -106,65 +73,9 @@ fn both_versions() -> Vec<&'static rustls::SupportedProtocolVersion> {
     vec![&rustls::version::TLS13, &rustls::version::TLS12]
 }
 
-/// Accepts any certificate (but still checks handshake signatures), so tests can look at what
-/// the server presented when it is not meant to verify (the default certificate).
-#[derive(Debug)]
-struct AcceptAnyCert;
-
-impl ServerCertVerifier for AcceptAnyCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &tls::provider().signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &tls::provider().signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        tls::provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
+/// A client accepting any certificate ([`common::tls::AcceptAnyCert`]), offering http/1.1.
 fn any_cert_client(enable_sni: bool) -> Arc<ClientConfig> {
-    let mut config = ClientConfig::builder_with_provider(tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAnyCert))
-        .with_no_client_auth();
+    let mut config = common::tls::accept_any_client();
     config.enable_sni = enable_sni;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Arc::new(config)
@@ -726,10 +637,6 @@ fn swap_applies_to_new_handshakes_and_leaves_established_sessions_alone() {
 // ---------------------------------------------------------------------------------------------
 // Application data through TlsSession
 
-fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i * 7 % 251) as u8).collect()
-}
-
 #[test]
 fn application_data_round_trips_in_small_pieces() {
     let f = fixture();
@@ -919,32 +826,6 @@ fn corrupted_records_and_peer_alerts_are_mapped() {
 // ---------------------------------------------------------------------------------------------
 // Loading certificates
 
-static DIR_COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-/// A scratch directory removed on drop.
-struct ScratchDir(PathBuf);
-
-impl ScratchDir {
-    fn new() -> Self {
-        let n = DIR_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("arc-tls-test-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn write(&self, name: &str, contents: &[u8]) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, contents).unwrap();
-        path
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn secret(name: &str) -> CertOrigin {
     CertOrigin::Secret {
         namespace: "shop".to_owned(),
@@ -996,7 +877,7 @@ fn cert_info_reports_names_and_expiry() {
         key,
         Some((2031, 5, 6)),
     );
-    let dir = ScratchDir::new();
+    let dir = ScratchDir::new("tls-test");
     let cert_path = dir.write("tls.crt", cert.as_bytes());
     let key_path = dir.write("tls.key", key.as_bytes());
     let mut builder = CertStore::builder(LoadedCert::generate_default().unwrap());
@@ -1101,7 +982,7 @@ fn bad_pem_inputs_name_their_source() {
     assert!(matches!(err, CertError::BadCertificate { .. }), "{err:?}");
 
     // Files: the message names the path that is wrong.
-    let dir = ScratchDir::new();
+    let dir = ScratchDir::new("tls-test");
     let cert_path = dir.write("good.crt", cert.as_bytes());
     let empty_key = dir.write("empty.key", b"");
     let err = LoadedCert::from_files(&cert_path, &empty_key).unwrap_err();
@@ -1119,7 +1000,7 @@ fn bad_pem_inputs_name_their_source() {
         "{err}"
     );
 
-    let huge = dir.write("huge.crt", &vec![b'a'; 1024 * 1024 + 1]);
+    let huge = dir.write("huge.crt", vec![b'a'; 1024 * 1024 + 1]);
     let err = LoadedCert::from_files(&huge, &empty_key).unwrap_err();
     assert!(matches!(err, CertError::TooLarge { .. }), "{err:?}");
 }

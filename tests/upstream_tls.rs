@@ -12,15 +12,13 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use arc_gateway::admin::HealthState;
 use arc_gateway::config::{self, Format};
-use arc_gateway::metrics::{ErrorReason, Metrics};
-use arc_gateway::runtime::Server;
+use arc_gateway::metrics::ErrorReason;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use common::ca::TestCa;
-use common::{IO_TIMEOUT, connect, read_response};
+use common::{Driver, IO_TIMEOUT, connect, per_driver, read_response};
 
 /// A loopback HTTPS backend: answers every request `200` with `X-Backend: tls` and the SNI it
 /// saw, keeps connections alive, and records handshakes and requests.
@@ -180,37 +178,12 @@ fn checksum(b: &[u8]) -> u64 {
     })
 }
 
-struct Running {
-    server: Option<Server>,
-    metrics: Arc<Metrics>,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(s) = self.server.take() {
-            let _ = s.shutdown();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-impl Running {
-    fn http(&self) -> SocketAddr {
-        self.server.as_ref().expect("running").local_addrs()[0]
-    }
-}
+use common::server::Running;
 
 /// Starts Arc with one route per upstream line: host `<name>.test` → upstream `<name>`.
 /// `{dir}` in the upstream lines is replaced by the test's fixture directory.
-fn start(driver: &str, ca: &TestCa, upstreams: &[(&str, String)]) -> Running {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "arc-upstream-tls-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+fn start(driver: Driver, ca: &TestCa, upstreams: &[(&str, String)]) -> Running {
+    let dir = common::temp_dir("upstream-tls");
     std::fs::write(dir.join("ca.pem"), pem_cert(&ca.der)).unwrap();
     let mut ups = String::new();
     let mut routes = String::new();
@@ -223,48 +196,19 @@ fn start(driver: &str, ca: &TestCa, upstreams: &[(&str, String)]) -> Running {
     }
     let yaml = format!(
         "node: {{workers: 2}}\n\
-         io_uring: {{enabled: {driver}}}\n\
+         {driver}\
          listeners:\n  - {{name: http, bind: '127.0.0.1:0', protocol: http}}\n\
          lifecycle: {{drain_timeout: 2s}}\n\
          upstreams:\n{ups}\
-         routes:\n{routes}"
+         routes:\n{routes}",
+        driver = common::server::driver_yaml(driver),
     );
-    let cfg = config::parse_str(&yaml, Format::Yaml, "test.yaml").unwrap_or_else(|e| panic!("{e}"));
-    let metrics = Arc::new(Metrics::new());
-    let health = Arc::new(HealthState::new());
-    let server = Server::start(cfg, &dir, Arc::clone(&metrics), Arc::clone(&health))
-        .unwrap_or_else(|e| panic!("start: {e}"));
-    Running {
-        server: Some(server),
-        metrics,
-        dir,
-    }
+    common::server::start_in(dir, &yaml)
 }
 
-/// PEM text of a DER certificate (standard base64, 64 columns).
+/// PEM text of a DER certificate.
 fn pem_cert(der: &[u8]) -> String {
-    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut b64 = String::new();
-    for chunk in der.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, &b)| acc | u32::from(b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                b64.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                b64.push('=');
-            }
-        }
-    }
-    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).unwrap());
-        out.push('\n');
-    }
-    out.push_str("-----END CERTIFICATE-----\n");
-    out
+    common::tls::pem("CERTIFICATE", der)
 }
 
 fn get(c: &mut std::net::TcpStream, buf: &mut Vec<u8>, host: &str) -> (String, String) {
@@ -283,7 +227,7 @@ fn get_path(
     (head, String::from_utf8_lossy(&body).into_owned())
 }
 
-fn verified_upstream_with_sni_and_keep_alive_reuse(driver: &str) {
+fn verified_upstream_with_sni_and_keep_alive_reuse(driver: Driver) {
     let ca = TestCa::new();
     let b = tls_backend(&ca, &["backend.internal"]);
     let arc = start(
@@ -319,7 +263,7 @@ fn verified_upstream_with_sni_and_keep_alive_reuse(driver: &str) {
     assert_eq!(snap.error_count(ErrorReason::UpstreamTls), 0);
 }
 
-fn failed_verification_is_502_upstream_tls(driver: &str) {
+fn failed_verification_is_502_upstream_tls(driver: Driver) {
     let ca = TestCa::new();
     // A certificate for another name, and one from an untrusted CA.
     let wrong_name = tls_backend(&ca, &["other.internal"]);
@@ -358,7 +302,7 @@ fn failed_verification_is_502_upstream_tls(driver: &str) {
     assert_eq!(snap.error_count(ErrorReason::UpstreamConnect), 0);
 }
 
-fn verify_off_accepts_any_certificate_and_ip_sends_no_sni(driver: &str) {
+fn verify_off_accepts_any_certificate_and_ip_sends_no_sni(driver: Driver) {
     let ca = TestCa::new();
     let untrusted = TestCa::new();
     let b = tls_backend(&untrusted, &["whatever.example"]);
@@ -388,7 +332,7 @@ fn verify_off_accepts_any_certificate_and_ip_sends_no_sni(driver: &str) {
 
 /// Large bodies both ways through the TLS upstream (many records, buffers filling up), then
 /// the connection is still reused.
-fn large_bodies_both_ways(driver: &str) {
+fn large_bodies_both_ways(driver: Driver) {
     let ca = TestCa::new();
     let b = tls_backend(&ca, &["backend.internal"]);
     let arc = start(
@@ -434,7 +378,7 @@ fn large_bodies_both_ways(driver: &str) {
 
 /// A client slower than the TLS upstream: the response arrives complete (back-pressure through
 /// the TLS layer loses and duplicates nothing), then the connection serves the next request.
-fn slow_client_over_tls_upstream(driver: &str) {
+fn slow_client_over_tls_upstream(driver: Driver) {
     let ca = TestCa::new();
     let b = tls_backend(&ca, &["backend.internal"]);
     let arc = start(
@@ -477,7 +421,7 @@ fn slow_client_over_tls_upstream(driver: &str) {
 
 /// A backend that accepts TCP but never answers the ClientHello: the handshake is bounded by
 /// the connect timeout (504), the client connection survives.
-fn stalled_handshake_times_out(driver: &str) {
+fn stalled_handshake_times_out(driver: Driver) {
     let ca = TestCa::new();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -517,7 +461,7 @@ fn k8s_secret(name: &str, data: &[(&str, &str)]) -> Arc<k8s_openapi::api::core::
         .map(|(k, v)| {
             (
                 k.to_string(),
-                serde_json::Value::String(base64(v.as_bytes())),
+                serde_json::Value::String(common::tls::base64(v.as_bytes())),
             )
         })
         .collect();
@@ -529,14 +473,6 @@ fn k8s_secret(name: &str, data: &[(&str, &str)]) -> Arc<k8s_openapi::api::core::
         }))
         .unwrap(),
     )
-}
-
-fn base64(b: &[u8]) -> String {
-    // Reuse the PEM encoder: strip its armour and line breaks.
-    pem_cert(b)
-        .lines()
-        .filter(|l| !l.starts_with("-----"))
-        .collect()
 }
 
 /// Ingress `default/<name>` for host `<name>.test` → Service `web` port 443 with `backend-protocol:
@@ -614,32 +550,25 @@ fn translate_for_arc(
 
 /// Arc in Kubernetes mode with one http listener, serving `state`.
 fn start_cluster(
-    driver: &str,
+    driver: Driver,
     workers: usize,
     state: Arc<arc_gateway::controller::ClusterState>,
 ) -> Running {
     let yaml = format!(
         "node: {{workers: {workers}}}\n\
-         io_uring: {{enabled: {driver}}}\n\
+         {driver}\
          listeners:\n  - {{name: http, bind: '127.0.0.1:0', protocol: http}}\n\
-         lifecycle: {{drain_timeout: 2s}}\n"
+         lifecycle: {{drain_timeout: 2s}}\n",
+        driver = common::server::driver_yaml(driver),
     );
-    let cfg = config::parse_str(&yaml, Format::Yaml, "test.yaml").unwrap_or_else(|e| panic!("{e}"));
-    let metrics = Arc::new(Metrics::new());
-    let health = Arc::new(HealthState::new());
-    let mut server = Server::start(cfg, &std::env::temp_dir(), Arc::clone(&metrics), health)
-        .unwrap_or_else(|e| panic!("start: {e}"));
-    server
+    let mut arc = common::server::start_at(&std::env::temp_dir(), &yaml);
+    arc.server_mut()
         .publish(state)
         .unwrap_or_else(|e| panic!("publish: {e}"));
-    Running {
-        server: Some(server),
-        metrics,
-        dir: std::env::temp_dir().join("arc-upstream-tls-unused"),
-    }
+    arc
 }
 
-fn ingress_backend_tls_annotations(driver: &str) {
+fn ingress_backend_tls_annotations(driver: Driver) {
     use arc_gateway::controller::translate::{Inputs, Severity};
     let ca = TestCa::new();
     let other_ca = TestCa::new();
@@ -779,7 +708,7 @@ fn ingress_backend_tls_annotations(driver: &str) {
 /// A new cluster snapshot (any change in the cluster builds one) keeps the TLS settings of an
 /// upstream whose Secret did not change: the next new connection to the backend resumes the
 /// session of the last one instead of running a full handshake.
-fn sessions_resume_across_cluster_snapshots(driver: &str) {
+fn sessions_resume_across_cluster_snapshots(driver: Driver) {
     use arc_gateway::controller::translate::Inputs;
     let ca = TestCa::new();
     let backend = tls_backend(&ca, &["backend.internal"]);
@@ -847,47 +776,16 @@ fn sessions_resume_across_cluster_snapshots(driver: &str) {
     assert_eq!(backend.resumed.load(Ordering::SeqCst), 2);
 }
 
-macro_rules! per_driver {
-    ($driver:ident, $value:literal) => {
-        mod $driver {
-            #[test]
-            fn verified_upstream_with_sni_and_keep_alive_reuse() {
-                super::verified_upstream_with_sni_and_keep_alive_reuse($value)
-            }
-            #[test]
-            fn failed_verification_is_502_upstream_tls() {
-                super::failed_verification_is_502_upstream_tls($value)
-            }
-            #[test]
-            fn large_bodies_both_ways() {
-                super::large_bodies_both_ways($value)
-            }
-            #[test]
-            fn slow_client_over_tls_upstream() {
-                super::slow_client_over_tls_upstream($value)
-            }
-            #[test]
-            fn stalled_handshake_times_out() {
-                super::stalled_handshake_times_out($value)
-            }
-            #[test]
-            fn ingress_backend_tls_annotations() {
-                super::ingress_backend_tls_annotations($value)
-            }
-            #[test]
-            fn sessions_resume_across_cluster_snapshots() {
-                super::sessions_resume_across_cluster_snapshots($value)
-            }
-            #[test]
-            fn verify_off_accepts_any_certificate_and_ip_sends_no_sni() {
-                super::verify_off_accepts_any_certificate_and_ip_sends_no_sni($value)
-            }
-        }
-    };
-}
-
-per_driver!(epoll, "false");
-per_driver!(io_uring, "true");
+per_driver!(
+    verified_upstream_with_sni_and_keep_alive_reuse,
+    failed_verification_is_502_upstream_tls,
+    large_bodies_both_ways,
+    slow_client_over_tls_upstream,
+    stalled_handshake_times_out,
+    ingress_backend_tls_annotations,
+    sessions_resume_across_cluster_snapshots,
+    verify_off_accepts_any_certificate_and_ip_sends_no_sni,
+);
 
 /// How `upstreams[].tls` becomes client settings: SNI defaults, `enabled: false`, and an
 /// unusable CA file taking the upstream out of service instead of falling back to plain HTTP.

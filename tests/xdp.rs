@@ -8,6 +8,8 @@
 //! Needs root (namespaces, XDP). Without it each test prints why it is skipped, except under
 //! `ARC_REQUIRE_PRIVILEGED=1`, where a missing privilege fails the test.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -209,8 +211,7 @@ fn get(mut s: TcpStream, host: &str, path: &str) -> String {
 }
 
 fn metric(text: &str, series: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+    common::sample(text, series)?.parse().ok()
 }
 
 fn scrape(ns: &str) -> Option<String> {
@@ -294,7 +295,7 @@ fn spawn_arc(ns: &str, dir: &Path, config: &str, wrapper: &[&str]) -> ArcProcess
     let child = Command::new("ip")
         .args(["netns", "exec", ns])
         .args(wrapper)
-        .arg(env!("CARGO_BIN_EXE_arc-gateway"))
+        .arg(common::ARC_BIN)
         .arg("--config")
         .arg(&path)
         .stdin(Stdio::null())
@@ -305,23 +306,13 @@ fn spawn_arc(ns: &str, dir: &Path, config: &str, wrapper: &[&str]) -> ArcProcess
     ArcProcess { child, log }
 }
 
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "arc-xdp-{tag}-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
-
 #[test]
 fn deny_list_drops_before_the_stack_proxies_the_rest_and_reloads_in_place() {
     if skip_reason().is_some() {
         return;
     }
     let net = Net::new();
-    let dir = temp_dir("e2e");
+    let dir = common::temp_dir("xdp-e2e");
     let up = upstream(&net.server, "from-upstream");
     // A service Arc does not serve, on the same host.
     let other = {
@@ -474,7 +465,7 @@ fn an_upgrade_replaces_the_program_on_the_pinned_link() {
     let net = Net::new();
     let ns = format!("/run/netns/{}", net.server);
     let ifname = net.server_if.clone();
-    let dir = temp_dir("pin");
+    let dir = common::temp_dir("xdp-pin");
     let result = std::thread::spawn(move || {
         // A private mount namespace for this thread, with its own bpffs at `dir`.
         // SAFETY: unshare/mount/setns with valid arguments; they affect only this thread.
@@ -584,7 +575,7 @@ fn without_capabilities_arc_logs_why_and_serves_normally() {
         return;
     }
     let net = Net::new();
-    let dir = temp_dir("nocaps");
+    let dir = common::temp_dir("xdp-nocaps");
     let config = format!(
         "listeners:\n  - {{ name: http, bind: \"0.0.0.0:{ARC_PORT}\", protocol: http }}\n\
          routes:\n  - {{ path: /, path_type: Prefix, direct_response: {{ status: 200, body: \"served\" }} }}\n\
@@ -635,7 +626,7 @@ fn without_capabilities_arc_logs_why_and_serves_normally() {
 
 #[test]
 fn version_reports_xdp_support_of_this_host() {
-    let out = Command::new(env!("CARGO_BIN_EXE_arc-gateway"))
+    let out = common::arc_command()
         .arg("version")
         .output()
         .expect("run version");

@@ -57,15 +57,6 @@ pub async fn client_from_kubeconfig(path: &Path) -> Result<kube::Client, EnvErro
         })
 }
 
-fn random_suffix(n: usize) -> String {
-    use rand::Rng;
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let mut rng = rand::rng();
-    (0..n)
-        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
-        .collect()
-}
-
 /// A unique, valid namespace name for a test.
 pub fn namespace_name(test: &str) -> String {
     let mut base: String = test
@@ -75,7 +66,7 @@ pub fn namespace_name(test: &str) -> String {
         .collect();
     base.truncate(40);
     let base = base.trim_matches('-');
-    format!("e2e-{base}-{}", random_suffix(6))
+    format!("e2e-{base}-{}", crate::names::random_suffix(6))
 }
 
 /// Where a test's Kubernetes API comes from, with its own namespace.

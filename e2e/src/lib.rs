@@ -1,7 +1,8 @@
 //! End-to-end test ground for Arc: a Kubernetes API server emulator ([`emulator`]), the test
 //! environment that starts it or uses a real cluster ([`env`]), network-namespace test hosts
 //! ([`netns`]) and the echo backend they run ([`echo`]). [`kubeconfig`] builds a kube client from
-//! a kubeconfig file for both the environment and the emulator.
+//! a kubeconfig file for both the environment and the emulator; [`names`] makes random object
+//! names.
 
 // Unsafe code is denied crate-wide; only the modules that call libc directly (process checks,
 // `setns`, `geteuid`) allow it.
@@ -14,6 +15,7 @@ pub mod emulator;
 #[allow(unsafe_code)]
 pub mod env;
 pub mod kubeconfig;
+pub mod names;
 #[allow(unsafe_code)]
 pub mod netns;
 

@@ -1,15 +1,44 @@
-//! Shared helpers of the integration tests: a small HTTP/1.1 backend on loopback and a raw
-//! client, both on std threads and sockets with timeouts so no test can hang.
+//! The one home of the helpers shared by the integration tests (`tests/*.rs`): every test file
+//! that needs one declares `mod common;` and uses it from here instead of keeping a copy.
+//!
+//! - this module: a loopback HTTP/1.1 [`backend`], a raw client ([`connect`],
+//!   [`read_response`]), waiting ([`wait_until`]), ports ([`free_port`], [`closed_port`]),
+//!   scratch directories ([`temp_dir`], [`ScratchDir`]), one-at-a-time tests ([`serial`]),
+//!   process memory ([`rss_kib`]) and byte patterns;
+//! - [`driver`]: the two io drivers as a test parameter and `per_driver!`, which turns scenarios
+//!   written once into `epoll::*` and `io_uring::*` tests;
+//! - [`relay`]: the relay handler, driver harness and line backends of the io driver tests
+//!   (`driver_conformance.rs`, `uring_driver.rs`);
+//! - [`server`]: Arc's data plane started in-process from a YAML configuration;
+//! - [`tls`]: the accept-any-certificate verifier, client configs, the driver tests' listener
+//!   certificate, PEM/base64, TLS record checks; [`ca`]: a test certificate authority;
+//! - [`alloc`]: the counting allocator type (each binary that counts declares the
+//!   `#[global_allocator]` itself).
+//!
+//! Everything runs on std threads and sockets with timeouts, so no test can hang. Not every
+//! binary uses every helper, hence `allow(dead_code)`.
 
 #![allow(dead_code)]
 
+pub mod alloc;
 pub mod ca;
+pub mod driver;
+pub mod relay;
+pub mod server;
+pub mod tls;
+
+#[allow(unused_imports)]
+pub use driver::Driver;
+#[allow(unused_imports)]
+pub(crate) use driver::per_driver;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -238,7 +267,8 @@ fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, Vec<u8>
     Some((head, body))
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+/// Where `needle` first occurs in `hay`.
+pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
@@ -308,7 +338,8 @@ pub fn read_response(s: &mut impl Read, buf: &mut Vec<u8>) -> Option<(String, Ve
     Some((head, body))
 }
 
-/// Resident set size of this process in KiB.
+/// Resident set size of this process in KiB (fails the test when it cannot be read, so a
+/// memory bound is never checked against a zero).
 pub fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -318,7 +349,7 @@ pub fn rss_kib() -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse().ok())
         })
-        .unwrap_or(0)
+        .expect("VmRSS in /proc/self/status")
 }
 
 /// `n` bytes whose value depends on their position (a reordered or repeated piece shows).
@@ -341,4 +372,87 @@ pub fn dechunk(mut body: &[u8]) -> Option<Vec<u8>> {
         out.extend_from_slice(body.get(..size)?);
         body = body.get(size + 2..)?;
     }
+}
+
+/// Polls `cond` every 5 ms until it holds; fails the test naming `what` after 10 s.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Runs the tests of a binary that take it one at a time (held for the test's duration):
+/// tests that read the process RSS, measure timing, or load the 2-core machine heavily.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A loopback port that was free a moment ago (bound to port 0, then released).
+pub fn free_port() -> u16 {
+    closed_port().port()
+}
+
+/// A loopback address nothing listens on (bound to port 0, then released): connecting to it is
+/// refused.
+pub fn closed_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    l.local_addr().expect("addr")
+}
+
+/// A fresh empty directory `<tmp>/arc-<tag>-<pid>-<n>`, unique within this process; the caller
+/// removes it (or not, to keep it for a failure's post-mortem).
+pub fn temp_dir(tag: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "arc-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// A [`temp_dir`] removed when dropped.
+pub struct ScratchDir(pub PathBuf);
+
+impl ScratchDir {
+    pub fn new(tag: &str) -> Self {
+        Self(temp_dir(tag))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Writes `contents` to `name` in the directory; its path.
+    pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, contents).expect("write a scratch file");
+        path
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The value of the exact `series` (name and labels as printed) in a Prometheus text scrape.
+pub fn sample<'a>(text: &'a str, series: &str) -> Option<&'a str> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(str::trim)
+}
+
+/// The `arc-gateway` binary cargo built for these tests.
+pub const ARC_BIN: &str = env!("CARGO_BIN_EXE_arc-gateway");
+
+/// A command running the `arc-gateway` binary cargo built for these tests.
+pub fn arc_command() -> std::process::Command {
+    std::process::Command::new(ARC_BIN)
 }

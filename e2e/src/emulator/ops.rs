@@ -118,14 +118,6 @@ fn uid() -> String {
     )
 }
 
-fn random_suffix() -> String {
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let mut rng = rand::rng();
-    (0..5)
-        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
-        .collect()
-}
-
 /// The object without metadata and status: what `generation` tracks.
 fn spec_part(v: &Value) -> Value {
     let mut c = v.clone();
@@ -297,7 +289,7 @@ pub fn create(
     {
         let prefix = prefix.to_string();
         for _ in 0..8 {
-            name = format!("{prefix}{}", random_suffix());
+            name = format!("{prefix}{}", crate::names::random_suffix(5));
             if store.get(ctx.r.storage, &key_of(ctx, &name)).is_none() {
                 break;
             }
