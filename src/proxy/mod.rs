@@ -7,6 +7,7 @@ pub mod core;
 pub mod epoll;
 pub mod http1;
 pub mod io;
+pub mod session;
 pub mod tls;
 pub mod upstream;
 pub mod uring;

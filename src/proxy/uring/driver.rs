@@ -31,13 +31,13 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use crate::proxy::io::{
     Action, ConnHandler, ConnInfo, ConnLimit, PoolKey, PoolLimits, UpstreamError,
 };
+use crate::proxy::session::tls::Layer;
 use crate::proxy::tls::{TlsAcceptor, TlsClient};
 use crate::proxy::upstream::pool::{PROBE_AFTER_IDLE, Pool};
 
 use super::bufring::BufRing;
 use super::slab::{Id, Op, Slab, UserData};
 use super::timers::{Slim, Timers};
-use super::tls::Layer;
 use super::{RingOptions, Support, UringError};
 use crate::proxy::worker::{BoundListener, DriverStats, HEARTBEAT_TICK, StopSignal};
 
