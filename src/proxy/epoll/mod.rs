@@ -476,10 +476,13 @@ impl<H: ConnHandler> Worker<H> {
         let _ = sock.set_nodelay(true);
         // On https listeners the session layer runs the handshake (bounded by its deadline)
         // and creates the handler once it completed.
-        let handler = match session {
-            None => Layer::Plain(H::new(&mut self.cx, info, now)),
-            Some(session) => Layer::tls(session, info, now + self.tuning.tls_handshake_timeout),
-        };
+        let handler = Layer::open(
+            &mut self.cx,
+            info,
+            session,
+            now,
+            self.tuning.tls_handshake_timeout,
+        );
         let down = Down {
             sock,
             handler,
@@ -716,21 +719,13 @@ impl<H: ConnHandler> Worker<H> {
             if up.state != UpState::Open {
                 return false;
             }
-            let mut progress = false;
-            let out = h.upstream_out();
-            if !out.is_empty() {
-                match tls.encrypt(out) {
-                    Ok(0) => {}
-                    Ok(n) => {
-                        h.upstream_written(&mut self.cx, n, now);
-                        progress = true;
-                    }
-                    Err(_) => {
-                        self.fail_up(id, uid, UpstreamError::Io, now);
-                        return true;
-                    }
+            let progress = match leg::seal_upstream(tls, h, &mut self.cx, now) {
+                Ok(sealed) => sealed,
+                Err(_) => {
+                    self.fail_up(id, uid, UpstreamError::Io, now);
+                    return true;
                 }
-            }
+            };
             let pending = tls.pending_out();
             if pending.is_empty() || !up.writable {
                 return progress;

@@ -18,7 +18,7 @@
 //! a busy one allocates none.
 
 use std::cell::RefCell;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::proxy::io::{Action, ConnHandler, ConnInfo, Interest, PoolKey, UpstreamError};
 use crate::proxy::tls::{TlsError, TlsSession};
@@ -117,6 +117,22 @@ pub(crate) struct TlsLayer<H> {
 }
 
 impl<H: ConnHandler> Layer<H> {
+    /// The handler of a newly accepted connection: the handler itself on a plain listener;
+    /// with `session` (an https listener) the TLS layer in its handshake phase, which ends by
+    /// `now + handshake_timeout` and creates the handler once the handshake completed.
+    pub(crate) fn open(
+        cx: &mut H::Cx,
+        info: ConnInfo,
+        session: Option<TlsSession>,
+        now: Instant,
+        handshake_timeout: Duration,
+    ) -> Self {
+        match session {
+            None => Layer::Plain(H::new(cx, info, now)),
+            Some(session) => Layer::tls(session, info, now + handshake_timeout),
+        }
+    }
+
     /// A TLS connection in its handshake phase.
     pub(crate) fn tls(session: TlsSession, info: ConnInfo, handshake_until: Instant) -> Self {
         Layer::Tls(Box::new(TlsLayer {
@@ -617,7 +633,6 @@ mod tests {
         CertResolver, CertStore, LoadedCert, TlsAcceptor, TlsAcceptorConfig, TlsClient, UpstreamTls,
     };
     use std::net::SocketAddr;
-    use std::time::Duration;
 
     /// Answers every complete request head with a fixed response.
     struct Answer {

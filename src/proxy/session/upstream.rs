@@ -1,14 +1,15 @@
 //! The upstream leg as both io drivers run it: the reuse rule (when a released connection may
-//! go back to the pool) and the upstream TLS handshake (start it after the TCP connect, feed it
-//! ciphertext, tell when it completed or why it failed).
+//! go back to the pool), the upstream TLS handshake (start it after the TCP connect, feed it
+//! ciphertext, tell when it completed or why it failed) and the sealing of the handler's bytes
+//! into records once it completed.
 //!
 //! The drivers keep their own socket records (an io_uring socket slot, an epoll upstream slot)
 //! and report what they know of one as a [`LegState`]; the decisions are made here, once.
 
 use std::time::{Duration, Instant};
 
-use crate::proxy::io::{PoolKey, PoolLimits};
-use crate::proxy::tls::TlsClient;
+use crate::proxy::io::{ConnHandler, PoolKey, PoolLimits};
+use crate::proxy::tls::{TlsClient, TlsError};
 
 /// What a driver knows about an upstream connection when its handler releases it.
 #[derive(Clone, Copy)]
@@ -93,6 +94,25 @@ pub const CLOSED_DURING_HANDSHAKE: &str = "connection closed during the TLS hand
 /// Why a handshake failed when it did not complete within the connect timeout.
 pub const HANDSHAKE_TIMED_OUT: &str = "TLS handshake timed out";
 
+/// Seals the handler's pending upstream bytes into the session's records (the driver sends
+/// them from [`TlsClient::pending_out`]) and reports what the session took with
+/// `upstream_written`. `Ok(true)` when bytes were taken. An error (the session refuses, which
+/// happens only after a local close) ends the connection. Call it once the handshake completed.
+pub fn seal_upstream<H: ConnHandler>(
+    tls: &mut TlsClient,
+    h: &mut H,
+    cx: &mut H::Cx,
+    now: Instant,
+) -> Result<bool, TlsError> {
+    match tls.encrypt(h.upstream_out())? {
+        0 => Ok(false),
+        n => {
+            h.upstream_written(cx, n, now);
+            Ok(true)
+        }
+    }
+}
+
 /// The one log line of a failed upstream TLS handshake.
 pub fn log_handshake_failure(key: &PoolKey, error: &str) {
     tracing::warn!(upstream = %key.upstream, endpoint = %key.endpoint, error,
@@ -102,8 +122,10 @@ pub fn log_handshake_failure(key: &PoolKey, error: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::io::UpstreamError;
     use crate::proxy::tls::{
-        CertResolver, CertStore, LoadedCert, TlsAcceptor, TlsAcceptorConfig, UpstreamTls,
+        CertResolver, CertStore, LoadedCert, TlsAcceptor, TlsAcceptorConfig, TlsSession,
+        UpstreamTls,
     };
     use std::net::SocketAddr;
     use std::sync::Arc;
@@ -178,9 +200,9 @@ mod tests {
         assert_eq!(until, None);
     }
 
-    #[test]
-    fn a_handshake_runs_to_done_and_the_session_is_then_reusable_until_its_eof() {
-        let now = Instant::now();
+    /// A client session to an in-memory server, with the handshake run to its end (both
+    /// sides quiet).
+    fn handshaken(now: Instant) -> (TlsClient, TlsSession) {
         let cert = LoadedCert::generate_default().unwrap();
         let acceptor = TlsAcceptor::new(
             &TlsAcceptorConfig::default(),
@@ -193,15 +215,10 @@ mod tests {
             panic!("an HTTPS upstream starts a session");
         };
         let mut state = Handshake::Running;
-        // Moves bytes both ways until both sides are quiet.
         for _ in 0..16 {
             let out = client.pending_out().to_vec();
             client.sent(out.len());
-            let mut rest = &out[..];
-            while !rest.is_empty() {
-                let used = server.feed(rest).unwrap();
-                rest = &rest[used..];
-            }
+            feed_all(&mut server, &out);
             let mut answer = Vec::new();
             server.write_ciphertext(&mut answer);
             if !answer.is_empty() {
@@ -212,6 +229,19 @@ mod tests {
             }
         }
         assert_eq!(state, Handshake::Done);
+        (client, server)
+    }
+
+    fn feed_all(server: &mut TlsSession, mut rest: &[u8]) {
+        while !rest.is_empty() {
+            let used = server.feed(rest).unwrap();
+            rest = &rest[used..];
+        }
+    }
+
+    #[test]
+    fn a_handshake_runs_to_done_and_the_session_is_then_reusable_until_its_eof() {
+        let (mut client, mut server) = handshaken(Instant::now());
         let leg = LegState {
             tls: Some(&client),
             ..healthy()
@@ -227,6 +257,81 @@ mod tests {
             ..healthy()
         };
         assert!(!reusable(true, false, &leg), "close_notify received");
+    }
+
+    /// A handler that only has bytes for the upstream.
+    struct Sender {
+        out: Vec<u8>,
+        written: usize,
+    }
+
+    impl ConnHandler for Sender {
+        type Cx = ();
+        fn new(_: &mut (), _: crate::proxy::io::ConnInfo, _: Instant) -> Self {
+            Sender {
+                out: Vec::new(),
+                written: 0,
+            }
+        }
+        fn on_downstream_data(&mut self, _: &mut (), _: &[u8], _: Instant) {}
+        fn on_downstream_eof(&mut self, _: &mut (), _: Instant) {}
+        fn on_downstream_error(&mut self, _: &mut (), _: Instant) {}
+        fn on_upstream_connected(&mut self, _: &mut (), _: bool, _: Instant) {}
+        fn on_upstream_data(&mut self, _: &mut (), _: &[u8], _: Instant) {}
+        fn on_upstream_eof(&mut self, _: &mut (), _: Instant) {}
+        fn on_upstream_error(&mut self, _: &mut (), _: UpstreamError, _: Instant) {}
+        fn on_timer(&mut self, _: &mut (), _: Instant) {}
+        fn downstream_out(&self) -> &[u8] {
+            &[]
+        }
+        fn downstream_written(&mut self, _: &mut (), _: usize, _: Instant) {}
+        fn upstream_out(&self) -> &[u8] {
+            &self.out
+        }
+        fn upstream_written(&mut self, _: &mut (), n: usize, _: Instant) {
+            self.out.drain(..n);
+            self.written += n;
+        }
+        fn poll_action(&mut self) -> Option<crate::proxy::io::Action> {
+            None
+        }
+        fn interest(&self) -> crate::proxy::io::Interest {
+            crate::proxy::io::Interest::default()
+        }
+        fn deadline(&self) -> Option<Instant> {
+            None
+        }
+        fn is_closed(&self) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn the_handlers_bytes_are_sealed_into_records_and_reported_written() {
+        let now = Instant::now();
+        let (mut client, mut server) = handshaken(now);
+        let mut h = Sender {
+            out: Vec::new(),
+            written: 0,
+        };
+        assert_eq!(
+            seal_upstream(&mut client, &mut h, &mut (), now).ok(),
+            Some(false)
+        );
+        let req = b"GET / HTTP/1.1\r\nHost: arc.test\r\n\r\n";
+        h.out.extend_from_slice(req);
+        assert_eq!(
+            seal_upstream(&mut client, &mut h, &mut (), now).ok(),
+            Some(true)
+        );
+        assert_eq!(h.written, req.len());
+        assert!(h.out.is_empty(), "the handler's bytes are taken");
+        let records = client.pending_out().to_vec();
+        assert!(!records.is_empty() && records.windows(4).all(|w| w != b"GET "));
+        feed_all(&mut server, &records);
+        let mut plain = Vec::new();
+        server.read_plaintext(&mut plain).unwrap();
+        assert_eq!(plain, req, "the upstream reads the request");
     }
 
     #[test]

@@ -1153,15 +1153,16 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             tls: acceptor.is_some(),
             sni: None,
         };
-        let h = match acceptor.map(|a| a.accept()) {
-            None => Layer::Plain(H::new(self.cx, info, now)),
-            Some(Ok(session)) => Layer::tls(session, info, now + self.opts.tls_handshake_timeout),
+        let session = match acceptor.map(|a| a.accept()) {
+            None => None,
+            Some(Ok(session)) => Some(session),
             Some(Err(_)) => {
                 self.limit.release();
                 self.close_raw(fd);
                 return;
             }
         };
+        let h = Layer::open(self.cx, info, session, now, self.opts.tls_handshake_timeout);
         bump(&self.stats.accepted);
         let sid = self.socks.insert(Sock::new(fd, Owner::Closing, true));
         let cid = self.conns.insert(Conn {
@@ -1824,14 +1825,9 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         };
         let out = match (side, tls) {
             (Side::Up, Some(tls)) => {
-                if tls.handshake_complete() {
-                    let plain = c.h.upstream_out();
-                    match tls.encrypt(plain) {
-                        Ok(0) => {}
-                        Ok(n) => c.h.upstream_written(cx, n, now),
-                        // Only after a local close: the connection is done for.
-                        Err(_) => s.failed = true,
-                    }
+                if tls.handshake_complete() && leg::seal_upstream(tls, &mut c.h, cx, now).is_err() {
+                    // Only after a local close: the connection is done for.
+                    s.failed = true;
                 }
                 tls.pending_out()
             }
