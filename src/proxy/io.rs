@@ -17,8 +17,9 @@
 //! 5. when the handler says [`ConnHandler::is_closed`], flush nothing more and release the
 //!    connection's resources (an attached upstream is closed unless it was released first).
 //!
-//! TLS is the driver's business (it wraps the downstream socket, and upstream sockets whose
-//! [`PoolKey::tls`] is set); the handler sees plaintext.
+//! TLS is the driver side's business, done by the driver-neutral session layer
+//! ([`crate::proxy::session`]): downstream by a handler wrapper on https listeners, upstream
+//! for sockets whose [`PoolKey::tls`] is set; the handler sees plaintext.
 
 #![forbid(unsafe_code)]
 

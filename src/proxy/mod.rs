@@ -16,6 +16,7 @@ pub mod exchange;
 pub mod http1;
 pub mod io;
 pub mod listener;
+pub mod session;
 pub mod stop;
 pub mod tls;
 pub mod upstream;

@@ -14,32 +14,39 @@
 //! handler as a slice; writes go straight from `downstream_out()` / `upstream_out()`. The
 //! driver holds no per-connection data buffer.
 //!
+//! Downstream TLS (https listeners) is the session layer's
+//! ([`crate::proxy::session::tls::Layer`]), shared with the io_uring driver: the driver runs
+//! the layer as the connection's handler and moves ciphertext only; the layer runs the
+//! handshake (bounded by `Tuning::tls_handshake_timeout`), creates the real handler once it
+//! completed, queues `close_notify` on a flushed close and an alert when the session fails.
+//!
 //! Upstreams: connects are non-blocking with a timer for the connect timeout. Released
-//! reusable connections go to the worker's [`Pool`] and stay registered, so an idle
-//! connection that the peer closes (or that receives unexpected bytes) raises an event and is
-//! dropped at once; a checkout of a connection idle for [`PROBE_AFTER_IDLE`] or longer also
-//! peeks the socket (`MSG_PEEK`, non-blocking) before reuse.
+//! connections that the session's reuse rule ([`crate::proxy::session::upstream::reusable`])
+//! keeps go to the worker's pool ([`WorkerPool`]: expiry, departed endpoints, the probe rule)
+//! and stay registered, so an idle connection that the peer closes (or that receives
+//! unexpected bytes) raises an event and is dropped at once; a checkout of a connection idle
+//! long enough also peeks the socket (`MSG_PEEK`, non-blocking) before reuse.
 //!
 //! Upstream TLS (`PoolKey::tls`): once the TCP connect succeeds the connection enters a
 //! handshake state (still under the connect timer) in which the driver moves the
-//! [`TlsClient`]'s ciphertext; the handler hears `on_upstream_connected` only when the
-//! handshake completed, or `on_upstream_error(Tls)` (logged with the upstream name) when it
-//! failed. Afterwards the handler's bytes are encrypted on the way out and decrypted on the way
-//! in; the session stays with the socket, so it is pooled and reused with it.
+//! [`TlsClient`]'s ciphertext (started and fed through [`crate::proxy::session::upstream`]);
+//! the handler hears `on_upstream_connected` only when the handshake completed, or
+//! `on_upstream_error(Tls)` (logged with the upstream name) when it failed. Afterwards the
+//! handler's bytes are encrypted on the way out and decrypted on the way in; the session stays
+//! with the socket, so it is pooled and reused with it.
 //!
-//! Closing: `CloseDownstream { flush: true }` writes what the handler still holds (bounded by
+//! Closing: the driver steps the session's close state machine ([`Closing`]):
+//! `CloseDownstream { flush: true }` writes what the handler still holds (bounded by
 //! `Tuning::close_flush_timeout`), shuts down the sending side, then reads and discards what
 //! the client still sends until its EOF or `Tuning::lingering_close`, so the last response is
-//! not destroyed by a reset; a plain connection closed without `linger` is closed once
-//! flushed.
+//! not destroyed by a reset; a connection closed without `linger` is closed once flushed.
 //!
-//! Stop (drain): the worker's eventfd wakes the loop; listeners are deregistered and closed
-//! and idle pooled connections close at once; every open handler hears
-//! [`ConnHandler::on_drain`] (idle keep-alive connections close, busy ones end after their
-//! response); open connections get the stop grace (`StopSignal::grace`, else
-//! `Tuning::stop_grace`) to finish, then are cut. Closing
-//! connections still linger (bounded by the grace) so a request that raced the close gets a
-//! FIN, not a reset.
+//! Stop (drain, the session's sequence, [`Drain`]): the worker's eventfd wakes the loop;
+//! listeners are deregistered and closed and idle pooled connections close at once; every open
+//! handler hears [`ConnHandler::on_drain`] (idle keep-alive connections close, busy ones end
+//! after their response); open connections get the stop grace (`StopSignal::grace`, else
+//! `Tuning::stop_grace`) to finish, then are cut. Closing connections still linger (bounded by
+//! the grace) so a request that raced the close gets a FIN, not a reset.
 //!
 //! Accept gate: while `StopSignal::accepting` is false (a process started by an upgrade, before
 //! its predecessor says "go") listener edges are ignored and connections stay queued; when it
@@ -65,9 +72,16 @@ use crate::proxy::io::{
     Action, ConnHandler, ConnInfo, ConnLimit, PoolKey, PoolLimits, UpstreamError,
 };
 use crate::proxy::listener::BoundListener;
+use crate::proxy::session::close::{CloseFacts, CloseStep, Closing};
+use crate::proxy::session::drain::{Drain, DrainStep};
+use crate::proxy::session::pool::WorkerPool;
+use crate::proxy::session::tls::Layer;
+use crate::proxy::session::upstream::{
+    self as leg, CLOSED_DURING_HANDSHAKE, Handshake, LegState, handshake_input,
+    log_handshake_failure,
+};
 use crate::proxy::stop::{HEARTBEAT_TICK, StopSignal};
-use crate::proxy::tls::{TlsClient, TlsError, TlsSession};
-use crate::proxy::upstream::pool::{PROBE_AFTER_IDLE, Pool};
+use crate::proxy::tls::TlsClient;
 
 use slab::{Slab, SlotId, Source};
 use timers::{TimerKind, Timers, rearm};
@@ -87,26 +101,14 @@ pub fn run<H: ConnHandler>(params: DriverParams<H::Cx>) -> Result<(), DriverErro
     Worker::<H>::new(params)?.run()
 }
 
-/// Where a downstream connection is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// TLS handshake in progress (no handler yet) until `until`.
-    Handshake { until: Instant },
-    /// The handler runs it.
-    Open,
-    /// The handler closed with flush: write its remaining output until `until`.
-    Flushing { until: Instant },
-    /// Output done and sending side shut: discard input until the client's EOF or `until`.
-    Lingering { until: Instant },
-}
-
 struct Down<H> {
     sock: TcpStream,
-    /// `None` only while the TLS handshake runs.
-    handler: Option<H>,
-    /// TLS state on https listeners.
-    tls: Option<Box<TlsConn>>,
-    phase: Phase,
+    /// The handler, wrapped in the session TLS layer on https listeners.
+    handler: H,
+    /// The close the handler asked for and, once it closed (`started`), where it stands:
+    /// until then the handler runs the connection (on https listeners the TLS layer,
+    /// handshake included).
+    closing: Closing,
     readable: bool,
     writable: bool,
     /// The peer's FIN (or an error) was reported: a short read does not prove the socket
@@ -116,35 +118,9 @@ struct Down<H> {
     read_done: bool,
     /// A socket error was seen: no more syscalls on it besides close.
     failed: bool,
-    /// `CloseDownstream` received (`Some(flush)`).
-    close_requested: Option<bool>,
-    /// The close keeps reading what the client still sends (the action's `linger`).
-    linger: bool,
     upstream: Option<SlotId>,
     /// The deadline this connection has an entry for in the timer heap.
     scheduled: Option<Instant>,
-}
-
-/// The TLS side of a downstream connection: the session plus ciphertext in flight.
-struct TlsConn {
-    session: TlsSession,
-    /// Ciphertext read but not yet consumed by the session (it stops while plaintext waits).
-    cipher_in: Vec<u8>,
-    /// The socket's EOF was fed to the session.
-    eof_fed: bool,
-    /// `close_notify` was queued.
-    close_queued: bool,
-    /// The session failed (not the socket): its alert is still worth sending.
-    broken: bool,
-    /// What the handler will be created with once the handshake completes.
-    info: Option<ConnInfo>,
-}
-
-impl TlsConn {
-    /// Ciphertext waits to be written.
-    fn output_pending(&self) -> bool {
-        self.session.wants_write()
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,25 +162,20 @@ struct Worker<H: ConnHandler> {
     conn_limit: Arc<ConnLimit>,
     stop: StopSignal,
     cx: H::Cx,
-    endpoints_epoch: u64,
     tuning: Tuning,
     stats: Arc<DriverStats>,
-    downs: Slab<Down<H>>,
+    downs: Slab<Down<Layer<H>>>,
     ups: Slab<Up>,
-    pool: Pool<SlotId>,
-    /// Earliest time an idle pooled connection may expire (early is harmless).
-    pool_next: Option<Instant>,
+    pool: WorkerPool<SlotId>,
     timers: Timers,
     buf: Vec<u8>,
-    /// Decrypted plaintext on its way to a handler (TLS), reused.
-    plain: Vec<u8>,
     events: Vec<epoll::Event>,
     again: Vec<Again>,
     accept_retry_at: Option<Instant>,
     /// Accepting is paused by the supervisor (upgrade before "go"): listener edges are
     /// ignored and the connections stay queued until it resumes.
     accept_paused: bool,
-    stop_deadline: Option<Instant>,
+    drain: Drain,
     scratch: Vec<SlotId>,
 }
 
@@ -251,7 +222,7 @@ fn min_opt(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
 
 impl<H: ConnHandler> Worker<H> {
     fn new(mut params: DriverParams<H::Cx>) -> Result<Self, DriverError> {
-        let pool = Pool::with_gauges(H::pool_gauges(&mut params.cx));
+        let pool = WorkerPool::new(H::pool_gauges(&mut params.cx));
         let ep = epoll::create(epoll::CreateFlags::CLOEXEC)
             .map_err(|e| setup_err("the epoll instance")(e.into()))?;
         for (i, l) in params.listeners.iter().enumerate() {
@@ -282,21 +253,18 @@ impl<H: ConnHandler> Worker<H> {
             conn_limit: params.conn_limit,
             stop: params.stop,
             cx: params.cx,
-            endpoints_epoch: 0,
             tuning,
             stats: params.stats,
             downs: Slab::new(),
             ups: Slab::new(),
             pool,
-            pool_next: None,
             timers: Timers::new(),
             buf: vec![0; tuning.read_buffer.max(512)],
-            plain: Vec::new(),
             events: Vec::with_capacity(tuning.max_events.max(16)),
             again: Vec::new(),
             accept_retry_at: None,
             accept_paused,
-            stop_deadline: None,
+            drain: Drain::new(),
             scratch: Vec::new(),
         })
     }
@@ -311,7 +279,7 @@ impl<H: ConnHandler> Worker<H> {
             let now = Instant::now();
             self.fire_timers(now);
             self.sweep_departed_endpoints();
-            if self.accept_paused && self.stop.accepting() && self.stop_deadline.is_none() {
+            if self.accept_paused && self.stop.accepting() && !self.drain.is_draining() {
                 // "Go": edges seen while paused were ignored, so look at every queue now.
                 self.accept_paused = false;
                 for i in 0..self.listeners.len() {
@@ -326,22 +294,25 @@ impl<H: ConnHandler> Worker<H> {
                     self.accept(i, now);
                 }
             }
-            if let Some(deadline) = self.stop_deadline {
-                if now >= deadline {
+            match self.drain.step(now, !self.downs.is_empty()) {
+                DrainStep::Serving | DrainStep::Draining => {}
+                DrainStep::CutOff => {
                     for id in self.downs.ids() {
                         self.free(id);
                     }
+                    self.close_all_upstreams();
+                    return Ok(());
                 }
-                if self.downs.is_empty() {
+                DrainStep::Done => {
                     self.close_all_upstreams();
                     return Ok(());
                 }
             }
             let timeout = if self.again.is_empty() {
-                let next = min_opt(self.timers.next(), self.pool_next);
+                let next = min_opt(self.timers.next(), self.pool.next_expiry());
                 let next = min_opt(next, self.accept_retry_at);
                 let next = min_opt(next, Some(now + HEARTBEAT_TICK));
-                wait_timeout(now, min_opt(next, self.stop_deadline))
+                wait_timeout(now, min_opt(next, self.drain.deadline()))
             } else {
                 Some(rustix::event::Timespec {
                     tv_sec: 0,
@@ -421,7 +392,7 @@ impl<H: ConnHandler> Worker<H> {
                         // Idle in the pool: anything but a bare write edge means the peer
                         // closed or sent bytes nobody asked for.
                         if read_ready && !is_idle_live(&up.sock) {
-                            self.pool.remove_where(|_, s| *s == uid);
+                            self.pool.remove(uid);
                             self.close_up(uid);
                             DriverStats::bump(&self.stats.pool_stale);
                         }
@@ -441,7 +412,7 @@ impl<H: ConnHandler> Worker<H> {
     // ---- accepting ----
 
     fn accept(&mut self, li: usize, now: Instant) {
-        if self.stop_deadline.is_some() || self.accept_paused {
+        if self.drain.is_draining() || self.accept_paused {
             return;
         }
         for _ in 0..ACCEPT_BUDGET {
@@ -489,16 +460,9 @@ impl<H: ConnHandler> Worker<H> {
             tls: spec.tls.is_some(),
             sni: None,
         };
-        let tls = match spec.tls.as_ref().map(|acceptor| acceptor.accept()) {
+        let session = match spec.tls.as_ref().map(|acceptor| acceptor.accept()) {
             None => None,
-            Some(Ok(session)) => Some(Box::new(TlsConn {
-                session,
-                cipher_in: Vec::new(),
-                eof_fed: false,
-                close_queued: false,
-                broken: false,
-                info: None,
-            })),
+            Some(Ok(session)) => Some(session),
             Some(Err(_)) => {
                 self.conn_limit.release();
                 return;
@@ -509,26 +473,24 @@ impl<H: ConnHandler> Worker<H> {
             return;
         }
         let _ = sock.set_nodelay(true);
-        let (handler, tls, phase) = match tls {
-            None => (Some(H::new(&mut self.cx, info, now)), None, Phase::Open),
-            Some(mut tls) => {
-                tls.info = Some(info);
-                let until = now + self.tuning.tls_handshake_timeout;
-                (None, Some(tls), Phase::Handshake { until })
-            }
-        };
+        // On https listeners the session layer runs the handshake (bounded by its deadline)
+        // and creates the handler once it completed.
+        let handler = Layer::open(
+            &mut self.cx,
+            info,
+            session,
+            now,
+            self.tuning.tls_handshake_timeout,
+        );
         let down = Down {
             sock,
             handler,
-            tls,
-            phase,
+            closing: Closing::new(),
             readable: false,
             writable: false,
             hup: false,
             read_done: false,
             failed: false,
-            close_requested: None,
-            linger: true,
             upstream: None,
             scheduled: None,
         };
@@ -564,84 +526,45 @@ impl<H: ConnHandler> Worker<H> {
                 return;
             };
             let mut progress = false;
-            match d.phase {
-                Phase::Handshake { .. } => {
+            if !d.closing.started() {
+                if d.handler.is_closed() {
+                    d.closing.begin(now, self.tuning.close_flush_timeout);
+                    // Not released by the handler, so not reusable.
+                    if let Some(uid) = d.upstream.take() {
+                        self.close_up(uid);
+                    }
+                    progress = true;
+                } else {
+                    progress |= self.write_down(id, now);
+                    progress |= self.handshake_up(id, now);
+                    progress |= self.write_up(id, now);
                     progress |= self.read_down(id, now);
-                    progress |= self.write_down(id, now);
-                    let Some(d) = self.downs.get_mut(id) else {
-                        return;
-                    };
-                    if d.failed {
-                        self.free(id);
-                        return;
-                    }
+                    progress |= self.read_up(id, now);
                 }
-                Phase::Open => {
-                    if d.handler.as_ref().is_none_or(|h| h.is_closed()) {
-                        match d.close_requested {
-                            Some(true) if !d.failed => {
-                                d.phase = Phase::Flushing {
-                                    until: now + self.tuning.close_flush_timeout,
-                                };
-                                // Not released by the handler, so not reusable.
-                                if let Some(uid) = d.upstream.take() {
-                                    self.close_up(uid);
-                                }
-                                progress = true;
-                            }
-                            _ => {
-                                self.free(id);
-                                return;
-                            }
+            } else {
+                // On https listeners the output is ciphertext, `close_notify` included
+                // (queued by the session layer once the handler's last plaintext went
+                // in), and the session layer always asks to linger: a TLS client may still
+                // send its own close_notify. While stopping it still lingers (bounded by
+                // the grace): a request that raced a drained keep-alive close must see a
+                // FIN, not a reset.
+                let facts = CloseFacts {
+                    output_pending: !d.handler.downstream_out().is_empty(),
+                    socket_ok: !d.failed,
+                    read_open: !d.read_done && !d.failed,
+                };
+                match d.closing.step(now, facts, self.tuning.lingering_close) {
+                    CloseStep::Flush { .. } => progress |= self.write_down(id, now),
+                    CloseStep::Linger { shutdown, .. } => {
+                        if shutdown {
+                            let _ = d.sock.shutdown(Shutdown::Write);
                         }
-                    } else {
-                        progress |= self.write_down(id, now);
-                        progress |= self.handshake_up(id, now);
-                        progress |= self.write_up(id, now);
-                        progress |= self.read_down(id, now);
-                        progress |= self.read_up(id, now);
-                    }
-                }
-                Phase::Flushing { .. } => {
-                    progress |= self.write_down(id, now);
-                    let Some(d) = self.downs.get_mut(id) else {
-                        return;
-                    };
-                    if d.failed {
-                        self.free(id);
-                        return;
-                    }
-                    let plain_done = d
-                        .handler
-                        .as_ref()
-                        .is_none_or(|h| h.downstream_out().is_empty());
-                    if plain_done
-                        && let Some(tls) = d.tls.as_mut()
-                        && !tls.close_queued
-                    {
-                        tls.close_queued = true;
-                        tls.session.close();
-                        continue;
-                    }
-                    let tls_done = d.tls.as_ref().is_none_or(|t| !t.output_pending());
-                    if plain_done && tls_done {
-                        // No lingering after EOF, nor when the client can send nothing more (a
-                        // TLS client still may: its own close_notify). While stopping it still
-                        // lingers (bounded by the grace): a request that raced a drained
-                        // keep-alive close must see a FIN, not a reset.
-                        if d.read_done || (!d.linger && d.tls.is_none()) {
+                        if self.discard_down(id) {
                             self.free(id);
                             return;
                         }
-                        let _ = d.sock.shutdown(Shutdown::Write);
-                        d.phase = Phase::Lingering {
-                            until: now + self.tuning.lingering_close,
-                        };
-                        progress = true;
                     }
-                }
-                Phase::Lingering { .. } => {
-                    if self.discard_down(id) {
+                    CloseStep::Free => {
                         self.free(id);
                         return;
                     }
@@ -663,9 +586,7 @@ impl<H: ConnHandler> Worker<H> {
         // Bounded: a handler that keeps producing actions is cut off after many.
         for _ in 0..1024 {
             let action = match self.downs.get_mut(id) {
-                Some(d) if d.phase == Phase::Open => {
-                    d.handler.as_mut().and_then(|h| h.poll_action())
-                }
+                Some(d) if !d.closing.started() => d.handler.poll_action(),
                 _ => return,
             };
             let Some(action) = action else {
@@ -678,8 +599,7 @@ impl<H: ConnHandler> Worker<H> {
                 Action::ReleaseUpstream { reusable } => self.release_upstream(id, reusable, now),
                 Action::CloseDownstream { flush, linger } => {
                     if let Some(d) = self.downs.get_mut(id) {
-                        d.close_requested = Some(flush);
-                        d.linger = linger;
+                        d.closing.request(flush, linger);
                     }
                 }
             }
@@ -690,12 +610,7 @@ impl<H: ConnHandler> Worker<H> {
         let Some(d) = self.downs.get_mut(id) else {
             return false;
         };
-        if d.tls.is_some() {
-            return self.write_down_tls(id, now);
-        }
-        let Some(h) = d.handler.as_mut() else {
-            return false;
-        };
+        let h = &mut d.handler;
         if !d.writable || d.failed {
             return false;
         }
@@ -725,12 +640,7 @@ impl<H: ConnHandler> Worker<H> {
         let Some(d) = self.downs.get_mut(id) else {
             return false;
         };
-        if d.tls.is_some() {
-            return self.read_down_tls(id, now);
-        }
-        let Some(h) = d.handler.as_mut() else {
-            return false;
-        };
+        let h = &mut d.handler;
         if !d.readable || d.read_done || d.failed || !h.interest().downstream_read {
             return false;
         }
@@ -783,181 +693,12 @@ impl<H: ConnHandler> Worker<H> {
         false
     }
 
-    /// TLS output: hands the handler's plaintext to the session, writes ciphertext.
-    fn write_down_tls(&mut self, id: SlotId, now: Instant) -> bool {
-        let Some(d) = self.downs.get_mut(id) else {
-            return false;
-        };
-        let Some(tls) = d.tls.as_mut() else {
-            return false;
-        };
-        if d.failed {
-            return false;
-        }
-        let mut progress = false;
-        let mut broken = false;
-        if let Some(h) = d.handler.as_mut()
-            && !tls.close_queued
-        {
-            let out = h.downstream_out();
-            if !out.is_empty() {
-                match tls.session.write_plaintext(out) {
-                    Ok(0) => {}
-                    Ok(n) => {
-                        h.downstream_written(&mut self.cx, n, now);
-                        progress = true;
-                    }
-                    Err(_) => broken = true,
-                }
-            }
-        }
-        // A flushed close whose plaintext is all in the session: queue close_notify now, so it
-        // leaves in the same write as the end of the response.
-        if !broken
-            && !tls.close_queued
-            && matches!(d.phase, Phase::Flushing { .. })
-            && d.handler
-                .as_ref()
-                .is_some_and(|h| h.downstream_out().is_empty())
-        {
-            tls.close_queued = true;
-            tls.session.close();
-        }
-        // The session's records go to the socket in one writev, with no copy and no buffer
-        // of ours that an idle connection would keep.
-        if d.writable && tls.session.wants_write() {
-            let mut sock = &d.sock;
-            match tls.session.write_ciphertext_to(&mut sock) {
-                Ok(n) if n > 0 => progress = true,
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => d.writable = false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
-                Err(_) => {
-                    self.fail_down(id, now);
-                    return true;
-                }
-            }
-        }
-        if broken {
-            tls.broken = true;
-            self.fail_down(id, now);
-            return true;
-        }
-        progress
-    }
-
-    /// TLS input: reads ciphertext, feeds the session, completes the handshake (creating the
-    /// handler), and hands decrypted plaintext to the handler while it wants to read.
-    fn read_down_tls(&mut self, id: SlotId, now: Instant) -> bool {
-        let Some(d) = self.downs.get_mut(id) else {
-            return false;
-        };
-        let Some(tls) = d.tls.as_mut() else {
-            return false;
-        };
-        let wants = match d.handler.as_ref() {
-            None => true,
-            Some(h) => h.interest().downstream_read,
-        };
-        if !wants || d.read_done || d.failed {
-            return false;
-        }
-        let mut progress = false;
-        let mut broken = false;
-        if !tls.cipher_in.is_empty() {
-            match tls.session.feed(&tls.cipher_in) {
-                Ok(used) => {
-                    tls.cipher_in.drain(..used.min(tls.cipher_in.len()));
-                    progress |= used > 0;
-                }
-                Err(_) => broken = true,
-            }
-        } else if d.readable && !tls.eof_fed {
-            match (&d.sock).read(&mut self.buf) {
-                Ok(0) => {
-                    tls.session.feed_eof();
-                    tls.eof_fed = true;
-                    progress = true;
-                }
-                Ok(n) => {
-                    if n < self.buf.len() && !d.hup {
-                        d.readable = false;
-                    }
-                    let data = self.buf.get(..n).unwrap_or_default();
-                    match tls.session.feed(data) {
-                        Ok(used) => tls
-                            .cipher_in
-                            .extend_from_slice(data.get(used..).unwrap_or_default()),
-                        Err(_) => broken = true,
-                    }
-                    progress = true;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => d.readable = false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
-                Err(_) => broken = true,
-            }
-        }
-        if broken {
-            tls.broken = true;
-            self.fail_down(id, now);
-            return true;
-        }
-        if d.handler.is_none() {
-            if tls.eof_fed {
-                // The client left during the handshake.
-                d.failed = true;
-                return true;
-            }
-            if !tls.session.handshake_complete() {
-                return progress;
-            }
-            let Some(mut info) = tls.info.take() else {
-                d.failed = true;
-                return true;
-            };
-            info.sni = tls.session.sni().map(Box::from);
-            d.handler = Some(H::new(&mut self.cx, info, now));
-            d.phase = Phase::Open;
-            d.scheduled = None;
-            progress = true;
-        }
-        let Some(h) = d.handler.as_mut() else {
-            return progress;
-        };
-        self.plain.clear();
-        match tls.session.read_plaintext(&mut self.plain) {
-            Ok(0) if tls.session.peer_closed() => {
-                d.read_done = true;
-                h.on_downstream_eof(&mut self.cx, now);
-                true
-            }
-            Ok(0) => progress,
-            Ok(_) => {
-                h.on_downstream_data(&mut self.cx, &self.plain, now);
-                true
-            }
-            Err(TlsError::Truncated) => {
-                // Most HTTP clients close without close_notify: an ordinary EOF.
-                d.read_done = true;
-                h.on_downstream_eof(&mut self.cx, now);
-                true
-            }
-            Err(_) => {
-                tls.broken = true;
-                self.fail_down(id, now);
-                true
-            }
-        }
-    }
-
     fn fail_down(&mut self, id: SlotId, now: Instant) {
         if let Some(d) = self.downs.get_mut(id) {
             d.failed = true;
             d.read_done = true;
-            if d.phase == Phase::Open
-                && let Some(h) = d.handler.as_mut()
-            {
-                h.on_downstream_error(&mut self.cx, now);
+            if !d.closing.started() {
+                d.handler.on_downstream_error(&mut self.cx, now);
             }
         }
     }
@@ -966,9 +707,10 @@ impl<H: ConnHandler> Worker<H> {
         let Some(d) = self.downs.get_mut(id) else {
             return false;
         };
-        let (Some(uid), Some(h)) = (d.upstream, d.handler.as_mut()) else {
+        let Some(uid) = d.upstream else {
             return false;
         };
+        let h = &mut d.handler;
         let Some(up) = self.ups.get_mut(uid) else {
             return false;
         };
@@ -976,21 +718,13 @@ impl<H: ConnHandler> Worker<H> {
             if up.state != UpState::Open {
                 return false;
             }
-            let mut progress = false;
-            let out = h.upstream_out();
-            if !out.is_empty() {
-                match tls.encrypt(out) {
-                    Ok(0) => {}
-                    Ok(n) => {
-                        h.upstream_written(&mut self.cx, n, now);
-                        progress = true;
-                    }
-                    Err(_) => {
-                        self.fail_up(id, uid, UpstreamError::Io, now);
-                        return true;
-                    }
+            let progress = match leg::seal_upstream(tls, h, &mut self.cx, now) {
+                Ok(sealed) => sealed,
+                Err(_) => {
+                    self.fail_up(id, uid, UpstreamError::Io, now);
+                    return true;
                 }
-            }
+            };
             let pending = tls.pending_out();
             if pending.is_empty() || !up.writable {
                 return progress;
@@ -1041,9 +775,10 @@ impl<H: ConnHandler> Worker<H> {
         let Some(d) = self.downs.get_mut(id) else {
             return false;
         };
-        let (Some(uid), Some(h)) = (d.upstream, d.handler.as_mut()) else {
+        let Some(uid) = d.upstream else {
             return false;
         };
+        let h = &mut d.handler;
         let Some(up) = self.ups.get_mut(uid) else {
             return false;
         };
@@ -1165,7 +900,7 @@ impl<H: ConnHandler> Worker<H> {
             if up.readable {
                 match (&up.sock).read(&mut self.buf) {
                     Ok(0) => {
-                        failure = Some("connection closed during the TLS handshake".into());
+                        failure = Some(CLOSED_DURING_HANDSHAKE.into());
                         break;
                     }
                     Ok(n) => {
@@ -1173,8 +908,8 @@ impl<H: ConnHandler> Worker<H> {
                             up.readable = false;
                         }
                         let data = self.buf.get(..n).unwrap_or_default();
-                        if let Err(e) = tls.on_ciphertext(data) {
-                            failure = Some(e.to_string());
+                        if let Handshake::Failed(e) = handshake_input(tls, data) {
+                            failure = Some(e);
                             break;
                         }
                         moved = true;
@@ -1193,15 +928,14 @@ impl<H: ConnHandler> Worker<H> {
             }
         }
         if let Some(error) = failure {
-            tracing::warn!(upstream = %up.key.upstream, endpoint = %up.key.endpoint, %error,
-                "upstream TLS handshake failed");
+            log_handshake_failure(&up.key, &error);
             DriverStats::bump(&self.stats.upstream_connect_errors);
             self.fail_up(id, uid, UpstreamError::Tls, now);
             return true;
         }
         if tls.handshake_complete() {
             up.state = UpState::Open;
-            if let Some(h) = self.downs.get_mut(id).and_then(|d| d.handler.as_mut()) {
+            if let Some(h) = self.downs.get_mut(id).map(|d| &mut d.handler) {
                 h.on_upstream_connected(&mut self.cx, false, now);
             }
             return true;
@@ -1214,23 +948,22 @@ impl<H: ConnHandler> Worker<H> {
         let Some(up) = self.ups.get_mut(uid) else {
             return;
         };
-        let Some(settings) = up.key.tls.as_ref() else {
-            up.state = UpState::Open;
-            if let Some(h) = self.downs.get_mut(owner).and_then(|d| d.handler.as_mut()) {
-                h.on_upstream_connected(&mut self.cx, false, now);
+        // The connect timer (armed with the connect) also bounds the handshake.
+        match leg::start_tls(&up.key, &up.limits, now) {
+            Ok(None) => {
+                up.state = UpState::Open;
+                if let Some(d) = self.downs.get_mut(owner) {
+                    d.handler.on_upstream_connected(&mut self.cx, false, now);
+                }
             }
-            return;
-        };
-        match settings.connect(up.key.endpoint) {
-            Ok(client) => {
+            Ok(Some((client, _))) => {
                 up.tls = Some(Box::new(client));
                 up.state = UpState::Handshake;
                 // The socket is writable after a connect: send the ClientHello right away.
                 up.writable = true;
             }
-            Err(e) => {
-                tracing::warn!(upstream = %up.key.upstream, endpoint = %up.key.endpoint,
-                    error = %e, "upstream TLS handshake failed");
+            Err(error) => {
+                log_handshake_failure(&up.key, &error);
                 DriverStats::bump(&self.stats.upstream_connect_errors);
                 self.fail_up(owner, uid, UpstreamError::Tls, now);
             }
@@ -1244,10 +977,8 @@ impl<H: ConnHandler> Worker<H> {
             if d.upstream == Some(uid) {
                 d.upstream = None;
             }
-            if d.phase == Phase::Open
-                && let Some(h) = d.handler.as_mut()
-            {
-                h.on_upstream_error(&mut self.cx, err, now);
+            if !d.closing.started() {
+                d.handler.on_upstream_error(&mut self.cx, err, now);
             }
         }
     }
@@ -1268,9 +999,7 @@ impl<H: ConnHandler> Worker<H> {
             DriverStats::bump(&self.stats.pool_reused);
             if let Some(d) = self.downs.get_mut(id) {
                 d.upstream = Some(uid);
-                if let Some(h) = d.handler.as_mut() {
-                    h.on_upstream_connected(&mut self.cx, true, now);
-                }
+                d.handler.on_upstream_connected(&mut self.cx, true, now);
             }
             return;
         }
@@ -1291,7 +1020,7 @@ impl<H: ConnHandler> Worker<H> {
             }
             Err(_) => {
                 DriverStats::bump(&self.stats.upstream_connect_errors);
-                if let Some(h) = self.downs.get_mut(id).and_then(|d| d.handler.as_mut()) {
+                if let Some(h) = self.downs.get_mut(id).map(|d| &mut d.handler) {
                     h.on_upstream_error(&mut self.cx, UpstreamError::Connect, now);
                 }
             }
@@ -1300,22 +1029,19 @@ impl<H: ConnHandler> Worker<H> {
 
     /// Takes a live idle connection for `key` from the pool, closing expired or stale ones.
     fn checkout(&mut self, key: &PoolKey, now: Instant) -> Option<SlotId> {
-        loop {
-            let mut expired = std::mem::take(&mut self.scratch);
-            let hit = self.pool.checkout_aged(key, now, &mut expired);
-            for uid in expired.drain(..) {
-                self.close_up(uid);
-            }
-            self.scratch = expired;
-            let (uid, idle) = hit?;
-            match self.ups.get(uid) {
-                Some(up) if idle < PROBE_AFTER_IDLE || is_idle_live(&up.sock) => return Some(uid),
-                _ => {
-                    DriverStats::bump(&self.stats.pool_stale);
-                    self.close_up(uid);
-                }
-            }
+        let mut close = std::mem::take(&mut self.scratch);
+        let ups = &self.ups;
+        let hit = self.pool.checkout(key, now, &mut close, |uid| {
+            ups.get(uid).is_some_and(|up| is_idle_live(&up.sock))
+        });
+        for _ in 0..hit.stale {
+            DriverStats::bump(&self.stats.pool_stale);
         }
+        for uid in close.drain(..) {
+            self.close_up(uid);
+        }
+        self.scratch = close;
+        hit.conn
     }
 
     /// Starts a non-blocking connect; `Ok((slot, connected_already))`.
@@ -1396,14 +1122,17 @@ impl<H: ConnHandler> Worker<H> {
         let Some(up) = self.ups.get_mut(uid) else {
             return;
         };
-        let keep = reusable
-            && self.stop_deadline.is_none()
-            && up.state == UpState::Open
-            && !up.eof
-            && up
-                .tls
-                .as_ref()
-                .is_none_or(|t| !t.at_eof() && t.plaintext().is_empty() && !t.wants_write())
+        let state = LegState {
+            established: up.state == UpState::Open,
+            // A failed connection was closed already; bytes are read only on demand.
+            failed: false,
+            eof: up.eof,
+            unread: false,
+            unsent: false,
+            tls: up.tls.as_deref(),
+        };
+        // The peek (a syscall) only for a connection the rule keeps and that had an edge.
+        let keep = leg::reusable(reusable, self.drain.is_draining(), &state)
             && (!up.readable || is_idle_live(&up.sock));
         if !keep {
             self.close_up(uid);
@@ -1412,13 +1141,9 @@ impl<H: ConnHandler> Worker<H> {
         up.owner = None;
         let key = up.key.clone();
         let limits = up.limits;
-        if let Some(evicted) =
-            self.pool
-                .checkin(key, uid, limits.max_idle, limits.idle_timeout, now)
-        {
+        if let Some(evicted) = self.pool.checkin(key, uid, limits, now) {
             self.close_up(evicted);
         }
-        self.pool_next = min_opt(self.pool_next, Some(now + limits.idle_timeout));
     }
 
     fn close_up(&mut self, uid: SlotId) {
@@ -1427,8 +1152,7 @@ impl<H: ConnHandler> Worker<H> {
     }
 
     fn close_all_upstreams(&mut self) {
-        self.pool.remove_where(|_, _| true);
-        self.pool_next = None;
+        self.pool.clear();
         for uid in self.ups.ids() {
             self.close_up(uid);
         }
@@ -1436,12 +1160,11 @@ impl<H: ConnHandler> Worker<H> {
 
     // ---- timers, closing, stopping ----
 
-    fn deadline_of(&self, d: &Down<H>) -> Option<Instant> {
-        match d.phase {
-            Phase::Open => d.handler.as_ref().and_then(|h| h.deadline()),
-            Phase::Handshake { until } | Phase::Flushing { until } | Phase::Lingering { until } => {
-                Some(until)
-            }
+    fn deadline_of(&self, d: &Down<Layer<H>>) -> Option<Instant> {
+        if d.closing.started() {
+            d.closing.deadline()
+        } else {
+            d.handler.deadline()
         }
     }
 
@@ -1486,29 +1209,21 @@ impl<H: ConnHandler> Worker<H> {
                 }
             }
         }
-        if let Some(at) = self.pool_next
-            && at <= now
-        {
-            for uid in self.pool.expire(now) {
-                self.close_up(uid);
-            }
-            self.pool_next = self.pool.next_expiry();
+        for uid in self.pool.expire(now) {
+            self.close_up(uid);
         }
     }
 
     /// Closes idle pooled connections to endpoints that left the routing table.
     fn sweep_departed_endpoints(&mut self) {
         let epoch = H::endpoints_epoch(&mut self.cx);
-        if epoch == self.endpoints_epoch {
-            return;
-        }
-        self.endpoints_epoch = epoch;
         let cx = &mut self.cx;
-        let departed = self.pool.remove_where(|key, _| !H::keep_pooled(cx, key));
-        for uid in departed {
+        for uid in self
+            .pool
+            .sweep_departed(epoch, |key| H::keep_pooled(cx, key))
+        {
             self.close_up(uid);
         }
-        self.pool_next = self.pool.next_expiry();
     }
 
     fn fire_down(&mut self, id: SlotId, at: Instant, now: Instant) {
@@ -1523,17 +1238,14 @@ impl<H: ConnHandler> Worker<H> {
             return;
         };
         match self.deadline_of(d) {
-            Some(t) if t <= now => match d.phase {
-                Phase::Open => {
-                    if let Some(h) = self.downs.get_mut(id).and_then(|d| d.handler.as_mut()) {
-                        h.on_timer(&mut self.cx, now);
-                    }
-                    self.drive(id, now);
+            // The close's deadline passed: the flush or the linger is over.
+            Some(t) if t <= now && d.closing.started() => self.free(id),
+            Some(t) if t <= now => {
+                if let Some(d) = self.downs.get_mut(id) {
+                    d.handler.on_timer(&mut self.cx, now);
                 }
-                Phase::Handshake { .. } | Phase::Flushing { .. } | Phase::Lingering { .. } => {
-                    self.free(id)
-                }
-            },
+                self.drive(id, now);
+            }
             // Not due yet (the deadline moved later) or none: re-arm as needed.
             _ => self.arm_timer(id, now),
         }
@@ -1541,18 +1253,11 @@ impl<H: ConnHandler> Worker<H> {
 
     /// Releases a downstream connection: its socket, its attached upstream, its slot.
     fn free(&mut self, id: SlotId) {
-        let Some(mut d) = self.downs.remove(id) else {
+        let Some(d) = self.downs.remove(id) else {
             return;
         };
         if let Some(uid) = d.upstream {
             self.close_up(uid);
-        }
-        // Best effort: a pending TLS alert or close_notify tells the client why.
-        if let Some(tls) = d.tls.as_mut()
-            && (!d.failed || tls.broken)
-        {
-            let mut sock = &d.sock;
-            let _ = tls.session.write_ciphertext_to(&mut sock);
         }
         drop(d);
         self.conn_limit.release();
@@ -1560,12 +1265,13 @@ impl<H: ConnHandler> Worker<H> {
     }
 
     fn begin_stop(&mut self, now: Instant) {
-        if self.stop_deadline.is_some() {
+        // The grace in force now (a reload may have changed it since the worker started).
+        if !self
+            .drain
+            .begin(now, self.stop.grace(), self.tuning.stop_grace)
+        {
             return;
         }
-        // The grace in force now (a reload may have changed it since the worker started).
-        let grace = self.stop.grace().unwrap_or(self.tuning.stop_grace);
-        self.stop_deadline = Some(now + grace);
         // The socket may live on in another process (upgrade): deregister it explicitly, as
         // closing this descriptor alone would not.
         for l in &self.listeners {
@@ -1574,21 +1280,18 @@ impl<H: ConnHandler> Worker<H> {
         self.listeners.clear();
         self.again.retain(|a| matches!(a, Again::Down(_)));
         self.accept_retry_at = None;
-        for uid in self.pool.remove_where(|_, _| true) {
+        for uid in self.pool.clear() {
             self.close_up(uid);
         }
-        self.pool_next = None;
         H::begin_drain(&mut self.cx);
         for id in self.downs.ids() {
             let Some(d) = self.downs.get_mut(id) else {
                 continue;
             };
-            if d.phase != Phase::Open {
+            if d.closing.started() {
                 continue;
             }
-            if let Some(h) = d.handler.as_mut() {
-                h.on_drain(&mut self.cx, now);
-            }
+            d.handler.on_drain(&mut self.cx, now);
             self.drive(id, now);
         }
     }
@@ -1611,7 +1314,7 @@ mod tests {
     fn an_idle_downstream_connection_is_small() {
         // Per idle keep-alive connection the worker holds one downstream slot (the parked
         // handler inline); upstream sockets have slots of their own.
-        let down = std::mem::size_of::<Down<crate::proxy::core::Conn>>();
+        let down = std::mem::size_of::<Down<Layer<crate::proxy::core::Conn>>>();
         assert!(down <= 240, "{down} bytes per idle connection");
     }
 

@@ -19,6 +19,11 @@
 //! From then on received ciphertext is decrypted into the socket's stash, which the usual
 //! interest-driven delivery hands to the handler, and the handler's bytes are encrypted before
 //! each send. The session belongs to the socket, so it is pooled and reused with it.
+//!
+//! What is not about syscalls or completions is the session layer's ([`crate::proxy::session`]),
+//! shared with the epoll driver: downstream TLS ([`Layer`]), the upstream reuse rule and TLS
+//! handshake steps ([`leg`]), the pool with its sweeping ([`WorkerPool`]), the close/linger
+//! state machine ([`Closing`]) and the drain clock ([`Drain`]).
 
 use std::collections::VecDeque;
 use std::mem::{ManuallyDrop, MaybeUninit};
@@ -31,13 +36,19 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use crate::proxy::io::{
     Action, ConnHandler, ConnInfo, ConnLimit, PoolKey, PoolLimits, UpstreamError,
 };
+use crate::proxy::session::close::{CloseFacts, CloseStep, Closing};
+use crate::proxy::session::drain::{Drain, DrainStep};
+use crate::proxy::session::pool::WorkerPool;
+use crate::proxy::session::tls::Layer;
+use crate::proxy::session::upstream::{
+    self as leg, CLOSED_DURING_HANDSHAKE, HANDSHAKE_TIMED_OUT, Handshake, LegState,
+    handshake_input, log_handshake_failure,
+};
 use crate::proxy::tls::{TlsAcceptor, TlsClient};
-use crate::proxy::upstream::pool::{PROBE_AFTER_IDLE, Pool};
 
 use super::bufring::BufRing;
 use super::slab::{Id, Op, Slab, UserData};
 use super::timers::{Slim, Timers};
-use super::tls::Layer;
 use super::{RingOptions, Support, UringError};
 use crate::proxy::driver::DriverStats;
 use crate::proxy::listener::BoundListener;
@@ -314,13 +325,9 @@ struct Conn<H> {
     up: Option<Id>,
     /// The upstream's TLS handshake runs with a deadline (`SockArgs::tls_until` of `up`).
     up_handshake: bool,
-    flush_on_close: bool,
-    /// The close keeps reading what the client still sends (see [`Action::CloseDownstream`]).
-    linger_on_close: bool,
-    /// Set once the handler is closed: the flush deadline.
-    finishing: Option<Slim>,
-    /// Set once a flushed close shut down the write side: end of the lingering read.
-    linger_until: Option<Slim>,
+    /// The close the handler asked for ([`Action::CloseDownstream`]) and, once it closed
+    /// (`started`), where the flush and the linger stand.
+    closing: Closing<Slim>,
 }
 
 struct Listener {
@@ -347,9 +354,7 @@ pub(crate) struct Driver<'a, H: ConnHandler> {
     /// Connections; https listeners wrap the handler in the TLS layer.
     conns: Slab<Conn<Layer<H>>>,
     listeners: Vec<Listener>,
-    pool: Pool<Id>,
-    pool_expiry: Option<Instant>,
-    pool_dirty: bool,
+    pool: WorkerPool<Id>,
     timers: Timers,
     /// Emptied send boxes (with their buffers) kept for reuse: the boxes themselves are what
     /// is reused (a socket holds one while it sends), so sending allocates nothing.
@@ -366,9 +371,8 @@ pub(crate) struct Driver<'a, H: ConnHandler> {
     /// Accepting is paused by the supervisor (upgrade before "go"): no accept is armed and
     /// connections stay queued in the listeners until it resumes.
     accept_paused: bool,
-    drain_until: Option<Instant>,
+    drain: Drain,
     cx: &'a mut H::Cx,
-    endpoints_epoch: u64,
     limit: &'a ConnLimit,
     stop: &'a StopSignal,
     stats: &'a DriverStats,
@@ -399,6 +403,25 @@ fn wants(h: &impl ConnHandler, side: Side) -> bool {
         Side::Down => i.downstream_read,
         Side::Up => i.upstream_read,
     }
+}
+
+/// A cheap liveness check at checkout: EAGAIN from a non-blocking peek means the idle
+/// connection is still open and silent.
+fn idle_is_live(socks: &Slab<Sock>, sid: Id) -> bool {
+    let Some(s) = socks.get(sid) else {
+        return false;
+    };
+    if s.fd < 0 || s.failed || s.owner() != Owner::Pooled {
+        return false;
+    }
+    // SAFETY: `s.fd` is open (owned by this socket slot until its ring close); ManuallyDrop
+    // keeps the Socket from closing it.
+    let sock = ManuallyDrop::new(unsafe { Socket::from_raw_fd(s.fd) });
+    let mut byte = [MaybeUninit::<u8>::uninit(); 1];
+    matches!(
+        sock.recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+    )
 }
 
 impl<'a, H: ConnHandler> Driver<'a, H> {
@@ -465,9 +488,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             socks: Slab::new(),
             conns: Slab::new(),
             listeners,
-            pool: Pool::with_gauges(H::pool_gauges(cx)),
-            pool_expiry: None,
-            pool_dirty: false,
+            pool: WorkerPool::new(H::pool_gauges(cx)),
             timers: Timers::default(),
             send_free: Vec::new(),
             overflow: VecDeque::new(),
@@ -477,9 +498,8 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             scratch: Vec::new(),
             wake_armed: false,
             accept_paused: !stop.accepting(),
-            drain_until: None,
+            drain: Drain::new(),
             cx,
-            endpoints_epoch: 0,
             limit,
             stop,
             stats,
@@ -718,21 +738,20 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             self.stop.beat();
             let now = Instant::now();
             self.sweep_departed_endpoints();
-            if self.drain_until.is_none() && self.stop.is_stopped() {
+            if !self.drain.is_draining() && self.stop.is_stopped() {
                 self.begin_stop(now);
             }
-            if self.accept_paused && self.drain_until.is_none() && self.stop.accepting() {
+            if self.accept_paused && !self.drain.is_draining() && self.stop.accepting() {
                 // "Go": from now on the listeners' queues are this process's.
                 self.accept_paused = false;
                 for li in 0..self.listeners.len() {
                     self.arm_accept(li);
                 }
             }
-            if let Some(until) = self.drain_until {
-                if self.conns.is_empty() {
-                    return Ok(());
-                }
-                if now >= until {
+            match self.drain.step(now, !self.conns.is_empty()) {
+                DrainStep::Serving | DrainStep::Draining => {}
+                DrainStep::Done => return Ok(()),
+                DrainStep::CutOff => {
                     for cid in self.conns.ids() {
                         self.finish_conn(cid);
                     }
@@ -832,14 +851,10 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
     }
 
     fn next_wakeup(&mut self) -> Option<Instant> {
-        if self.pool_dirty {
-            self.pool_expiry = self.pool.next_expiry();
-            self.pool_dirty = false;
-        }
         [
             self.timers.next(),
-            self.pool_expiry,
-            self.drain_until,
+            self.pool.next_expiry(),
+            self.drain.deadline(),
             self.listeners.iter().filter_map(|l| l.rearm_at).min(),
         ]
         .into_iter()
@@ -869,14 +884,14 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
                 self.fail_tls(
                     cid,
                     up,
-                    "TLS handshake timed out",
+                    HANDSHAKE_TIMED_OUT,
                     UpstreamError::ConnectTimeout,
                     now,
                 );
             }
             let Driver { conns, cx, .. } = self;
             if let Some(c) = conns.get_mut(cid)
-                && c.finishing.is_none()
+                && !c.closing.started()
                 && c.h.deadline().is_some_and(|d| d <= now)
             {
                 c.h.on_timer(cx, now);
@@ -891,33 +906,23 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
     /// Closes idle pooled connections to endpoints that left the routing table.
     fn sweep_departed_endpoints(&mut self) {
         let epoch = H::endpoints_epoch(self.cx);
-        if epoch == self.endpoints_epoch {
-            return;
-        }
-        self.endpoints_epoch = epoch;
         let cx = &mut *self.cx;
-        let departed = self.pool.remove_where(|key, _| !H::keep_pooled(cx, key));
-        for sid in departed {
+        for sid in self
+            .pool
+            .sweep_departed(epoch, |key| H::keep_pooled(cx, key))
+        {
             self.close_sock(sid);
         }
-        self.pool_dirty = true;
     }
 
     fn expire_pool(&mut self, now: Instant) {
-        if self.pool_dirty {
-            self.pool_expiry = self.pool.next_expiry();
-            self.pool_dirty = false;
-        }
-        if self.pool_expiry.is_some_and(|t| t <= now) {
-            for sid in self.pool.expire(now) {
-                self.close_sock(sid);
-            }
-            self.pool_dirty = true;
+        for sid in self.pool.expire(now) {
+            self.close_sock(sid);
         }
     }
 
     fn rearm_listeners(&mut self, now: Instant) {
-        if self.drain_until.is_some() {
+        if self.drain.is_draining() {
             return;
         }
         for li in 0..self.listeners.len() {
@@ -933,8 +938,12 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
 
     fn begin_stop(&mut self, now: Instant) {
         // The grace in force now (a reload may have changed it since the worker started).
-        let grace = self.stop.grace().unwrap_or(self.opts.drain_timeout);
-        self.drain_until = Some(now + grace);
+        if !self
+            .drain
+            .begin(now, self.stop.grace(), self.opts.drain_timeout)
+        {
+            return;
+        }
         for li in 0..self.listeners.len() {
             let Some(l) = self.listeners.get_mut(li) else {
                 continue;
@@ -952,15 +961,14 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
                 self.push(e);
             }
         }
-        for sid in self.pool.remove_where(|_, _| true) {
+        for sid in self.pool.clear() {
             self.close_sock(sid);
         }
-        self.pool_dirty = true;
         H::begin_drain(self.cx);
         for cid in self.conns.ids() {
             let Driver { conns, cx, .. } = self;
             if let Some(c) = conns.get_mut(cid)
-                && c.finishing.is_none()
+                && !c.closing.started()
             {
                 c.h.on_drain(cx, now);
             }
@@ -972,11 +980,12 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
     /// references our memory; only then is the buffer ring unregistered and freed.
     fn teardown(&mut self) {
         // Nothing is re-armed from here on.
-        self.drain_until.get_or_insert_with(Instant::now);
+        self.drain
+            .begin(Instant::now(), Some(Duration::ZERO), Duration::ZERO);
         for cid in self.conns.ids() {
             self.finish_conn(cid);
         }
-        for sid in self.pool.remove_where(|_, _| true) {
+        for sid in self.pool.clear() {
             self.close_sock(sid);
         }
         for sid in self.socks.ids() {
@@ -1041,7 +1050,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
                 self.wake_armed = false;
                 // A resume also wakes the loop: clear the eventfd so the re-armed poll waits.
                 self.stop.clear();
-                if !self.stop.is_stopped() && self.drain_until.is_none() {
+                if !self.stop.is_stopped() && !self.drain.is_draining() {
                     self.arm_wake();
                 }
             }
@@ -1105,7 +1114,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             .listeners
             .get(li)
             .is_some_and(|l| !l.armed && l.rearm_at.is_none() && l.fd.is_some());
-        if rearm && self.drain_until.is_none() {
+        if rearm && !self.drain.is_draining() {
             self.arm_accept(li);
         }
     }
@@ -1146,15 +1155,16 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             tls: acceptor.is_some(),
             sni: None,
         };
-        let h = match acceptor.map(|a| a.accept()) {
-            None => Layer::Plain(H::new(self.cx, info, now)),
-            Some(Ok(session)) => Layer::tls(session, info, now + self.opts.tls_handshake_timeout),
+        let session = match acceptor.map(|a| a.accept()) {
+            None => None,
+            Some(Ok(session)) => Some(session),
             Some(Err(_)) => {
                 self.limit.release();
                 self.close_raw(fd);
                 return;
             }
         };
+        let h = Layer::open(self.cx, info, session, now, self.opts.tls_handshake_timeout);
         bump(&self.stats.accepted);
         let sid = self.socks.insert(Sock::new(fd, Owner::Closing, true));
         let cid = self.conns.insert(Conn {
@@ -1162,10 +1172,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             down: sid,
             up: None,
             up_handshake: false,
-            flush_on_close: false,
-            linger_on_close: true,
-            finishing: None,
-            linger_until: None,
+            closing: Closing::new(),
         });
         if let Some(s) = self.socks.get_mut(sid) {
             s.set_owner(Owner::Conn {
@@ -1324,7 +1331,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         let (Some(c), Some(s)) = (conns.get_mut(cid), socks.get_mut(sid)) else {
             return;
         };
-        if c.finishing.is_some() {
+        if c.closing.started() {
             return;
         }
         let Some(data) = bufs.slice(bid, start, len) else {
@@ -1369,7 +1376,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         let (Some(c), Some(s)) = (conns.get_mut(cid), socks.get_mut(sid)) else {
             return;
         };
-        if c.finishing.is_some() || s.failed {
+        if c.closing.started() || s.failed {
             return;
         }
         let Some(SockArgs {
@@ -1385,20 +1392,24 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             self.deliver_error(cid, Side::Up, sid, now);
             return;
         };
-        let was_done = tls.handshake_complete();
-        if let Err(e) = tls.on_ciphertext(data) {
-            if was_done {
+        if tls.handshake_complete() {
+            if tls.on_ciphertext(data).is_err() {
                 self.deliver_error(cid, Side::Up, sid, now);
-            } else {
-                let error = e.to_string();
-                self.fail_tls(cid, sid, &error, UpstreamError::Tls, now);
+                return;
             }
+            tls.take_plaintext(stash);
             return;
         }
-        tls.take_plaintext(stash);
-        if !was_done && tls.handshake_complete() {
-            c.up_handshake = false;
-            c.h.on_upstream_connected(cx, false, now);
+        match handshake_input(tls, data) {
+            Handshake::Failed(error) => {
+                self.fail_tls(cid, sid, &error, UpstreamError::Tls, now);
+            }
+            Handshake::Running => tls.take_plaintext(stash),
+            Handshake::Done => {
+                tls.take_plaintext(stash);
+                c.up_handshake = false;
+                c.h.on_upstream_connected(cx, false, now);
+            }
         }
     }
 
@@ -1410,13 +1421,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         };
         if s.handshaking() {
             s.read_closed = true;
-            self.fail_tls(
-                cid,
-                sid,
-                "connection closed during the TLS handshake",
-                UpstreamError::Tls,
-                now,
-            );
+            self.fail_tls(cid, sid, CLOSED_DURING_HANDSHAKE, UpstreamError::Tls, now);
             return;
         }
         if let Some(SockArgs {
@@ -1437,8 +1442,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             return;
         }
         if let Some((key, _)) = self.socks.get(sid).and_then(Sock::key) {
-            tracing::warn!(upstream = %key.upstream, endpoint = %key.endpoint, error,
-                "upstream TLS handshake failed");
+            log_handshake_failure(key, error);
         }
         let Some(c) = self.conns.get_mut(cid) else {
             return;
@@ -1449,7 +1453,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         self.close_sock(sid);
         let Driver { conns, cx, .. } = self;
         if let Some(c) = conns.get_mut(cid)
-            && c.finishing.is_none()
+            && !c.closing.started()
         {
             c.h.on_upstream_error(cx, err, now);
         }
@@ -1463,7 +1467,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             return;
         };
         s.read_closed = true;
-        if c.finishing.is_some() {
+        if c.closing.started() {
             return;
         }
         let held = s.args.as_ref().is_some_and(|a| !a.stash.is_empty());
@@ -1487,7 +1491,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         let first = !s.failed;
         s.read_closed = true;
         s.failed = true;
-        if c.finishing.is_some() || !first {
+        if c.closing.started() || !first {
             return;
         }
         match side {
@@ -1576,19 +1580,20 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
                 timers,
                 ..
             } = self;
-            let settings = socks
+            // An HTTPS upstream starts its handshake, bounded by the connect timeout.
+            let started = socks
                 .get(sid)
                 .filter(|_| conns.get(conn).is_some_and(|c| c.up == Some(sid)))
                 .and_then(Sock::key)
-                .and_then(|(k, l)| Some((k.tls.as_ref()?, k.endpoint, l.connect_timeout)));
-            match settings.map(|(tls, ep, t)| (tls.connect(ep), t)) {
-                None => {
+                .map(|(key, limits)| leg::start_tls(key, limits, now));
+            match started {
+                None | Some(Ok(None)) => {
                     if let Some(c) = conns.get_mut(conn) {
                         c.h.on_upstream_connected(cx, false, now);
                     }
                 }
-                Some((Ok(client), timeout)) => {
-                    let until = (!timeout.is_zero()).then(|| Slim::from(now + timeout));
+                Some(Ok(Some((client, until)))) => {
+                    let until = until.map(Slim::from);
                     if let Some(s) = socks.get_mut(sid) {
                         let a = s.args();
                         a.tls = Some(Box::new(client));
@@ -1603,8 +1608,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
                         }
                     }
                 }
-                Some((Err(e), _)) => {
-                    let error = e.to_string();
+                Some(Err(error)) => {
                     self.fail_tls(conn, sid, &error, UpstreamError::Tls, now);
                 }
             }
@@ -1623,7 +1627,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             self.close_sock(sid);
             let Driver { conns, cx, .. } = self;
             if let Some(c) = conns.get_mut(conn)
-                && c.finishing.is_none()
+                && !c.closing.started()
             {
                 c.h.on_upstream_error(cx, err, now);
             }
@@ -1647,10 +1651,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
     }
 
     fn drop_stale(&mut self, sid: Id) {
-        let removed = self.pool.remove_where(|_, s| *s == sid);
-        if !removed.is_empty() {
-            self.pool_dirty = true;
-        }
+        self.pool.remove(sid);
         bump(&self.stats.pool_stale);
         self.close_sock(sid);
     }
@@ -1671,7 +1672,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             let Some(c) = self.conns.get(cid) else {
                 return;
             };
-            if c.finishing.is_some() || c.h.is_closed() {
+            if c.closing.started() || c.h.is_closed() {
                 self.sync_finishing(cid, now);
                 return;
             }
@@ -1692,34 +1693,27 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             Action::ReleaseUpstream { reusable } => self.release_upstream(cid, reusable, now),
             Action::CloseDownstream { flush, linger } => {
                 if let Some(c) = self.conns.get_mut(cid) {
-                    c.flush_on_close = flush;
-                    c.linger_on_close = linger;
+                    c.closing.request(flush, linger);
                 }
             }
         }
     }
 
-    /// The handler is closed: flush its last bytes (when it asked for a flushed close), then
-    /// shut down the write side and keep reading and discarding what the client still sends
-    /// for `lingering_close` (so a reset does not destroy the response), then free it. A close
-    /// without `linger` (the client can send nothing more) is freed once flushed.
+    /// The handler is closed: carries out the session's close state machine
+    /// ([`Closing::step`]) — flush the last bytes (when the handler asked for a flushed
+    /// close), shut down the write side and keep reading and discarding what the client still
+    /// sends for `lingering_close` (so a reset does not destroy the response), then free it.
     fn sync_finishing(&mut self, cid: Id, now: Instant) {
         let Some(c) = self.conns.get_mut(cid) else {
             return;
         };
-        let first = c.finishing.is_none();
-        let deadline = c
-            .finishing
-            .get_or_insert(Slim::from(now + self.opts.flush_timeout))
-            .get();
+        let first = c.closing.begin(now, self.opts.flush_timeout);
         // An upstream still attached when the handler closes is not reusable.
         let up = c.up.take();
         let down = c.down;
-        let graceful = c.flush_on_close;
-        let linger = c.linger_on_close;
+        let graceful = c.closing.graceful();
         let lent = self.socks.get(c.down).is_some_and(Sock::lent);
-        let flush = graceful && (lent || !c.h.downstream_out().is_empty());
-        let linger_until = c.linger_until.map(Slim::get);
+        let output_pending = lent || !c.h.downstream_out().is_empty();
         if let Some(up) = up {
             self.close_sock(up);
         }
@@ -1731,39 +1725,36 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             return;
         };
         let usable = !s.failed && s.fd >= 0;
-        let readable = usable && !s.read_closed;
+        let facts = CloseFacts {
+            output_pending,
+            socket_ok: usable,
+            read_open: usable && !s.read_closed,
+        };
         let fd = s.fd;
-        let wait_until = if flush {
-            (usable && now < deadline).then_some(deadline)
-        } else if graceful && linger && readable && !self.opts.lingering_close.is_zero() {
-            let until = match linger_until {
-                Some(t) => t,
-                None => {
+        let Some(c) = self.conns.get_mut(cid) else {
+            return;
+        };
+        let until = match c.closing.step(now, facts, self.opts.lingering_close) {
+            CloseStep::Free => {
+                self.finish_conn(cid);
+                return;
+            }
+            CloseStep::Flush { until } => {
+                self.pump_send(cid, Side::Down, now);
+                until
+            }
+            CloseStep::Linger { until, shutdown } => {
+                if shutdown {
                     // SAFETY: `fd` is open (owned by this socket slot until its ring close);
                     // ManuallyDrop keeps the Socket from closing it.
                     let sock = ManuallyDrop::new(unsafe { Socket::from_raw_fd(fd) });
                     let _ = sock.shutdown(std::net::Shutdown::Write);
-                    let t = now + self.opts.lingering_close;
-                    if let Some(c) = self.conns.get_mut(cid) {
-                        c.linger_until = Some(Slim::from(t));
-                    }
-                    t
                 }
-            };
-            (now < until).then_some(until)
-        } else {
-            None
+                // Lingering: keep a receive armed; what arrives is dropped.
+                self.arm_recv(down);
+                until
+            }
         };
-        let Some(until) = wait_until else {
-            self.finish_conn(cid);
-            return;
-        };
-        if flush {
-            self.pump_send(cid, Side::Down, now);
-        } else {
-            // Lingering: keep a receive armed; what arrives is dropped.
-            self.arm_recv(down);
-        }
         let until = Slim::from(until);
         if self.timers.get(cid).is_none_or(|t| until < t) {
             self.timers.set(cid, until);
@@ -1836,14 +1827,9 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         };
         let out = match (side, tls) {
             (Side::Up, Some(tls)) => {
-                if tls.handshake_complete() {
-                    let plain = c.h.upstream_out();
-                    match tls.encrypt(plain) {
-                        Ok(0) => {}
-                        Ok(n) => c.h.upstream_written(cx, n, now),
-                        // Only after a local close: the connection is done for.
-                        Err(_) => s.failed = true,
-                    }
+                if tls.handshake_complete() && leg::seal_upstream(tls, &mut c.h, cx, now).is_err() {
+                    // Only after a local close: the connection is done for.
+                    s.failed = true;
                 }
                 tls.pending_out()
             }
@@ -1991,21 +1977,18 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         }
         let mut dead = std::mem::take(&mut self.scratch);
         dead.clear();
-        let mut reused = None;
-        while let Some((sid, idle)) = self.pool.checkout_aged(&key, now, &mut dead) {
-            self.pool_dirty = true;
-            if idle < PROBE_AFTER_IDLE || self.idle_is_live(sid) {
-                reused = Some(sid);
-                break;
-            }
+        let socks = &self.socks;
+        let hit = self
+            .pool
+            .checkout(&key, now, &mut dead, |sid| idle_is_live(socks, sid));
+        for _ in 0..hit.stale {
             bump(&self.stats.pool_stale);
-            dead.push(sid);
         }
         for &sid in &dead {
             self.close_sock(sid);
         }
         self.scratch = dead;
-        if let Some(sid) = reused {
+        if let Some(sid) = hit.conn {
             let mut cancel_idle = None;
             if let Some(s) = self.socks.get_mut(sid) {
                 s.set_owner(Owner::Conn {
@@ -2110,25 +2093,6 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         }
     }
 
-    /// A cheap liveness check at checkout: EAGAIN from a non-blocking peek means the idle
-    /// connection is still open and silent.
-    fn idle_is_live(&self, sid: Id) -> bool {
-        let Some(s) = self.socks.get(sid) else {
-            return false;
-        };
-        if s.fd < 0 || s.failed || s.owner() != Owner::Pooled {
-            return false;
-        }
-        // SAFETY: `s.fd` is open (owned by this socket slot until its ring close); ManuallyDrop
-        // keeps the Socket from closing it.
-        let sock = ManuallyDrop::new(unsafe { Socket::from_raw_fd(s.fd) });
-        let mut byte = [MaybeUninit::<u8>::uninit(); 1];
-        matches!(
-            sock.recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
-        )
-    }
-
     fn release_upstream(&mut self, cid: Id, reusable: bool, now: Instant) {
         let Some(c) = self.conns.get_mut(cid) else {
             return;
@@ -2140,17 +2104,15 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         let Some(s) = self.socks.get_mut(sid) else {
             return;
         };
-        let clean = reusable
-            && s.key().is_some()
-            && s.connected
-            && !s.connecting
-            && !s.failed
-            && !s.read_closed
-            && !s.stashed()
-            && s.out.is_none()
-            && s.tls().is_none_or(|t| !t.at_eof() && !t.wants_write())
-            && self.drain_until.is_none();
-        if !clean {
+        let state = LegState {
+            established: s.key().is_some() && s.connected && !s.connecting,
+            failed: s.failed,
+            eof: s.read_closed,
+            unread: s.stashed(),
+            unsent: s.out.is_some(),
+            tls: s.tls(),
+        };
+        if !leg::reusable(reusable, self.drain.is_draining(), &state) {
             self.close_sock(sid);
             return;
         }
@@ -2184,10 +2146,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
             s.set_owner(Owner::Pooled);
             s.pool_epoch = s.pool_epoch.wrapping_add(1);
         }
-        let evicted = self
-            .pool
-            .checkin(key, sid, limits.max_idle, limits.idle_timeout, now);
-        self.pool_dirty = true;
+        let evicted = self.pool.checkin(key, sid, limits, now);
         if let Some(old) = evicted {
             self.close_sock(old);
             if old == sid {
@@ -2208,7 +2167,7 @@ impl<'a, H: ConnHandler> Driver<'a, H> {
         }
         let park = s.args.as_mut().and_then(|a| a.key.take());
         let stale = s.failed || s.read_closed || s.stashed();
-        let Some((key, limits)) = park.filter(|_| !stale && self.drain_until.is_none()) else {
+        let Some((key, limits)) = park.filter(|_| !stale && !self.drain.is_draining()) else {
             if stale {
                 bump(&self.stats.pool_stale);
             }
@@ -2243,6 +2202,10 @@ mod tests {
         // upstream sockets (or held-back bytes), the send part only while a send runs.
         let per_conn = std::mem::size_of::<Conn<Layer<crate::proxy::core::Conn>>>()
             + std::mem::size_of::<Sock>();
+        eprintln!(
+            "SIZE uring per_conn {per_conn} conn {}",
+            std::mem::size_of::<Conn<Layer<crate::proxy::core::Conn>>>()
+        );
         assert!(per_conn <= 248, "{per_conn} bytes per idle connection");
         assert!(std::mem::size_of::<Sock>() <= 40);
         let s = Sock::new(-1, Owner::Closing, true);

@@ -29,7 +29,8 @@
 //!   `Tuning::stop_grace`, read when the drain starts), cancels what is left and returns;
 //!   while `StopSignal::accepting` is false (an upgraded process before "go") no accept is
 //!   armed, and the accepts are armed when it turns true;
-//! - https listeners (`ListenerSpec::tls`) wrap each handler in the TLS layer (`tls.rs`):
+//! - https listeners (`ListenerSpec::tls`) wrap each handler in the session TLS layer
+//!   ([`crate::proxy::session::tls`]):
 //!   the handshake runs before `ConnHandler::new` (bounded by `Tuning::tls_handshake_timeout`),
 //!   the driver moves ciphertext only, a flushed close ends with `close_notify`, a failed
 //!   session with its alert.
@@ -41,7 +42,6 @@ mod driver;
 mod probe;
 mod slab;
 mod timers;
-mod tls;
 
 use std::io;
 use std::time::Duration;

@@ -1,7 +1,8 @@
-//! Downstream TLS for the io_uring driver: a [`ConnHandler`] layer that sits between the
-//! driver and the real handler on https listeners.
+//! Downstream TLS for both io drivers: a [`ConnHandler`] layer that sits between the driver
+//! and the real handler on https listeners.
 //!
-//! The driver moves ciphertext only; this layer runs the handshake before the real handler
+//! The driver moves ciphertext only (it treats the layer as the handler: `downstream_out` is
+//! ciphertext, received bytes are ciphertext); this layer runs the handshake before the real handler
 //! exists (creating it with `ConnInfo { tls: true, sni }` once the handshake completes),
 //! feeds received ciphertext through [`TlsSession::feed`] / [`TlsSession::read_plaintext`]
 //! while the handler wants to read, moves the handler's output through
@@ -12,14 +13,14 @@
 //!
 //! Buffers: a connection holds its ciphertext buffers only while bytes wait in them, and its
 //! plaintext buffer only inside a callback. Emptied buffers go to a small per-thread spare list
-//! (each driver runs on its own thread, so nothing is shared between workers) and the next
+//! (each worker runs on its own thread, so nothing is shared between workers) and the next
 //! connection takes them from there: an idle TLS connection keeps no buffer of this layer, and
 //! a busy one allocates none.
 
 use std::cell::RefCell;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crate::proxy::io::{Action, ConnHandler, ConnInfo, Interest, UpstreamError};
+use crate::proxy::io::{Action, ConnHandler, ConnInfo, Interest, PoolKey, UpstreamError};
 use crate::proxy::tls::{TlsError, TlsSession};
 
 /// Most ciphertext kept waiting for the socket before the handler's plaintext is left where
@@ -116,6 +117,22 @@ pub(crate) struct TlsLayer<H> {
 }
 
 impl<H: ConnHandler> Layer<H> {
+    /// The handler of a newly accepted connection: the handler itself on a plain listener;
+    /// with `session` (an https listener) the TLS layer in its handshake phase, which ends by
+    /// `now + handshake_timeout` and creates the handler once the handshake completed.
+    pub(crate) fn open(
+        cx: &mut H::Cx,
+        info: ConnInfo,
+        session: Option<TlsSession>,
+        now: Instant,
+        handshake_timeout: Duration,
+    ) -> Self {
+        match session {
+            None => Layer::Plain(H::new(cx, info, now)),
+            Some(session) => Layer::tls(session, info, now + handshake_timeout),
+        }
+    }
+
     /// A TLS connection in its handshake phase.
     pub(crate) fn tls(session: TlsSession, info: ConnInfo, handshake_until: Instant) -> Self {
         Layer::Tls(Box::new(TlsLayer {
@@ -504,6 +521,22 @@ impl<H: ConnHandler> ConnHandler for Layer<H> {
         forward!(self, cx, now, |h| h.upstream_written(cx, n, now));
     }
 
+    fn on_refused(cx: &mut H::Cx) {
+        H::on_refused(cx);
+    }
+
+    fn endpoints_epoch(cx: &mut H::Cx) -> u64 {
+        H::endpoints_epoch(cx)
+    }
+
+    fn keep_pooled(cx: &mut H::Cx, key: &PoolKey) -> bool {
+        H::keep_pooled(cx, key)
+    }
+
+    fn pool_gauges(cx: &mut H::Cx) -> Option<crate::metrics::PoolGauges> {
+        H::pool_gauges(cx)
+    }
+
     fn begin_drain(cx: &mut H::Cx) {
         H::begin_drain(cx);
     }
@@ -596,12 +629,10 @@ impl<H: ConnHandler> ConnHandler for Layer<H> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::io::PoolKey;
     use crate::proxy::tls::{
         CertResolver, CertStore, LoadedCert, TlsAcceptor, TlsAcceptorConfig, TlsClient, UpstreamTls,
     };
     use std::net::SocketAddr;
-    use std::time::Duration;
 
     /// Answers every complete request head with a fixed response.
     struct Answer {
