@@ -186,6 +186,22 @@ const ROOM_RULES: &[Rule] = &[
         why: "the driver-neutral session layer is below both drivers",
     },
     Rule {
+        room: "desired",
+        never: &[
+            "proxy::uring",
+            "proxy::epoll",
+            "proxy::worker",
+            "proxy::session",
+            "controller",
+            "admin",
+            "lifecycle",
+            "runtime",
+            "xdp",
+        ],
+        except: &[],
+        why: "desired is the pure, typed desired state both sources build; the runtime turns it into a snapshot",
+    },
+    Rule {
         room: "proxy::driver",
         never: &["proxy::worker", "proxy::uring", "proxy::epoll"],
         except: &[],
@@ -356,6 +372,14 @@ const PURE_ROOMS_NO_EXTERN: &[(&str, &[&str])] = &[
         &["tokio", "hyper", "hyper_util", "futures", "redis"],
     ),
     ("proxy::core", &["tokio", "hyper", "hyper_util", "futures"]),
+    (
+        "proxy::session",
+        &["tokio", "hyper", "hyper_util", "futures", "redis"],
+    ),
+    (
+        "desired",
+        &["tokio", "hyper", "hyper_util", "futures", "redis"],
+    ),
     ("config", &["tokio", "hyper", "hyper_util"]),
     ("metrics", &["tokio", "hyper"]),
 ];
@@ -389,6 +413,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("proxy::uring", 34),
     ("proxy::epoll", 34),
     ("proxy::worker", 35),
+    // The typed desired state both sources build.
+    ("desired", 38),
     // The control plane over it.
     ("controller", 40),
     ("admin", 40),

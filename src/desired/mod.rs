@@ -16,6 +16,8 @@
 //! [`cluster`] so the controller never reaches into the data plane.
 
 #![forbid(unsafe_code)]
+// Pure room: no clock, sockets or threads outside tests (clippy.toml).
+#![cfg_attr(not(test), deny(clippy::disallowed_methods))]
 
 pub mod cluster;
 mod config;

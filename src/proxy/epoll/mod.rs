@@ -55,6 +55,8 @@
 //! Liveness: the loop never blocks longer than [`HEARTBEAT_TICK`] and stamps the worker's
 //! heartbeat each turn, so a wedged worker is visible to the watchdog.
 
+#![forbid(unsafe_code)]
+
 mod slab;
 mod timers;
 

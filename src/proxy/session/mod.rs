@@ -12,6 +12,10 @@
 //! Everything here is pure: no sockets, no clock (time is an argument), so each piece is tested
 //! without sockets. The drivers keep the syscalls, the completions/readiness and the buffers.
 
+#![forbid(unsafe_code)]
+// Pure room: no clock, sockets or threads outside tests (clippy.toml).
+#![cfg_attr(not(test), deny(clippy::disallowed_methods))]
+
 pub mod close;
 pub mod drain;
 pub mod pool;

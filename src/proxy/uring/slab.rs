@@ -4,6 +4,8 @@
 //! to, that slot's generation and the operation kind, so a completion that arrives after its
 //! slot was freed and reused is recognised by its stale generation and ignored.
 
+#![forbid(unsafe_code)]
+
 /// Index + generation of an entry in a [`Slab`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct Id {

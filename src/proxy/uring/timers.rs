@@ -7,6 +7,8 @@
 //! slot's entry. The driver moves a deadline only when it gets earlier; a deadline that moved
 //! later fires early and is set again then, which keeps the work per request small.
 
+#![forbid(unsafe_code)]
+
 use std::num::NonZeroU64;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
