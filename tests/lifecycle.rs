@@ -1028,7 +1028,7 @@ fn drain_loses_no_request_of_busy_keep_alive_clients(driver: Driver) {
                 while Instant::now() < until {
                     // Every other response's head reaches the client 20 ms before its body, so
                     // the drain finds connections between requests and inside responses.
-                    let request: &[u8] = if answered % 2 == 0 {
+                    let request: &[u8] = if answered.is_multiple_of(2) {
                         b"GET /split/20 HTTP/1.1\r\nHost: app.test\r\n\r\n"
                     } else {
                         b"GET /load HTTP/1.1\r\nHost: app.test\r\n\r\n"
