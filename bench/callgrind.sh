@@ -9,6 +9,7 @@
 # Env:   ARC_BIN=path   use this binary instead of building
 #        DRIVERS="uring epoll"   drivers to measure
 #        CONNS=8        client connections (one request in flight on each)
+#        BODY_BYTES=1024   response body size the backend answers (64 KiB: 65536)
 #        KEEP_TMP=1     keep the temporary directory (configs, callgrind.out files)
 set -euo pipefail
 
@@ -85,7 +86,7 @@ EOF
 
 BACKEND_PORT="$(free_port)"
 mkdir -p "$TMP/nginx/logs"
-BODY="$(head -c 1024 /dev/zero | tr '\0' a)"
+BODY="$(head -c "${BODY_BYTES:-1024}" /dev/zero | tr '\0' a)"
 cat >"$TMP/nginx/nginx.conf" <<EOF
 daemon off;
 master_process off;
