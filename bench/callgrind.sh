@@ -86,7 +86,7 @@ EOF
 
 BACKEND_PORT="$(free_port)"
 mkdir -p "$TMP/nginx/logs"
-BODY="$(head -c "${BODY_BYTES:-1024}" /dev/zero | tr '\0' a)"
+head -c "${BODY_BYTES:-1024}" /dev/zero | tr '\0' a >"$TMP/body"
 cat >"$TMP/nginx/nginx.conf" <<EOF
 daemon off;
 master_process off;
@@ -100,7 +100,7 @@ http {
   keepalive_timeout 300s;
   server {
     listen 127.0.0.1:$BACKEND_PORT;
-    location / { default_type text/plain; return 200 "$BODY"; }
+    location = /b1k { default_type text/plain; alias $TMP/body; }
   }
 }
 EOF
