@@ -1133,10 +1133,18 @@ impl<H: ConnHandler> Worker<H> {
             unsent: false,
             tls: up.tls.as_deref(),
         };
-        // The peek (a syscall) only for a connection the rule keeps and that had an edge.
-        let keep = leg::reusable(reusable, self.drain.is_draining(), &state)
-            && (!up.readable || is_idle_live(&up.sock));
-        if !keep {
+        let rule = leg::reusable(reusable, self.drain.is_draining(), &state);
+        // A connection the handler would have kept whose peer already closed it (or sent bytes
+        // nobody asked for) is stale, counted as io_uring counts it when parking. The peek (a
+        // syscall) only for a connection the rule keeps and that had an edge.
+        let stale = reusable
+            && !self.drain.is_draining()
+            && up.state == UpState::Open
+            && (up.eof || (rule && up.readable && !is_idle_live(&up.sock)));
+        if !rule || stale {
+            if stale {
+                DriverStats::bump(&self.stats.pool_stale);
+            }
             self.close_up(uid);
             return;
         }
