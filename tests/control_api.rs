@@ -107,7 +107,9 @@ impl Drop for Stack {
         // The end of every test: the process log (shared by the binary's tests) and this
         // stack's access log (every rotated file) carry no token.
         let mut access = String::new();
-        let files = std::fs::read_dir(self.dir.join("logs")).into_iter().flatten();
+        let files = std::fs::read_dir(self.dir.join("logs"))
+            .into_iter()
+            .flatten();
         for f in files.flatten() {
             access.push_str(&std::fs::read_to_string(f.path()).unwrap_or_default());
         }

@@ -206,10 +206,17 @@ fn token_and_key_material_never_reach_the_log() {
     .expect("rewrite config");
     let (status, _, body) = call(admin, "POST", "/api/v1/reload", Some(&bearer(ROTATED)));
     assert_eq!(status, 422, "{body}");
-    assert!(body.contains("junk.key"), "the error names the file: {body}");
+    assert!(
+        body.contains("junk.key"),
+        "the error names the file: {body}"
+    );
     assert!(!body.contains("bm90IGEga2V5"), "{body}");
     let rejections = log().matches("junk.key").count();
-    assert!(rejections > 0, "the API's rejected reload is logged:\n{}", log());
+    assert!(
+        rejections > 0,
+        "the API's rejected reload is logged:\n{}",
+        log()
+    );
     kill(&child, "HUP");
     wait_until("the rejected SIGHUP reload in the log", || {
         log().matches("junk.key").count() > rejections
@@ -221,7 +228,12 @@ fn token_and_key_material_never_reach_the_log() {
     );
 
     kill(&child, "TERM");
-    assert_eq!(wait_exit(&mut child, Duration::from_secs(15)), Some(0), "{}", log());
+    assert_eq!(
+        wait_exit(&mut child, Duration::from_secs(15)),
+        Some(0),
+        "{}",
+        log()
+    );
 
     let log = log();
     // The log saw what happened (so its cleanliness means something).
@@ -232,7 +244,10 @@ fn token_and_key_material_never_reach_the_log() {
         "junk.key",
         "/private",
     ] {
-        assert!(log.contains(needle), "{needle} missing from the log:\n{log}");
+        assert!(
+            log.contains(needle),
+            "{needle} missing from the log:\n{log}"
+        );
     }
     Secrets::new()
         .value("control token", TOKEN)
@@ -308,7 +323,11 @@ fn the_check_finds_tokens_keys_and_their_encodings() {
     );
     assert!(!s.leaks(&key).is_empty(), "the key itself");
     let body = key.lines().nth(1).expect("a key body line");
-    assert_eq!(s.leaks(&format!("key={body}")).len(), 1, "a body line alone");
+    assert_eq!(
+        s.leaks(&format!("key={body}")).len(),
+        1,
+        "a body line alone"
+    );
     assert!(
         !s.leaks(&common::tls::base64(key.as_bytes())).is_empty(),
         "the key as a Secret's base64 data"
@@ -325,9 +344,10 @@ fn call_ok(admin: SocketAddr, path: &str) -> u16 {
         return 0;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: l\r\nConnection: close\r\n\r\n").as_bytes())
-        .is_err()
+    if s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: l\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .is_err()
     {
         return 0;
     }

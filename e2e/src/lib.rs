@@ -16,9 +16,9 @@ pub mod emulator;
 pub mod env;
 pub mod kubeconfig;
 pub mod names;
-pub mod secrets;
 #[allow(unsafe_code)]
 pub mod netns;
+pub mod secrets;
 
 pub use emulator::{Emulator, EmulatorConfig, RecordedRequest};
 pub use env::TestEnv;

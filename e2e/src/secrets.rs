@@ -63,8 +63,10 @@ impl Secrets {
             }
         }
         let encoded = STANDARD.encode(value);
-        self.needles
-            .push((format!("{what} (base64)"), encoded.trim_end_matches('=').into()));
+        self.needles.push((
+            format!("{what} (base64)"),
+            encoded.trim_end_matches('=').into(),
+        ));
         self.needles.push((what.to_string(), text));
     }
 

@@ -57,8 +57,10 @@ impl Secrets {
         );
         self.needles.push((what.to_string(), value.to_string()));
         let encoded = base64(value.as_bytes());
-        self.needles
-            .push((format!("{what} (base64)"), encoded.trim_end_matches('=').into()));
+        self.needles.push((
+            format!("{what} (base64)"),
+            encoded.trim_end_matches('=').into(),
+        ));
     }
 
     /// A PEM document holding a private key: every body line, and the whole document
@@ -75,8 +77,10 @@ impl Secrets {
         }
         assert!(lines > 0, "{what}: no key body in {pem:?}");
         let encoded = base64(pem.as_bytes());
-        self.needles
-            .push((format!("{what} (base64)"), encoded.trim_end_matches('=').into()));
+        self.needles.push((
+            format!("{what} (base64)"),
+            encoded.trim_end_matches('=').into(),
+        ));
         self
     }
 
