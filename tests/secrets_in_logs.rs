@@ -2,10 +2,11 @@
 //! token and a TLS certificate (logging at `debug`, process and access log on stderr), answers
 //! authenticated, unauthenticated and wrong-token control API calls, proxies HTTPS requests that
 //! carry credentials, reloads through the API and SIGHUP (the token rotated), rejects a reload
-//! whose key file is broken, and drains; then its whole log is searched for the tokens (as
-//! written and base64), the presented wrong tokens, the client credentials, and the private keys
-//! (armour, body lines, base64) with the shared check of `tests/common/secrets.rs`. `--check`
-//! on a broken file that holds a token and a key is held to the same rule.
+//! whose key file is broken, reloads without a token (the API switches off), and drains; then
+//! its whole log is searched for the tokens (as written and base64), the presented wrong
+//! tokens, the client credentials, and the private keys (armour, body lines, base64) with the
+//! shared check of `tests/common/secrets.rs`. `--check` on a broken file that holds a token and
+//! a key is held to the same rule.
 
 mod common;
 
@@ -226,6 +227,17 @@ fn token_and_key_material_never_reach_the_log() {
         200,
         "the old configuration keeps serving"
     );
+
+    // A reload that removes the token switches the control API off (404 for every token).
+    let without_token = config(dir.path(), &ports, b.addr, ROTATED, &format!("{HOST}.key"))
+        .replace(&format!("control_plane: {{auth_token: '{ROTATED}'}}\n"), "");
+    assert!(!without_token.contains("control_plane"), "{without_token}");
+    std::fs::write(&cfg_path, without_token).expect("rewrite config");
+    kill(&child, "HUP");
+    wait_until("the control API switched off", || {
+        call(admin, "GET", "/api/v1/routes", Some(&bearer(ROTATED))).0 == 404
+    });
+    assert_eq!(call(admin, "GET", "/api/v1/routes", None).0, 404);
 
     kill(&child, "TERM");
     assert_eq!(
