@@ -25,6 +25,19 @@ use common::alloc::allocations_during;
 use common::{backend, connect, read_response, wait_until};
 
 const TOKEN: &str = "t0p-s3cret-for-tests";
+/// The token a test swaps in (as a Secret change would).
+const ROTATED: &str = "r0tated-t0ken-for-tests";
+/// A wrong token that is a prefix of the right one.
+const NEAR_MISS: &str = "t0p-s3cret-for-test";
+
+/// Every token this binary's tests configure or present: none may reach a log (checked when
+/// each [`Stack`] ends, on the captured process log and the stack's access-log files).
+fn secrets() -> common::secrets::Secrets {
+    common::secrets::Secrets::new()
+        .value("control token", TOKEN)
+        .value("rotated control token", ROTATED)
+        .value("near-miss token", NEAR_MISS)
+}
 
 // ---------------------------------------------------------------------------------------------
 // Process log capture: every `tracing` event of this test binary lands in one buffer.
@@ -91,7 +104,20 @@ impl Drop for Stack {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+        // The end of every test: the process log (shared by the binary's tests) and this
+        // stack's access log (every rotated file) carry no token.
+        let mut access = String::new();
+        let files = std::fs::read_dir(self.dir.join("logs"))
+            .into_iter()
+            .flatten();
+        for f in files.flatten() {
+            access.push_str(&std::fs::read_to_string(f.path()).unwrap_or_default());
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
+        if !std::thread::panicking() {
+            secrets().assert_clean("process log", &captured());
+            secrets().assert_clean("access log", &access);
+        }
     }
 }
 
@@ -356,7 +382,7 @@ fn without_a_token_the_api_is_disabled_but_the_dashboard_loads() {
 fn missing_and_wrong_tokens_get_401_without_detail() {
     let b = backend("b1");
     let s = start("auth", Some(TOKEN), &[b.addr]);
-    for token in [None, Some("wrong"), Some("t0p-s3cret-for-test"), Some("")] {
+    for token in [None, Some("wrong"), Some(NEAR_MISS), Some("")] {
         let (status, head, body) = call(s.admin, "GET", "/api/v1/config", token);
         assert_eq!(status, 401, "{token:?}");
         assert!(
@@ -373,12 +399,9 @@ fn missing_and_wrong_tokens_get_401_without_detail() {
     assert_eq!(status, 401);
     assert_eq!(call(s.admin, "GET", "/api/v1/config", Some(TOKEN)).0, 200);
     // Swapping the token (e.g. from the Secret) applies to the next request.
-    s.control.token().set(Some("rotated".into()));
+    s.control.token().set(Some(ROTATED.into()));
     assert_eq!(call(s.admin, "GET", "/api/v1/config", Some(TOKEN)).0, 401);
-    assert_eq!(
-        call(s.admin, "GET", "/api/v1/config", Some("rotated")).0,
-        200
-    );
+    assert_eq!(call(s.admin, "GET", "/api/v1/config", Some(ROTATED)).0, 200);
 }
 
 #[test]

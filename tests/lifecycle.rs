@@ -453,6 +453,10 @@ impl Systemd {
 
 // ---- the process under test ----
 
+/// The control token of every configuration written: the log check at the end of each test
+/// ([`ArcProc`]'s drop) makes sure it never reaches the log.
+const CONTROL_TOKEN: &str = "lifecycle-c0ntrol-t0ken-5b1e";
+
 struct Variant {
     body: String,
     with_b: bool,
@@ -545,6 +549,7 @@ impl ArcProc {
              io_uring: {{enabled: {driver}}}\n\
              listeners:\n  - {{name: http, bind: '{http}', protocol: http}}\n\
              observability: {{metrics_bind: '{admin}'}}\n\
+             control_plane: {{auth_token: '{CONTROL_TOKEN}'}}\n\
              lifecycle: {{{lifecycle}}}\n\
              logging: {{level: {level}, format: text, output: {{path: stderr}}}}\n\
              limits: {{idle_timeout: {idle}s}}\n\
@@ -661,7 +666,15 @@ impl Drop for ArcProc {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // The end of every test: the whole log (every process of an upgrade wrote to it) is
+        // free of the token and key material. Skipped when the test already fails.
+        let log = self.log();
         let _ = std::fs::remove_dir_all(&self.dir);
+        if !thread::panicking() {
+            common::secrets::Secrets::new()
+                .value("control token", CONTROL_TOKEN)
+                .assert_clean("arc-gateway log", &log);
+        }
     }
 }
 

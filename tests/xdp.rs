@@ -254,7 +254,12 @@ impl Drop for ArcProcess {
         if let Ok(None) = self.child.try_wait() {
             self.stop();
         }
+        let log = self.log();
         let _ = std::fs::remove_file(&self.log);
+        // The end of every test: the captured log carries no key material.
+        if !std::thread::panicking() {
+            common::secrets::assert_no_key_material("arc-gateway log", &log);
+        }
     }
 }
 

@@ -1,6 +1,10 @@
 //! The real `arc-gateway` binary in Kubernetes mode under test: start it against a
 //! [`TestEnv`](crate::TestEnv), wait for readiness, read its metrics, send HTTP and HTTPS (SNI)
 //! requests to it, and compare recorded API calls with an RBAC file.
+//!
+//! When the process ends ([`ArcProcess::stop`]) its whole log is checked for secret material
+//! ([`crate::secrets`]): private-key armour, every value of every Secret in its namespace (read
+//! from the API server then), and the values a test registered with [`ArcProcess::secret`].
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::emulator::RecordedRequest;
+use crate::secrets::Secrets;
 
 /// Errors of the Arc process helpers.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +83,12 @@ pub struct ArcProcess {
     dir: PathBuf,
     /// This process's identity (`POD_NAME`).
     pub identity: String,
+    kubeconfig: PathBuf,
+    namespace: String,
+    /// Values the log must not carry besides the namespace's Secrets.
+    secrets: Secrets,
+    /// Whether the end-of-test log check ran.
+    checked: bool,
 }
 
 impl ArcProcess {
@@ -138,7 +149,47 @@ impl ArcProcess {
             admin: SocketAddr::from(([127, 0, 0, 1], admin)),
             dir,
             identity: identity.to_string(),
+            kubeconfig: kubeconfig.to_path_buf(),
+            namespace: namespace.to_string(),
+            secrets: Secrets::new(),
+            checked: false,
         })
+    }
+
+    /// Registers a secret value the log must never carry (the namespace's Secrets are read at
+    /// [`ArcProcess::stop`] anyway): e.g. a token presented to the control API.
+    pub fn secret(&mut self, what: &str, value: &str) {
+        self.secrets.add(what, value.as_bytes(), true);
+    }
+
+    /// The end-of-test check: the log carries no private-key armour, no value of any Secret of
+    /// the namespace, no registered value. Panics naming the leaks, or when the Secrets cannot
+    /// be read (the check is never skipped silently).
+    pub async fn check_log(&mut self) {
+        let mut secrets = self.secrets.clone();
+        let listed = async {
+            let client = crate::kubeconfig::client_from_kubeconfig(&self.kubeconfig)
+                .await
+                .map_err(|e| e.to_string())?;
+            let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
+                kube::Api::namespaced(client, &self.namespace);
+            api.list(&Default::default())
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match tokio::time::timeout(Duration::from_secs(10), listed).await {
+            Ok(Ok(list)) => list.items.iter().for_each(|s| secrets.add_secret(s)),
+            Ok(Err(e)) => panic!(
+                "log check of arc {}: cannot list the Secrets of {}: {e}",
+                self.identity, self.namespace
+            ),
+            Err(_) => panic!(
+                "log check of arc {}: listing the Secrets of {} timed out",
+                self.identity, self.namespace
+            ),
+        }
+        self.checked = true;
+        secrets.assert_clean(&format!("the log of arc {}", self.identity), &self.log());
     }
 
     /// The process's log so far (for failure messages).
@@ -180,7 +231,7 @@ impl ArcProcess {
         })
     }
 
-    /// SIGTERM, then waits (bounded) for the exit.
+    /// SIGTERM, then waits (bounded) for the exit; then [`ArcProcess::check_log`].
     pub async fn stop(mut self) {
         if let Some(mut child) = self.child.take() {
             if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
@@ -196,6 +247,9 @@ impl ArcProcess {
                 let _ = child.kill().await;
             }
         }
+        if !std::thread::panicking() {
+            self.check_log().await;
+        }
     }
 }
 
@@ -204,7 +258,13 @@ impl Drop for ArcProcess {
         if let Some(child) = self.child.as_mut() {
             let _ = child.start_kill();
         }
+        // Not stopped through `stop`: what can be checked without the API server.
+        let log = self.log();
         let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.checked && !std::thread::panicking() {
+            self.secrets
+                .assert_clean(&format!("the log of arc {}", self.identity), &log);
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! environment that starts it or uses a real cluster ([`env`]), network-namespace test hosts
 //! ([`netns`]) and the echo backend they run ([`echo`]). [`kubeconfig`] builds a kube client from
 //! a kubeconfig file for both the environment and the emulator; [`names`] makes random object
-//! names.
+//! names; [`secrets`] is the secret-material check run on every captured Arc log.
 
 // Unsafe code is denied crate-wide; only the modules that call libc directly (process checks,
 // `setns`, `geteuid`) allow it.
@@ -18,6 +18,7 @@ pub mod kubeconfig;
 pub mod names;
 #[allow(unsafe_code)]
 pub mod netns;
+pub mod secrets;
 
 pub use emulator::{Emulator, EmulatorConfig, RecordedRequest};
 pub use env::TestEnv;

@@ -1374,3 +1374,77 @@ async fn not_ready_before_the_first_sync() -> R {
     drop(bk.net);
     c.cleanup().await
 }
+
+/// The status of `GET /api/v1/routes` on Arc's admin port with `token` (none: no header).
+async fn api_status(arc: &ArcProcess, token: Option<&str>) -> R<u16> {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let extra: Vec<(&str, &str)> = auth
+        .as_deref()
+        .map(|a| vec![("Authorization", a)])
+        .unwrap_or_default();
+    Ok(arc::get(arc.admin, "localhost", "/api/v1/routes", &extra)
+        .await?
+        .status)
+}
+
+/// Waits (bounded) until `token` gets `want` from the control API.
+async fn wait_api_status(arc: &ArcProcess, token: &str, want: u16) -> R {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let got = api_status(arc, Some(token)).await?;
+        if got == want {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "control API with the token answered {got}, not {want}; log:\n{}",
+            arc.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The control-plane token of Secret `arc-gateway-secret` (set, used, rotated) and a TLS
+/// Secret's key stay out of Arc's log: `stop` checks the whole log against every value of the
+/// namespace's Secrets, the replaced token and the wrong token presented.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_token_and_tls_keys_stay_out_of_the_log() -> R {
+    const TOKEN: &str = "e2e-c0ntrol-t0ken-6d0f3a";
+    const ROTATED: &str = "e2e-r0tated-t0ken-91be27";
+    const WRONG: &str = "e2e-wr0ng-t0ken-42c7d1";
+    let token_secret = |t: &str| {
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "arc-gateway-secret"},
+            "type": "Opaque", "stringData": {"auth-token": t}})
+    };
+    let c = Cluster::new("ctl-secrets").await?;
+    apply(&c.secrets, token_secret(TOKEN)).await?;
+    let (crt, key, der) = cert_for("secure.test")?;
+    tls_secret(&c, "secure-tls", &crt, &key).await?;
+    c.service("svc-a", &[]).await?;
+    c.ingress(
+        "secure",
+        "secure.test",
+        "/",
+        "svc-a",
+        json!({"spec": {"tls": [{"hosts": ["secure.test"], "secretName": "secure-tls"}]}}),
+    )
+    .await?;
+    let mut arc = c.start_arc("arc-1", "").await?;
+    arc.secret("wrong token", WRONG);
+    // Replaced below: no longer in any Secret when the log is checked.
+    arc.secret("replaced control token", TOKEN);
+    arc.wait_ready(LIMIT).await?;
+
+    wait_api_status(&arc, TOKEN, 200).await?;
+    assert_eq!(api_status(&arc, None).await?, 401);
+    assert_eq!(api_status(&arc, Some(WRONG)).await?, 401);
+    let (_, seen) = arc::get_tls(arc.https, "secure.test", "/").await?;
+    assert_eq!(seen, der, "certificate from the Secret");
+
+    apply(&c.secrets, token_secret(ROTATED)).await?;
+    wait_api_status(&arc, ROTATED, 200).await?;
+    assert_eq!(api_status(&arc, Some(TOKEN)).await?, 401);
+
+    arc.stop().await;
+    c.cleanup().await
+}

@@ -453,8 +453,13 @@ impl Process {
         {
             tracing::warn!(error = %e, "logging settings not applied");
         }
-        if let Some(t) = &cfg.control_plane.auth_token {
-            self.token.set(Some(t.clone()));
+        match (&cfg.control_plane.auth_token, &self.kube) {
+            (Some(t), _) => self.token.set(Some(t.clone())),
+            // Standalone, the file is the only source: a reload that removes the token switches
+            // the control API off (it used to keep the old token until a restart).
+            (None, None) => self.token.set(None),
+            // In Kubernetes mode Secret `arc-gateway-secret` keeps supplying it.
+            (None, Some(_)) => {}
         }
     }
 

@@ -12,6 +12,8 @@
 //! - [`server`]: Arc's data plane started in-process from a YAML configuration;
 //! - [`tls`]: the accept-any-certificate verifier, client configs, the driver tests' listener
 //!   certificate, PEM/base64, TLS record checks; [`ca`]: a test certificate authority;
+//! - [`secrets`]: the check run at the end of every test on each captured Arc log: no token,
+//!   no private key, no Secret value in it;
 //! - [`alloc`]: the counting allocator type (each binary that counts declares the
 //!   `#[global_allocator]` itself).
 //!
@@ -24,6 +26,7 @@ pub mod alloc;
 pub mod ca;
 pub mod driver;
 pub mod relay;
+pub mod secrets;
 pub mod server;
 pub mod tls;
 
