@@ -12,15 +12,18 @@ if ! cargo fuzz --version 2>/dev/null | grep -qF "$CARGO_FUZZ_VERSION"; then
     cargo install --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION"
 fi
 
+# One build of every target; the runs below start the binaries directly (a `cargo fuzz run`
+# per target would rebuild the arc-gateway crate each time).
 cargo fuzz build -s none
+bin_dir="target/$(rustc -vV | sed -n 's/^host: //p')/release"
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
 for target in $(cargo fuzz list); do
-    mkdir -p "$scratch/$target" "corpus/$target"
+    mkdir -p "$scratch/$target" "corpus/$target" "artifacts/$target"
     echo "fuzz: $target for ${SECONDS_PER_TARGET}s"
-    if ! cargo fuzz run -s none "$target" "$scratch/$target" "corpus/$target" -- \
-        -max_total_time="$SECONDS_PER_TARGET" -max_len=4096 -rss_limit_mb=2048 \
-        -print_final_stats=1 >"$scratch/$target.log" 2>&1; then
+    if ! "$bin_dir/$target" -artifact_prefix="artifacts/$target/" \
+        -max_total_time="$SECONDS_PER_TARGET" -max_len=4096 -rss_limit_mb=2048 -timeout=10 \
+        -print_final_stats=1 "$scratch/$target" "corpus/$target" >"$scratch/$target.log" 2>&1; then
         tail -n 80 "$scratch/$target.log"
         echo "fuzz: $target failed (input in fuzz/artifacts/$target/)"
         exit 1
