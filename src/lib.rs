@@ -28,6 +28,8 @@ pub mod config;
 pub mod controller;
 pub mod crd;
 pub mod desired;
+#[cfg(test)]
+mod fuzz_smoke;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;

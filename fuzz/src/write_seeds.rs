@@ -1,18 +1,31 @@
-//! Writes the codec's seed inputs into `corpus/<target>/` for the fuzz targets
-//! (`cargo run --example write-seeds` from `fuzz/`).
+//! Writes the seed inputs of every target into `corpus/<target>/seed-NN`
+//! (`cargo run --example write-seeds` from `fuzz/`). Files already there are overwritten;
+//! corpus entries the fuzzer added are kept.
 
 use std::fs;
 use std::path::Path;
 
 fn main() -> std::io::Result<()> {
-    let seeds = arc_gateway::proxy::http1::fuzzing::seeds();
-    for target in ["request", "chunked", "response"] {
+    let codec = arc_gateway::proxy::http1::fuzzing::seeds();
+    let sets: [(&str, Vec<Vec<u8>>); 7] = [
+        ("request", codec.clone()),
+        ("chunked", codec.clone()),
+        ("response", codec),
+        ("conn", arc_gateway::proxy::core::fuzzing::seeds()),
+        ("config", arc_gateway::config::fuzzing::seeds()),
+        (
+            "annotations",
+            arc_gateway::controller::translate::fuzzing::seeds(),
+        ),
+        ("routing", arc_gateway::routing::fuzzing::seeds()),
+    ];
+    for (target, seeds) in &sets {
         let dir = Path::new("corpus").join(target);
         fs::create_dir_all(&dir)?;
         for (i, seed) in seeds.iter().enumerate() {
             fs::write(dir.join(format!("seed-{i:02}")), seed)?;
         }
+        println!("{target}: {} seeds", seeds.len());
     }
-    println!("wrote {} seeds per target", seeds.len());
     Ok(())
 }

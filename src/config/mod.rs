@@ -14,6 +14,7 @@
 pub mod cidr;
 pub mod de;
 pub mod diff;
+pub mod fuzzing;
 pub mod node;
 pub mod routes;
 pub mod schema;

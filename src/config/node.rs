@@ -165,6 +165,10 @@ fn line_of_offset(text: &str, offset: usize) -> usize {
 // ---------------------------------------------------------------------------------------------
 // YAML
 
+/// Most nodes YAML aliases may add to a document's tree (each alias copies its anchored
+/// node). A configuration needs a handful; nested aliases otherwise grow exponentially.
+pub const MAX_ALIAS_NODES: usize = 10_000;
+
 /// Parses one YAML document into a [`Node`] tree.
 pub fn parse_yaml(text: &str) -> Result<Node, SyntaxError> {
     use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
@@ -183,13 +187,25 @@ pub fn parse_yaml(text: &str) -> Result<Node, SyntaxError> {
     struct Builder {
         stack: Vec<Frame>,
         docs: Vec<Node>,
-        anchors: HashMap<usize, Node>,
+        /// Anchored nodes with their size in nodes.
+        anchors: HashMap<usize, (Node, usize)>,
+        /// Nodes added to the tree by aliases so far (bounded: see [`MAX_ALIAS_NODES`]).
+        alias_nodes: usize,
         error: Option<SyntaxError>,
+    }
+    /// Nodes in a tree.
+    fn size(node: &Node) -> usize {
+        match &node.kind {
+            Kind::Seq(items) => 1 + items.iter().map(size).sum::<usize>(),
+            Kind::Map(entries) => 1 + entries.iter().map(|(_, _, v)| size(v)).sum::<usize>(),
+            _ => 1,
+        }
     }
     impl Builder {
         fn push_value(&mut self, node: Node, anchor: usize) {
             if anchor > 0 {
-                self.anchors.insert(anchor, node.clone());
+                let n = size(&node);
+                self.anchors.insert(anchor, (node.clone(), n));
             }
             match self.stack.last_mut() {
                 None => self.docs.push(node),
@@ -257,11 +273,26 @@ pub fn parse_yaml(text: &str) -> Result<Node, SyntaxError> {
                     }
                 }
                 Event::Alias(id) => {
-                    let node = self
-                        .anchors
-                        .get(&id)
-                        .cloned()
-                        .unwrap_or(Node::new(Kind::Null, line));
+                    // Aliases are expanded by copying; nested ones multiply ("billion laughs"),
+                    // so the copies are bounded and a document over the bound is refused.
+                    let node = match self.anchors.get(&id) {
+                        Some((node, n)) if self.alias_nodes + n <= MAX_ALIAS_NODES => {
+                            self.alias_nodes += n;
+                            node.clone()
+                        }
+                        Some(_) => {
+                            if self.error.is_none() {
+                                self.error = Some(SyntaxError {
+                                    line,
+                                    message: format!(
+                                        "aliases expand to more than {MAX_ALIAS_NODES} nodes"
+                                    ),
+                                });
+                            }
+                            Node::new(Kind::Null, line)
+                        }
+                        None => Node::new(Kind::Null, line),
+                    };
                     self.push_value(node, 0);
                 }
                 _ => {}

@@ -61,6 +61,8 @@ use crate::proxy::tls::client::{ClientCertPem, digest, parse_ca_pem, parse_clien
 use crate::proxy::tls::{CertOrigin, LoadedCert};
 use crate::routing::{Backend, HostRules, PathType, RouteModel, RouteRule};
 
+pub mod fuzzing;
+
 /// Annotation prefix of Arc's native annotations.
 pub const ANNOTATION_PREFIX: &str = "arc-gateway.io/";
 /// `true` makes `ImplementationSpecific` paths anchored, case-insensitive regexes.

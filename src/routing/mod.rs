@@ -18,6 +18,7 @@
 #![cfg_attr(not(test), deny(clippy::disallowed_methods))]
 
 mod compile;
+pub mod fuzzing;
 mod hash;
 mod host;
 mod model;

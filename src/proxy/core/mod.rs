@@ -27,6 +27,7 @@ mod buffers;
 mod current;
 mod cx;
 mod dispatch;
+pub mod fuzzing;
 mod identity;
 mod parked;
 pub mod snapshot;

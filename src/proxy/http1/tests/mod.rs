@@ -3,6 +3,7 @@
 
 mod corpus;
 mod decisions;
+mod differential;
 mod fuzz_smoke;
 mod roundtrip;
 mod serialize;
