@@ -114,3 +114,18 @@ fn fuzz_chunked_seeds_and_mutations() {
 fn fuzz_response_seeds_and_mutations() {
     run(fuzzing::response);
 }
+
+/// Found by the `chunked` target in CI: trailer fields read without a space after the colon
+/// (`A:`), at the head limit. The encoder writes `A: `, one byte longer per field; the
+/// re-encoded body must still decode to the same data and trailers.
+#[test]
+fn fuzz_chunked_regression_trailers_at_the_head_limit() {
+    const INPUT: &[u8] = &[
+        37, 49, 48, 59, 101, 34, 13, 10, 48, 49, 50, 51, 52, 55, 54, 49, 97, 61, 53, 66, 99, 100,
+        101, 102, 13, 10, 48, 13, 10, 65, 58, 13, 10, 67, 58, 53, 134, 134, 134, 134, 134, 134,
+        134, 134, 134, 134, 134, 134, 255, 66, 134, 134, 134, 134, 134, 134, 50, 104, 113, 34, 13,
+        10, 67, 58, 50, 104, 134, 134, 134, 134, 134, 134, 134, 134, 134, 134, 134, 134, 150, 134,
+        134, 134, 134, 134, 134, 134, 134, 134, 104, 47, 13, 10, 13, 10, 255, 255,
+    ];
+    super::super::fuzzing::chunked(INPUT);
+}
