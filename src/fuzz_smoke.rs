@@ -1,6 +1,6 @@
 //! Deterministic mutation runs of the fuzz entry points (`*::fuzzing` in the rooms), so their
-//! invariants are checked on every `cargo test`; the real fuzzer lives in `fuzz/`. The codec's
-//! own smoke tests (`proxy::http1::tests::fuzz_smoke`) predate this helper and keep theirs.
+//! invariants are checked on every `cargo test`; the real fuzzer lives in `fuzz/`. Every room's
+//! smoke test (the codec's `proxy::http1::tests::fuzz_smoke` too) uses this generator.
 
 /// Deterministic xorshift64* generator.
 pub(crate) struct XorShift(pub(crate) u64);

@@ -1,25 +1,8 @@
 //! The fuzz entry points over the seed corpus and deterministic pseudo-random mutations, so
-//! their invariants are checked on every test run (the real fuzzer lives in `fuzz/`).
+//! their invariants are checked on every test run (the real fuzzer lives in `fuzz/`). The
+//! generator and mutations are the shared ones of `crate::fuzz_smoke`.
 
 use super::super::fuzzing;
-
-/// Deterministic xorshift64* generator.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
 
 /// Bytes that matter to the grammar, so mutations hit interesting paths more often.
 const INTERESTING: &[&[u8]] = &[
@@ -46,58 +29,11 @@ const INTERESTING: &[&[u8]] = &[
     b"GET / HTTP/1.1\r\n",
 ];
 
-fn mutate(rng: &mut XorShift, seed: &[u8]) -> Vec<u8> {
-    let mut v = seed.to_vec();
-    for _ in 0..=rng.below(4) {
-        match rng.below(6) {
-            0 if !v.is_empty() => {
-                let i = rng.below(v.len());
-                v[i] = rng.next() as u8;
-            }
-            1 if !v.is_empty() => {
-                let i = rng.below(v.len());
-                v.remove(i);
-            }
-            2 => {
-                let i = rng.below(v.len() + 1);
-                let ins = INTERESTING[rng.below(INTERESTING.len())];
-                v.splice(i..i, ins.iter().copied());
-            }
-            3 if v.len() > 1 => {
-                let a = rng.below(v.len());
-                let b = rng.below(v.len());
-                let (lo, hi) = (a.min(b), a.max(b));
-                let copy = v[lo..hi].to_vec();
-                let at = rng.below(v.len() + 1);
-                v.splice(at..at, copy);
-            }
-            4 if v.len() > 1 => {
-                let cut = rng.below(v.len());
-                v.truncate(cut.max(1));
-            }
-            _ => {
-                let i = rng.below(v.len() + 1);
-                v.insert(i, rng.next() as u8);
-            }
-        }
-    }
-    v
-}
-
 /// Mutations per target and run (bounded so the suite stays fast).
 const MUTATIONS: usize = 20_000;
 
 fn run(target: fn(&[u8])) {
-    let seeds = fuzzing::seeds();
-    for s in &seeds {
-        target(s);
-    }
-    let mut rng = XorShift(0x0005_eed0_fa4c_1234);
-    for _ in 0..MUTATIONS {
-        let seed = &seeds[rng.below(seeds.len())];
-        let input = mutate(&mut rng, seed);
-        target(&input);
-    }
+    crate::fuzz_smoke::run(&fuzzing::seeds(), INTERESTING, MUTATIONS, target);
 }
 
 #[test]
